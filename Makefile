@@ -1,0 +1,36 @@
+# costeff: two commands set everything up on a machine with only Python 3.11:
+#   make run    creates .venv, installs, runs the whole programme on the embedded default policy
+#   make test   same install, then the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARTIFACTS ?= artifacts
+
+.PHONY: setup run test bench cost-prof clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel; nothing may resolve a CUDA build here.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	./scripts/install-prometheus.sh
+
+run: setup
+	$(BIN)/costeff run
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+cost-prof: setup
+	$(BIN)/costeff profile
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,159 @@
+"""Artifact layout, atomic writes and provenance shared by every capability.
+
+Every JSON is written atomically (temp file in the same folder, fsync, rename), so
+a reader never sees half a report and an interrupted run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from costeff import __version__
+from costeff._jsonable import to_jsonable
+
+SCHEMA_VERSION = 1
+ROOT_ENV = "COSTEFF_ARTIFACTS"
+REPOSITORY_ENV = "COSTEFF_MODEL_REPOSITORY"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def utc_stamp(when: datetime | None = None) -> str:
+    """The artifact folder timestamp, e.g. ``20261127_142311Z``."""
+    return (when or utc_now()).strftime("%Y%m%d_%H%M%SZ")
+
+
+def iso_utc(when: datetime | None = None) -> str:
+    return (when or utc_now()).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where artifacts live (DESIGN.md section 5). ``root`` defaults to ``./artifacts``."""
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> "Layout":
+        return cls(Path(os.environ.get(ROOT_ENV, "artifacts")))
+
+    @property
+    def cost(self) -> Path:
+        return self.root / "cost"
+
+    @property
+    def models(self) -> Path:
+        return self.cost / "models"
+
+    @property
+    def quant(self) -> Path:
+        return self.cost / "quant"
+
+    @property
+    def batching(self) -> Path:
+        return self.cost / "batching"
+
+    @property
+    def reaper(self) -> Path:
+        return self.cost / "reaper"
+
+    @property
+    def ramp(self) -> Path:
+        return self.cost / "ramp"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit"
+
+    @property
+    def flags(self) -> Path:
+        return self.root / "flags" / "flags.json"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.sqlite"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @staticmethod
+    def model_repository() -> Path:
+        return Path(os.environ.get(REPOSITORY_ENV, "docker/triton/model_repository"))
+
+    def run_dir(self, stage: str | None = None, out: Path | str | None = None) -> Path:
+        """The folder a run writes into: ``out`` when given, else a new timestamped one."""
+        if out is not None:
+            return Path(out)
+        base = self.cost if stage is None else self.cost / stage
+        return base / utc_stamp()
+
+    def latest(self, stage: str | None, filename: str) -> Path | None:
+        """The newest ``<stage>/<ts>/<filename>``, or None when no run wrote one."""
+        base = self.cost if stage is None else self.cost / stage
+        found = sorted(base.glob(f"*/{filename}")) if base.is_dir() else []
+        return found[-1] if found else None
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> Path:
+    return atomic_write_text(path, dumps(obj))
+
+
+def provenance(model_path: Path | str | None = None, *, hardware: bool = True) -> dict[str, Any]:
+    """The header every record carries: schema, time, version, model hash, hardware."""
+    from costeff.hardware import detect
+
+    header: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": iso_utc(),
+        "costeff_version": __version__,
+        "model_sha256": sha256_file(model_path) if model_path else None,
+    }
+    if hardware:
+        header["hardware"] = detect().to_dict()
+    return header

@@ -1,0 +1,76 @@
+"""The ``costeff`` command line: argument parsing and printing, no logic.
+
+Each command lives in its own module with ``register(subparsers)``; the module sets
+``func(args) -> int`` on its parser. Errors become exit codes here and only here
+(DESIGN.md section 3): 0 done, 1 a gate said no, 2 bad input, 3 a dependency
+failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from costeff import __version__
+from costeff.errors import CosteffError
+
+# Command modules, in the order `costeff --help` lists them. Modules import only
+# the standard library and costeff's light modules at import time.
+COMMAND_MODULES = (
+    "audit",
+)
+
+log = logging.getLogger("costeff")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="costeff",
+        description="Serve an RL trading policy cheaply without changing what it decides.",
+    )
+    parser.add_argument("--version", action="version", version=f"costeff {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"costeff.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    _configure_logging(verbose)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except CosteffError as exc:
+        if verbose:
+            log.exception("failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
+        if verbose:
+            log.exception("unexpected failure")
+        hint = "" if verbose else " (run with -v for the traceback)"
+        print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return 3
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        for noisy in ("matplotlib", "PIL", "urllib3", "onnxruntime", "root"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Options and output helpers shared by every command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from costeff.artifacts import dumps
+from costeff.errors import InputError
+
+
+def add_common(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
+    if out:
+        parser.add_argument("--out", type=Path, metavar="DIR",
+                            help="write artifacts into DIR (default: a new timestamped folder under artifacts/)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the record as JSON on stdout (logs stay on stderr)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+
+
+def emit(args: argparse.Namespace, record: Any, human: Callable[[], None]) -> None:
+    """Print the record: JSON on stdout with ``--json``, else the human view."""
+    if getattr(args, "json", False):
+        sys.stdout.write(dumps(record))
+        sys.stdout.flush()
+    else:
+        human()
+
+
+def parse_int_list(text: str, field: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{field}: {text!r} is not a comma-separated list of integers") from None
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{field}: {text!r} must list positive integers, e.g. 1,8,64")
+    return values
+
+
+def positive_float(field: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} must be a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{field} must be > 0, got {text}")
+        return value
+    return parse
+
+
+def existing_file(field: str) -> Callable[[str], Path]:
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"{field}: no such file: {text}")
+        return path
+    return parse

@@ -1,0 +1,175 @@
+"""Read an ONNX policy's interface and open onnxruntime sessions on it.
+
+Input names, element types and dynamic dimensions come from the graph, never from
+assumptions: a policy may take fp16 observations or several inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costeff.errors import DependencyError, InputError
+
+# ONNX TensorProto element type -> (numpy dtype name, Triton TYPE_*).
+ONNX_TYPES: dict[int, tuple[str, str]] = {
+    1: ("float32", "TYPE_FP32"), 10: ("float16", "TYPE_FP16"), 11: ("float64", "TYPE_FP64"),
+    16: ("bfloat16", "TYPE_BF16"), 2: ("uint8", "TYPE_UINT8"), 3: ("int8", "TYPE_INT8"),
+    4: ("uint16", "TYPE_UINT16"), 5: ("int16", "TYPE_INT16"), 6: ("int32", "TYPE_INT32"),
+    7: ("int64", "TYPE_INT64"), 9: ("bool", "TYPE_BOOL"), 12: ("uint32", "TYPE_UINT32"),
+    13: ("uint64", "TYPE_UINT64"), 8: ("string", "TYPE_STRING"),
+}
+LOGIT_NAMES = ("logits", "action_logits", "policy_logits", "pi", "mean", "action_mean")
+VALUE_NAMES = ("value", "values", "v", "state_value")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name
+    triton_dtype: str
+    shape: tuple[int | None, ...]  # None for a dynamic dimension (incl. the batch axis)
+
+    @property
+    def has_batch_axis(self) -> bool:
+        return len(self.shape) > 0 and self.shape[0] is None
+
+    @property
+    def sample_shape(self) -> tuple[int | None, ...]:
+        """The shape without the batch dimension."""
+        return self.shape[1:]
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    logits: str | None
+    value: str | None
+
+    def input(self, name: str | None = None) -> TensorSpec:
+        if name is None:
+            return self.inputs[0]
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise InputError(f"model has no input {name!r}; inputs: {[s.name for s in self.inputs]}")
+
+
+def load_onnx(path: Path | str, *, load_weights: bool = True) -> Any:
+    """``onnx.load`` with a one-line error for a missing or corrupt file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file; expected an ONNX file")
+    try:
+        return onnx.load(str(path), load_external_data=load_weights)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError, ...
+        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+def read_signature(path: Path | str, outputs: dict[str, str] | None = None) -> Signature:
+    """The policy's inputs and outputs; output roles from names or ``outputs={'logits': ..., 'value': ...}``."""
+    model = load_onnx(path, load_weights=False)
+    inputs = tuple(_spec(v) for v in _graph_inputs(model))
+    outs = tuple(_spec(v) for v in model.graph.output)
+    if not inputs:
+        raise InputError(f"{path}: the graph has no inputs")
+    for spec in inputs:
+        if not spec.has_batch_axis:
+            raise InputError(f"{path}: input {spec.name!r} has shape {list(spec.shape)} with no dynamic batch "
+                             "dimension; expected [batch, ...] (export with a dynamic first axis)")
+    roles = _roles(outs, outputs or {}, path)
+    return Signature(inputs, outs, roles.get("logits"), roles.get("value"))
+
+
+def _graph_inputs(model: Any) -> list[Any]:
+    initializers = {i.name for i in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def _spec(value_info: Any) -> TensorSpec:
+    tt = value_info.type.tensor_type
+    np_name, triton = ONNX_TYPES.get(tt.elem_type, (f"onnx:{tt.elem_type}", "TYPE_INVALID"))
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+    return TensorSpec(value_info.name, np_name, triton, dims)
+
+
+def _roles(outs: tuple[TensorSpec, ...], explicit: dict[str, str], path: Path | str) -> dict[str, str]:
+    names = [o.name for o in outs]
+    roles = {}
+    for role, name in explicit.items():
+        if name not in names:
+            raise InputError(f"--outputs {role}={name}: {path} has no output {name!r}; outputs: {names}")
+        roles[role] = name
+    for role, candidates in (("logits", LOGIT_NAMES), ("value", VALUE_NAMES)):
+        if role not in roles:
+            roles.update({role: n for n in names if n.lower() in candidates})
+    if "logits" not in roles and names:
+        roles["logits"] = names[0]  # a policy's first output is its action head by convention
+    return roles
+
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "tensorrt": "TensorrtExecutionProvider"}
+
+
+def resolve_provider(provider: str) -> list[Any]:
+    """Provider list for onnxruntime; ``auto`` prefers CUDA when onnxruntime-gpu can use it."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider == "auto":
+        provider = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if provider not in PROVIDERS:
+        raise InputError(f"--provider: unknown provider {provider!r}; expected auto, cpu, cuda or tensorrt")
+    name = PROVIDERS[provider]
+    if name not in available:
+        raise InputError(f"--provider {provider}: {name} is not available in this onnxruntime "
+                         f"(available: {', '.join(available)}); install the [gpu] extra on a GPU machine")
+    if provider == "tensorrt":
+        return [(name, {"trt_fp16_enable": True}), "CUDAExecutionProvider", "CPUExecutionProvider"]
+    if provider == "cuda":
+        return [name, "CPUExecutionProvider"]
+    return [name]
+
+
+def create_session(path: Path | str, provider: str = "cpu", *, intra_op_threads: int | None = None,
+                   spinning: bool = True) -> Any:
+    """An onnxruntime session; DependencyError (exit 3) when the provider fails to load the model.
+
+    ``spinning=False`` stops idle intra-op threads from busy-waiting: needed when
+    several sessions share a process, and closer to spaced-out serving traffic.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if intra_op_threads:
+        opts.intra_op_num_threads = intra_op_threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = resolve_provider(provider)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such model file") from None
+        raise DependencyError(f"{path}: onnxruntime could not load the model with {provider}: {exc}") from None
+
+
+def random_batch(sig: Signature, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard-normal inputs of the graph's dtypes, for profiling when no observations are given."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in sig.inputs:
+        if any(d is None for d in spec.sample_shape):
+            raise InputError(f"input {spec.name!r} has dynamic non-batch dims {list(spec.shape)}; "
+                             "pass --observations so their sizes are known")
+        shape = (batch, *spec.sample_shape)
+        feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+    return feeds
