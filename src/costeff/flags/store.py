@@ -1,0 +1,148 @@
+"""Feature flags in one JSON file, every change audited and reversible.
+
+The file keeps each flag's full history (version 0 is the default), so any earlier
+value can be restored. A rollback is itself a new version: history only grows, and
+the audit trail shows who went back, when and why. Writers hold an exclusive lock
+while reading, appending to the audit trail and replacing the file atomically, so
+two processes never lose each other's change.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from costeff.artifacts import SCHEMA_VERSION, Layout, atomic_write_json, iso_utc
+from costeff.audit import AuditLog, default_log
+from costeff.errors import InputError
+from costeff.flags.spec import KNOWN, parse_value, spec_for
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """One version of one flag, as kept in the store and in the audit trail."""
+
+    name: str
+    version: int
+    old_value: Any
+    new_value: Any
+    ts: str
+    actor: str
+    reason: str
+    action: str  # "set" or "rollback"
+    rolled_back_to: int | None = None
+    audit_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class FlagState:
+    name: str
+    value: Any
+    version: int
+    default: Any
+    changed_at: str | None
+    actor: str | None
+
+
+class FlagStore:
+    """Flags in ``path`` (JSON), changes appended to ``audit_log``."""
+
+    def __init__(self, path: Path | str, audit_log: AuditLog) -> None:
+        self.path = Path(path)
+        self.audit_log = audit_log
+
+    @classmethod
+    def default(cls) -> "FlagStore":
+        return cls(Layout.default().flags, default_log())
+
+    def get(self, name: str) -> Any:
+        return self.state(name).value
+
+    def state(self, name: str) -> FlagState:
+        spec = spec_for(name)
+        history = self._load()["history"].get(name, [])
+        if not history:
+            return FlagState(name, spec.default, 0, spec.default, None, None)
+        last = history[-1]
+        return FlagState(name, last["new_value"], last["version"], spec.default, last["ts"], last["actor"])
+
+    def all(self) -> list[FlagState]:
+        """Every known flag plus every per-pipeline flag ever set."""
+        names = list(KNOWN) + sorted(n for n in self._load()["history"] if n not in KNOWN)
+        return [self.state(n) for n in names]
+
+    def history(self, name: str) -> list[FlagChange]:
+        spec_for(name)
+        return [FlagChange(**entry) for entry in self._load()["history"].get(name, [])]
+
+    def set(self, name: str, value: Any, actor: str = "costeff", reason: str = "") -> FlagChange:
+        new_value = parse_value(name, value)
+        return self._change(name, lambda history: (new_value, "set", None), actor, reason)
+
+    def rollback(self, name: str, to_version: int | None = None, actor: str = "costeff",
+                 reason: str = "") -> FlagChange:
+        """Restore the value before the current one, or the value flag ``name`` had at ``to_version``."""
+        spec = spec_for(name)
+
+        def target(history: list[dict[str, Any]]) -> tuple[Any, str, int]:
+            current = history[-1]["version"] if history else 0
+            version = current - 1 if to_version is None else to_version
+            if current == 0:
+                raise InputError(f"flag {name}: never changed, nothing to roll back to")
+            if not 0 <= version < current:
+                raise InputError(f"flag {name}: --to-version {version} is not an earlier version; "
+                                 f"expected 0..{current - 1}")
+            value = spec.default if version == 0 else history[version - 1]["new_value"]
+            return value, "rollback", version
+
+        return self._change(name, target, actor, reason)
+
+    def _change(self, name: str, decide: Any, actor: str, reason: str) -> FlagChange:
+        spec_for(name)
+        with self._locked():
+            data = self._load()
+            history = data["history"].setdefault(name, [])
+            new_value, action, to_version = decide(history)
+            old_value = history[-1]["new_value"] if history else spec_for(name).default
+            change = FlagChange(name, len(history) + 1, old_value, new_value, iso_utc(), actor,
+                                reason, action, to_version)
+            # Audit first: a change that is not in the trail must not take effect.
+            record = self.audit_log.append(f"flag.{action}", _payload(change), actor=actor)
+            change = FlagChange(**{**change.__dict__, "audit_seq": record["seq"]})
+            history.append(change.__dict__)
+            atomic_write_json(self.path, data)
+        return change
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"schema_version": SCHEMA_VERSION, "history": {}}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{self.path}: flag store is unreadable ({exc}); restore it from the audit trail") \
+                from None
+        if not isinstance(data, dict) or not isinstance(data.get("history"), dict):
+            raise InputError(f"{self.path}: not a flag store; expected a JSON object with a 'history' table")
+        return data
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _payload(change: FlagChange) -> dict[str, Any]:
+    return {"flag": change.name, "old_value": change.old_value, "new_value": change.new_value,
+            "version": change.version, "reason": change.reason, "action": change.action,
+            "rolled_back_to": change.rolled_back_to}

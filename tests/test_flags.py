@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from costeff.audit import AuditLog, default_log, verify
+from costeff.cli import main
+from costeff.errors import InputError
+from costeff.flags import FlagStore
+
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def store(tmp_path):
+    return FlagStore(tmp_path / "flags" / "flags.json", AuditLog(tmp_path / "audit"))
+
+
+def test_defaults_before_any_change(store):
+    assert store.get("serve_precision") == "fp32"
+    assert store.get("cost_gates_enabled") is True
+    assert store.get("reaper_enabled") is True
+    assert store.get("pipeline_paused") is False
+    assert store.get("pipeline_paused.alpha") is False
+    assert store.get("deployed_model_sha256") is None
+    assert not store.path.exists()  # reading never writes
+
+
+def test_set_parses_types_and_audits_old_and_new(store):
+    change = store.set("cost_gates_enabled", "false", actor="alice", reason="incident 12")
+    assert store.get("cost_gates_enabled") is False
+    assert (change.old_value, change.new_value, change.version) == (True, False, 1)
+    [record] = store.audit_log.records()
+    assert record["event"] == "flag.set" and record["actor"] == "alice"
+    assert record["payload"] == {"flag": "cost_gates_enabled", "old_value": True, "new_value": False,
+                                 "version": 1, "reason": "incident 12", "action": "set", "rolled_back_to": None}
+    assert change.audit_seq == record["seq"]
+
+
+def test_rollback_to_previous_and_to_any_earlier_version(store):
+    for value in ("fp16", "int8-dynamic", "int8-static"):
+        store.set("serve_precision", value)
+    assert store.rollback("serve_precision").new_value == "int8-dynamic"
+    assert store.rollback("serve_precision", to_version=1).new_value == "fp16"
+    assert store.rollback("serve_precision", to_version=0).new_value == "fp32"
+    history = store.history("serve_precision")
+    assert [c.version for c in history] == [1, 2, 3, 4, 5, 6]
+    assert [c.rolled_back_to for c in history[3:]] == [2, 1, 0]
+    assert len(store.audit_log.records()) == 6 and verify(store.audit_log.directory).ok
+
+
+def test_rollback_without_history_or_to_future_is_rejected(store):
+    with pytest.raises(InputError, match="never changed"):
+        store.rollback("reaper_enabled")
+    store.set("reaper_enabled", False)
+    with pytest.raises(InputError, match="not an earlier version"):
+        store.rollback("reaper_enabled", to_version=1)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("serve_precison", "fp16", "did you mean 'serve_precision'"),
+    ("serve_precision", "int8-dynaimc", "did you mean 'int8-dynamic'"),
+    ("reaper_enabled", "maybe", "not a boolean"),
+    ("deployed_model_sha256", "xyz", "64 hex digits"),
+    ("pipeline_paused.a b", "true", "pipeline name"),
+])
+def test_bad_names_and_values_are_rejected_without_change(store, name, value, message):
+    with pytest.raises(InputError, match=message):
+        store.set(name, value)
+    assert store.audit_log.records() == [] and not store.path.exists()
+
+
+def test_deployed_model_hash_can_be_set_and_unset(store):
+    store.set("deployed_model_sha256", SHA.upper())
+    assert store.get("deployed_model_sha256") == SHA
+    store.set("deployed_model_sha256", "unset")
+    assert store.get("deployed_model_sha256") is None
+
+
+def test_store_survives_reopen_and_is_valid_json(store):
+    store.set("pipeline_paused.alpha", True)
+    again = FlagStore(store.path, store.audit_log)
+    assert again.get("pipeline_paused.alpha") is True
+    assert "pipeline_paused.alpha" in [s.name for s in again.all()]
+    assert json.loads(store.path.read_text())["schema_version"] == 1
+
+
+def test_corrupt_store_is_an_input_error(store):
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text("{not json")
+    with pytest.raises(InputError, match="unreadable"):
+        store.get("serve_precision")
+
+
+def test_cli_set_get_rollback_history(capsys):
+    assert main(["flags", "set", "serve_precision", "int8-dynamic", "--reason", "quantized"]) == 0
+    assert main(["flags", "set", "serve_precision", "fp16"]) == 0
+    assert main(["flags", "rollback", "serve_precision"]) == 0
+    capsys.readouterr()
+    assert main(["flags", "get", "serve_precision", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"] == "int8-dynamic"
+    assert main(["flags", "history", "serve_precision", "--json"]) == 0
+    assert [c["new_value"] for c in json.loads(capsys.readouterr().out)] == ["int8-dynamic", "fp16", "int8-dynamic"]
+    assert FlagStore.default().get("serve_precision") == "int8-dynamic"
+    assert [r["event"] for r in default_log().records()] == ["flag.set", "flag.set", "flag.rollback"]
+
+
+def test_cli_unknown_flag_exits_2_with_hint(capsys):
+    assert main(["flags", "get", "reaper_enabeld"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown flag") and "did you mean 'reaper_enabled'" in err
