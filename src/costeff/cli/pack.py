@@ -1,0 +1,47 @@
+"""``costeff pack``: bundle the latest artifacts; ``costeff pack --verify PACK`` checks one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from costeff.cli._common import add_common, emit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("pack", help="bundle the latest reports, Triton repository and audit head into a verifiable tarball")
+    parser.add_argument("--verify", type=Path, metavar="PACK", help="check PACK against its manifest instead of packing")
+    parser.add_argument("--repository", type=Path, metavar="DIR",
+                        help="Triton model repository to include (default: docker/triton/model_repository)")
+    add_common(parser)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from costeff.pack import pack, verify_pack
+
+    if args.verify:
+        report = verify_pack(args.verify)
+        emit(args, report, lambda: _print_verify(report))
+        return 0 if report.ok else 1
+    result = pack(out_dir=args.out, repository=args.repository)
+    record = {"pack": result.path, "summary": result.summary_path, "included": result.included,
+              "files": len(result.manifest["files"])}
+    emit(args, record, lambda: _print_pack(result))
+    return 0
+
+
+def _print_verify(report) -> None:
+    if report.ok:
+        print(f"pack OK: {report.path}: {report.files_checked} files match the manifest")
+        return
+    print(f"pack FAILED: {report.path}")
+    for problem in report.problems:
+        print(f"  {problem}")
+
+
+def _print_pack(result) -> None:
+    print(f"pack: {result.path} ({len(result.manifest['files'])} files)")
+    for stage, source in result.included.items():
+        print(f"  {stage:<9} {source or 'no report yet'}")
+    print(f"summary: {result.summary_path}")

@@ -1,0 +1,5 @@
+"""Packs: one verifiable tarball of the latest report of every stage, with a generated summary."""
+
+from costeff.pack.bundle import PackResult, VerifyReport, pack, verify_pack
+
+__all__ = ["PackResult", "VerifyReport", "pack", "verify_pack"]
