@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "audit",
     "pack",
     "flags",
+    "triton",
 )
 
 log = logging.getLogger("costeff")

@@ -1,0 +1,80 @@
+"""Triton ``config.pbtxt`` generated through Triton's own ``ModelConfig`` protobuf.
+
+Building the message (rather than formatting a string) means every field name, enum
+and type is checked by the schema Triton itself parses, as Model Analyzer does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from costeff.errors import InputError
+from costeff.modelio import Signature
+
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+# TensorRT builds engines in this much scratch memory; 1 GiB is Triton's documented example
+# and far above what a policy MLP needs, while leaving most of the GPU to the engine.
+DEFAULT_WORKSPACE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """Triton dynamic-batcher settings and where they came from."""
+
+    max_batch_size: int
+    preferred_batch_size: tuple[int, ...]
+    max_queue_delay_us: int
+    instances: int
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise InputError(f"max_batch_size: {self.max_batch_size} must be >= 1")
+        bad = [p for p in self.preferred_batch_size if not 0 < p <= self.max_batch_size]
+        if bad:
+            raise InputError(f"preferred_batch_size: {bad} must lie in 1..max_batch_size ({self.max_batch_size})")
+        if self.max_queue_delay_us < 0:
+            raise InputError(f"max_queue_delay_us: {self.max_queue_delay_us} must be >= 0")
+        if self.instances < 1:
+            raise InputError(f"instances: {self.instances} must be >= 1")
+
+
+def model_config(name: str, signature: Signature, batching: BatchingSettings, instance_kind: str,
+                 precision_mode: str | None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> Any:
+    """The ``ModelConfig`` message for an ONNX model served by the onnxruntime backend."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    cfg = pb.ModelConfig(name=name, platform=PLATFORM, backend=BACKEND, max_batch_size=batching.max_batch_size)
+    for spec in signature.inputs:
+        cfg.input.add(name=spec.name, data_type=_dtype(pb, spec), dims=_dims(spec))
+    for spec in signature.outputs:
+        cfg.output.add(name=spec.name, data_type=_dtype(pb, spec), dims=_dims(spec))
+    cfg.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_size)
+    cfg.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+    kind = pb.ModelInstanceGroup.KIND_GPU if instance_kind == "gpu" else pb.ModelInstanceGroup.KIND_CPU
+    cfg.instance_group.add(kind=kind, count=batching.instances)
+    if precision_mode is not None:
+        trt = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        trt.parameters["precision_mode"] = precision_mode
+        trt.parameters["max_workspace_size_bytes"] = str(workspace_bytes)
+    return cfg
+
+
+def to_text(cfg: Any) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(cfg)
+
+
+def _dtype(pb: Any, spec: Any) -> int:
+    try:
+        return pb.DataType.Value(spec.triton_dtype)
+    except ValueError:
+        raise InputError(f"tensor {spec.name!r}: element type {spec.dtype} has no Triton data type") from None
+
+
+def _dims(spec: Any) -> list[int]:
+    # Triton leaves the batch dimension out of dims when max_batch_size > 0; -1 marks a dynamic axis.
+    return [-1 if d is None else int(d) for d in spec.sample_shape]

@@ -1,0 +1,219 @@
+"""``build_repository``: package a model as a Triton model-repository entry.
+
+Writes ``<repository>/<name>/config.pbtxt``, ``<name>/1/model.onnx`` and the build's
+provenance ``<name>/costeff_build.json`` (+ ``.md``). Everything is checked first and
+written into a temporary folder beside the target, validated, then renamed into place:
+a failed build leaves the previous entry untouched and no partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from costeff.artifacts import atomic_write_json, atomic_write_text, provenance, sha256_file
+from costeff.errors import InputError
+from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
+from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
+
+INSTANCE_KINDS = ("gpu", "cpu")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    model_path: Path
+    profile_path: Path
+    repository: Path
+    name: str | None = None
+    batching_report: Path | None = None
+    instance_kind: str | None = None  # None: GPU when the profile was measured on one
+    quantization_report: Path | None = None
+    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
+            raise InputError(f"--instance-kind: {self.instance_kind!r}; expected one of {', '.join(INSTANCE_KINDS)}")
+        if self.name is not None and not _NAME.match(self.name):
+            raise InputError(f"--name: {self.name!r} is not a usable model directory name "
+                             "(letters, digits, '_', '-', '.')")
+        if self.workspace_bytes <= 0:
+            raise InputError(f"workspace_bytes: {self.workspace_bytes} must be > 0")
+
+
+@dataclass
+class BuildResult:
+    schema_version: int
+    created_at: str
+    costeff_version: str
+    model_sha256: str
+    hardware: dict[str, Any]
+    name: str
+    model_dir: str
+    config_path: str
+    model_path: str
+    source_model: str
+    profile_path: str
+    batching_report: str | None
+    quantization_report: str | None
+    model_precision: str
+    instance_kind: str
+    batching: BatchingSettings
+    tensorrt_precision_mode: str | None
+    accelerator_reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def build_repository(config: BuildConfig) -> BuildResult:
+    """Write the repository entry for ``config.model_path``; InputError before anything is written."""
+    from costeff.modelio import read_signature
+
+    model_sha = sha256_file(_existing(config.model_path, "MODEL"))
+    profile = _load_json(config.profile_path, "--profile")
+    _check_hash(profile, model_sha, config.model_path, config.profile_path)
+    notes: list[str] = []
+    batching = _batching(config, profile, model_sha, notes)
+    signature = read_signature(config.model_path)
+    kind = config.instance_kind or _default_kind(profile, notes)
+    precision = model_precision(config.model_path)
+    accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
+    name = config.name or _default_name(config.model_path)
+    message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes)
+    target = config.repository / name
+    result = BuildResult(**provenance(config.model_path), name=name, model_dir=str(target),
+                         config_path=str(target / "config.pbtxt"), model_path=str(target / "1" / "model.onnx"),
+                         source_model=str(config.model_path), profile_path=str(config.profile_path),
+                         batching_report=_opt(config.batching_report),
+                         quantization_report=_opt(config.quantization_report), model_precision=precision,
+                         instance_kind=kind, batching=batching, tensorrt_precision_mode=accel.precision_mode,
+                         accelerator_reason=accel.reason, notes=notes)
+    _write(target, to_text(message), config.model_path, result)
+    return result
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not Path(path).is_file():
+        raise InputError(f"{what} {path}: no such file")
+    return Path(path)
+
+
+def _load_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(_existing(path, what).read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path}: expected a JSON object")
+    return data
+
+
+def _check_hash(report: dict[str, Any], model_sha: str, model: Path, report_path: Path) -> None:
+    recorded = report.get("model_sha256")
+    if not recorded:
+        raise InputError(f"{report_path}: no model_sha256; cannot tell which model it measured")
+    if recorded != model_sha:
+        raise InputError(f"{report_path} measured model sha256 {recorded}, but {model} has sha256 {model_sha}: "
+                         "profile the model being packaged")
+
+
+def _batching(config: BuildConfig, profile: dict[str, Any], model_sha: str, notes: list[str]) -> BatchingSettings:
+    if config.batching_report is None:
+        return _from_profile(profile, config.profile_path, notes)
+    report = _load_json(config.batching_report, "--batching")
+    if report.get("model_sha256"):
+        _check_hash(report, model_sha, config.model_path, config.batching_report)
+    chosen = report.get("chosen")
+    if not isinstance(chosen, dict):
+        raise InputError(f"--batching {config.batching_report}: no 'chosen' block; expected the output of "
+                         "`costeff batching optimize`")
+    preferred = chosen.get("preferred_batch_size")
+    preferred = [preferred] if isinstance(preferred, int) else preferred
+    try:
+        return BatchingSettings(int(chosen["max_batch_size"]), tuple(int(p) for p in preferred or ()),
+                                int(chosen["max_queue_delay_us"]), int(chosen.get("instances", 1)),
+                                source=f"batching report {config.batching_report}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"--batching {config.batching_report}: chosen.{exc} missing or not a number; expected "
+                         "chosen.max_batch_size, preferred_batch_size, max_queue_delay_us, instances") from None
+
+
+def _from_profile(profile: dict[str, Any], path: Path, notes: list[str]) -> BatchingSettings:
+    """Settings from the profile's optimal batch when no simulation chose them.
+
+    The queue may hold a request for half the slack between the latency budget and the
+    optimal batch's p99 (so waiting plus serving stays inside the budget), or for one
+    service time when no budget was set.
+    """
+    optimal = profile.get("optimal") or {}
+    batch = optimal.get("batch_size")
+    if not isinstance(batch, int) or batch < 1:
+        raise InputError(f"--profile {path}: optimal.batch_size missing; expected a gpu_profile.json from "
+                         "`costeff profile`")
+    p99 = float(optimal.get("latency_p99_ms") or 0.0)
+    budget = (profile.get("config") or {}).get("latency_budget_ms")
+    delay_ms = max(0.0, (float(budget) - p99) / 2) if budget else p99
+    notes.append(f"no batching report: settings derived from the profile's optimal batch {batch} and not "
+                 "simulated; run `costeff batching optimize` for measured-traffic settings")
+    return BatchingSettings(batch, (batch,), int(round(delay_ms * 1000)), 1, source=f"profile {path} optimal batch")
+
+
+def _default_kind(profile: dict[str, Any], notes: list[str]) -> str:
+    gpus = (profile.get("hardware") or {}).get("gpus") or []
+    measured_on_gpu = bool(gpus) and str(profile.get("provider", "")).lower() in ("cuda", "tensorrt", "auto")
+    kind = "gpu" if measured_on_gpu or gpus else "cpu"
+    notes.append(f"instance kind {kind}: the profile was measured {'on a GPU' if kind == 'gpu' else 'without a GPU'}")
+    return kind
+
+
+def _default_name(model_path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(model_path).stem)
+    return name if _NAME.match(name) else f"model_{name}"
+
+
+def _opt(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _write(target: Path, config_text: str, model: Path, result: BuildResult) -> None:
+    from costeff.serving.validate import validate_config
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        entry = staging / target.name
+        (entry / "1").mkdir(parents=True)
+        shutil.copyfile(model, entry / "1" / "model.onnx")
+        atomic_write_text(entry / "config.pbtxt", config_text)
+        atomic_write_json(entry / "costeff_build.json", result)
+        atomic_write_text(entry / "costeff_build.md", render_markdown(result))
+        check = validate_config(entry / "config.pbtxt")
+        if not check.valid:  # a generated config that Triton would reject is a bug, never an artifact
+            raise InputError("generated config failed validation: " + "; ".join(map(str, check.problems)))
+        _swap_into_place(entry, target, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_into_place(entry: Path, target: Path, staging: Path) -> None:
+    if target.exists():
+        target.rename(staging / "previous")  # same filesystem: rename, then the new entry takes its place
+    entry.rename(target)
+
+
+def render_markdown(result: BuildResult) -> str:
+    b = result.batching
+    rows = [("model", f"{result.source_model} (sha256 {result.model_sha256[:12]}…, {result.model_precision})"),
+            ("max_batch_size", b.max_batch_size), ("preferred_batch_size", list(b.preferred_batch_size)),
+            ("max_queue_delay_microseconds", b.max_queue_delay_us),
+            ("instance_group", f"{b.instances} × KIND_{result.instance_kind.upper()}"),
+            ("TensorRT precision", result.tensorrt_precision_mode or "none"),
+            ("settings from", b.source)]
+    lines = [f"# Triton model `{result.name}`", "", "| setting | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", f"TensorRT: {result.accelerator_reason}.", ""] + [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
