@@ -21,6 +21,7 @@ from costeff.errors import CosteffError
 # the standard library and costeff's light modules at import time.
 COMMAND_MODULES = (
     "audit",
+    "profile",
     "pack",
     "flags",
     "triton",

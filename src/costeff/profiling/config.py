@@ -1,0 +1,65 @@
+"""``ProfileConfig``: what to sweep and how to measure, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import InitVar, dataclass
+from pathlib import Path
+
+from costeff.errors import InputError
+from costeff.profiling.measure import MeasureConfig
+
+PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    latency_budget_ms: float | None = None  # p99 per request; None = best throughput wins
+    target_rate: float | None = None  # requests/s the fleet must serve (cost planning)
+    provider: str = "auto"
+    warmup_s: float = 0.2
+    window_s: float = 0.5
+    stability_pct: float = 10.0
+    stable_windows: int = 3
+    max_trials: int = 8
+    min_requests: int = 5
+    concurrency: tuple[int, ...] = (1,)
+    intra_op_threads: int | None = None  # None = onnxruntime's default (all cores)
+    sample_interval_s: float = 0.05
+    catalog: Path | None = None
+    instance: str | None = None
+    compare: tuple[Path, ...] = ()
+    max_utilisation: float = 0.8
+    warmup: InitVar[float | None] = None  # alias of warmup_s
+
+    def __post_init__(self, warmup: float | None) -> None:
+        if warmup is not None:
+            object.__setattr__(self, "warmup_s", warmup)
+        object.__setattr__(self, "batch_sizes", _int_tuple("batch_sizes", self.batch_sizes))
+        object.__setattr__(self, "concurrency", _int_tuple("concurrency", self.concurrency))
+        object.__setattr__(self, "compare", tuple(Path(p) for p in self.compare))
+        if self.provider not in PROVIDERS:
+            raise InputError(f"provider: unknown provider {self.provider!r}; expected one of {', '.join(PROVIDERS)}")
+        for name in ("latency_budget_ms", "target_rate"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
+                raise InputError(f"{name}: {value!r} must be a number > 0")
+        if not 0 < self.max_utilisation <= 1:
+            raise InputError(f"max_utilisation: {self.max_utilisation!r} must be in (0, 1]")
+        if self.intra_op_threads is not None and self.intra_op_threads <= 0:
+            raise InputError(f"intra_op_threads: {self.intra_op_threads!r} must be a positive integer")
+        self.measure_config(self.concurrency[0])  # validates the measurement fields
+
+    def measure_config(self, concurrency: int, request_rate: float | None = None) -> MeasureConfig:
+        return MeasureConfig(warmup_s=self.warmup_s, window_s=self.window_s, stability_pct=self.stability_pct,
+                             stable_windows=self.stable_windows, max_trials=self.max_trials,
+                             min_requests=self.min_requests, concurrency=concurrency,
+                             request_rate=request_rate, sample_interval_s=self.sample_interval_s)
+
+
+def _int_tuple(name: str, value: object) -> tuple[int, ...]:
+    values = (value,) if isinstance(value, int) else tuple(value)  # type: ignore[arg-type]
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
+        raise InputError(f"{name}: {list(values)!r} must list positive integers, e.g. 1,8,64")
+    return tuple(sorted(set(values)))

@@ -1,0 +1,154 @@
+"""``profile(model, config) -> ProfileReport``: sweep an ONNX policy on onnxruntime."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costeff.errors import InputError
+from costeff.profiling.analysis import cost_for, load_compare, recommendations, right_size, select_optimal
+from costeff.profiling.config import ProfileConfig
+from costeff.profiling.measure import Point, measure
+from costeff.profiling.report import ProfileReport
+from costeff.profiling.resources import ResourceSampler, nvml_index_for_cuda_device
+
+OWN_LABEL = "this profile"
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def profile(model_path: Path | str, config: ProfileConfig = ProfileConfig(), observations: np.ndarray | None = None,
+            progress: Any = None, *, observations_source: str = "observations") -> ProfileReport:
+    """Measure ``model_path`` at every batch size x concurrency in ``config``.
+
+    ``observations`` ([rows, *sample_shape]) fill the first input, cycled to each
+    batch size; without them inputs are seeded standard-normal of the graph's dtypes.
+    ``progress`` is anything with ``advance(n, description=None)``.
+    """
+    from costeff.modelio import create_session, read_signature
+
+    started = time.perf_counter()
+    sig = read_signature(model_path)
+    obs = check_observations(sig, observations, observations_source)
+    compared = [(str(p), load_compare(p)) for p in config.compare]  # bad --compare fails before measuring
+    check_catalog(config)
+    session = create_session(model_path, config.provider, intra_op_threads=config.intra_op_threads)
+    used = session.get_providers()[0]
+    points = sweep(session, sig, obs, config, used, progress)
+    inputs = {"source": _source_text(observations_source if obs is not None else None, sig),
+              "tensors": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in sig.inputs]}
+    return assemble_report(points, config, model_path=model_path, provider=used, inputs=inputs,
+                           duration_s=time.perf_counter() - started, compared=compared)
+
+
+def check_catalog(config: ProfileConfig) -> None:
+    """Fail on a bad --catalog / --instance before minutes of measuring, not after."""
+    from costeff.cost import load_catalog
+
+    catalog = load_catalog(config.catalog)
+    if config.instance:
+        catalog.get(config.instance)
+
+
+def check_observations(sig: Any, obs: np.ndarray | None, source: str) -> np.ndarray | None:
+    """Validated observation rows in the first input's dtype (fp16 overflow is caught here)."""
+    if obs is None:
+        return None
+    from costeff.observations import validate_observations
+
+    spec = sig.inputs[0]
+    if not isinstance(obs, np.ndarray):
+        raise InputError(f"{source}: observations must be a numpy array, got {type(obs).__name__}")
+    rows = validate_observations(obs, spec.sample_shape, source)
+    cast = rows.astype(spec.dtype) if spec.dtype != str(rows.dtype) else rows
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+        raise InputError(f"{source}: observations overflow {spec.dtype} (input {spec.name!r}); "
+                         "expected values within its range")
+    return cast
+
+
+def build_feed(sig: Any, batch_size: int, obs: np.ndarray | None, seed: int = 0) -> dict[str, np.ndarray]:
+    """One feed dict per batch size, built once: observation rows cycled to ``batch_size``."""
+    from costeff.modelio import random_batch
+
+    others = [s for s in sig.inputs[1:]] if obs is not None else list(sig.inputs)
+    feed = random_batch(type(sig)(tuple(others), sig.outputs, sig.logits, sig.value), batch_size, seed) \
+        if others else {}
+    if obs is not None:
+        rows = np.arange(batch_size) % obs.shape[0]
+        feed = {sig.inputs[0].name: np.ascontiguousarray(obs[rows]), **feed}
+    return feed
+
+
+def sweep(session: Any, sig: Any, obs: np.ndarray | None, config: ProfileConfig, provider: str,
+          progress: Any = None) -> list[Point]:
+    points = []
+    with _sampler(provider, config) as sampler:
+        for conc in config.concurrency:
+            mcfg = config.measure_config(conc)
+            for batch in config.batch_sizes:
+                if progress is not None:
+                    progress.advance(0, description=f"profiling batch {batch}, concurrency {conc}")
+                feed = build_feed(sig, batch, obs)
+                infer = functools.partial(session.run, None, feed)  # C-level call: no Python frame per request
+                points.append(measure(infer, batch, mcfg, sampler=sampler))
+                if progress is not None:
+                    progress.advance(1)
+    return points
+
+
+def _sampler(provider: str, config: ProfileConfig) -> ResourceSampler:
+    if provider in GPU_PROVIDERS:
+        return ResourceSampler(nvml_index_for_cuda_device(0), interval_s=config.sample_interval_s)
+    from costeff.hardware import detect
+
+    hw = detect()
+    reason = (f"{provider} runs on the CPU; the GPU is not used" if hw.gpus
+              else hw.gpu_unavailable_reason or "no NVIDIA GPU")
+    return ResourceSampler(None, gpu_null_reason=reason, interval_s=config.sample_interval_s)
+
+
+def _source_text(source: str | None, sig: Any) -> str:
+    if source is None:
+        return "seeded standard-normal inputs (no observations given)"
+    rest = f"; other inputs seeded standard-normal" if len(sig.inputs) > 1 else ""
+    return f"{source}, cycled to each batch size into input {sig.inputs[0].name!r}{rest}"
+
+
+def assemble_report(points: list[Point], config: ProfileConfig, *, model_path: Path | str | None, provider: str,
+                    inputs: dict[str, Any], duration_s: float, compared: list[tuple[str, dict]] = (),
+                    target: dict[str, Any] | None = None, gpu_name: str | None = None,
+                    model_sha256: str | None = None) -> ProfileReport:
+    """Optimal batch, cost, right-sizing and recommendations around measured ``points``.
+
+    Shared by local and remote profiling; ``gpu_name`` (NVML name) picks the catalog
+    instance when ``config.instance`` is not set (local: taken from the hardware).
+    """
+    from costeff.artifacts import provenance
+    from costeff.hardware import detect
+
+    head = provenance(model_path)
+    hw = head["hardware"]
+    if gpu_name is None and provider in GPU_PROVIDERS and hw.get("gpus"):
+        gpu_name = hw["gpus"][0]["name"]
+    optimal = select_optimal(points, config.latency_budget_ms)
+    cost = cost_for(optimal.throughput_per_s, gpu_name, catalog_path=config.catalog, instance=config.instance,
+                    target_rate=config.target_rate, max_utilisation=config.max_utilisation)
+    ranking = right_size(cost, OWN_LABEL, list(compared), config.catalog, config.target_rate,
+                         config.max_utilisation) if compared else []
+    recs = recommendations(points, optimal, cost, ranking, detect().memory_total_gb)
+    return ProfileReport(
+        schema_version=head["schema_version"], created_at=head["created_at"],
+        costeff_version=head["costeff_version"], model_sha256=model_sha256 or head["model_sha256"],
+        model_path=str(model_path) if model_path else None, hardware=hw, provider=provider,
+        config=_config_dict(config), inputs=inputs, points=points, optimal=optimal, cost=cost,
+        right_sizing=ranking, recommendations=recs, duration_s=duration_s, target=target or {"kind": "local"})
+
+
+def _config_dict(config: ProfileConfig) -> dict[str, Any]:
+    from costeff._jsonable import to_jsonable
+
+    return to_jsonable(config)
