@@ -1,0 +1,57 @@
+"""What ``quantize`` is asked to do: a frozen config validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from costeff.errors import InputError
+from costeff.quantization.build import CALIBRATION_METHODS
+from costeff.quantization.fidelity import Tolerances
+
+VARIANTS = ("fp16", "int8-dynamic", "int8-static")
+PROVIDERS = ("cpu", "cuda", "tensorrt", "auto")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    variants: tuple[str, ...] = VARIANTS
+    calibration_method: str = "MinMax"
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    batch_sizes: tuple[int, ...] = (1, 16, 64, 256)
+    target_rate: float | None = None
+    provider: str = "cpu"
+    trials: int = 4  # fallback retries per failing variant family (fp16 -> mixed, int8 -> int8-mixed)
+    fallback: bool = True
+    calibration_fraction: float = 0.3
+    min_calibration: int = 64
+    min_evaluation: int = 256
+    seed: int = 0
+    window_s: float = 1.0  # per profiled point
+    speed_rounds: int = 2  # interleaved passes over all variants; medians reported
+    latency_budget_ms: float | None = None
+    name: str | None = None  # model name in <name>_<variant>.onnx (default: the file's stem)
+    outputs: tuple[tuple[str, str], ...] = ()  # (role, output name), e.g. (("logits", "pi"),)
+    op_block_list: tuple[str, ...] = ()  # extra op types kept fp32 in fp16 variants
+
+    def __post_init__(self) -> None:
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise InputError(f"variants: {bad or 'none'}; allowed: {', '.join(VARIANTS)}")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise InputError(f"calibration_method: {self.calibration_method!r}; allowed: "
+                             f"{', '.join(CALIBRATION_METHODS)}")
+        if not self.batch_sizes or any(not isinstance(b, int) or b <= 0 for b in self.batch_sizes):
+            raise InputError(f"batch_sizes: {list(self.batch_sizes)}; expected positive integers")
+        if self.provider not in PROVIDERS:
+            raise InputError(f"provider: {self.provider!r}; allowed: {', '.join(PROVIDERS)}")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        checks = {"trials": self.trials >= 0, "speed_rounds": self.speed_rounds >= 1,
+                  "window_s": self.window_s > 0, "calibration_fraction": 0 < self.calibration_fraction < 1,
+                  "min_calibration": self.min_calibration >= 1, "min_evaluation": self.min_evaluation >= 1,
+                  "target_rate": self.target_rate is None or self.target_rate > 0,
+                  "latency_budget_ms": self.latency_budget_ms is None or self.latency_budget_ms > 0}
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"{name}: {getattr(self, name)!r} is out of range")

@@ -1,0 +1,226 @@
+"""``quantize``: build each precision variant, gate its fidelity, profile, select, write."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costeff.artifacts import Layout, atomic_write_json, atomic_write_text, provenance, sha256_file
+from costeff.errors import CosteffError, InputError
+from costeff.gates import all_passed
+from costeff.quantization import build, recipe as recipes
+from costeff.quantization.config import QuantizeConfig
+from costeff.quantization.fidelity import PolicyOutputs, compare, gates, run_policy
+from costeff.quantization.records import QuantizationReport, VariantResult, to_markdown
+
+log = logging.getLogger(__name__)
+REPORT_JSON, REPORT_MD = "quantization_report.json", "quantization_report.md"
+
+
+@dataclass
+class Context:
+    """What every build and evaluation in one run shares."""
+
+    config: QuantizeConfig
+    base: Path  # pre-processed fp32 model every variant is built from
+    work: Path
+    input_name: str
+    logits: str
+    value: str | None
+    calibration: np.ndarray
+    evaluation: np.ndarray
+    ref_eval: PolicyOutputs
+    ref_cal: PolicyOutputs
+    recipe: build.Int8Recipe | None = None
+
+    def outputs(self, path: Path, rows: str = "evaluation", session_config: dict | None = None) -> PolicyOutputs:
+        obs = self.evaluation if rows == "evaluation" else self.calibration
+        return run_policy(path, obs, self.logits, self.value, provider=self.config.provider,
+                          session_config=session_config)
+
+    def evaluate(self, variant: VariantResult, path: Path) -> VariantResult:
+        """Fidelity and gates on the held-out rows only."""
+        variant.fidelity = compare(self.ref_eval, self.outputs(path, session_config=variant.session_config))
+        variant.gates = gates(variant.fidelity, self.config.tolerances)
+        variant.passed = all_passed(variant.gates)
+        return variant
+
+
+def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeConfig = QuantizeConfig(),
+             out_dir: Path | str | None = None, progress: Any = None) -> QuantizationReport:
+    """Lower ``model_path`` to each configured precision and keep only what decides like fp32."""
+    from costeff.observations import split as split_rows, validate_observations
+    from costeff.modelio import read_signature
+
+    model_path = Path(model_path)
+    sig = read_signature(model_path, dict(config.outputs))
+    build.check_model(model_path)
+    obs = validate_observations(np.asarray(observations), sig.input().sample_shape, "observations")
+    obs = obs.astype(np.float32, copy=False)
+    sp = split_rows(obs, config.calibration_fraction, config.seed, config.min_calibration, config.min_evaluation)
+    with tempfile.TemporaryDirectory(prefix="costeff-quant-") as tmp:
+        ctx, note = _context(model_path, sig, sp, config, Path(tmp))
+        variants, recipe_info = _build_all(ctx, progress)
+        return _finish(model_path, obs, sp, ctx, variants, recipe_info, note, out_dir, progress)
+
+
+def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: Path) -> tuple[Context, str]:
+    base = work / "base.onnx"
+    note = build.prepare_base(model_path, base)
+    ref = lambda rows: run_policy(model_path, rows, sig.logits, sig.value, provider=config.provider)  # noqa: E731
+    ctx = Context(config, base, work, sig.input().name, sig.logits, sig.value, sp.calibration, sp.evaluation,
+                  ref(sp.evaluation), ref(sp.calibration))
+    return ctx, note
+
+
+def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
+    from costeff.quantization.fallback import fallbacks
+
+    recipe_info: dict[str, Any] = {"name": None, "reason": "no int8 variant requested", "evidence": []}
+    if any(v.startswith("int8") for v in ctx.config.variants):
+        recipe_info = _choose_recipe(ctx)
+    variants = [_baseline(ctx)]
+    for name in ctx.config.variants:
+        variants.append(_variant(ctx, name))
+        _tick(progress, f"built {name}")
+    if ctx.config.fallback:
+        variants += fallbacks(ctx, variants)
+    return variants, recipe_info
+
+
+def _baseline(ctx: Context) -> VariantResult:
+    v = VariantResult("fp32", built=True, baseline=True, fidelity=compare(ctx.ref_eval, ctx.ref_eval))
+    v.gates = gates(v.fidelity, ctx.config.tolerances)
+    v.passed = all_passed(v.gates)
+    return v
+
+
+def _choose_recipe(ctx: Context) -> dict[str, Any]:
+    """Try each candidate recipe (dynamic int8) on the calibration rows; keep the measured evidence."""
+    from costeff.hardware import detect
+
+    plan = recipes.plan(detect())
+    evidence = []
+    for cand in plan.candidates:
+        path = ctx.work / f"recipe_{cand.name}.onnx"
+        entry: dict[str, Any] = {"recipe": cand.name, "session_config": cand.session_config,
+                                 "reduce_range": cand.reduce_range, "activation_type": cand.activation_type,
+                                 "weight_type": cand.weight_type}
+        try:
+            build.build_dynamic(ctx.base, path, cand)
+            fid = compare(ctx.ref_cal, ctx.outputs(path, "calibration", cand.session_config))
+            entry.update(action_drift_pct=fid.action_drift_pct, kl_mean=fid.kl_mean,
+                         entropy_drift_pct=fid.entropy_drift_pct)
+        except Exception as exc:  # one candidate failing must not stop the others
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        if cand.session_config:
+            entry["note"] = "evidence only: the setting lives in the serving session, not in the model file"
+        evidence.append(entry)
+    choosable = [e if not e["session_config"] else dict(e, error=e.get("error") or "session option") for e in evidence]
+    ctx.recipe = plan.candidates[recipes.choose(choosable)]
+    return {"name": ctx.recipe.name, "reason": plan.reason, "evidence": evidence,
+            "settings": dataclasses.asdict(ctx.recipe)}
+
+
+def _variant(ctx: Context, name: str) -> VariantResult:
+    """Build and evaluate one variant; a failure is recorded on the variant, the others go on."""
+    v = VariantResult(name)
+    path = ctx.work / f"{name}.onnx"
+    try:
+        if name == "fp16":
+            v.fp32_op_types = _build_fp16(ctx, path, v)
+        else:
+            v.recipe, v.session_config = ctx.recipe.name, dict(ctx.recipe.session_config)
+            if name == "int8-dynamic":
+                build.build_dynamic(ctx.base, path, ctx.recipe)
+            else:
+                build.build_static(ctx.base, path, ctx.recipe, ctx.calibration, ctx.input_name,
+                                   ctx.config.calibration_method)
+        ctx.evaluate(v, path)
+        v.built, v.path = True, str(path)
+    except (CosteffError, Exception) as exc:  # noqa: BLE001 - reported on the variant, run goes on
+        v.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+        log.warning("variant %s failed: %s", name, v.error)
+    return v
+
+
+def _build_fp16(ctx: Context, path: Path, v: VariantResult, node_block: list[str] | None = None) -> list[str]:
+    """fp16; an op the provider has no fp16 kernel for is added to the block list and retried."""
+    from costeff.errors import DependencyError
+    from costeff.quantization.fidelity import open_session
+
+    extra = list(ctx.config.op_block_list)
+    for _ in range(8):
+        blocked = build.build_fp16(ctx.base, path, extra, node_block or [])
+        try:
+            open_session(path, ctx.config.provider)
+            return blocked
+        except DependencyError as exc:
+            op = build.missing_kernel_op(str(exc))
+            if not op or op in extra:
+                raise
+            extra.append(op)
+            v.notes.append(f"{op} has no fp16 kernel on {ctx.config.provider}; kept in fp32")
+    raise InputError("fp16: too many ops without fp16 kernels")
+
+
+def _tick(progress: Any, text: str) -> None:
+    if progress is not None:
+        progress.advance(1, description=text)
+
+
+def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: list[VariantResult],
+            recipe_info: dict[str, Any], note: str, out_dir: Path | str | None, progress: Any) -> QuantizationReport:
+    from costeff.quantization.select import apply_speed, select_and_cost
+
+    variants[0].path = str(model_path)
+    speed_method = apply_speed(ctx, model_path, obs, variants, progress)
+    selected, cost = select_and_cost(variants, ctx.config)
+    layout = Layout.default()
+    out = layout.run_dir("quant", out_dir)
+    name = ctx.config.name or model_path.stem
+    _save_models(variants, layout.models, name, model_path)
+    sel = next(v for v in variants if v.name == selected["name"])
+    selected.update(path=str(Path(sel.path).resolve()), sha256=sel.sha256)
+    head = provenance(model_path)
+    rep = QuantizationReport(
+        head["schema_version"], head["created_at"], head["costeff_version"], head["model_sha256"],
+        str(model_path.resolve()), name, head["hardware"], dataclasses.asdict(ctx.config),
+        _split_info(sp, ctx.config, obs), recipe_info, note, variants, selected,
+        any(v.passed for v in variants if not v.baseline), cost, speed_method, str(out.resolve()))
+    atomic_write_json(out / REPORT_JSON, rep)
+    atomic_write_text(out / REPORT_MD, to_markdown(rep))
+    return rep
+
+
+def _split_info(sp: Any, config: QuantizeConfig, obs: np.ndarray) -> dict[str, Any]:
+    import hashlib
+
+    return {"calibration_rows": sp.calibration_rows, "evaluation_rows": sp.evaluation_rows, "seed": sp.seed,
+            "calibration_fraction": config.calibration_fraction, "min_calibration": config.min_calibration,
+            "min_evaluation": config.min_evaluation, "observations_rows": int(len(obs)),
+            "observations_sha256": hashlib.sha256(np.ascontiguousarray(obs).tobytes()).hexdigest(),
+            "disjoint": True, "fidelity_rows": "evaluation"}
+
+
+def _save_models(variants: list[VariantResult], models: Path, name: str, model_path: Path) -> None:
+    """Copy each built variant to ``<models>/<name>_<variant>.onnx`` with a ``.sha256`` beside it."""
+    models.mkdir(parents=True, exist_ok=True)
+    base_size = model_path.stat().st_size
+    for v in variants:
+        if not v.built or v.path is None:
+            continue
+        dst = models / f"{name}_{v.name}.onnx"
+        tmp = dst.with_suffix(".onnx.tmp")
+        shutil.copyfile(v.path, tmp)
+        tmp.replace(dst)
+        v.path, v.sha256, v.size_bytes = str(dst.resolve()), sha256_file(dst), dst.stat().st_size
+        v.size_reduction_pct = 100.0 * (1 - v.size_bytes / base_size)
+        atomic_write_text(models / f"{dst.name}.sha256", f"{v.sha256}  {dst.name}\n")

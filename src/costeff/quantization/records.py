@@ -1,0 +1,155 @@
+"""The quantization record: every variant with its fidelity, gates, speed and cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from costeff.gates import Gate
+from costeff.quantization.fidelity import Fidelity
+
+
+@dataclass
+class Trial:
+    """One fallback attempt: which nodes stayed in higher precision and what it gave."""
+
+    trial: int
+    excluded_nodes: list[str]
+    action_drift_pct: float | None
+    entropy_drift_pct: float | None
+    action_correlation: float | None
+    passed: bool
+    failed_gates: list[str]
+
+
+@dataclass
+class VariantResult:
+    name: str
+    path: str | None = None
+    sha256: str | None = None
+    built: bool = False
+    error: str | None = None  # why the variant could not be built or run
+    baseline: bool = False
+    recipe: str | None = None
+    session_config: dict[str, str] = field(default_factory=dict)
+    derived_from: str | None = None  # the failing variant a mixed one falls back from
+    excluded_nodes: list[str] = field(default_factory=list)
+    fp32_op_types: list[str] = field(default_factory=list)  # fp16 op block list
+    notes: list[str] = field(default_factory=list)
+    size_bytes: int | None = None
+    size_reduction_pct: float | None = None
+    fidelity: Fidelity | None = None
+    gates: list[Gate] = field(default_factory=list)
+    passed: bool = False
+    trials: list[Trial] = field(default_factory=list)
+    throughput_per_s: dict[int, float] = field(default_factory=dict)
+    throughput_range_per_s: dict[int, tuple[float, float]] = field(default_factory=dict)
+    latency_p99_ms: dict[int, float] = field(default_factory=dict)
+    optimal_batch: int | None = None
+    optimal_throughput_per_s: float | None = None
+    throughput_at_baseline_batch_per_s: float | None = None
+    speedup: float | None = None  # own optimal batch vs fp32 at its optimal batch
+    speedup_at_baseline_batch: float | None = None  # both at fp32's optimal batch
+    cost: dict[str, Any] | None = None
+
+
+@dataclass
+class QuantizationReport:
+    schema_version: int
+    created_at: str
+    costeff_version: str
+    model_sha256: str
+    model_path: str
+    model_name: str
+    hardware: dict[str, Any]
+    config: dict[str, Any]
+    split: dict[str, Any]
+    recipe: dict[str, Any]
+    preprocessing: str
+    variants: list[VariantResult]
+    selected: dict[str, Any]
+    passed_any: bool
+    cost: dict[str, Any]
+    speed_method: str
+    report_dir: str | None = None
+
+    def variant(self, name: str) -> VariantResult:
+        return next(v for v in self.variants if v.name == name)
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    if x is None:
+        return "-"
+    return format(x, spec) if isinstance(x, float) else str(x)
+
+
+def to_markdown(rep: QuantizationReport) -> str:
+    sel = rep.selected
+    lines = [f"# Precision lowering: {rep.model_name}", "",
+             f"- model `{rep.model_path}` sha256 `{rep.model_sha256}`",
+             f"- created {rep.created_at} on {rep.hardware.get('cpu_model')} "
+             f"({', '.join(rep.hardware.get('isa', []))}); provider {rep.config.get('provider')}",
+             f"- split: {rep.split['calibration_rows']} calibration rows, {rep.split['evaluation_rows']} "
+             f"held-out rows (disjoint, seed {rep.split['seed']}); fidelity on held-out rows only",
+             f"- int8 recipe **{rep.recipe.get('name')}**: {rep.recipe.get('reason')}",
+             f"- selected **{sel['name']}** (`{sel['path']}`): {sel['reason']}", "",
+             "| variant | built | passed | action drift % | entropy drift % | correlation | KL p99 | value err "
+             "| opt batch | speedup | speedup @fp32 batch | size MB | size -% | $/M |",
+             "|" + "---|" * 14]
+    for v in rep.variants:
+        f = v.fidelity
+        lines.append("| " + " | ".join([
+            v.name, "yes" if v.built else f"no: {v.error}", "PASS" if v.passed else "FAIL",
+            _fmt(f and f.action_drift_pct), _fmt(f and f.entropy_drift_pct), _fmt(f and f.action_correlation, ".5f"),
+            _fmt(f and f.kl_p99, ".2e"), _fmt(f and f.value_max_abs_err, ".4f"), _fmt(v.optimal_batch),
+            _fmt(v.speedup, ".2f"), _fmt(v.speedup_at_baseline_batch, ".2f"),
+            _fmt(v.size_bytes / 1e6 if v.size_bytes else None, ".2f"), _fmt(v.size_reduction_pct, ".1f"),
+            _fmt(v.cost and v.cost.get("usd_per_million"), ".4f")]) + " |")
+    lines += ["", "## Gates", ""] + _gates_md(rep) + ["", "## Recipe evidence (calibration rows)", ""]
+    lines += _recipe_md(rep.recipe) + ["", "## Speed (inferences/s, median of interleaved rounds)", ""]
+    lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""]
+    lines += _cost_md(rep.cost)
+    return "\n".join(lines) + "\n"
+
+
+def _gates_md(rep: QuantizationReport) -> list[str]:
+    out = ["| variant | gate | observed | comparator | threshold | verdict |", "|---|---|---|---|---|---|"]
+    for v in rep.variants:
+        for g in v.gates:
+            out.append(f"| {v.name} | {g.name} | {_fmt(g.observed, '.5f')} | {g.comparator} | {g.threshold} | "
+                       f"{g.verdict.value} |")
+        if v.excluded_nodes:
+            out.append(f"| {v.name} | kept in fp32 | {', '.join(v.excluded_nodes)} | | | |")
+    return out
+
+
+def _recipe_md(recipe: dict[str, Any]) -> list[str]:
+    out = ["| recipe | action drift % | KL mean | session config | note |", "|---|---|---|---|---|"]
+    for e in recipe.get("evidence", []):
+        out.append(f"| {e['recipe']} | {_fmt(e.get('action_drift_pct'))} | {_fmt(e.get('kl_mean'), '.2e')} | "
+                   f"{e.get('session_config') or '-'} | {e.get('error') or e.get('note', '')} |")
+    return out
+
+
+def _speed_md(rep: QuantizationReport) -> list[str]:
+    batches = sorted({b for v in rep.variants for b in v.throughput_per_s})
+    out = ["| variant | " + " | ".join(f"b={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
+    for v in rep.variants:
+        if v.throughput_per_s:
+            cells = []
+            for b in batches:
+                lo, hi = v.throughput_range_per_s.get(b, (None, None))
+                cells.append(f"{v.throughput_per_s.get(b, 0):.0f} ({_fmt(lo, '.0f')}-{_fmt(hi, '.0f')})")
+            out.append(f"| {v.name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _cost_md(cost: dict[str, Any]) -> list[str]:
+    if not cost:
+        return []
+    b, a = cost.get("before") or {}, cost.get("after") or {}
+    return ["## Cost", "", f"Instance {cost.get('instance')} at target rate {cost.get('target_rate_per_s')} /s.", "",
+            "| | $/million | instances needed |", "|---|---|---|",
+            f"| before (fp32) | {_fmt(b.get('usd_per_million'), '.4f')} | {_fmt(b.get('instances_needed'))} |",
+            f"| after ({cost.get('selected')}) | {_fmt(a.get('usd_per_million'), '.4f')} | "
+            f"{_fmt(a.get('instances_needed'))} |"]
