@@ -1,0 +1,147 @@
+"""Service time per batch size, read from a profile (``gpu_profile.json``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from costeff.errors import InputError
+
+# z-score of the 99th percentile of a standard normal: a lognormal with median p50
+# reaches p99 at exp(Z99 * sigma).
+Z99 = 2.3263478740408408
+
+
+@dataclass(frozen=True)
+class ServiceTimes:
+    """Measured batch execution time, piecewise-linear in batch size.
+
+    ``batch_sizes`` / ``mean_ms`` are the profile's concurrency-1 points. Between
+    points the time is interpolated linearly; below the first it is held at the
+    first point (never faster than measured); above the last the last segment's
+    slope is extended (``extrapolated_above`` says from where).
+    ``sigma`` is the lognormal spread of one execution, from the measured p99/p50.
+    """
+
+    batch_sizes: tuple[int, ...]
+    mean_ms: tuple[float, ...]
+    sigma: float = 0.0
+    source: str = "<dict>"
+    model_sha256: str | None = None
+    hardware: Mapping[str, Any] | None = None
+    profile_instance: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or len(self.batch_sizes) != len(self.mean_ms):
+            raise InputError(f"{self.source}: points: need at least one point with batch_size and latency")
+        if list(self.batch_sizes) != sorted(set(self.batch_sizes)):
+            raise InputError(f"{self.source}: points[].batch_size must be distinct")
+
+    @classmethod
+    def from_profile(cls, profile: Path | str | Mapping[str, Any]) -> "ServiceTimes":
+        """Read a profile file or an already-parsed profile dict."""
+        data, where = _read_profile(profile)
+        points = _concurrency_one(data, where)
+        sizes, means, sigmas = [], [], []
+        for i, pt in sorted(points, key=lambda ip: ip[1]["batch_size"]):
+            mean, p50, p99 = _latency(pt, i, where)
+            sizes.append(int(pt["batch_size"]))
+            means.append(mean)
+            if p50 and p99 and p99 > p50:
+                sigmas.append(math.log(p99 / p50) / Z99)
+        hardware = data.get("hardware") if isinstance(data.get("hardware"), dict) else None
+        cost = data.get("cost") if isinstance(data.get("cost"), dict) else {}
+        return cls(tuple(sizes), tuple(means), float(np.median(sigmas)) if sigmas else 0.0, where,
+                   data.get("model_sha256"), hardware, cost.get("instance"))
+
+    @property
+    def extrapolated_above(self) -> int:
+        return self.batch_sizes[-1]
+
+    def table_s(self, max_rows: int) -> np.ndarray:
+        """Seconds per batch for 0..max_rows rows (index = rows)."""
+        rows = np.arange(max_rows + 1, dtype=float)
+        xs, ys = np.asarray(self.batch_sizes, float), np.asarray(self.mean_ms, float)
+        out = np.interp(rows, xs, ys)
+        if len(xs) > 1 and max_rows > xs[-1]:
+            slope = max(0.0, (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
+            above = rows > xs[-1]
+            out[above] = ys[-1] + slope * (rows[above] - xs[-1])
+        elif len(xs) == 1:
+            # One point: time proportional to rows above it (no batching gain assumed).
+            out = np.where(rows > xs[0], ys[0] * rows / xs[0], ys[0])
+        return out / 1e3
+
+    def time_ms(self, rows: int) -> float:
+        return float(self.table_s(rows)[rows] * 1e3)
+
+    def peak_throughput_per_s(self, max_rows: int) -> float:
+        """Best rows/s of one instance with batches of at most ``max_rows``."""
+        table = self.table_s(max_rows)
+        return float(np.max(np.arange(1, max_rows + 1) / table[1:]))
+
+
+def _read_profile(profile: Path | str | Mapping[str, Any]) -> tuple[dict, str]:
+    if isinstance(profile, Mapping):
+        return dict(profile), "<profile>"
+    path = Path(profile)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such profile file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read profile: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object with a 'points' list")
+    return data, str(path)
+
+
+def _concurrency_one(data: dict, where: str) -> list[tuple[int, dict]]:
+    points = data.get("points")
+    if not isinstance(points, list) or not points:
+        raise InputError(f"{where}: points: expected a non-empty list of measured points")
+    for i, pt in enumerate(points):
+        if not isinstance(pt, dict):
+            raise InputError(f"{where}: points[{i}]: expected an object")
+        bs = pt.get("batch_size")
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise InputError(f"{where}: points[{i}].batch_size: expected an integer >= 1, got {bs!r}")
+    # Service time is the time one batch takes alone: concurrency-1 points only
+    # (a missing concurrency means a plain sequential measurement).
+    ones = [(i, pt) for i, pt in enumerate(points) if pt.get("concurrency", 1) == 1]
+    if not ones:
+        raise InputError(f"{where}: points[].concurrency: no point measured at concurrency 1")
+    seen: dict[int, int] = {}
+    for i, pt in ones:
+        if pt["batch_size"] in seen:
+            raise InputError(f"{where}: points[{i}].batch_size: {pt['batch_size']} measured twice "
+                             f"at concurrency 1 (also points[{seen[pt['batch_size']]}])")
+        seen[pt["batch_size"]] = i
+    return ones
+
+
+def _latency(pt: dict, i: int, where: str) -> tuple[float, float | None, float | None]:
+    lat = pt.get("latency_ms")
+    if not isinstance(lat, dict):
+        raise InputError(f"{where}: points[{i}].latency_ms: expected an object with mean/p50/p99")
+
+    def num(key: str) -> float | None:
+        v = lat.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise InputError(f"{where}: points[{i}].latency_ms.{key}: expected a number > 0, got {v!r}")
+        return float(v)
+
+    mean, p50, p99 = num("mean"), num("p50"), num("p99")
+    base = mean if mean is not None else p50
+    if base is None:
+        raise InputError(f"{where}: points[{i}].latency_ms.mean: missing (and no p50 to fall back on)")
+    return base, p50, p99
