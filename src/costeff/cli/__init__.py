@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "profile",
     "pack",
     "flags",
+    "ledger",
+    "ramp",
     "triton",
 )
 

@@ -1,0 +1,22 @@
+"""Daily economics and infrastructure-cost ledgers (SQLite), CSV import, the synthetic sample."""
+
+from costeff.ledger.csvio import COST, ECONOMICS, KINDS, CostRow, EconomicsRow, read_csv
+from costeff.ledger.store import Coverage, ImportResult, Ledger
+
+
+def import_csv(ledger: Ledger, path, kind: str | None = None, *, replace: bool = False,
+               catalog_path=None) -> ImportResult:
+    """Validate the whole CSV, then load it in one transaction (all rows or none)."""
+    kind, rows = read_csv(path, kind, catalog_path=catalog_path)
+    return ledger.import_rows(kind, rows, replace=replace, file=str(path))
+
+
+def import_sample(ledger: Ledger, end=None, replace: bool = False) -> list[ImportResult]:
+    """Load the SYNTHETIC sample, re-dated so its last day is ``end`` (default: yesterday UTC)."""
+    from costeff.ledger.sample import import_sample as _import  # keeps `python -m costeff.ledger.sample` clean
+
+    return _import(ledger, end, replace)
+
+
+__all__ = ["Ledger", "ImportResult", "Coverage", "EconomicsRow", "CostRow", "read_csv", "import_csv",
+           "import_sample", "ECONOMICS", "COST", "KINDS"]

@@ -1,0 +1,173 @@
+"""The ledgers in one SQLite file: daily economics and daily infrastructure cost.
+
+Economics has one row per day; cost has one row per day and component (serving,
+training, ...), so a day's infrastructure cost is the sum of its components. An
+import runs in one transaction: a duplicate day is refused unless the caller asks
+to replace it, and then it is replaced, never added a second time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Sequence
+
+from costeff.artifacts import Layout, iso_utc
+from costeff.errors import InputError
+from costeff.ledger.csvio import COST, ECONOMICS, CostRow, EconomicsRow
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS economics (
+    date TEXT PRIMARY KEY, gross_pnl_usd REAL NOT NULL, signals INTEGER NOT NULL,
+    trades INTEGER NOT NULL, influence_pct REAL NOT NULL, source TEXT NOT NULL, imported_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cost (
+    date TEXT NOT NULL, component TEXT NOT NULL, usd REAL NOT NULL, source TEXT NOT NULL,
+    instance TEXT, instance_hours REAL, imported_at TEXT NOT NULL, PRIMARY KEY (date, component));
+"""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    ledger: str
+    file: str
+    kind: str
+    rows: int
+    inserted: int
+    replaced: int
+    first_date: str
+    last_date: str
+
+
+@dataclass(frozen=True)
+class Coverage:
+    kind: str
+    days: int
+    first_date: str | None
+    last_date: str | None
+    sources: list[str]
+
+
+class Ledger:
+    """The SQLite ledger at ``path`` (created on first import)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def default(cls) -> "Ledger":
+        return cls(Layout.default().ledger)
+
+    def import_rows(self, kind: str, rows: Sequence[Any], *, replace: bool = False,
+                    file: str = "") -> ImportResult:
+        return self.import_batches([(kind, rows, file)], replace=replace)[0]
+
+    def import_batches(self, batches: Sequence[tuple[str, Sequence[Any], str]], *,
+                       replace: bool = False) -> list[ImportResult]:
+        """Load several (kind, rows, file) batches in one transaction: all of them or none."""
+        results = []
+        with closing(self._connect(create=True)) as conn:
+            conn.execute("BEGIN IMMEDIATE")  # hold the write lock from the duplicate check to the commit
+            try:
+                for kind, rows, file in batches:
+                    results.append(self._import(conn, kind, rows, replace, file))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return results
+
+    def _import(self, conn: sqlite3.Connection, kind: str, rows: Sequence[Any], replace: bool,
+                file: str) -> ImportResult:
+        key = _key(kind)
+        clashes = _existing(conn, kind, [key(r) for r in rows])
+        if clashes and not replace:
+            raise InputError(_clash_message(self.path, file, kind, clashes))
+        _delete(conn, kind, clashes)
+        _insert(conn, kind, rows, iso_utc())
+        dates = sorted(r.date for r in rows)
+        return ImportResult(str(self.path), file, kind, len(rows), len(rows) - len(clashes), len(clashes),
+                            dates[0], dates[-1])
+
+    def economics(self, start: date | None = None, end: date | None = None) -> list[EconomicsRow]:
+        sql = "SELECT date, gross_pnl_usd, signals, trades, influence_pct, source FROM economics"
+        return [EconomicsRow(*r) for r in self._select(sql, start, end)]
+
+    def costs(self, start: date | None = None, end: date | None = None) -> list[CostRow]:
+        sql = "SELECT date, component, usd, source, instance, instance_hours FROM cost"
+        return [CostRow(*r) for r in self._select(sql, start, end, order="date, component")]
+
+    def coverage(self) -> list[Coverage]:
+        out = []
+        for kind in (ECONOMICS, COST):
+            sql = f"SELECT COUNT(DISTINCT date), MIN(date), MAX(date) FROM {kind}"
+            rows = self._query(sql)
+            days, first, last = rows[0] if rows else (0, None, None)
+            sources = [r[0] for r in self._query(f"SELECT DISTINCT source FROM {kind} ORDER BY source")]
+            out.append(Coverage(kind, days, first, last, sources))
+        return out
+
+    def _select(self, sql: str, start: date | None, end: date | None, order: str = "date") -> list[tuple]:
+        clauses, params = [], []
+        if start is not None:
+            clauses.append("date >= ?")
+            params.append(start.isoformat())
+        if end is not None:
+            clauses.append("date <= ?")
+            params.append(end.isoformat())
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self._query(f"{sql}{where} ORDER BY {order}", params)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        if not self.path.exists():
+            return []
+        with closing(self._connect(create=False)) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{self.path}: not a costeff ledger ({exc})") from None
+        return conn
+
+
+def _key(kind: str):
+    if kind == ECONOMICS:
+        return lambda r: (r.date,)
+    if kind == COST:
+        return lambda r: (r.date, r.component)
+    raise InputError(f"ledger kind {kind!r} is not one of economics, cost")
+
+
+def _existing(conn: sqlite3.Connection, kind: str, keys: list[tuple]) -> list[tuple]:
+    cols = "date" if kind == ECONOMICS else "date, component"
+    present = {tuple(r) for r in conn.execute(f"SELECT {cols} FROM {kind}")}
+    return [k for k in keys if k in present]
+
+
+def _delete(conn: sqlite3.Connection, kind: str, keys: list[tuple]) -> None:
+    where = "date = ?" if kind == ECONOMICS else "date = ? AND component = ?"
+    conn.executemany(f"DELETE FROM {kind} WHERE {where}", keys)
+
+
+def _insert(conn: sqlite3.Connection, kind: str, rows: Sequence[Any], now: str) -> None:
+    if kind == ECONOMICS:
+        conn.executemany("INSERT INTO economics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(r.date, r.gross_pnl_usd, r.signals, r.trades, r.influence_pct, r.source, now)
+                          for r in rows])
+    else:
+        conn.executemany("INSERT INTO cost VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(r.date, r.component, r.usd, r.source, r.instance, r.instance_hours, now)
+                          for r in rows])
+
+
+def _clash_message(path: Path, file: str, kind: str, clashes: list[tuple]) -> str:
+    shown = ", ".join(" ".join(k) for k in clashes[:3]) + (f" and {len(clashes) - 3} more" if len(clashes) > 3 else "")
+    return (f"{file or 'import'}: {len(clashes)} {kind} day(s) already in {path}: {shown}; "
+            "pass --replace to replace them (nothing was imported)")

@@ -1,0 +1,135 @@
+"""What the decider knows about the served model: its hash and its quantization report.
+
+The deployed model's SHA-256 comes from the Triton model repository (the bytes
+actually served) when given, else from the ``deployed_model_sha256`` flag. The
+quantization report is the one given, else the newest under artifacts/cost/quant.
+Missing evidence is not an error here: the gates report NO-DATA and fail closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from costeff.artifacts import Layout, sha256_file
+from costeff.errors import InputError
+
+REPORT_NAME = "quantization_report.json"
+
+
+@dataclass(frozen=True)
+class DeployedModel:
+    sha256: str | None
+    source: str
+    changed_at: datetime | None  # when these bytes appeared where they are served
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    sha256: str
+    path: str | None
+    action_drift_pct: float | None
+    entropy_drift_pct: float | None
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    path: str
+    sha256: str
+    created_at: datetime
+    model_sha256: str
+    selected: str
+    variants: tuple[Variant, ...]
+
+    def variant_for(self, sha256: str) -> Variant | None:
+        """The variant with these bytes; the fp32 source itself counts as a zero-drift variant."""
+        for v in self.variants:
+            if v.sha256 == sha256:
+                return v
+        if sha256 == self.model_sha256:
+            return Variant("fp32", sha256, None, 0.0, 0.0)
+        return None
+
+
+def deployed_model(flags, triton_repository: Path | None, model_name: str | None) -> DeployedModel:
+    if (triton_repository is None) != (model_name is None):
+        raise InputError("--triton-repository and --model-name go together: give both or neither")
+    if triton_repository is not None:
+        path = Path(triton_repository) / str(model_name) / "1" / "model.onnx"
+        if not path.is_file():
+            raise InputError(f"{path}: no such model in the Triton repository; expected <repo>/<name>/1/model.onnx")
+        mtime = datetime.fromtimestamp(int(path.stat().st_mtime), timezone.utc)
+        return DeployedModel(sha256_file(path), f"triton repository {path}", mtime)
+    state = flags.state("deployed_model_sha256")
+    if state.value is None:
+        return DeployedModel(None, "flag deployed_model_sha256 is unset", None)
+    return DeployedModel(state.value, f"flag deployed_model_sha256 v{state.version}", _parse_time(state.changed_at))
+
+
+def find_report(path: Path | None) -> Path | None:
+    if path is not None:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such quantization report")
+        return Path(path)
+    return Layout.default().latest("quant", REPORT_NAME)
+
+
+def load_report(path: Path) -> QuantReport:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return QuantReport(str(path), sha256_file(path), _required_time(data, path), _str(data, "model_sha256"),
+                           _str(data["selected"], "name"), tuple(_variant(v) for v in data["variants"]))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read quantization report: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: not a quantization report (field {exc}); expected created_at, model_sha256, "
+                         "selected.name, variants[].name/sha256/fidelity") from None
+
+
+def model_time(report: QuantReport, deployed: DeployedModel) -> tuple[datetime | None, str]:
+    """When the deployed bytes were made: the report's own variant file when it is still there
+    (copying into a serving repository gives a later mtime than the bytes' real age), else the
+    deployment time."""
+    variant = report.variant_for(deployed.sha256) if deployed.sha256 else None
+    if variant and variant.path and os.path.isfile(variant.path) and sha256_file(variant.path) == variant.sha256:
+        return datetime.fromtimestamp(int(os.stat(variant.path).st_mtime), timezone.utc), f"mtime of {variant.path}"
+    return deployed.changed_at, deployed.source
+
+
+def _variant(v: dict[str, Any]) -> Variant:
+    fidelity = v.get("fidelity") or {}
+    return Variant(_str(v, "name"), _str(v, "sha256"), v.get("path"),
+                   _float_or_none(fidelity.get("action_drift_pct")), _float_or_none(fidelity.get("entropy_drift_pct")))
+
+
+def _str(d: dict[str, Any], key: str) -> str:
+    value = d[key]
+    if not isinstance(value, str):
+        raise TypeError(key)
+    return value
+
+
+def _float_or_none(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _required_time(data: dict[str, Any], path: Path) -> datetime:
+    when = _parse_time(data["created_at"])
+    if when is None:
+        raise ValueError("created_at")
+    return when
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

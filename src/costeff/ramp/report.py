@@ -1,0 +1,75 @@
+"""Write ``ramp_decision.json`` and its Markdown twin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from costeff.artifacts import atomic_write_json, atomic_write_text
+from costeff.ramp.decide import RampDecision
+
+JSON_NAME = "ramp_decision.json"
+MD_NAME = "ramp_decision.md"
+
+
+def write(decision: RampDecision, out_dir: Path | str) -> Path:
+    out = Path(out_dir)
+    atomic_write_json(out / JSON_NAME, decision)
+    atomic_write_text(out / MD_NAME, markdown(decision))
+    return out / JSON_NAME
+
+
+def markdown(d: RampDecision) -> str:
+    step = d.step
+    lines = [f"# Ramp decision: {d.decision}", "",
+             f"- influence step: {_pct(step['from_pct'])} -> {_pct(step['to_pct'])} "
+             f"(plan: {', '.join(_pct(s) for s in step['steps_pct'])})",
+             f"- as of {d.as_of}; trailing window {d.window.start}..{d.window.end} "
+             f"({d.window.covered_days}/{d.window.days} days in both ledgers)",
+             f"- cost gates enabled: {'yes' if d.cost_gates_enabled else 'NO'}"]
+    lines += [f"- **{n}**" for n in d.notices]
+    lines += ["", "## Why", ""] + [f"- {r}" for r in d.reasons]
+    lines += ["", "## Gates", "", "| gate | kind | observed | comparator | threshold | verdict | enforced | detail |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {g.name} | {g.kind} | {_val(g.observed, g.unit)} | {g.comparator} | {_val(g.threshold, g.unit)} "
+              f"| {g.verdict.value} | {'yes' if g.enforced else 'no'} | {g.detail} |" for g in d.gates]
+    lines += ["", "## Economics over the window", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {name} | {value} |" for name, value in _economics_rows(d)]
+    prov = d.provenance
+    lines += ["", "## Inputs", "", f"- ledger: {prov['ledger']['path']} (sha256 {prov['ledger']['sha256']})",
+              f"- ledger sources: {', '.join(prov['ledger']['sources']) or '-'}",
+              f"- plan: {prov['plan']['path']}",
+              f"- quantization report: {prov['quantization_report']['path'] if prov['quantization_report'] else 'none'}",
+              f"- deployed model: {prov['deployed_model']['sha256'] or 'unknown'} ({prov['deployed_model']['source']})",
+              f"- audit record: {d.audit_seq}", f"- created {d.created_at}, costeff {d.costeff_version}", ""]
+    return "\n".join(lines)
+
+
+def _economics_rows(d: RampDecision) -> list[tuple[str, str]]:
+    return [("cost ratio", _val(d.cost_ratio_pct, "%") + f" (cap {_val(d.cost_ratio_cap_pct, '%')})"),
+            ("gross PnL", _val(d.gross_pnl_usd, "USD")), ("infrastructure cost", _val(d.infra_cost_usd, "USD")),
+            ("net PnL", _val(d.net_pnl_usd, "USD")), ("cost per signal", _val(d.cost_per_signal_usd, "USD")),
+            ("cost per trade", _val(d.cost_per_trade_usd, "USD")), ("cost per day", _val(d.cost_per_day_usd, "USD")),
+            ("monthly cost (30 days)", _val(d.monthly_cost_usd, "USD")), ("signals", _val(d.signals, "")),
+            ("trades", _val(d.trades, "")), ("days at step", _val(d.days_at_step, "")),
+            ("trades at step", _val(d.trades_at_step, "")), ("drawdown at step", _val(d.drawdown_usd, "USD"))]
+
+
+def _pct(v: Any) -> str:
+    return "unknown" if v is None else f"{v:g} %"
+
+
+def _val(v: Any, unit: str) -> str:
+    if v is None:
+        return "NO-DATA"
+    if isinstance(v, float):
+        if v == float("inf"):
+            return "inf"
+        text = f"{abs(v):,.4f}" if 0 < abs(v) < 1 else f"{abs(v):,.2f}"
+        sign = "-" if v < 0 else ""
+        return f"{sign}${text}" if unit == "USD" else f"{sign}{text} {unit}".strip()
+    elif isinstance(v, str) and len(v) == 64:
+        return f"`{v[:16]}...`"
+    else:
+        text = str(v)
+    return f"${text}" if unit == "USD" else f"{text} {unit}".strip()
