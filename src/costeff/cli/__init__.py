@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "ledger",
     "ramp",
     "triton",
+    "quantize",
 )
 
 log = logging.getLogger("costeff")

@@ -104,7 +104,7 @@ def to_markdown(rep: QuantizationReport) -> str:
             _fmt(f and f.kl_p99, ".2e"), _fmt(f and f.value_max_abs_err, ".4f"), _fmt(v.optimal_batch),
             _fmt(v.speedup, ".2f"), _fmt(v.speedup_at_baseline_batch, ".2f"),
             _fmt(v.size_bytes / 1e6 if v.size_bytes else None, ".2f"), _fmt(v.size_reduction_pct, ".1f"),
-            _fmt(v.cost and v.cost.get("usd_per_million"), ".4f")]) + " |")
+            _fmt(v.cost and v.cost.get("usd_per_million"), ".4g")]) + " |")
     lines += ["", "## Gates", ""] + _gates_md(rep) + ["", "## Recipe evidence (calibration rows)", ""]
     lines += _recipe_md(rep.recipe) + ["", "## Speed (inferences/s, median of interleaved rounds)", ""]
     lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""]
@@ -150,6 +150,6 @@ def _cost_md(cost: dict[str, Any]) -> list[str]:
     b, a = cost.get("before") or {}, cost.get("after") or {}
     return ["## Cost", "", f"Instance {cost.get('instance')} at target rate {cost.get('target_rate_per_s')} /s.", "",
             "| | $/million | instances needed |", "|---|---|---|",
-            f"| before (fp32) | {_fmt(b.get('usd_per_million'), '.4f')} | {_fmt(b.get('instances_needed'))} |",
-            f"| after ({cost.get('selected')}) | {_fmt(a.get('usd_per_million'), '.4f')} | "
+            f"| before (fp32) | {_fmt(b.get('usd_per_million'), '.4g')} | {_fmt(b.get('instances_needed'))} |",
+            f"| after ({cost.get('selected')}) | {_fmt(a.get('usd_per_million'), '.4g')} | "
             f"{_fmt(a.get('instances_needed'))} |"]

@@ -39,10 +39,7 @@ def measure_all(paths: dict[str, Path], config: Any, observations: np.ndarray,
 
 
 def _profile(path: Path, config: Any, observations: np.ndarray) -> dict[str, Any]:
-    try:
-        from costeff.profiling import ProfileConfig, profile
-    except ImportError:
-        return _local_profile(path, config, observations)
+    from costeff.profiling import ProfileConfig, profile
 
     pc = ProfileConfig(batch_sizes=tuple(config.batch_sizes), provider=config.provider,
                        window_s=config.window_s, warmup_s=min(0.2, config.window_s),
@@ -63,24 +60,3 @@ def _summarise(reports: list[dict[str, Any]], budget_ms: float | None) -> Speed:
     best = max(eligible, key=lambda b: med[b])
     return Speed(med, {b: (min(v), max(v)) for b, v in sorted(per_batch.items())}, best, med[best], lat)
 
-
-def _local_profile(path: Path, config: Any, observations: np.ndarray) -> dict[str, Any]:
-    """Stand-in timing loop used only while costeff.profiling is not importable."""
-    import time
-
-    from costeff.quantization.fidelity import open_session
-
-    sess = open_session(path, config.provider)
-    name = sess.get_inputs()[0].name
-    points = []
-    for b in config.batch_sizes:
-        feed = {name: np.resize(observations, (b, *observations.shape[1:]))}
-        sess.run(None, feed)
-        lat, end = [], time.perf_counter() + config.window_s
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            sess.run(None, feed)
-            lat.append(time.perf_counter() - t)
-        points.append({"batch_size": b, "throughput_per_s": b * len(lat) / sum(lat),
-                       "latency_ms": {"p99": float(np.percentile(lat, 99) * 1e3)}})
-    return {"points": points}

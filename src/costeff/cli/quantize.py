@@ -1,0 +1,121 @@
+"""``costeff quantize [MODEL]``: lower precision only as far as the policy's decisions allow.
+
+Exit 0 when a lowered variant passed every fidelity gate, 1 when none did (fp32
+stays selected), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from costeff.cli._common import add_common, emit, parse_int_list
+from costeff.errors import InputError
+
+PRESETS = ("tiny", "default", "large")
+DEFAULT_OBSERVATION_ROWS = 4096
+GENERATED_SEED = 20_000  # generated observations use a seed the policy was not trained on
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="build fp16 / int8 variants, gate their fidelity, select the fastest",
+                       description="Lower a policy to fp16 and int8, measure fidelity on held-out observations "
+                                   "and speed with the profiler; select the fastest variant that passes every gate.")
+    p.add_argument("model", nargs="?", type=Path, metavar="MODEL",
+                   help="fp32 ONNX policy (default: the embedded policy, see --preset)")
+    p.add_argument("--preset", default="default", help=f"embedded policy when MODEL is omitted: {', '.join(PRESETS)}")
+    p.add_argument("--observations", type=Path, metavar="FILE",
+                   help=".npy/.npz/.parquet observations, split into calibration and held-out rows (required with MODEL)")
+    p.add_argument("--observations-key", metavar="KEY", help="array name inside an .npz")
+    p.add_argument("--rows", type=int, default=DEFAULT_OBSERVATION_ROWS,
+                   help=f"generated observations for the embedded policy (default {DEFAULT_OBSERVATION_ROWS})")
+    p.add_argument("--variants", default="fp16,int8-dynamic,int8-static", metavar="LIST",
+                   help="fp16, int8-dynamic, int8-static (fallbacks mixed / int8-mixed are added when needed)")
+    p.add_argument("--calibration-method", default="MinMax", help="MinMax | Entropy | Percentile (int8-static)")
+    p.add_argument("--max-action-drift-pct", type=float, default=0.5, metavar="PCT")
+    p.add_argument("--max-entropy-drift-pct", type=float, default=0.5, metavar="PCT")
+    p.add_argument("--min-action-correlation", type=float, default=0.997, metavar="R")
+    p.add_argument("--max-kl-p99", type=float, metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
+    p.add_argument("--max-value-abs-err", type=float, metavar="X", help="optional gate on the value head")
+    p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST", help="profiled batch sizes, e.g. 1,64")
+    p.add_argument("--target-rate", type=float, metavar="R", help="inferences/s to serve: instances needed before/after")
+    p.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
+    p.add_argument("--trials", type=int, default=4, help="fallback trials per failing variant (0 = no fallback)")
+    p.add_argument("--window-s", type=float, default=1.0, help="profiling window per point (default 1.0)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved profiling passes over all variants (default 2)")
+    p.add_argument("--latency-budget-ms", type=float, metavar="MS", help="p99 budget for each variant's optimal batch")
+    p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")
+    p.add_argument("--name", help="model name in <name>_<variant>.onnx (default: the model file's stem)")
+    add_common(p)
+    p.set_defaults(func=_run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from costeff.quantization import QuantizeConfig, Tolerances
+
+    tol = Tolerances(args.max_action_drift_pct, args.max_entropy_drift_pct, args.min_action_correlation,
+                     args.max_kl_p99, args.max_value_abs_err)
+    return QuantizeConfig(
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+        calibration_method=args.calibration_method, tolerances=tol,
+        batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")), target_rate=args.target_rate,
+        provider=args.provider, trials=args.trials, fallback=args.trials > 0, window_s=args.window_s,
+        speed_rounds=args.rounds, latency_budget_ms=args.latency_budget_ms, name=args.name,
+        outputs=_outputs(args.outputs))
+
+
+def _outputs(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+    if any(len(p) != 2 or p[0] not in ("logits", "value") for p in pairs):
+        raise InputError(f"--outputs: {text!r}; expected logits=NAME[,value=NAME]")
+    return tuple((k, v) for k, v in pairs)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Path, Any, str | None]:
+    """The model, its observations and a model name: given, or the embedded policy with generated rows."""
+    from costeff.observations import load_observations
+
+    if args.model is not None:
+        if args.observations is None:
+            raise InputError(f"{args.model}: --observations FILE is required to measure fidelity on real "
+                             "observations (calibration + held-out rows)")
+        return args.model, load_observations(args.observations, args.observations_key), args.name
+    from costeff.policy import default_policy, generate_observations
+
+    if args.preset not in PRESETS:
+        raise InputError(f"--preset: {args.preset!r}; expected one of {', '.join(PRESETS)}")
+    art = default_policy(args.preset)
+    obs = load_observations(args.observations, args.observations_key) if args.observations else \
+        generate_observations(args.rows, seed=GENERATED_SEED, preset=args.preset)
+    return Path(art.onnx_path), obs, args.name or f"policy_{args.preset}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from costeff.progress import progress
+    from costeff.quantization import quantize
+
+    config = _config(args)
+    model, obs, name = _inputs(args)
+    if name and name != config.name:
+        import dataclasses
+        config = dataclasses.replace(config, name=name)
+    steps = len(config.variants) + 2 + config.speed_rounds * (len(config.variants) + 2)
+    with progress("quantize", steps) as task:
+        report = quantize(model, obs, config, out_dir=args.out, progress=task)
+    emit(args, report, lambda: _human(report))
+    return 0 if report.passed_any else 1
+
+
+def _human(report: Any) -> None:
+    for v in report.variants:
+        f = v.fidelity
+        status = "PASS" if v.passed else ("FAIL" if v.built else f"not built: {v.error}")
+        drift = f"drift {f.action_drift_pct:.3f}% entropy {f.entropy_drift_pct or 0:.3f}%" if f else ""
+        speed = f"{v.speedup:.2f}x" if v.speedup else "-"
+        print(f"{v.name:13s} {status:5s} {drift} speedup {speed}"
+              + (f" kept fp32: {', '.join(v.excluded_nodes)}" if v.excluded_nodes else ""))
+    print(f"selected {report.selected['name']}: {report.selected['reason']}")
+    print(f"report {report.report_dir}/quantization_report.json")
