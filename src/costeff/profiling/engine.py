@@ -63,7 +63,8 @@ def check_observations(sig: Any, obs: np.ndarray | None, source: str) -> np.ndar
     if not isinstance(obs, np.ndarray):
         raise InputError(f"{source}: observations must be a numpy array, got {type(obs).__name__}")
     rows = validate_observations(obs, spec.sample_shape, source)
-    cast = rows.astype(spec.dtype) if spec.dtype != str(rows.dtype) else rows
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by name
+        cast = rows.astype(spec.dtype) if spec.dtype != str(rows.dtype) else rows
     if cast.dtype.kind == "f" and not np.isfinite(cast).all():
         raise InputError(f"{source}: observations overflow {spec.dtype} (input {spec.name!r}); "
                          "expected values within its range")
