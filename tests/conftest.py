@@ -9,3 +9,24 @@ def _isolated_artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("COSTEFF_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("COSTEFF_MODEL_REPOSITORY", str(tmp_path / "model_repository"))
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory):
+    """The ``tiny`` embedded policy (PolicyArtifact), built once per session in a private cache."""
+    from costeff.policy import default_policy
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("COSTEFF_CACHE", str(tmp_path_factory.mktemp("costeff_cache")))
+    try:
+        yield default_policy("tiny")
+    finally:
+        patch.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_observations():
+    """2000 seeded market observation windows shaped for the ``tiny`` policy, float32 [2000, 8, 8]."""
+    from costeff.policy import generate_observations
+
+    return generate_observations(2000, seed=1, preset="tiny")
