@@ -16,6 +16,10 @@ _TOP = {"window_days", "defaults", "quantization", "steps"}
 _STEP = {"cost_ratio_cap_pct": float, "min_days": int, "min_trades": int,
          "max_drawdown_usd": float, "max_net_loss_usd": float}
 _QUANT = {"max_action_drift_pct": float, "max_entropy_drift_pct": float}
+# What a plan file may leave out (DESIGN.md section 4 tolerances; the original program's 30 % cap).
+BUILTIN_DEFAULTS = {"cost_ratio_cap_pct": 30.0, "min_days": 7, "min_trades": 1000,
+                    "max_drawdown_usd": 10000.0, "max_net_loss_usd": 5000.0}
+BUILTIN_QUANT = {"max_action_drift_pct": 0.5, "max_entropy_drift_pct": 0.5}
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,8 @@ def load_plan(path: Path | str | None = None) -> RampPlan:
 
 def _plan(data: dict[str, Any], where: str) -> RampPlan:
     _known(data, _TOP, where, "")
-    defaults = _table(data, "defaults", _STEP, where)
-    quant = _table(data, "quantization", _QUANT, where)
+    defaults = {**BUILTIN_DEFAULTS, **_table(data, "defaults", _STEP, where)}
+    quant = {**BUILTIN_QUANT, **_table(data, "quantization", _QUANT, where)}
     window = _value(data.get("window_days", 14), int, f"{where}: window_days", lo=1)
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or len(raw_steps) < 2:
@@ -72,9 +76,6 @@ def _plan(data: dict[str, Any], where: str) -> RampPlan:
     levels = [s.influence_pct for s in steps]
     if any(b <= a for a, b in zip(levels, levels[1:])):
         raise InputError(f"{where}: steps: influence_pct must increase strictly, got {levels}")
-    missing = [k for k in _QUANT if k not in quant]
-    if missing:
-        raise InputError(f"{where}: quantization.{missing[0]} is missing")
     return RampPlan(steps, window, quant["max_action_drift_pct"], quant["max_entropy_drift_pct"], where)
 
 
@@ -86,9 +87,6 @@ def _step(i: int, raw: Any, defaults: dict[str, Any], where: str) -> Step:
         raise InputError(f"{where}: steps[{i}].influence_pct is missing")
     values = {**defaults, **{k: _value(v, _STEP[k], f"{where}: steps[{i}].{k}", lo=0)
                              for k, v in raw.items() if k in _STEP}}
-    missing = [k for k in _STEP if k not in values]
-    if missing:
-        raise InputError(f"{where}: steps[{i}].{missing[0]} is missing (and not in [defaults])")
     influence = _value(raw["influence_pct"], float, f"{where}: steps[{i}].influence_pct", lo=0, hi=100)
     return Step(influence_pct=influence, **values)
 
@@ -105,7 +103,7 @@ def _known(table: dict[str, Any], allowed: set[str], where: str, prefix: str) ->
     for key in table:
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise InputError(f"{where}: unknown key {prefix}{key}{hint}; allowed: {', '.join(sorted(allowed))}")
 
 
