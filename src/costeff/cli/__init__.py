@@ -27,7 +27,9 @@ COMMAND_MODULES = (
     "ledger",
     "ramp",
     "triton",
+    "batching",
     "quantize",
+    "reap",
 )
 
 log = logging.getLogger("costeff")

@@ -1,0 +1,292 @@
+"""Live reaping: read signals, decide, act (or say what it would do), audit; restore from the audit trail.
+
+Signals for every target are read before anything is acted on, so a Prometheus
+failure part-way means no action at all. Applied actions are found again in the
+audit trail (``mode: apply``); a reap is open until a later applied restore names
+its ``action_id``. Replayed and dry-run records never count as open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from costeff.artifacts import Layout
+from costeff.audit import AuditLog, verify
+from costeff.errors import CosteffError, DependencyError, InputError
+from costeff.reaper.actions import KubeScaler, Outcome, PipelinePauser, PowerLimiter
+from costeff.reaper.config import ReaperConfig, Target
+from costeff.reaper.decision import Verdict, decide, has_demand
+from costeff.reaper.signals import Sample
+
+log = logging.getLogger("costeff.reaper")
+ACTOR = "costeff-reaper"
+LOCK_NAME = "reaper.lock"
+
+
+class ReaperBusy(CosteffError):
+    """Another reaper holds the lock (exit 3: retry when it has stopped)."""
+
+    exit_code = 3
+
+
+@contextmanager
+def reaper_lock(path: Path | None = None) -> Iterator[Path]:
+    """One reaper at a time per artifacts root: two would fight over the same replicas."""
+    path = path or Layout.default().reaper / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise ReaperBusy(f"another reaper is running (pid {holder}, lock {path}); stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)
+
+
+class Actuators:
+    """The adapters, created on first use (no Kubernetes credentials are needed for a GPU-only setup)."""
+
+    def __init__(self, kube: KubeScaler | None = None, power: PowerLimiter | None = None,
+                 pipelines: PipelinePauser | None = None, kube_context: str | None = None) -> None:
+        self._kube, self._power, self._pipelines = kube, power, pipelines
+        self.kube_context = kube_context
+
+    def reap(self, target: Target) -> Outcome:
+        return self._for(target).reap(target)
+
+    def restore(self, target: Target, before: dict[str, Any]) -> Outcome:
+        if target.kind == "gpu":
+            return self._for(target).restore(target, float(before["power_limit_w"]))
+        if target.kind == "pipeline":
+            return self._for(target).restore(target, bool(before["paused"]))
+        return self._for(target).restore(target)
+
+    def _for(self, target: Target) -> Any:
+        if target.kind == "gpu":
+            self._power = self._power or PowerLimiter()
+            return self._power
+        if target.kind == "pipeline":
+            self._pipelines = self._pipelines or PipelinePauser()
+            return self._pipelines
+        self._kube = self._kube or KubeScaler.from_kubeconfig(self.kube_context)
+        return self._kube
+
+
+@dataclass
+class TickResult:
+    mode: str
+    verdicts: list[dict[str, Any]]
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    savings_usd_per_hour: float = 0.0
+
+
+def open_actions(audit: AuditLog) -> list[dict[str, Any]]:
+    """Applied reaps without an applied restore, oldest first."""
+    opened: dict[str, dict[str, Any]] = {}
+    for record in audit.records():
+        payload = record.get("payload", {})
+        if record.get("event") != "reaper.action" or payload.get("mode") != "apply":
+            continue
+        if payload.get("action") == "reap" and payload.get("changed"):
+            opened[payload["action_id"]] = payload
+        elif payload.get("action") == "restore":
+            opened.pop(payload.get("restores"), None)
+    return list(opened.values())
+
+
+def tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, audit: AuditLog,
+         usd_per_gpu_hour: float, dry_down: set[str] | None = None, now: float | None = None) -> TickResult:
+    """One decision round over every configured target."""
+    if not config.targets:
+        raise InputError("reaper config: no [[targets]] configured; live reaping needs to know what to act on")
+    now = time.time() if now is None else now
+    signals = {t.key: source.samples(t, config.decision.window_s, now) for t in config.targets}
+    down = {p["target"]: p for p in open_actions(audit)} if apply else {k: {} for k in (dry_down or set())}
+    enabled = _reaper_enabled() if apply else True
+    result = TickResult("apply" if apply else "dry-run", [])
+    for target in config.targets:
+        verdict = decide(signals[target.key], now, config.decision, target, config.schedule,
+                         config.exclude.excludes(target))
+        result.verdicts.append({**asdict(verdict), "target": target.key, "down": target.key in down})
+        action = _next_action(target, verdict, signals[target.key], target.key in down, enabled)
+        if action:
+            result.actions.append(_act(action, target, verdict, down.get(target.key), apply, actuators, audit,
+                                       usd_per_gpu_hour))
+            _track(dry_down, target.key, action)
+    result.savings_usd_per_hour = sum(p.get("usd_per_hour_saved", 0.0) for p in open_actions(audit)) if apply \
+        else sum(a["usd_per_hour_saved"] for a in result.actions if a["action"] == "reap")
+    return result
+
+
+def _reaper_enabled() -> bool:
+    from costeff.flags import FlagStore
+
+    return bool(FlagStore.default().get("reaper_enabled"))
+
+
+def _next_action(target: Target, verdict: Verdict, samples: list[Sample], down: bool, enabled: bool) -> str | None:
+    if not down:
+        return "reap" if verdict.reap and enabled else None
+    latest = samples[-1] if samples else None
+    if verdict.protected or (latest is not None and has_demand(latest)):
+        return "restore"
+    return None
+
+
+def _track(dry_down: set[str] | None, key: str, action: str) -> None:
+    if dry_down is not None:
+        (dry_down.add if action == "reap" else dry_down.discard)(key)
+
+
+def _act(action: str, target: Target, verdict: Verdict, opened: dict[str, Any] | None, apply: bool,
+         actuators: Actuators, audit: AuditLog, usd_per_gpu_hour: float) -> dict[str, Any]:
+    payload: dict[str, Any] = {"mode": "apply" if apply else "dry-run", "action": action, "target": target.key,
+                               "resource": target.resource, "target_spec": asdict(target),
+                               "verdict": {"idle_for_s": verdict.idle_for_s, "reasons": verdict.reasons,
+                                           "protected": verdict.protected}}
+    if action == "restore" and opened:
+        payload["restores"] = opened.get("action_id")
+    if apply:
+        outcome = actuators.reap(target) if action == "reap" else actuators.restore(target, opened["before"])
+        payload.update(_outcome_fields(outcome, target, usd_per_gpu_hour))
+    else:
+        payload.update(changed=False, detail=f"dry run: would {action}",
+                       usd_per_hour_saved=_estimate_saving(target, usd_per_gpu_hour) if action == "reap" else 0.0)
+    payload["action_id"] = uuid.uuid4().hex
+    audit.append("reaper.action", payload, actor=ACTOR)
+    log.info("%s %s %s: %s", payload["mode"], action, target.key, payload["detail"])
+    return payload
+
+
+def _outcome_fields(outcome: Outcome, target: Target, usd_per_gpu_hour: float) -> dict[str, Any]:
+    saved = outcome.usd_per_hour_saved
+    if target.kind in ("deployment", "statefulset") and outcome.action == "reap":
+        saved = float(outcome.before.get("replicas") or 0) * target.gpus_per_replica * usd_per_gpu_hour
+    return {"changed": outcome.changed, "before": outcome.before, "after": outcome.after, "detail": outcome.detail,
+            "usd_per_hour_saved": round(saved, 4) if outcome.changed else 0.0, **outcome.extra}
+
+
+def _estimate_saving(target: Target, usd_per_gpu_hour: float) -> float:
+    if target.kind in ("deployment", "statefulset"):
+        return round(target.gpus_per_replica * usd_per_gpu_hour, 4)  # per replica: the count is not read in a dry run
+    return target.usd_per_hour if target.kind == "pipeline" else 0.0
+
+
+def restore_all(audit: AuditLog, apply: bool, actuators: Actuators) -> list[dict[str, Any]]:
+    """Undo every open applied action, newest first; a dry run only says what it would undo."""
+    result = verify(audit.directory) if audit.path.exists() else None
+    if result is not None and not result.ok:
+        raise InputError(f"{result.path} line {result.first_bad_line}: {result.reason}; refusing to restore from a "
+                         f"tampered audit trail (run `costeff audit verify`)")
+    done = []
+    for opened in reversed(open_actions(audit)):
+        target = _target_from(opened["target_spec"])
+        payload = {"mode": "apply" if apply else "dry-run", "action": "restore", "target": target.key,
+                   "resource": target.resource, "target_spec": opened["target_spec"],
+                   "restores": opened["action_id"], "reason": "costeff reap restore"}
+        if apply:
+            payload.update(_outcome_fields(actuators.restore(target, opened["before"]), target, 0.0))
+        else:
+            payload.update(changed=False, detail=f"dry run: would restore {opened['before']}")
+        payload["action_id"] = uuid.uuid4().hex
+        audit.append("reaper.action", payload, actor=ACTOR)
+        done.append(payload)
+    return done
+
+
+def _target_from(spec: dict[str, Any]) -> Target:
+    spec = dict(spec)
+    spec["labels"] = tuple(tuple(pair) for pair in spec.get("labels", ()))
+    return Target(**spec)
+
+
+# ---------------------------------------------------------------- daemon
+
+class ReaperMetrics:
+    """The reaper's own metrics, on ``port`` when given (prometheus-client)."""
+
+    def __init__(self, port: int | None = None, addr: str = "0.0.0.0") -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.actions = Counter("costeff_reaper_actions_total", "Reaper actions taken or proposed",
+                               ["action", "mode"], registry=self.registry)
+        self.idle = Gauge("costeff_reaper_idle_seconds", "Seconds each resource has been idle without a break",
+                          ["resource"], registry=self.registry)
+        self.savings = Gauge("costeff_reaper_savings_usd_per_hour", "Spend avoided per hour by reaped capacity",
+                             registry=self.registry)
+        self.server = start_http_server(port, addr, registry=self.registry)[0] if port is not None else None
+
+    def observe(self, result: TickResult) -> None:
+        for verdict in result.verdicts:
+            self.idle.labels(verdict["resource"]).set(verdict["idle_for_s"])
+        for action in result.actions:
+            self.actions.labels(action["action"], action["mode"]).inc()
+        self.savings.set(result.savings_usd_per_hour)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def watch(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, audit: AuditLog,
+          usd_per_gpu_hour: float, interval_s: float, metrics: ReaperMetrics,
+          stop: threading.Event | None = None) -> int:
+    """Tick every ``interval_s`` until SIGTERM/SIGINT (or ``stop``); returns the number of ticks."""
+    stop = stop or threading.Event()
+    previous = _install_stop_handlers(stop)
+    dry_down: set[str] = set()
+    ticks = 0
+    try:
+        while not stop.is_set():
+            _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics, dry_down)
+            ticks += 1
+            stop.wait(interval_s)
+    finally:
+        _restore_handlers(previous)
+        audit.append("reaper.stopped", {"ticks": ticks, "mode": "apply" if apply else "dry-run"}, actor=ACTOR)
+    return ticks
+
+
+def _watch_tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, audit: AuditLog,
+                usd_per_gpu_hour: float, metrics: ReaperMetrics, dry_down: set[str]) -> None:
+    try:
+        result = tick(config, source, apply, actuators, audit, usd_per_gpu_hour, dry_down)
+    except DependencyError as exc:
+        # Uncertain data: no action this round; the daemon keeps going and tries again.
+        log.error("no action this round: %s", exc)
+        audit.append("reaper.signals_unavailable", {"error": str(exc)}, actor=ACTOR)
+        return
+    metrics.observe(result)
+
+
+def _install_stop_handlers(stop: threading.Event) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping after this round", signal.Signals(signum).name)
+        stop.set()
+
+    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

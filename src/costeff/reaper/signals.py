@@ -1,0 +1,320 @@
+"""Signals the reaper decides on: a replayable trace, Prometheus (PromQL), or NVML.
+
+Every source yields the same ``Sample`` per resource and time. A value of ``None``
+means the metric was missing for that sample; the decision treats it as "not
+idle", never as zero (an empty Prometheus result is not zero).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+import time as _time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from costeff.errors import DependencyError, InputError
+from costeff.reaper.config import PrometheusConfig, Target
+
+REQUIRED = ("timestamp", "resource", "gpu_util_pct", "requests", "influence_pct")
+OPTIONAL = ("gpus", "fb_used_mb", "power_w")
+COLUMNS = REQUIRED + OPTIONAL
+
+
+@dataclass(slots=True)
+class Sample:
+    """What one resource looked like over the interval ending at ``ts`` (UTC epoch seconds)."""
+
+    ts: float
+    resource: str
+    gpu_util_pct: float | None
+    requests: float | None  # requests served in the interval (count, not a rate)
+    influence_pct: float | None
+    gpus: float = 1.0  # GPUs the resource holds while up
+    fb_used_mb: float | None = None
+    power_w: float | None = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    path: str
+    samples: dict[str, list[Sample]]  # by resource, time-ordered
+    rows: int
+
+    @property
+    def resources(self) -> list[str]:
+        return sorted(self.samples)
+
+    @property
+    def start_ts(self) -> float:
+        return min(s[0].ts for s in self.samples.values())
+
+    @property
+    def end_ts(self) -> float:
+        return max(s[-1].ts for s in self.samples.values())
+
+
+# ---------------------------------------------------------------- trace files
+
+def load_trace(path: Path | str) -> Trace:
+    """Read a CSV (optionally .gz), JSON array or JSON-lines trace; any bad row is named, nothing is guessed."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such trace file")
+    rows = _json_rows(path) if _is_json(path) else _csv_rows(path)
+    by_resource: dict[str, list[Sample]] = {}
+    count = 0
+    for where, row in rows:
+        sample = parse_row(row, f"{path}: {where}")
+        by_resource.setdefault(sample.resource, []).append(sample)
+        count += 1
+    if not count:
+        raise InputError(f"{path}: no samples; expected a header and at least one row with columns {list(REQUIRED)}")
+    for resource, samples in by_resource.items():
+        _check_order(path, resource, samples)
+    return Trace(str(path), by_resource, count)
+
+
+def _is_json(path: Path) -> bool:
+    return path.name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz"))
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    try:
+        with _open_text(path) as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(f"{path}: line 1: header lacks column(s) {missing}; expected {list(REQUIRED)} "
+                                 f"(optional {list(OPTIONAL)})")
+            for row in reader:
+                yield f"line {reader.line_num}", row
+    except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read trace: {exc}") from None
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        with _open_text(path) as fh:
+            text = fh.read()
+    except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read trace: {exc}") from None
+    if ".jsonl" in path.name:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                yield f"line {lineno}", _json_obj(path, line, f"line {lineno}")
+        return
+    data = _json_obj(path, text, "document")
+    items = data.get("samples") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise InputError(f"{path}: expected a JSON array of samples or {{\"samples\": [...]}}")
+    for i, item in enumerate(items):
+        yield f"sample {i}", item
+
+
+def _json_obj(path: Path, text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: {where}: not valid JSON ({exc.msg})") from None
+
+
+def parse_row(row: Any, where: str) -> Sample:
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected an object with fields {list(REQUIRED)}")
+    for column in REQUIRED:
+        if column not in row or (column in ("timestamp", "resource") and row[column] in (None, "")):
+            raise InputError(f"{where}: field {column!r} is missing")
+    gpus = _number(row.get("gpus"), "gpus", where)
+    return Sample(
+        ts=parse_timestamp(row["timestamp"], where),
+        resource=str(row["resource"]),
+        gpu_util_pct=_number(row["gpu_util_pct"], "gpu_util_pct", where, upper=100.0),
+        requests=_number(row["requests"], "requests", where),
+        influence_pct=_number(row["influence_pct"], "influence_pct", where, upper=100.0),
+        gpus=1.0 if gpus is None else gpus,
+        fb_used_mb=_number(row.get("fb_used_mb"), "fb_used_mb", where),
+        power_w=_number(row.get("power_w"), "power_w", where),
+    )
+
+
+def _number(value: Any, name: str, where: str, upper: float | None = None) -> float | None:
+    """A non-negative finite number; empty means missing (None), anything else unparsable is an error."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: field {name!r}: {value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0 or (upper is not None and number > upper):
+        bound = f"0..{upper:g}" if upper is not None else ">= 0"
+        raise InputError(f"{where}: field {name!r}: {value!r} is out of range; expected {bound}")
+    return number
+
+
+def parse_timestamp(value: Any, where: str) -> float:
+    """ISO 8601 with a zone (``2025-03-12T13:30:00Z``) or epoch seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{where}: field 'timestamp': {text!r} is not ISO 8601 or epoch seconds") from None
+    if moment.tzinfo is None:
+        raise InputError(f"{where}: field 'timestamp': {text!r} has no time zone; write it in UTC with 'Z'")
+    return moment.timestamp()
+
+
+def _check_order(path: Path, resource: str, samples: list[Sample]) -> None:
+    for prev, cur in zip(samples, samples[1:]):
+        if cur.ts <= prev.ts:
+            raise InputError(f"{path}: resource {resource!r}: timestamp {iso(cur.ts)} is not after {iso(prev.ts)}; "
+                             f"rows of one resource must be in increasing time order without duplicates")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_trace(path: Path | str, samples: Iterable[Sample]) -> Path:
+    """Write samples as CSV (gzip when the name ends in .gz), the format ``load_trace`` reads."""
+    path = Path(path)
+    with open_text_out(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for s in samples:
+            writer.writerow([iso(s.ts), s.resource, _fmt(s.gpu_util_pct), _fmt(s.requests), _fmt(s.influence_pct),
+                             _fmt(s.gpus), _fmt(s.fb_used_mb), _fmt(s.power_w)])
+    return path
+
+
+def open_text_out(path: Path) -> io.TextIOBase:
+    """A text file for writing; gzip (with a fixed mtime, so output is reproducible) when the name ends .gz."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gz"):
+        raw = gzip.GzipFile(path, "wb", mtime=0)
+        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    return open(path, "w", encoding="utf-8", newline="")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+# ---------------------------------------------------------------- Prometheus
+
+class PrometheusSource:
+    """Reads each factor of a target over the decision window through PromQL ``query_range``."""
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        if not config.url:
+            raise InputError("prometheus.url is not set; pass --prometheus URL or set it in the config")
+        self.config = config
+        self.url = config.url.rstrip("/")
+
+    def samples(self, target: Target, window_s: float, now: float | None = None) -> list[Sample]:
+        """One sample per step over ``window_s`` ending now; a step without a value has ``None`` there."""
+        end = _time.time() if now is None else now
+        step = self.config.step_s
+        start = end - window_s
+        columns = {key: self._series(key, target, start, end) for key in
+                   ("gpu_util_pct", "requests_per_s", "influence_pct", "fb_used_mb", "power_w")}
+        steps = [start + i * step for i in range(int(window_s // step) + 1)]
+        return [self._sample(target, t, columns, step) for t in steps]
+
+    def _sample(self, target: Target, t: float, columns: dict[str, dict[float, float] | None],
+                step: float) -> Sample:
+        def at(key: str) -> float | None:
+            values = columns.get(key)
+            return None if values is None else values.get(round(t, 3))
+
+        rate = at("requests_per_s")
+        return Sample(ts=t, resource=target.resource, gpu_util_pct=at("gpu_util_pct"),
+                      requests=None if rate is None else rate * step, influence_pct=at("influence_pct"),
+                      gpus=target.gpus_per_replica, fb_used_mb=at("fb_used_mb"), power_w=at("power_w"))
+
+    def _series(self, key: str, target: Target, start: float, end: float) -> dict[float, float] | None:
+        """The one series the query returns, by timestamp; ``None`` when it is not configured."""
+        query = self.config.query(key, target)
+        if query is None:
+            return None
+        result = self.get("/api/v1/query_range",
+                          {"query": query, "start": start, "end": end, "step": self.config.step_s})
+        if len(result) > 1:
+            # Several series would need a reduction the operator did not choose; refuse to pick one.
+            raise DependencyError(f"prometheus query {key} for {target.resource} returned {len(result)} series; "
+                                  f"aggregate it to one (e.g. max(...)) in the query")
+        if not result:
+            return {}
+        return {round(float(ts), 3): float(v) for ts, v in result[0]["values"] if _finite(v)}
+
+    def get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        import requests
+
+        try:
+            resp = requests.get(self.url + path, params=params, timeout=self.config.timeout_s)
+        except requests.RequestException as exc:
+            raise DependencyError(f"prometheus at {self.url} is unreachable: {type(exc).__name__}: {exc}") from None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code} "
+                                  f"with a body that is not JSON") from None
+        if resp.status_code != 200 or body.get("status") != "success":
+            raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code}: "
+                                  f"{body.get('errorType', '?')}: {body.get('error', '?')} "
+                                  f"(query {params.get('query')!r})")
+        return body["data"]["result"]
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- NVML
+
+def nvml_samples(resource_prefix: str = "gpu") -> list[Sample]:
+    """One sample per local GPU, read through NVML (utilisation, memory, power)."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        raise DependencyError(f"NVML is not available: {exc}") from None
+    try:
+        now = _time.time()
+        return [_nvml_sample(pynvml, i, f"{resource_prefix}{i}", now) for i in range(pynvml.nvmlDeviceGetCount())]
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _nvml_sample(pynvml: Any, index: int, resource: str, now: float) -> Sample:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+    memory = pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
+    try:
+        power = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+    except pynvml.NVMLError:
+        power = None  # some boards do not report power; missing, not zero
+    # NVML knows nothing of requests or influence: those stay missing, so NVML alone never reaps.
+    return Sample(ts=now, resource=resource, gpu_util_pct=float(util), requests=None, influence_pct=None,
+                  fb_used_mb=memory, power_w=power)
