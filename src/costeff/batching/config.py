@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +84,9 @@ class OptimizeConfig:
     for a recommendation), delays a fixed ladder below the SLO.
     """
 
-    rate_per_s: float
+    rate_per_s: float | None
     p99_ms: float
-    requests: int = 50_000
+    requests: int = 20_000
     policy: str = "triton"
     instance: str | None = None
     max_instances: int = 8
@@ -100,9 +101,13 @@ class OptimizeConfig:
     catalog: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.rate_per_s is None and self.trace is None:
+            raise InputError("rate_per_s: required unless a trace is replayed")
         for name in ("rate_per_s", "p99_ms"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            if name == "rate_per_s" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise InputError(f"{name}: must be a number > 0, got {value!r}")
         for name in ("requests", "max_instances", "rows_per_request", "top", "verify_factor"):
             _positive_int(name, getattr(self, name))

@@ -35,6 +35,7 @@ class ServiceTimes:
     model_sha256: str | None = None
     hardware: Mapping[str, Any] | None = None
     profile_instance: str | None = None
+    provider: str | None = None
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or len(self.batch_sizes) != len(self.mean_ms):
@@ -57,7 +58,7 @@ class ServiceTimes:
         hardware = data.get("hardware") if isinstance(data.get("hardware"), dict) else None
         cost = data.get("cost") if isinstance(data.get("cost"), dict) else {}
         return cls(tuple(sizes), tuple(means), float(np.median(sigmas)) if sigmas else 0.0, where,
-                   data.get("model_sha256"), hardware, cost.get("instance"))
+                   data.get("model_sha256"), hardware, cost.get("instance"), data.get("provider"))
 
     @property
     def extrapolated_above(self) -> int:
@@ -76,6 +77,17 @@ class ServiceTimes:
             # One point: time proportional to rows above it (no batching gain assumed).
             out = np.where(rows > xs[0], ys[0] * rows / xs[0], ys[0])
         return out / 1e3
+
+    @property
+    def gpu_name(self) -> str | None:
+        """The profiled GPU, when the profile ran on one (CUDA / TensorRT provider)."""
+        gpus = (self.hardware or {}).get("gpus") or []
+        on_gpu = str(self.provider or "").lower().startswith(("cuda", "tensorrt"))
+        return gpus[0].get("name") if gpus and on_gpu and isinstance(gpus[0], dict) else None
+
+    def p99_factor(self) -> float:
+        """p99 / mean of one execution under the lognormal jitter model."""
+        return math.exp(Z99 * self.sigma - 0.5 * self.sigma ** 2)
 
     def time_ms(self, rows: int) -> float:
         return float(self.table_s(rows)[rows] * 1e3)

@@ -1,0 +1,128 @@
+"""Write a BatchingReport: batching_report.json, its Markdown twin and two plots."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from costeff.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from costeff.batching.optimizer import BatchingReport
+
+PLOTS = ("p99_vs_queue_delay.png", "cost_vs_p99.png")
+
+
+def write_report(report: BatchingReport, out_dir: Path | str) -> list[Path]:
+    """Render everything first, then write: a failure leaves no partial report."""
+    out = Path(out_dir)
+    images = {PLOTS[0]: _plot_delay(report), PLOTS[1]: _plot_frontier(report)}
+    report.plots = list(images)
+    markdown = render_markdown(report)
+    written = [atomic_write_bytes(out / name, data) for name, data in images.items()]
+    written.append(atomic_write_text(out / "batching_report.md", markdown))
+    written.append(atomic_write_json(out / "batching_report.json", report))
+    return written
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, plt.subplots(figsize=(7, 4.5))
+
+
+def _png(plt, fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plot_delay(report: BatchingReport) -> bytes:
+    """p99 against queue delay, one line per max batch size, at the chosen (or best) instance count."""
+    plt, (fig, ax) = _figure()
+    ref = report.chosen or report.best_achievable or {}
+    n = ref.get("instances")
+    lines: dict[int, dict[float, float]] = {}
+    for c in report.evaluated:
+        if c["instances"] != n:
+            continue
+        per = lines.setdefault(c["max_batch_size"], {})
+        d, p99 = c["max_queue_delay_us"], c["predicted"]["p99_ms"]
+        per[d] = min(p99, per.get(d, p99))
+    for mbs, per in sorted(lines.items()):
+        xs = sorted(per)
+        ax.plot([x / 1e3 for x in xs], [per[x] for x in xs], marker="o", label=f"max batch {mbs}")
+    ax.axhline(report.target["p99_ms"], color="red", linestyle="--", label="p99 SLO")
+    ax.set_xlabel("max queue delay (ms)")
+    ax.set_ylabel("predicted p99 latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title(f"p99 vs queue delay at {n} instance(s), {report.target['rate_per_s']:.4g} req/s "
+                 "(best preferred sizes)")
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def _plot_frontier(report: BatchingReport) -> bytes:
+    plt, (fig, ax) = _figure()
+    pts = sorted((c["predicted"]["p99_ms"], c["predicted"]["usd_per_hour"]) for c in report.evaluated)
+    ax.scatter([p for p, _ in pts], [u for _, u in pts], s=12, alpha=0.5, label="simulated settings")
+    frontier, best = [], float("inf")
+    for p99, usd in pts:  # cheapest cost reachable at or below each p99
+        if usd < best:
+            frontier.append((p99, usd))
+            best = usd
+    ax.step([p for p, _ in frontier], [u for _, u in frontier], where="post", color="black", label="frontier")
+    ax.axvline(report.target["p99_ms"], color="red", linestyle="--", label="p99 SLO")
+    if report.chosen:
+        ax.scatter([report.chosen["predicted"]["p99_ms"]], [report.chosen["predicted"]["usd_per_hour"]],
+                   marker="*", s=200, color="gold", edgecolor="black", label="chosen", zorder=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("predicted p99 latency (ms)")
+    ax.set_ylabel("USD per hour")
+    ax.set_title("cost vs p99")
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def _row(c: dict) -> str:
+    p = c["predicted"]
+    prefs = ",".join(map(str, c["preferred_batch_size"])) or "-"
+    util = ", ".join(f"{u:.0%}" for u in p["utilisation"])
+    return (f"| {c['max_batch_size']} | {prefs} | {c['max_queue_delay_us']:g} | {c['instances']} "
+            f"| {p['p50_ms']:.3g} | {p['p99_ms']:.3g} | {p['mean_batch_size']:.3g} | {util} "
+            f"| {p['usd_per_hour']:.4g} | {p['usd_per_million']:.4g} | {'yes' if c['meets_slo'] else 'no'} |")
+
+
+def render_markdown(report: BatchingReport) -> str:
+    t, inst = report.target, report.instance
+    lines = [
+        "# Dynamic-batching settings", "",
+        f"- target: {t['rate_per_s']:.6g} requests/s ({t['arrivals']}), p99 <= {t['p99_ms']:g} ms, "
+        f"batcher {t['policy']}, {t['rows_per_request']} row(s) per request",
+        f"- profile: {report.profile['path'] or '(in memory)'} (model sha256 {report.model_sha256})",
+        f"- price: {inst['name']} at ${inst['usd_per_instance_hour']:.4g} per instance-hour ({inst['price_source']})",
+        f"- simulated {report.search['simulations']} runs over {report.search['batcher_settings']} batcher settings; "
+        f"screening on {t['requests']} requests, finalists re-checked on {t['verify_requests']}",
+        "",
+    ]
+    if report.chosen:
+        c = report.chosen
+        lines += ["## Chosen", "", "```", "dynamic_batching {"]
+        lines += [f"  preferred_batch_size: {p}" for p in c["preferred_batch_size"]]
+        lines += [f"  max_queue_delay_microseconds: {int(c['max_queue_delay_us'])}", "}",
+                  f"max_batch_size: {c['max_batch_size']}", f"instance count: {c['instances']}", "```", ""]
+    else:
+        b = report.binding
+        lines += ["## No configuration meets the SLO", "",
+                  f"Binding constraint: **{b['constraint']}**: {b['detail']}.",
+                  f"Best achievable p99: {b['best_p99_ms']:.4g} ms.", ""]
+    lines += ["## Top configurations", "",
+              "| max batch | preferred | delay (us) | instances | p50 (ms) | p99 (ms) | mean batch | utilisation "
+              "| $/hour | $/million | meets SLO |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_row(c) for c in report.top]
+    lines += ["", *[f"![{p}]({p})" for p in report.plots], ""]
+    return "\n".join(lines)
