@@ -125,14 +125,14 @@ class _Simulation:
             # A sample stands for the interval before it; a gap counts as at most one stale window.
             dt = min(sample.ts - prev_ts, max(step, self.cfg.decision.stale_after_s))
             prev_ts = sample.ts
-            idle_for = self.streak.update(sample)
-            blocked = guarded and self.schedule.blocks(sample.ts)
-            self._advance(sample, idle_for, blocked)
+            # The interval ending at this sample ran in the state decided at the previous one.
             r.gpu_hours_without += sample.gpus * dt / 3600.0
             if self.state == DOWN:
                 r.down_s += dt
             else:
                 r.gpu_hours_with += sample.gpus * dt / 3600.0
+            idle_for = self.streak.update(sample)
+            self._advance(sample, idle_for, guarded and self.schedule.blocks(sample.ts))
         r.reaps_while_active = self._reaps_while_active(samples)
         return r
 
