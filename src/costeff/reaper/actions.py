@@ -17,6 +17,7 @@ write paths, where no GPU can be written to).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,8 @@ class KubeScaler:
             config.load_incluster_config()
         except config.ConfigException:
             try:
-                config.load_kube_config(context=context)
+                # KUBECONFIG is read here, not at import time (the client caches it when first imported).
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context)
             except (config.ConfigException, OSError) as exc:
                 raise DependencyError(f"no Kubernetes credentials (in-cluster or kubeconfig): {exc}") from None
         return cls(client.ApiClient())
