@@ -155,7 +155,8 @@ def _search(ctx: _Context, grid: list[BatcherConfig]) -> list[dict]:
     cap = ctx.cfg.max_instances
     evaluated: list[dict] = []
     for bc in grid:
-        lo = _min_instances(ctx, bc.max_batch_size)
+        # Above max_instances, one run at the limit still gives the best achievable p99.
+        lo = min(_min_instances(ctx, bc.max_batch_size), ctx.cfg.max_instances)
         prev = math.inf
         for n in range(lo, cap + 1):
             cand = _simulate(ctx, _with(bc, n), ctx.arrivals, ctx.cfg.seed)

@@ -122,10 +122,15 @@ def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit
     admit = _Admission(raw, cfg.max_queue_size) if cfg.max_queue_size else None
     A = admit.times if admit is not None else raw  # the requests that entered the queue
     out = _Trace()
-    h, b, now = 0, 0, -_INF
-    while h < len(A):
+    add_lo, add_k, add_rows, add_start, add_done, add_inst = out.appenders()
+    h, b, now, n = 0, 0, -_INF, len(A)
+    while h < n:
         f, inst = free[0]
-        t = max(f, A[h], now)
+        t = A[h]
+        if f > t:
+            t = f
+        if now > t:
+            t = now
         while True:
             if timeout:
                 j = bisect_left(A, t - timeout, h)  # A[i] + timeout < t: expired
@@ -133,22 +138,24 @@ def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit
                     out.reject(h, j)
                     if admit is not None:
                         admit.sync(h, j, t)
+                        n = len(A)
                     h = j
-                    if h >= len(A):
+                    if h >= n:
                         break
                     t = max(t, A[h])
             k, wake = decide(A, C, h, bisect_right(A, t, h) - h, t, delay, cfg)
             if k:
                 break
             t = wake
-        if h >= len(A):
+        if h >= n:
             break
         rows = k if C is None else C[h + k] - C[h]
         s = table[rows] * jit[b] if jit is not None else table[rows]
         heapq.heapreplace(free, (t + s, inst))
-        out.batch(h, k, rows, t, t + s, inst)
+        add_lo(h), add_k(k), add_rows(rows), add_start(t), add_done(t + s), add_inst(inst)
         if admit is not None:
             admit.sync(h, h + k, t)
+            n = len(A)
         h, b, now = h + k, b + 1, t
     out.order = admit.idx if admit is not None else None
     return out.arrays()
@@ -156,12 +163,12 @@ def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit
 
 def _decide_unit(A, C, h, q, t, delay, cfg) -> tuple[int, float]:
     """Triton's choice when every request carries one row: (count to send, or 0 and when to look again)."""
-    prefs, max_bs = cfg.effective_preferred, cfg.max_batch_size
+    prefs = cfg.preferred_batch_sizes or (cfg.max_batch_size,)
     exceeded = delay > 0 and t >= A[h] + delay
     if q >= prefs[0] and not exceeded:
         return prefs[bisect_right(prefs, q) - 1], 0.0
     if exceeded or delay == 0:
-        return min(q, max_bs), 0.0
+        return min(q, cfg.max_batch_size), 0.0
     nxt = h + prefs[0] - 1  # the arrival that completes the smallest preferred size
     return 0, min(A[h] + delay, A[nxt] if nxt < len(A) else _INF)
 
@@ -224,6 +231,10 @@ class _Trace:
         self.start.append(start)
         self.done.append(done)
         self.inst.append(inst)
+
+    def appenders(self) -> tuple:
+        return (self.lo.append, self.k.append, self.rows.append, self.start.append, self.done.append,
+                self.inst.append)
 
     def reject(self, lo: int, hi: int) -> None:
         self.expired += hi - lo

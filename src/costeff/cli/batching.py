@@ -70,13 +70,24 @@ def _optimize(args: argparse.Namespace) -> int:
         rows_per_request=args.rows, jitter=not args.no_jitter, top=args.top, catalog=args.catalog,
         max_batch_sizes=tuple(parse_int_list(args.max_batch_sizes, "--max-batch-sizes"))
         if args.max_batch_sizes else (),
-        queue_delays_us=tuple(float(d) for d in parse_int_list(args.queue_delays_us, "--queue-delays-us"))
-        if args.queue_delays_us else ())
+        queue_delays_us=_delays(args.queue_delays_us) if args.queue_delays_us else ())
     report = optimize(args.profile, cfg)
     out = Layout.default().run_dir("batching", args.out)
     write_report(report, out)
     emit(args, report, lambda: _print_optimize(report, out))
     return 0 if report.feasible else 1
+
+
+def _delays(text: str) -> tuple[float, ...]:
+    from costeff.errors import InputError
+
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--queue-delays-us: {text!r} is not a comma-separated list of numbers") from None
+    if not values or any(not 0 <= v < math.inf for v in values):
+        raise InputError(f"--queue-delays-us: {text!r} must list numbers >= 0, e.g. 0,500,2000")
+    return values
 
 
 def _print_optimize(report, out: Path) -> None:
