@@ -27,10 +27,13 @@ from costeff.remote.client import Endpoint, connect, read_signature
 # the mean batch size is set by the batching rule and the rate, so it must agree
 # closely; latency adds scheduling noise of the shared CPU and the client's own
 # overhead, which the service-time profile counts once per batch, so p50 and p99 are
-# held to within a factor.
+# held to within a factor (p99 looser: one descheduled process moves the tail).
+# Both still reject a wrong rule: dispatching lone requests at once would predict a
+# mean batch near 1 (~75 % off at 300/s) and a p50 of one service time (~1-2 ms,
+# a factor ~7 below what MLServer's held-open batches give).
 BATCH_TOLERANCE_PCT = 25.0
-P50_FACTOR = 2.0
-P99_FACTOR = 3.0
+P50_FACTOR = 2.5
+P99_FACTOR = 5.0
 
 
 @dataclass
