@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: setup run test bench cost-prof clean
+.PHONY: setup run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ bench: setup
 
 cost-prof: setup
 	$(BIN)/costeff profile
+
+quantize: setup
+	$(BIN)/costeff quantize
+
+idle-reaper: setup
+	$(BIN)/costeff reap --sample
+
+cost-pack: setup
+	$(BIN)/costeff pack
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
