@@ -64,7 +64,7 @@ def cache_root() -> Path:
 
 def recipe(preset: str, seed: int = 0) -> dict[str, Any]:
     """Everything that determines the trained weights, as JSON-able data."""
-    from costeff.policy import market, strategy
+    from costeff.policy import market, strategy, widen
     from costeff.policy.nets import preset_spec
     from costeff.policy.train import TRAIN_CONFIGS
 
@@ -72,8 +72,10 @@ def recipe(preset: str, seed: int = 0) -> dict[str, Any]:
         "recipe_version": RECIPE_VERSION, "costeff_version": __version__, "seed": seed,
         "preset": preset_spec(preset).to_dict(), "train": TRAIN_CONFIGS[preset].to_dict(),
         "strategy": {k: getattr(strategy, k) for k in ("VOL_MAX", "ENTRY", "REVERSION_WEIGHT")},
+        "widen_noise": widen.NOISE,
         "market": {"vol": market.REGIME_VOL.tolist(), "drift": market.TREND_DRIFT, "df": market.STUDENT_DF,
-                   "transitions": market.TRANSITIONS.round(6).tolist(), "warmup": market.WARMUP},
+                   "transitions": market.TRANSITIONS.round(6).tolist(), "warmup": market.WARMUP,
+                   "chunk_rows": market.CHUNK_ROWS},
     }
 
 

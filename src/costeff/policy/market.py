@@ -58,6 +58,7 @@ PERSISTENCE = 0.95
 _SWITCH = np.array([[0.0, 0.7, 0.3], [0.7, 0.0, 0.3], [0.6, 0.4, 0.0]])
 TRANSITIONS = PERSISTENCE * np.eye(3) + (1 - PERSISTENCE) * _SWITCH
 WARMUP = 24
+CHUNK_ROWS = 8192  # rows simulated per random stream: bounded memory, same rows on every machine
 
 
 def observation_shape(preset: str = "default") -> tuple[int, int]:
@@ -77,7 +78,17 @@ def generate_observations(n: int, seed: int = 0, preset: str = "default") -> np.
 
 
 def simulate(n: int, window: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """All 16 features ``[n, window, 16]`` and the regime index per step ``[n, window]``."""
+    """All 16 features ``[n, window, 16]`` and the regime index per step ``[n, window]``.
+
+    Rows are simulated in chunks of ``CHUNK_ROWS`` (chunk ``i`` from the random
+    stream ``(seed, i)``), which bounds memory for large ``n``.
+    """
+    parts = [_simulate_chunk(min(CHUNK_ROWS, n - start), window, (seed, i))
+             for i, start in enumerate(range(0, n, CHUNK_ROWS))]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _simulate_chunk(n: int, window: int, seed: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     steps = window + WARMUP
     regimes = _regime_paths(rng, n, steps)
@@ -105,7 +116,7 @@ def _returns(rng: np.random.Generator, regimes: np.ndarray, drift_sign: np.ndarr
     # Student-t scaled to unit variance, so REGIME_VOL is the standard deviation.
     shocks = rng.standard_t(STUDENT_DF, size=regimes.shape) / np.sqrt(STUDENT_DF / (STUDENT_DF - 2))
     drift = np.where(regimes == 1, TREND_DRIFT, 0.0) * drift_sign[:, None]
-    return drift + REGIME_VOL[regimes] * shocks
+    return (drift + REGIME_VOL[regimes] * shocks).astype(np.float32)
 
 
 def _ewm(x: np.ndarray, alpha: float, start: np.ndarray | float = 0.0) -> np.ndarray:
