@@ -176,3 +176,27 @@ def test_bad_input_exits_2_with_one_line_and_no_artifact(case, models, tmp_path,
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], stderr
     assert "Traceback" not in stderr
     assert not out.exists()
+
+
+def test_embedded_policy_profiles_with_generated_market_observations(tiny_policy, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(capsys, "--preset", "tiny", "--batch-sizes", "1,16", "--out", str(out), *FAST)[0] == 0
+    report = json.loads((out / "gpu_profile.json").read_text())
+    assert report["model_sha256"] == tiny_policy.sha256
+    assert "synthetic market observations" in report["inputs"]["source"]
+
+
+def test_profile_api_returns_the_record_other_stages_read(tiny_policy, tiny_observations):
+    from costeff.profiling import ProfileConfig, profile
+
+    config = ProfileConfig(batch_sizes=(1, 32), provider="cpu", window_s=0.05, warmup_s=0.02, max_trials=4,
+                           latency_budget_ms=1e6)
+    report = profile(tiny_policy.onnx_path, config, tiny_observations)
+    assert report.point(32).batch_size == 32 and report.point(32).latency_ms.p99 > 0
+    assert report.optimal.within_budget is True and report.optimal.batch_size in (1, 32)
+    assert report.config["batch_sizes"] == [1, 32] and report.provider == "CPUExecutionProvider"
+
+
+def test_unknown_preset_exits_2(capsys):
+    code, _, stderr = _run(capsys, "--preset", "huge", "--provider", "cpu")
+    assert code == 2 and "--preset" in stderr
