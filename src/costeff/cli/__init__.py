@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "batching",
     "quantize",
     "reap",
+    "export",
 )
 
 log = logging.getLogger("costeff")

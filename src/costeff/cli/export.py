@@ -1,0 +1,70 @@
+"""``costeff export SOURCE --out model.onnx``: a PyTorch policy to a checked ONNX file.
+
+SOURCE is ``module:factory`` (a callable returning an ``nn.Module``) or a TorchScript
+file; ``--preset NAME`` writes the embedded default policy instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from costeff.cli._common import add_common, emit, parse_int_list
+from costeff.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="export a PyTorch policy (module:factory or TorchScript) to checked ONNX")
+    parser.add_argument("source", nargs="?", metavar="SOURCE",
+                        help="module:factory returning an nn.Module, or a TorchScript .pt file")
+    parser.add_argument("--preset", metavar="NAME",
+                        help="write the embedded default policy of this preset (tiny, default, large) instead")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="the ONNX file to write")
+    parser.add_argument("--observation-shape", metavar="DIMS",
+                        help="observation shape without the batch axis, e.g. 32,16 "
+                             "(default: the model's observation_shape attribute)")
+    parser.add_argument("--input-name", default="obs", help="name of the ONNX input (default: obs)")
+    add_common(parser, out=False)
+    parser.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    if bool(args.source) == bool(args.preset):
+        raise InputError("export: give exactly one of SOURCE (module:factory or a .pt file) or --preset NAME")
+    if args.out.suffix.lower() != ".onnx":
+        raise InputError(f"--out: {args.out} must name an .onnx file")
+    shape = tuple(parse_int_list(args.observation_shape, "--observation-shape")) if args.observation_shape else None
+    record = _from_preset(args) if args.preset else _from_source(args, shape)
+    emit(args, record, lambda: _print(record))
+    return 0
+
+
+def _from_source(args: argparse.Namespace, shape: tuple[int, ...] | None) -> object:
+    from costeff.policy.export import export_policy
+
+    return export_policy(args.source, args.out, observation_shape=shape, input_name=args.input_name)
+
+
+def _from_preset(args: argparse.Namespace) -> object:
+    import shutil
+
+    from costeff.artifacts import atomic_write_bytes
+    from costeff.policy import default_policy
+    from costeff.policy.nets import preset_spec
+
+    preset_spec(args.preset)  # validate before any training starts
+    artifact = default_policy(args.preset)
+    atomic_write_bytes(args.out, artifact.onnx_path.read_bytes())
+    shutil.copystat(artifact.onnx_path, args.out)
+    return {"source": f"preset:{args.preset}", "onnx_path": args.out, "sha256": artifact.sha256,
+            "n_params": artifact.n_params, "input_name": artifact.input_name,
+            "observation_shape": artifact.observation_shape, "output_names": artifact.output_names,
+            "max_abs_err": artifact.onnx_vs_torch_max_abs_err, "policy": artifact}
+
+
+def _print(record: object) -> None:
+    get = record.get if isinstance(record, dict) else lambda k: getattr(record, k)
+    print(f"wrote {get('onnx_path')} ({get('n_params'):,} parameters) from {get('source')}")
+    print(f"  input  {get('input_name')} [batch, {', '.join(str(d) for d in get('observation_shape'))}]")
+    print(f"  outputs {', '.join(get('output_names'))}; onnxruntime vs torch max abs err {get('max_abs_err'):.2g}")
+    print(f"  sha256 {get('sha256')}")
