@@ -41,6 +41,9 @@ MODULE = textwrap.dedent('''
 
     def not_a_module():
         return "policy"
+
+    def broken():
+        raise RuntimeError("no weights here")
 ''')
 
 
@@ -110,6 +113,7 @@ def test_export_writes_the_embedded_preset(tiny_policy, tmp_path, capsys):
     ("{mod}:NOT_CALLABLE", [], "not a callable"),
     ("{mod}:not_a_module", [], "expected a torch.nn.Module"),
     ("{mod}:make_plain", [], "--observation-shape"),
+    ("{mod}:broken", [], "broken() raised RuntimeError: no weights here"),
     ("{mod}:make", ["--observation-shape", "5,5"], "forward failed"),
     ("missing_policy.pt", [], "no such TorchScript file"),
     ("{garbage}", [], "not a TorchScript file"),

@@ -7,6 +7,7 @@ file; ``--preset NAME`` writes the embedded default policy instead.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from costeff.cli._common import add_common, emit, parse_int_list
@@ -29,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    # The shared CLI logging setup leaves the root logger at WARNING; training progress
+    # of a first-use build is INFO and should show.
+    logging.getLogger("costeff.policy").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if bool(args.source) == bool(args.preset):
         raise InputError("export: give exactly one of SOURCE (module:factory or a .pt file) or --preset NAME")
     if args.out.suffix.lower() != ".onnx":

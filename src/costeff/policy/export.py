@@ -79,7 +79,10 @@ def _from_factory(source: str) -> Any:
         raise InputError(f"{source}: module {module_name!r} has no attribute {attr!r}")
     if not callable(factory):
         raise InputError(f"{source}: {attr!r} is a {type(factory).__name__}, not a callable returning an nn.Module")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code: any failure is theirs to fix, say which
+        raise InputError(f"{source}: {attr}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"{source}: {attr}() returned a {type(model).__name__}; expected a torch.nn.Module")
     return model
