@@ -169,6 +169,7 @@ def to_onnx(model: Any, sample: np.ndarray, out: Path, *, input_name: str, names
         _export(model, sample, Path(tmp), input_name, names)
         if verify is not None:
             verify(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is read by servers running as other users
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
