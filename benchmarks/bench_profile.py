@@ -12,7 +12,7 @@ import functools
 import statistics
 import time
 
-ROUNDS = 8
+ROUNDS = 10
 SECONDS = 1.0  # per profiler point and per bare loop, after warm-up
 
 

@@ -1,9 +1,13 @@
 """Resources used while a point is measured: process CPU and RSS, and NVIDIA GPUs via NVML.
 
-A background thread samples every ``interval_s``; CPU utilisation comes from the
-process's CPU-time delta over the wall time (exact, not sampled). The GPU is read
-through NVML (``nvidia-ml-py``); where there is none, ``gpu`` is None and
-``gpu_null_reason`` says why (an empty GPU field is not a zero).
+CPU utilisation is the process's CPU-time delta over the wall time (exact, not
+sampled). Peak RSS comes from the kernel's own high-water mark (``VmHWM``), reset
+per point through ``/proc/self/clear_refs``: no sampling thread runs on a CPU-only
+point, because on a small machine a thread waking every few ms preempts an
+onnxruntime worker and slows the very calls being timed. Where that reset is not
+permitted, or a GPU is read, a background thread samples every ``interval_s``.
+The GPU is read through NVML (``nvidia-ml-py``); where there is none, ``gpu`` is
+None and ``gpu_null_reason`` says why (an empty GPU field is not a zero).
 """
 
 from __future__ import annotations
@@ -42,6 +46,28 @@ class ResourceStats:
     gpu_null_reason: str | None
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def read_peak_rss_mb() -> float | None:
+    """``VmHWM``: the highest RSS since start or since the last ``reset_peak_rss()``."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def read_rss_mb() -> float | None:
     """Resident set size of this process from /proc (Linux); None elsewhere."""
     try:
@@ -52,7 +78,7 @@ def read_rss_mb() -> float | None:
 
 
 class NvmlDevice:
-    """One GPU through NVML; raises DependencyError-free ``RuntimeError`` subclasses of NVMLError."""
+    """One GPU through NVML; opening raises ``pynvml.NVMLError`` when there is no such device."""
 
     def __init__(self, index: int) -> None:
         import pynvml
@@ -155,17 +181,19 @@ class _Tracking:
         self._stats: ResourceStats | None = None
 
     def start(self) -> None:
+        self._hwm = reset_peak_rss()
         self._wall0, self._cpu0 = time.perf_counter(), _cpu_seconds()
         self._energy0 = self.device.energy_mj() if self.device else None
         self._sample()
-        self._thread.start()
+        if self.device is not None or not self._hwm:
+            self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.sampler.interval_s):
             self._sample()
 
     def _sample(self) -> None:
-        rss = read_rss_mb()
+        rss = read_peak_rss_mb() if self._hwm else read_rss_mb()
         if rss is not None:
             self.rss.append(rss)
         if self.device is not None:
@@ -173,7 +201,8 @@ class _Tracking:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self._sample()
         wall, cpu = time.perf_counter() - self._wall0, _cpu_seconds() - self._cpu0
         cores = cpu / wall if wall > 0 else None
