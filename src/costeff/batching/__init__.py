@@ -25,8 +25,10 @@ queue delay (as in ``config.pbtxt``).
 
 from costeff.batching.arrivals import load_trace, poisson_arrivals
 from costeff.batching.config import BatcherConfig, OptimizeConfig
+from costeff.batching.optimizer import BatchingReport, optimize
+from costeff.batching.report import write_report
 from costeff.batching.service import ServiceTimes
 from costeff.batching.simulator import SimResult, simulate
 
-__all__ = ["BatcherConfig", "OptimizeConfig", "ServiceTimes", "SimResult", "load_trace",
-           "poisson_arrivals", "simulate"]
+__all__ = ["BatcherConfig", "BatchingReport", "OptimizeConfig", "ServiceTimes", "SimResult", "load_trace",
+           "optimize", "poisson_arrivals", "simulate", "write_report"]

@@ -51,15 +51,24 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
 
 
-def collect(layout: Layout, repository: Path | None = None) -> tuple[dict[str, bytes], dict[str, str | None]]:
-    """The files to pack, as ``{path in pack: bytes}``, and where each stage came from."""
+def collect(layout: Layout, repository: Path | None = None,
+            sources: dict[str, Path] | None = None) -> tuple[dict[str, bytes], dict[str, str | None]]:
+    """The files to pack, as ``{path in pack: bytes}``, and where each stage came from.
+
+    ``sources`` names the exact folder of each stage (``costeff run`` passes the
+    folders it wrote); without it, the latest report of each stage is packed.
+    """
     files: dict[str, bytes] = {}
-    included: dict[str, str | None] = {}
-    for stage, report, name in STAGES:
-        found = layout.latest(stage, report)
-        included[name] = str(found.parent) if found else None
-        if found:
-            files.update(_folder(found.parent, name))
+    if sources is None:
+        sources = {}
+        for stage, report, name in STAGES:
+            found = layout.latest(stage, report)
+            if found:
+                sources[name] = found.parent
+    included: dict[str, str | None] = {name: None for _, _, name in STAGES}
+    for name, folder in sources.items():
+        included[name] = str(folder)
+        files.update(_folder(Path(folder), name))
     repo = repository or Layout.model_repository()
     if repo.is_dir():
         files.update(_folder(repo, "model_repository"))
@@ -93,12 +102,13 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def pack(layout: Layout | None = None, out_dir: Path | None = None, repository: Path | None = None) -> PackResult:
-    """Pack the latest artifacts; the summary is generated from the packed reports only."""
+def pack(layout: Layout | None = None, out_dir: Path | None = None, repository: Path | None = None,
+         sources: dict[str, Path] | None = None) -> PackResult:
+    """Pack the latest artifacts (or ``sources``); the summary is generated from the packed reports only."""
     from costeff.pack.summary import render_summary
 
     layout = layout or Layout.default()
-    files, included = collect(layout, repository)
+    files, included = collect(layout, repository, sources)
     if not any(included.values()):
         raise InputError(f"{layout.cost}: no stage reports to pack; run `costeff run` (or a stage) first")
     files[SUMMARY] = render_summary(files).encode("utf-8")

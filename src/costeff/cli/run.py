@@ -1,0 +1,73 @@
+"""``costeff run``: the whole programme end to end on the embedded default (or ``--model``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from costeff.cli._common import add_common, emit, parse_int_list, positive_float
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "run", help="profile, quantize, optimize batching, build the Triton repository, replay the reaper, "
+                    "decide the ramp and pack, in one go")
+    parser.add_argument("--model", type=Path, help="your ONNX policy (default: the embedded default policy)")
+    parser.add_argument("--observations", type=Path, help="observations for --model (.npy/.npz/.parquet)")
+    parser.add_argument("--preset", default="default", choices=("tiny", "default", "large"),
+                        help="embedded policy preset (default: default)")
+    parser.add_argument("--batch-sizes", default="1,8,32,128", help="batch sizes to profile (default: 1,8,32,128)")
+    parser.add_argument("--latency-budget-ms", type=positive_float("--latency-budget-ms"), default=50.0,
+                        help="p99 budget per request, for the optimal batch and the batcher (default: 50)")
+    parser.add_argument("--target-rate", type=positive_float("--target-rate"), default=500.0,
+                        help="requests/s the fleet must serve (default: 500)")
+    parser.add_argument("--window-s", type=positive_float("--window-s"), default=0.3,
+                        help="profiling measurement window in seconds (default: 0.3)")
+    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    add_common(parser, out=False)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from costeff.pipeline import RunConfig, run_all
+
+    config = RunConfig(model=args.model, observations=args.observations, preset=args.preset,
+                       batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")),
+                       latency_budget_ms=args.latency_budget_ms, target_rate=args.target_rate,
+                       window_s=args.window_s, provider=args.provider)
+    report = run_all(config, on_stage=_StageLog(quiet=args.json))
+    emit(args, report, lambda: _print(report))
+    return report.exit_code
+
+
+class _StageLog:
+    """One line per stage on stderr: what runs now, then how it ended and how long it took."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, stage, index: int, total: int) -> None:
+        if self.quiet and stage.status != "failed":
+            return
+        if stage.status == "pending":
+            print(f"[{index + 1}/{total}] {stage.name} ...", file=sys.stderr, flush=True)
+        else:
+            print(f"[{index + 1}/{total}] {stage.name}: {stage.status} in {stage.seconds:.1f} s"
+                  + (f": {stage.error}" if stage.error else ""), file=sys.stderr, flush=True)
+
+
+def _print(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="costeff run", show_lines=False)
+    for col in ("stage", "status", "seconds", "result"):
+        table.add_column(col, overflow="fold")
+    for s in report.stages:
+        style = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(s.status, "")
+        table.add_row(s.name, f"[{style}]{s.status}[/{style}]", f"{s.seconds:.1f}", s.error or s.summary)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(table)
+    total = sum(s.seconds for s in report.stages)
+    console.print(f"total {total:.1f} s; pack: {report.pack or 'not written'}; summary: {report.summary or '-'}")

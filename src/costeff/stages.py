@@ -1,0 +1,187 @@
+"""The stages of ``costeff run``, each a thin call of a capability's verb.
+
+Every stage reads what it needs from the run context, writes its artifacts through
+the capability's own writer, and returns ``(one-line summary, artifact paths)``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from costeff.pipeline import _Context
+
+QUANT_ROWS_SEED = 20000  # same seed as `costeff quantize` on the embedded policy
+
+
+def stage_policy(ctx: _Context) -> tuple[str, list[str]]:
+    cfg = ctx.config
+    if cfg.model is not None:
+        from costeff.modelio import read_signature
+        from costeff.observations import load_observations, validate_observations
+
+        sig = read_signature(cfg.model)
+        obs = validate_observations(load_observations(cfg.observations), sig.input().sample_shape,
+                                    str(cfg.observations))
+        ctx.values.update(model=Path(cfg.model), observations=obs)
+        return f"user policy {cfg.model}: {len(obs)} observation rows", [str(cfg.model)]
+    from costeff.policy import default_policy, generate_observations
+
+    art = default_policy(cfg.preset)
+    obs = generate_observations(cfg.rows, seed=QUANT_ROWS_SEED, preset=cfg.preset)
+    ctx.values.update(model=art.onnx_path, observations=obs, policy=art)
+    return (f"embedded '{cfg.preset}' policy: {art.n_params / 1e6:.2f} M parameters, "
+            f"confident (top-1 margin >= 0.1) on {100 * art.confident_share:.1f} % of rows"), [str(art.onnx_path)]
+
+
+def _profile(ctx: _Context, model: Path) -> tuple[Any, Path]:
+    from costeff.profiling import ProfileConfig, profile
+
+    cfg = ctx.config
+    pcfg = ProfileConfig(batch_sizes=cfg.batch_sizes, latency_budget_ms=cfg.latency_budget_ms,
+                         target_rate=cfg.target_rate, provider=cfg.provider, window_s=cfg.window_s)
+    report = profile(model, pcfg, observations=ctx.values["observations"])
+    out = ctx.layout.run_dir(None)
+    while out.exists():  # two profiles within one second must not share a folder
+        out = out.with_name(out.name + "_")
+    report.write(out)
+    return report, out / "gpu_profile.json"
+
+
+def _profile_line(report: Any) -> str:
+    opt = report.optimal
+    unstable = sum(1 for p in report.points if not p.stable)
+    cost = report.cost or {}
+    return (f"optimal batch {opt.batch_size}: {opt.throughput_per_s:,.0f} inferences/s, p99 "
+            f"{opt.latency_p99_ms:.2f} ms; ${cost.get('usd_per_million', float('nan')):.3g} per million"
+            + (f"; {unstable} unstable point(s)" if unstable else ""))
+
+
+def stage_profile(ctx: _Context) -> tuple[str, list[str]]:
+    (model,) = ctx.need("model")
+    report, path = _profile(ctx, model)
+    ctx.values.update(baseline_profile=path, selected_model=model, selected_profile=path)
+    return "fp32: " + _profile_line(report), [str(path.parent)]
+
+
+def stage_quantize(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.quantization import QuantizeConfig, quantize
+
+    model, obs = ctx.need("model", "observations")
+    cfg = ctx.config
+    qcfg = QuantizeConfig(batch_sizes=cfg.batch_sizes, target_rate=cfg.target_rate, provider=cfg.provider,
+                          window_s=cfg.window_s, speed_rounds=1, name=cfg.model_name)
+    report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"))
+    out = Path(report.report_dir)
+    ctx.values["quant_report"] = out / "quantization_report.json"
+    selected = next(v for v in report.variants if v.name == report.selected["name"])
+    if not selected.baseline:
+        ctx.values["selected_model"] = Path(report.selected["path"])
+        ctx.values.pop("selected_profile", None)  # the fp32 profile no longer describes what is served
+    fid = selected.fidelity
+    drift = f", action drift {fid.action_drift_pct:.3f} %" if fid is not None else ""
+    speed = f"{selected.speedup:.2f}x fp32" if selected.speedup else "fp32 speed"
+    return f"selected {selected.name} ({speed}{drift}); {report.selected.get('reason', '')}", [str(out)]
+
+
+def stage_profile_selected(ctx: _Context) -> tuple[str, list[str]]:
+    (model,) = ctx.need("selected_model")
+    if "selected_profile" in ctx.values:
+        return "the selected variant is the fp32 model profiled above", []
+    report, path = _profile(ctx, model)
+    ctx.values["selected_profile"] = path
+    return f"{model.stem}: " + _profile_line(report), [str(path.parent)]
+
+
+def stage_batching(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.batching import OptimizeConfig, optimize, write_report
+
+    (profile,) = ctx.need("selected_profile")
+    cfg = ctx.config
+    report = optimize(profile, OptimizeConfig(rate_per_s=cfg.target_rate, p99_ms=cfg.latency_budget_ms))
+    out = ctx.layout.run_dir("batching")
+    write_report(report, out)
+    if not report.chosen:
+        binding = (report.binding or {}).get("constraint", "unknown")
+        return f"no configuration meets p99 <= {cfg.latency_budget_ms} ms ({binding} binds)", [str(out)]
+    ctx.values["batching_report"] = out / "batching_report.json"
+    c = report.chosen
+    return (f"max batch {c['max_batch_size']}, preferred {c['preferred_batch_size']}, queue delay "
+            f"{c['max_queue_delay_us']} us, {c['instances']} instance(s): predicted p99 "
+            f"{c['predicted']['p99_ms']:.2f} ms at {cfg.target_rate:g} req/s"), [str(out)]
+
+
+def stage_triton(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.artifacts import Layout
+    from costeff.serving import BuildConfig, build_repository
+
+    model, profile = ctx.need("selected_model", "selected_profile")
+    repo = Layout.model_repository()
+    result = build_repository(BuildConfig(
+        model_path=model, profile_path=profile, repository=repo, name=ctx.config.model_name,
+        batching_report=ctx.values.get("batching_report"), quantization_report=ctx.values.get("quant_report")))
+    ctx.values.update(repository=repo, model_name=result.name)
+    trt = f", TensorRT {result.tensorrt_precision_mode}" if result.tensorrt_precision_mode else ""
+    return (f"{result.config_path}: {result.model_precision} model, {result.instance_kind} instances"
+            f"{trt}; validated"), [str(Path(result.config_path).parent)]
+
+
+def stage_reaper(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.reaper.run import reap_trace
+    from costeff.reaper.sample import sample_path
+
+    report, out = reap_trace(sample_path(), out=ctx.layout.run_dir("reaper"))
+    ctx.values["reaper_report"] = out / "reaper_report.json"
+    d = report.to_dict()
+    return (f"sample day: GPU-hours {d['gpu_hours_without']:.1f} -> {d['gpu_hours_with']:.1f} "
+            f"({d['reduction_pct']:.1f} % less), {d['reaps_while_active']} reaps while active"), [str(out)]
+
+
+def stage_ramp(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.artifacts import utc_now
+    from costeff.ledger import Ledger, import_sample
+    from costeff.ramp import DecideConfig, decide, write
+
+    out = ctx.layout.run_dir("ramp")
+    as_of = ctx.config.sample_as_of or utc_now().date()
+    ledger = Ledger(out / "sample_ledger.sqlite")
+    import_sample(ledger, end=as_of - timedelta(days=1))
+    deployed = {"triton_repository": ctx.values["repository"], "model_name": ctx.values["model_name"]} \
+        if "repository" in ctx.values else {}
+    decision = decide(DecideConfig(ledger=ledger.path, quant_report=ctx.values.get("quant_report"),
+                                   as_of=as_of, **deployed))
+    write(decision, out)
+    ctx.values["ramp_decision"] = out / "ramp_decision.json"
+    ratio = decision.cost_ratio_pct
+    failed = ", ".join(decision.gates_failed) or "none"
+    return (f"{decision.decision} on the synthetic sample economics: cost ratio "
+            f"{ratio:.1f} % vs cap {decision.cost_ratio_cap_pct:.0f} %; failed gates: {failed}"), [str(out)]
+
+
+def stage_pack(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.audit import default_log
+    from costeff.pack import pack
+
+    default_log().checkpoint()  # the pack carries a head hash that a checkpoint vouches for
+    sources = {name: Path(ctx.values[key]).parent for name, key in (
+        ("profile_fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
+        ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision"))
+        if key in ctx.values}
+    result = pack(ctx.layout, repository=ctx.values.get("repository"), sources=sources or None)
+    ctx.values.update(pack_path=result.path, summary_path=result.summary_path)
+    return f"{result.path.name}: {len(result.manifest['files'])} files; summary {result.summary_path}", \
+        [str(result.path)]
+
+
+STAGES = (
+    ("policy", stage_policy),
+    ("profile", stage_profile),
+    ("quantize", stage_quantize),
+    ("profile-selected", stage_profile_selected),
+    ("batching", stage_batching),
+    ("triton", stage_triton),
+    ("reaper", stage_reaper),
+    ("ramp", stage_ramp),
+    ("pack", stage_pack),
+)

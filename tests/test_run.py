@@ -1,0 +1,109 @@
+"""`costeff run` end to end on the tiny policy, and the generated completion summary."""
+
+import json
+
+import numpy as np
+import pytest
+
+from costeff.artifacts import Layout
+from costeff.cli import main
+from costeff.pack import verify_pack
+from costeff.pack.bundle import read_pack
+from costeff.pack.summary import acceptance, render_summary
+
+QUICK = ["--preset", "tiny", "--batch-sizes", "1,8", "--window-s", "0.05", "--json"]
+
+
+@pytest.fixture(scope="module")
+def run_output(tmp_path_factory, tiny_policy):
+    root = tmp_path_factory.mktemp("run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COSTEFF_ARTIFACTS", str(root / "artifacts"))
+    mp.setenv("COSTEFF_MODEL_REPOSITORY", str(root / "repo"))
+    try:
+        import contextlib
+        import io
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["run", *QUICK])
+        yield code, json.loads(out.getvalue()), root
+    finally:
+        mp.undo()
+
+
+def test_run_completes_every_stage_and_packs(run_output):
+    code, report, _ = run_output
+    assert code == 0, [s for s in report["stages"] if s["status"] != "ok"]
+    assert [s["name"] for s in report["stages"]] == ["policy", "profile", "quantize", "profile-selected",
+                                                    "batching", "triton", "reaper", "ramp", "pack"]
+    assert all(s["status"] == "ok" and s["seconds"] >= 0 for s in report["stages"])
+    assert verify_pack(report["pack"]).ok
+
+
+def test_pack_holds_every_stage_and_the_summary_traces_to_it(run_output):
+    _, report, _ = run_output
+    files = read_pack(report["pack"])
+    for path in ("profile/gpu_profile.json", "profile_fp32/gpu_profile.json", "quant/quantization_report.json",
+                 "batching/batching_report.json", "reaper/reaper_report.json", "ramp/ramp_decision.json",
+                 "model_repository/policy/config.pbtxt", "audit/audit.jsonl", "COMPLETION_SUMMARY.md"):
+        assert path in files, path
+    summary = files["COMPLETION_SUMMARY.md"].decode()
+    ramp = json.loads(files["ramp/ramp_decision.json"])
+    reaper = json.loads(files["reaper/reaper_report.json"])
+    assert f"{ramp['cost_ratio_pct']:.1f} %" in summary
+    assert f"{reaper['reduction_pct']:.1f} % less" in summary
+    # the synthetic sample is above its cap: the summary must show that criterion failing
+    assert "| cost ratio <= cap |" in summary and ramp["decision"] == "HOLD"
+    row = next(line for line in summary.splitlines() if line.startswith("| cost ratio <= cap"))
+    assert "| FAIL |" in row
+
+
+def test_a_failing_stage_does_not_hide_the_others(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not onnx")
+    obs = tmp_path / "obs.npy"
+    np.save(obs, np.zeros((600, 4), np.float32))
+    code = main(["run", "--model", str(bad), "--observations", str(obs), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    status = {s["name"]: s["status"] for s in report["stages"]}
+    assert code == 2
+    assert status["policy"] == "failed" and status["quantize"] == "skipped"
+    assert status["reaper"] == "ok" and status["ramp"] == "ok" and status["pack"] == "ok"
+    failed = next(s for s in report["stages"] if s["name"] == "policy")
+    assert "broken.onnx" in failed["error"]
+
+
+def _reports(ratio=57.9, cap=30.0, speedup=2.0, drift=0.1, reduction=60.0):
+    return {
+        "ramp": {"cost_ratio_pct": ratio, "cost_ratio_cap_pct": cap, "cost_per_signal_usd": 0.03,
+                 "cost_per_trade_usd": 3.7, "cost_gates_enabled": True,
+                 "gates": [{"name": "cost_ratio", "verdict": "PASS" if ratio <= cap else "FAIL"}]},
+        "reaper": {"reduction_pct": reduction},
+        "quant": {"selected": {"name": "int8-mixed"}, "config": {"tolerances": {"action_drift_pct": 0.5}},
+                  "variants": [{"name": "int8-mixed", "speedup": speedup, "fidelity": {"action_drift_pct": drift}}]},
+        "profile": None, "fp32": None, "batching": None,
+    }
+
+
+@pytest.mark.parametrize("change, criterion", [
+    ({"ratio": 25.0}, "cost ratio <= cap"),
+    ({"speedup": 1.6}, "quantized path >= 1.5x throughput"),
+    ({"drift": 0.4}, "action drift <= tolerance"),
+    ({"reduction": 51.0}, "reaper GPU-hour reduction >= 50 %"),
+])
+def test_acceptance_is_decided_from_the_data(change, criterion):
+    worse = {"ratio": 31.0, "speedup": 1.4, "drift": 0.6, "reduction": 49.0}
+    key = next(iter(change))
+    failing = {c.name: c.passed for c in acceptance(_reports(**{key: worse[key]}))}
+    passing = {c.name: c.passed for c in acceptance(_reports(**change))}
+    assert failing[criterion] is False and passing[criterion] is True
+
+
+def test_missing_reports_fail_their_criteria():
+    results = {c.name: c.passed for c in acceptance({k: None for k in _reports()})}
+    assert not any(results.values())
+
+
+def test_summary_renders_without_any_report():
+    text = render_summary({})
+    assert "No quantization report in this pack" in text and "0 of 6 criteria PASS" in text
