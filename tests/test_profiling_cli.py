@@ -200,3 +200,26 @@ def test_profile_api_returns_the_record_other_stages_read(tiny_policy, tiny_obse
 def test_unknown_preset_exits_2(capsys):
     code, _, stderr = _run(capsys, "--preset", "huge", "--provider", "cpu")
     assert code == 2 and "--preset" in stderr
+
+
+def test_url_dispatches_to_remote_profiling_and_writes_its_report(tmp_path, capsys, monkeypatch):
+    remote = pytest.importorskip("costeff.remote")
+    from costeff.profiling import Latency, Point, ProfileConfig, assemble_report
+
+    calls = {}
+
+    def fake_profile_remote(**kwargs):
+        calls.update(kwargs)
+        pts = [Point(b, 1, 100.0 * b, 100.0, Latency(1, 1, 2, 2, 3), True, 3, 30, []) for b in (1, 8)]
+        return assemble_report(pts, kwargs["config"], model_path=None, provider="remote:grpc", inputs={},
+                               duration_s=1.0, target={"kind": "remote", "model_name": kwargs["model_name"]})
+
+    monkeypatch.setattr(remote, "profile_remote", fake_profile_remote)
+    out = tmp_path / "run"
+    code, *_ = _run(capsys, "--url", "127.0.0.1:8001", "--model-name", "policy", "--request-rate", "50,200.5",
+                    "--batch-sizes", "1,8", "--latency-budget-ms", "5", "--out", str(out))
+    assert code == 0
+    assert calls["url"] == "127.0.0.1:8001" and calls["protocol"] == "grpc" and calls["request_rates"] == (50.0, 200.5)
+    assert calls["config"].batch_sizes == (1, 8) and calls["config"].latency_budget_ms == 5
+    report = json.loads((out / "gpu_profile.json").read_text())
+    assert report["provider"] == "remote:grpc" and report["optimal"]["batch_size"] == 8

@@ -146,8 +146,12 @@ def _remote(args: argparse.Namespace, config: Any) -> Any:
         from costeff.observations import load_observations
 
         obs = load_observations(args.observations, args.observations_key)
-    return profile_remote(url=args.url, model_name=args.model_name, protocol=args.protocol, config=config,
-                          request_rates=rates, observations=obs)
+    from costeff.progress import progress
+
+    total = len(config.batch_sizes) * (len(rates) if rates else len(config.concurrency))
+    with progress("profiling server", total) as task:
+        return profile_remote(url=args.url, model_name=args.model_name, protocol=args.protocol, config=config,
+                              request_rates=rates, observations=obs, progress=task)
 
 
 def _rates(text: str) -> tuple[float, ...]:

@@ -149,7 +149,7 @@ def _saturation(points, optimal, cost, mem) -> list[Recommendation]:
         gain = b.throughput_per_s / a.throughput_per_s if a.throughput_per_s else math.inf
         if gain < 1.10:
             return [Recommendation("throughput", f"throughput saturates at batch {a.batch_size}: batch "
-                                   f"{b.batch_size} adds {100 * (gain - 1):.0f}% throughput but "
+                                   f"{b.batch_size} changes throughput by {100 * (gain - 1):+.0f}% for "
                                    f"{b.latency_ms.p99 / a.latency_ms.p99:.1f}x the p99 latency",
                                    f"throughput_gain_b{a.batch_size}_to_b{b.batch_size}", round(gain, 3), 1.10)]
     return []
