@@ -20,17 +20,18 @@ from costeff.errors import CosteffError
 # Command modules, in the order `costeff --help` lists them. Modules import only
 # the standard library and costeff's light modules at import time.
 COMMAND_MODULES = (
-    "audit",
+    "run",
     "profile",
-    "pack",
-    "flags",
-    "ledger",
-    "ramp",
-    "triton",
-    "batching",
     "quantize",
-    "reap",
     "export",
+    "batching",
+    "triton",
+    "reap",
+    "ramp",
+    "ledger",
+    "flags",
+    "audit",
+    "pack",
 )
 
 log = logging.getLogger("costeff")
@@ -78,7 +79,7 @@ def _configure_logging(verbose: bool) -> None:
         stream=sys.stderr,
     )
     if not verbose:
-        for noisy in ("matplotlib", "PIL", "urllib3", "onnxruntime", "root"):
+        for noisy in ("matplotlib", "PIL", "urllib3", "onnxruntime"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
