@@ -130,10 +130,14 @@ def write_plots(r: ProfileReport, out: Path) -> list[Path]:
             ax.plot([p.batch_size for p in pts], ys, marker="o", label=f"concurrency {conc}")
             bad = [(p.batch_size, y) for p, y in zip(pts, ys) if not p.stable]
             if bad:
-                ax.scatter(*zip(*bad), marker="x", color="red", zorder=3, label="unstable")
+                labelled = "unstable" in ax.get_legend_handles_labels()[1]
+                ax.scatter(*zip(*bad), marker="x", color="red", zorder=3, label=None if labelled else "unstable")
         if key == "p99" and r.optimal.latency_budget_ms:
             ax.axhline(r.optimal.latency_budget_ms, color="grey", linestyle="--", label="p99 budget")
         ax.set_xscale("log", base=2)
+        batches = sorted({p.batch_size for p in r.points})
+        ax.set_xticks(batches, [str(b) for b in batches])  # plain batch sizes, not 2^n
+        ax.minorticks_off()
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
