@@ -6,6 +6,7 @@ assumptions: a policy may take fp16 observations or several inputs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from costeff.errors import DependencyError, InputError
+
+log = logging.getLogger(__name__)
 
 # ONNX TensorProto element type -> (numpy dtype name, Triton TYPE_*).
 ONNX_TYPES: dict[int, tuple[str, str]] = {
@@ -128,6 +131,8 @@ def resolve_provider(provider: str) -> list[Any]:
     if provider not in PROVIDERS:
         raise InputError(f"--provider: unknown provider {provider!r}; expected auto, cpu, cuda or tensorrt")
     name = PROVIDERS[provider]
+    if provider in ("cuda", "tensorrt"):
+        _preload_cuda_libraries(ort)
     if name not in available:
         raise InputError(f"--provider {provider}: {name} is not available in this onnxruntime "
                          f"(available: {', '.join(available)}); install the [gpu] extra on a GPU machine")
@@ -136,6 +141,20 @@ def resolve_provider(provider: str) -> list[Any]:
     if provider == "cuda":
         return [name, "CPUExecutionProvider"]
     return [name]
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load CUDA / cuDNN from the nvidia-* pip packages when onnxruntime-gpu can (1.21+).
+
+    Without it the CUDA provider only finds them through LD_LIBRARY_PATH and falls
+    back to the CPU with a log line, which would make a GPU profile measure the CPU.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # noqa: BLE001 - a failed preload surfaces when the session loads
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
 def create_session(path: Path | str, provider: str = "cpu", *, intra_op_threads: int | None = None,
@@ -155,11 +174,18 @@ def create_session(path: Path | str, provider: str = "cpu", *, intra_op_threads:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = resolve_provider(provider)
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:
         if not Path(path).is_file():
             raise InputError(f"{path}: no such model file") from None
         raise DependencyError(f"{path}: onnxruntime could not load the model with {provider}: {exc}") from None
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if session.get_providers()[0] != wanted:
+        # onnxruntime falls back to the next provider with only a log line; a profile
+        # labelled CUDA that measured the CPU would be worse than no profile.
+        raise DependencyError(f"{path}: {wanted} failed to load (onnxruntime fell back to "
+                              f"{session.get_providers()[0]}); check the CUDA / TensorRT libraries")
+    return session
 
 
 def random_batch(sig: Signature, batch: int, seed: int = 0) -> dict[str, np.ndarray]:

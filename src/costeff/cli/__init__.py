@@ -73,14 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(verbose: bool) -> None:
+    # Third-party libraries (onnxruntime.quantization among them) log INFO chatter on
+    # the root logger: keep the root at WARNING and show costeff's own INFO lines.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
-    if not verbose:
-        for noisy in ("matplotlib", "PIL", "urllib3", "onnxruntime"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def entrypoint() -> None:

@@ -147,14 +147,15 @@ def _build(preset: str, seed: int, key: str, entry: Path) -> PolicyArtifact:
     log.info("building the %s policy (%s parameters) by behaviour cloning; cached in %s",
              preset, f"{spec.n_params:,}", entry)
     result = fit(spec, TRAIN_CONFIGS[preset], seed=seed)
+    model = result.model.cpu().eval()  # trained on CUDA where there is one; exported and verified on the CPU
     rows = generate_observations(256, seed=seed + 2, preset=preset)
     errors: list[float] = []
-    to_onnx(result.model, rows[:2], entry / "policy.onnx", input_name=INPUT_NAME, names=OUTPUT_NAMES,
-            verify=lambda p: errors.append(verify_onnx(p, result.model, INPUT_NAME, spec.observation_shape,
+    to_onnx(model, rows[:2], entry / "policy.onnx", input_name=INPUT_NAME, names=OUTPUT_NAMES,
+            verify=lambda p: errors.append(verify_onnx(p, model, INPUT_NAME, spec.observation_shape,
                                                        obs=rows, atol=VERIFY_ATOL)))
     artifact = PolicyArtifact(
         onnx_path=entry / "policy.onnx", sha256=sha256_file(entry / "policy.onnx"), preset=preset,
-        observation_shape=spec.observation_shape, n_params=n_params(result.model),
+        observation_shape=spec.observation_shape, n_params=n_params(model),
         train_accuracy=result.train_accuracy, heldout_accuracy=result.heldout_accuracy,
         confident_share=result.confident_share, onnx_vs_torch_max_abs_err=errors[0],
         train_seconds=result.train_seconds, train_device=result.device, epochs_run=result.epochs_run,
