@@ -72,3 +72,24 @@ def test_sampler_on_a_missing_gpu_index_degrades_to_a_reason():
         with sampler.track() as tracked:
             pass
     assert tracked.result().gpu is None and tracked.result().gpu_null_reason
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_tensorrt_fp16_profile_or_a_clear_reason(tmp_path):
+    """TensorRT either runs the profile or fails loudly: never a CUDA profile labelled TensorRT."""
+    ort = pytest.importorskip("onnxruntime")
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no TensorRT provider")
+    from test_profiling_cli import _policy
+
+    from costeff.errors import DependencyError
+    from costeff.profiling import ProfileConfig, profile
+
+    try:
+        report = profile(_policy(tmp_path / "p.onnx"), ProfileConfig(batch_sizes=(8,), provider="tensorrt",
+                                                                     window_s=0.1, warmup_s=0.05))
+    except DependencyError as exc:
+        assert "TensorrtExecutionProvider failed to load" in str(exc)
+        pytest.skip(f"TensorRT libraries are not installed here: {exc}")
+    assert report.provider == "TensorrtExecutionProvider"
