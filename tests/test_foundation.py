@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from costeff.artifacts import atomic_write_json, dumps
+from costeff.artifacts import atomic_write_json
 from costeff.cost import estimate, load_catalog
 from costeff.errors import InputError
 from costeff.gates import Verdict, check

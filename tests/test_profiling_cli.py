@@ -204,7 +204,7 @@ def test_unknown_preset_exits_2(capsys):
 
 def test_url_dispatches_to_remote_profiling_and_writes_its_report(tmp_path, capsys, monkeypatch):
     remote = pytest.importorskip("costeff.remote")
-    from costeff.profiling import Latency, Point, ProfileConfig, assemble_report
+    from costeff.profiling import Latency, Point, assemble_report
 
     calls = {}
 

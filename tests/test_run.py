@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from costeff.artifacts import Layout
 from costeff.cli import main
 from costeff.pack import verify_pack
 from costeff.pack.bundle import read_pack

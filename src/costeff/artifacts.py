@@ -6,6 +6,8 @@ a reader never sees half a report and an interrupted run leaves no partial file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -13,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from costeff import __version__
 from costeff._jsonable import to_jsonable
@@ -157,3 +159,21 @@ def provenance(model_path: Path | str | None = None, *, hardware: bool = True) -
     if hardware:
         header["hardware"] = detect().to_dict()
     return header
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path | str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.
+
+    Serialises writers across processes (two ``costeff`` commands appending to the
+    same audit trail or flag store); the lock goes with the process if it dies.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

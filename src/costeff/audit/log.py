@@ -14,18 +14,16 @@ chain.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import socket
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from costeff._jsonable import to_jsonable
-from costeff.artifacts import Layout, iso_utc
+from costeff.artifacts import Layout, exclusive_lock, iso_utc
 from costeff.errors import InputError
 
 GENESIS = "0" * 64
@@ -101,16 +99,8 @@ class AuditLog:
     def _write_checkpoint(self, record: dict[str, Any]) -> None:
         _append_line(self.checkpoint_path, {"seq": record["seq"], "sha256": record["sha256"], "ts": iso_utc()})
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _locked(self) -> Any:
+        return exclusive_lock(self.directory / LOCK_NAME)
 
 
 def _append_line(path: Path, obj: dict[str, Any]) -> None:

@@ -9,15 +9,12 @@ two processes never lose each other's change.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from costeff.artifacts import SCHEMA_VERSION, Layout, atomic_write_json, iso_utc
+from costeff.artifacts import SCHEMA_VERSION, Layout, atomic_write_json, exclusive_lock, iso_utc
 from costeff.audit import AuditLog, default_log
 from costeff.errors import InputError
 from costeff.flags.spec import KNOWN, parse_value, spec_for
@@ -130,16 +127,8 @@ class FlagStore:
             raise InputError(f"{self.path}: not a flag store; expected a JSON object with a 'history' table")
         return data
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _locked(self) -> Any:
+        return exclusive_lock(self.path.with_name(f".{self.path.name}.lock"))
 
 
 def _payload(change: FlagChange) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def _sampler(provider: str, config: ProfileConfig) -> ResourceSampler:
 def _source_text(source: str | None, sig: Any) -> str:
     if source is None:
         return "seeded standard-normal inputs (no observations given)"
-    rest = f"; other inputs seeded standard-normal" if len(sig.inputs) > 1 else ""
+    rest = "; other inputs seeded standard-normal" if len(sig.inputs) > 1 else ""
     return f"{source}, cycled to each batch size into input {sig.inputs[0].name!r}{rest}"
 
 
