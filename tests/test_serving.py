@@ -80,11 +80,13 @@ def test_build_writes_triton_config_from_graph_and_batching_report(tmp_path, mod
     assert [(t.name, list(t.dims)) for t in cfg.output] == [("logits", [3]), ("value", [1])]
     assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 16]
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 1500
-    assert [(g.kind, g.count) for g in cfg.instance_group] == [(pb.ModelInstanceGroup.KIND_GPU, 2)]
+    # the optimizer's 2 instances are 2 priced servers: 2 replicas of one model instance each
+    assert [(g.kind, g.count) for g in cfg.instance_group] == [(pb.ModelInstanceGroup.KIND_GPU, 1)]
     # fp32 without fidelity evidence for fp16: no TensorRT FP16 that would change the policy's numbers
     assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
     build = json.loads((entry / "costeff_build.json").read_text())
     assert build["model_sha256"] == sha256_file(model) and "fidelity" in build["accelerator_reason"]
+    assert build["batching"]["replicas"] == 2 and any("2 replicas" in n for n in build["notes"])
     assert validate_config(entry / "config.pbtxt").valid
 
 

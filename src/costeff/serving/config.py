@@ -26,8 +26,9 @@ class BatchingSettings:
     max_batch_size: int
     preferred_batch_size: tuple[int, ...]
     max_queue_delay_us: int
-    instances: int
+    instances: int  # model instances in one Triton server (instance_group count)
     source: str
+    replicas: int = 1  # Triton servers to deploy, each with its own device (what the optimizer priced)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -39,6 +40,8 @@ class BatchingSettings:
             raise InputError(f"max_queue_delay_us: {self.max_queue_delay_us} must be >= 0")
         if self.instances < 1:
             raise InputError(f"instances: {self.instances} must be >= 1")
+        if self.replicas < 1:
+            raise InputError(f"replicas: {self.replicas} must be >= 1")
 
 
 def model_config(name: str, signature: Signature, batching: BatchingSettings, instance_kind: str,

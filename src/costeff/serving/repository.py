@@ -134,12 +134,19 @@ def _batching(config: BuildConfig, profile: dict[str, Any], model_sha: str, note
     preferred = chosen.get("preferred_batch_size")
     preferred = [preferred] if isinstance(preferred, int) else preferred
     try:
-        return BatchingSettings(int(chosen["max_batch_size"]), tuple(int(p) for p in preferred or ()),
-                                int(chosen["max_queue_delay_us"]), int(chosen.get("instances", 1)),
-                                source=f"batching report {config.batching_report}")
+        settings = BatchingSettings(int(chosen["max_batch_size"]), tuple(int(p) for p in preferred or ()),
+                                    int(chosen["max_queue_delay_us"]), 1,
+                                    source=f"batching report {config.batching_report}",
+                                    replicas=int(chosen.get("instances", 1)))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"--batching {config.batching_report}: chosen.{exc} missing or not a number; expected "
                          "chosen.max_batch_size, preferred_batch_size, max_queue_delay_us, instances") from None
+    if settings.replicas > 1:
+        # The simulator priced and modelled independent servers; several instance_group
+        # instances on one device would share it, which it did not model.
+        notes.append(f"the optimizer chose {settings.replicas} independent servers: deploy {settings.replicas} "
+                     "replicas of this repository, one model instance each")
+    return settings
 
 
 def _from_profile(profile: dict[str, Any], path: Path, notes: list[str]) -> BatchingSettings:
@@ -211,6 +218,7 @@ def render_markdown(result: BuildResult) -> str:
             ("max_batch_size", b.max_batch_size), ("preferred_batch_size", list(b.preferred_batch_size)),
             ("max_queue_delay_microseconds", b.max_queue_delay_us),
             ("instance_group", f"{b.instances} × KIND_{result.instance_kind.upper()}"),
+            ("replicas to deploy", b.replicas),
             ("TensorRT precision", result.tensorrt_precision_mode or "none"),
             ("settings from", b.source)]
     lines = [f"# Triton model `{result.name}`", "", "| setting | value |", "| --- | --- |"]
