@@ -62,8 +62,9 @@ def test_a_failing_stage_does_not_hide_the_others(tmp_path, capsys):
     bad.write_bytes(b"not onnx")
     obs = tmp_path / "obs.npy"
     np.save(obs, np.zeros((600, 4), np.float32))
-    code = main(["run", "--model", str(bad), "--observations", str(obs), "--json"])
+    code = main(["run", "--model", str(bad), "--observations", str(obs), "--json", "--out", str(tmp_path / "art")])
     report = json.loads(capsys.readouterr().out)
+    assert report["pack"].startswith(str(tmp_path / "art" / "cost" / "pack_"))  # --out is the artifacts root
     status = {s["name"]: s["status"] for s in report["stages"]}
     assert code == 2
     assert status["policy"] == "failed" and status["quantize"] == "skipped"

@@ -108,7 +108,7 @@ def stage_batching(ctx: _Context) -> tuple[str, list[str]]:
     ctx.values["batching_report"] = out / "batching_report.json"
     c = report.chosen
     return (f"max batch {c['max_batch_size']}, preferred {c['preferred_batch_size']}, queue delay "
-            f"{c['max_queue_delay_us']} us, {c['instances']} instance(s): predicted p99 "
+            f"{c['max_queue_delay_us']:g} us, {c['instances']} server(s): predicted p99 "
             f"{c['predicted']['p99_ms']:.2f} ms at {cfg.target_rate:g} req/s"), [str(out)]
 
 

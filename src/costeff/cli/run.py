@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,36 +26,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--window-s", type=positive_float("--window-s"), default=0.3,
                         help="profiling measurement window in seconds (default: 0.3)")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="artifacts root for this run (default: $COSTEFF_ARTIFACTS or ./artifacts)")
     add_common(parser, out=False)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from costeff.artifacts import ROOT_ENV
     from costeff.pipeline import RunConfig, run_all
+    from costeff.progress import progress
+    from costeff.stages import STAGES
 
+    if args.out is not None:
+        # Every stage resolves its folders through Layout.default(), which reads this variable.
+        os.environ[ROOT_ENV] = str(args.out)
     config = RunConfig(model=args.model, observations=args.observations, preset=args.preset,
                        batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")),
                        latency_budget_ms=args.latency_budget_ms, target_rate=args.target_rate,
                        window_s=args.window_s, provider=args.provider)
-    report = run_all(config, on_stage=_StageLog(quiet=args.json))
+    with progress("costeff run", total=len(STAGES)) as task:
+        report = run_all(config, on_stage=_StageLog(task, quiet=args.json))
     emit(args, report, lambda: _print(report))
     return report.exit_code
 
 
 class _StageLog:
-    """One line per stage on stderr: what runs now, then how it ended and how long it took."""
+    """One progress bar for the whole run (on a terminal) and one line per finished stage on stderr."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+    def __init__(self, task, quiet: bool) -> None:
+        self.task, self.quiet = task, quiet
 
     def __call__(self, stage, index: int, total: int) -> None:
+        if stage.status == "pending":
+            self.task.advance(0, description=f"[{index + 1}/{total}] {stage.name}")
+            return
+        self.task.advance(1)
         if self.quiet and stage.status != "failed":
             return
-        if stage.status == "pending":
-            print(f"[{index + 1}/{total}] {stage.name} ...", file=sys.stderr, flush=True)
-        else:
-            print(f"[{index + 1}/{total}] {stage.name}: {stage.status} in {stage.seconds:.1f} s"
-                  + (f": {stage.error}" if stage.error else ""), file=sys.stderr, flush=True)
+        print(f"[{index + 1}/{total}] {stage.name}: {stage.status} in {stage.seconds:.1f} s"
+              + (f": {stage.error}" if stage.error else ""), file=sys.stderr, flush=True)
 
 
 def _print(report) -> None:

@@ -129,8 +129,8 @@ def _serving(r: dict[str, Any], files: dict[str, bytes]) -> str:
         c = b["chosen"]
         pred = c.get("predicted") or {}
         lines.append(f"- Chosen batcher (`{BATCHING}`): max batch {c['max_batch_size']}, preferred "
-                     f"{c['preferred_batch_size']}, queue delay {c['max_queue_delay_us']} us, {c['instances']} "
-                     f"instance(s); predicted p50 {_num(pred.get('p50_ms'))} ms, p99 {_num(pred.get('p99_ms'))} ms, "
+                     f"{c['preferred_batch_size']}, queue delay {c['max_queue_delay_us']:g} us, {c['instances']} "
+                     f"server(s); predicted p50 {_num(pred.get('p50_ms'))} ms, p99 {_num(pred.get('p99_ms'))} ms, "
                      f"mean batch {_num(pred.get('mean_batch_size'))}.")
     elif b:
         lines.append(f"- No batcher configuration met the SLO (`{BATCHING}`): {b.get('binding')}.")
