@@ -76,3 +76,13 @@ def test_split_is_disjoint_and_says_how_many_rows_are_needed():
     assert not set(s.calibration.ravel()) & set(s.evaluation.ravel())
     with pytest.raises(InputError, match="need at least 320"):
         split(obs[:100])
+
+
+def test_argument_errors_are_one_line_with_exit_2(capsys):
+    from costeff.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["batching", "optimize", "--profile", "p.json", "--rate", "-1", "--p99-ms", "5"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("error: costeff batching optimize: argument --rate")

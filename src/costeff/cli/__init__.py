@@ -12,7 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from costeff import __version__
 from costeff.errors import CosteffError
@@ -37,8 +37,15 @@ COMMAND_MODULES = (
 log = logging.getLogger("costeff")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one ``error:`` line and exit 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="costeff",
         description="Serve an RL trading policy cheaply without changing what it decides.",
     )
