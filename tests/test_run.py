@@ -107,3 +107,12 @@ def test_missing_reports_fail_their_criteria():
 def test_summary_renders_without_any_report():
     text = render_summary({})
     assert "No quantization report in this pack" in text and "0 of 6 criteria PASS" in text
+
+
+def test_summary_labels_profiles_by_what_they_measured():
+    profile = {"provider": "CPUExecutionProvider", "optimal": {"batch_size": 8}, "points": [], "cost": {}}
+    only_latest = render_summary({"profile/gpu_profile.json": json.dumps(profile).encode()})
+    assert "latest profile (`profile/gpu_profile.json`" in only_latest and "fp32 baseline" not in only_latest
+    both = render_summary({"profile/gpu_profile.json": json.dumps(profile).encode(),
+                           "profile_fp32/gpu_profile.json": json.dumps(profile).encode()})
+    assert "fp32 baseline (`profile_fp32/gpu_profile.json`" in both and "served variant (`profile/" in both

@@ -55,7 +55,6 @@ def _selected(quant: dict[str, Any] | None) -> dict[str, Any] | None:
 def render_summary(files: dict[str, bytes]) -> str:
     r = {k: _json(files, p) for k, p in (("profile", PROFILE), ("fp32", PROFILE_FP32), ("quant", QUANT),
                                          ("batching", BATCHING), ("reaper", REAPER), ("ramp", RAMP))}
-    r["fp32"] = r["fp32"] or r["profile"]
     finance = ledger_windows(files.get(LEDGER), (r["ramp"] or {}).get("window", {}).get("days"))
     criteria = acceptance(r)
     parts = [_header(r, criteria), _executive(r, criteria), _profiler(r), _precision(r), _serving(r, files),
@@ -64,7 +63,7 @@ def render_summary(files: dict[str, bytes]) -> str:
 
 
 def _header(r: dict[str, Any], criteria: list[Criterion]) -> str:
-    hw = (r["profile"] or r["quant"] or {}).get("hardware") or {}
+    hw = (r["profile"] or r["fp32"] or r["quant"] or {}).get("hardware") or {}
     gpus = ", ".join(g.get("name", "?") for g in hw.get("gpus", [])) or "none"
     return (f"# costeff completion summary\n\nGenerated from the reports in this pack; each number names the "
             f"file it comes from (paths relative to this pack). Hardware: {hw.get('cpu_model', 'unknown')}, "
@@ -91,19 +90,18 @@ def _executive(r: dict[str, Any], criteria: list[Criterion]) -> str:
 
 
 def _profiler(r: dict[str, Any]) -> str:
-    lines = ["## 1. Profiler", ""]
-    for label, key, path in (("fp32 baseline", "fp32", PROFILE_FP32), ("served variant", "profile", PROFILE)):
-        p = r[key]
-        if not p or (key == "profile" and r["profile"] is r["fp32"] and path == PROFILE):
-            continue
-        opt, cost = p.get("optimal") or {}, p.get("cost") or {}
-        src = path if path in (PROFILE_FP32,) and r.get("fp32") is not r.get("profile") else PROFILE
-        lines.append(f"- {label} (`{src}`, provider {p.get('provider')}): optimal batch {opt.get('batch_size')}, "
-                     f"{_num(opt.get('throughput_per_s'), ',.0f')} inferences/s, p99 "
-                     f"{_num(opt.get('latency_p99_ms'))} ms, ${_num(cost.get('usd_per_million'), '.4g')} per million "
-                     f"inferences on {cost.get('instance')}; {sum(1 for x in p.get('points', []) if not x.get('stable'))} "
-                     f"of {len(p.get('points', []))} points unstable.")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+    entries = [("fp32 baseline", r["fp32"], PROFILE_FP32),
+               ("served variant" if r["fp32"] else "latest profile", r["profile"], PROFILE)]
+    lines = [_profile_line(label, p, path) for label, p, path in entries if p]
+    return "## 1. Profiler\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _profile_line(label: str, p: dict[str, Any], path: str) -> str:
+    opt, cost, points = p.get("optimal") or {}, p.get("cost") or {}, p.get("points", [])
+    return (f"- {label} (`{path}`, provider {p.get('provider')}): optimal batch {opt.get('batch_size')}, "
+            f"{_num(opt.get('throughput_per_s'), ',.0f')} inferences/s, p99 {_num(opt.get('latency_p99_ms'))} ms, "
+            f"${_num(cost.get('usd_per_million'), '.4g')} per million inferences on {cost.get('instance')}; "
+            f"{sum(1 for x in points if not x.get('stable'))} of {len(points)} points unstable.")
 
 
 def _precision(r: dict[str, Any]) -> str:
