@@ -212,3 +212,21 @@ def test_fp16_accelerator_on_int8_model_is_flagged(tmp_path, model):
                       '{ name: "tensorrt" parameters { key: "precision_mode" value: "FP16" } } } }\n')
     report = validate_config(config)
     assert not report.valid and any("undoes its int8" in p.message for p in report.problems)
+
+
+def test_missing_tritonclient_is_a_dependency_error(monkeypatch):
+    import builtins
+
+    from costeff.errors import DependencyError
+    from costeff.serving.config import triton_schema
+
+    real_import = builtins.__import__
+
+    def no_tritonclient(name, *args, **kwargs):
+        if name.startswith("tritonclient"):
+            raise ImportError("No module named 'tritonclient'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tritonclient)
+    with pytest.raises(DependencyError, match=r"pip install 'tritonclient\[grpc\]'"):
+        triton_schema()

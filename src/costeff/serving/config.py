@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from costeff.errors import InputError
+from costeff.errors import DependencyError, InputError
 from costeff.modelio import Signature
 
 PLATFORM = "onnxruntime_onnx"
@@ -44,11 +44,20 @@ class BatchingSettings:
             raise InputError(f"replicas: {self.replicas} must be >= 1")
 
 
+def triton_schema() -> Any:
+    """Triton's compiled ``ModelConfig`` protobuf module, shipped in ``tritonclient``."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise DependencyError(f"Triton's ModelConfig schema needs tritonclient with gRPC support "
+                              f"(pip install 'tritonclient[grpc]'): {exc}") from None
+    return model_config_pb2
+
+
 def model_config(name: str, signature: Signature, batching: BatchingSettings, instance_kind: str,
                  precision_mode: str | None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> Any:
     """The ``ModelConfig`` message for an ONNX model served by the onnxruntime backend."""
-    from tritonclient.grpc import model_config_pb2 as pb
-
+    pb = triton_schema()
     cfg = pb.ModelConfig(name=name, platform=PLATFORM, backend=BACKEND, max_batch_size=batching.max_batch_size)
     for spec in signature.inputs:
         cfg.input.add(name=spec.name, data_type=_dtype(pb, spec), dims=_dims(spec))

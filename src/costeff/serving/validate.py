@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.errors import InputError
-from costeff.serving.config import BACKEND, PLATFORM
+from costeff.serving.config import BACKEND, PLATFORM, triton_schema
 from costeff.serving.precision import PRECISION_MODES, model_precision
 
 # Parameters Triton's onnxruntime backend reads for its TensorRT accelerator.
@@ -90,7 +90,7 @@ def _read(path: Path) -> str:
 
 def _parse(text: str) -> tuple[Any, Problem | None]:
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as pb
+    pb = triton_schema()
 
     cfg = pb.ModelConfig()
     try:
@@ -176,7 +176,7 @@ def _check_batching(cfg: Any, report: ValidationReport, lines: _LineFinder) -> N
 
 
 def _check_instances(cfg: Any, report: ValidationReport, lines: _LineFinder) -> None:
-    from tritonclient.grpc import model_config_pb2 as pb
+    pb = triton_schema()
 
     kinds = pb.ModelInstanceGroup
     for group in cfg.instance_group:
@@ -202,7 +202,7 @@ def _check_tensors(cfg: Any, model: Path, report: ValidationReport, lines: _Line
 
 def _compare_tensors(kind: str, declared: Any, actual: dict[str, Any], mbs: int, report: ValidationReport,
                      lines: _LineFinder) -> None:
-    from tritonclient.grpc import model_config_pb2 as pb
+    pb = triton_schema()
 
     names = [t.name for t in declared]
     for missing in sorted(set(actual) - set(names)):
@@ -226,7 +226,7 @@ def _compare_tensors(kind: str, declared: Any, actual: dict[str, Any], mbs: int,
 
 
 def _check_accelerators(cfg: Any, precision: str | None, report: ValidationReport, lines: _LineFinder) -> None:
-    from tritonclient.grpc import model_config_pb2 as pb
+    pb = triton_schema()
 
     accel = cfg.optimization.execution_accelerators
     gpu_instances = any(g.kind in (pb.ModelInstanceGroup.KIND_GPU, pb.ModelInstanceGroup.KIND_AUTO)
