@@ -48,7 +48,7 @@ def triton_schema() -> Any:
     """Triton's compiled ``ModelConfig`` protobuf module, shipped in ``tritonclient``."""
     try:
         from tritonclient.grpc import model_config_pb2
-    except ImportError as exc:
+    except (ImportError, RuntimeError) as exc:  # tritonclient raises RuntimeError when its grpc extra is missing
         raise DependencyError(f"Triton's ModelConfig schema needs tritonclient with gRPC support "
                               f"(pip install 'tritonclient[grpc]'): {exc}") from None
     return model_config_pb2
