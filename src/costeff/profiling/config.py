@@ -10,6 +10,7 @@ from costeff.profiling.measure import MeasureConfig
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_RULES = MeasureConfig()  # one source for the measurement defaults (perf_analyzer-like rules)
 
 
 @dataclass(frozen=True)
@@ -18,15 +19,15 @@ class ProfileConfig:
     latency_budget_ms: float | None = None  # p99 per request; None = best throughput wins
     target_rate: float | None = None  # requests/s the fleet must serve (cost planning)
     provider: str = "auto"
-    warmup_s: float = 0.2
-    window_s: float = 0.5
-    stability_pct: float = 10.0
-    stable_windows: int = 3
-    max_trials: int = 8
-    min_requests: int = 5
+    warmup_s: float = _RULES.warmup_s
+    window_s: float = _RULES.window_s
+    stability_pct: float = _RULES.stability_pct
+    stable_windows: int = _RULES.stable_windows
+    max_trials: int = _RULES.max_trials
+    min_requests: int = _RULES.min_requests
     concurrency: tuple[int, ...] = (1,)
     intra_op_threads: int | None = None  # None = onnxruntime's default (all cores)
-    sample_interval_s: float = 0.05
+    sample_interval_s: float = _RULES.sample_interval_s
     catalog: Path | None = None
     instance: str | None = None
     compare: tuple[Path, ...] = ()
