@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window-s", type=float, default=1.0, help="profiling window per point (default 1.0)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved profiling passes over all variants (default 2)")
     p.add_argument("--latency-budget-ms", type=float, metavar="MS", help="p99 budget for each variant's optimal batch")
+    p.add_argument("--min-speedup", type=float, default=1.05, metavar="X",
+                   help="a variant replaces fp32 only when at least X times faster (default 1.05)")
     p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")
     p.add_argument("--name", help="model name in <name>_<variant>.onnx (default: the model file's stem)")
     add_common(p)
@@ -62,6 +64,7 @@ def _config(args: argparse.Namespace) -> Any:
         batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")), target_rate=args.target_rate,
         provider=args.provider, trials=args.trials, fallback=args.trials > 0, window_s=args.window_s,
         speed_rounds=args.rounds, latency_budget_ms=args.latency_budget_ms, name=args.name,
+        min_speedup=args.min_speedup,
         outputs=_outputs(args.outputs))
 
 

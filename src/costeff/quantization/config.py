@@ -32,6 +32,7 @@ class QuantizeConfig:
     name: str | None = None  # model name in <name>_<variant>.onnx (default: the file's stem)
     outputs: tuple[tuple[str, str], ...] = ()  # (role, output name), e.g. (("logits", "pi"),)
     op_block_list: tuple[str, ...] = ()  # extra op types kept fp32 in fp16 variants
+    min_speedup: float = 1.05  # a variant replaces fp32 only when at least this much faster
 
     def __post_init__(self) -> None:
         bad = [v for v in self.variants if v not in VARIANTS]
@@ -51,7 +52,8 @@ class QuantizeConfig:
                   "window_s": self.window_s > 0, "calibration_fraction": 0 < self.calibration_fraction < 1,
                   "min_calibration": self.min_calibration >= 1, "min_evaluation": self.min_evaluation >= 1,
                   "target_rate": self.target_rate is None or self.target_rate > 0,
-                  "latency_budget_ms": self.latency_budget_ms is None or self.latency_budget_ms > 0}
+                  "latency_budget_ms": self.latency_budget_ms is None or self.latency_budget_ms > 0,
+                  "min_speedup": self.min_speedup >= 1.0}
         for name, ok in checks.items():
             if not ok:
                 raise InputError(f"{name}: {getattr(self, name)!r} is out of range")
