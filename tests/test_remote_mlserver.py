@@ -95,3 +95,18 @@ def test_mlserver_adaptive_batching_matches_the_simulator(server, tmp_path):
     assert saved["simulator_comparison"]["ratios"]["mean_batch_size"] == pytest.approx(
         comparison.ratios["mean_batch_size"])
     assert "Simulator vs grpc server" in (tmp_path / "gpu_profile.md").read_text()
+
+
+def test_cli_profile_url_writes_the_report(server, tmp_path, capsys):
+    from costeff.cli import main
+
+    out = tmp_path / "remote"
+    code = main(["profile", "--url", server.grpc_url, "--model-name", "policy", "--protocol", "grpc",
+                 "--batch-sizes", "1,4", "--window-ms", "250", "--max-trials", "4", "--stability-pct", "20",
+                 "--out", str(out), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "gpu_profile.json").read_text())
+    assert printed["provider"] == saved["provider"] == "remote:grpc"
+    assert sorted(p["batch_size"] for p in saved["points"]) == [1, 4]
+    assert (out / "gpu_profile.md").is_file()
