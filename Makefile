@@ -5,9 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-ARTIFACTS ?= artifacts
 
-.PHONY: setup run test bench cost-prof quantize idle-reaper cost-pack clean
+.PHONY: setup prometheus run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +17,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Debian's prometheus, for the reaper's PromQL tests (apt-get, as root or with sudo).
+prometheus:
 	./scripts/install-prometheus.sh
 
 run: setup
 	$(BIN)/costeff run
 
-test: setup
+test: setup prometheus
 	$(BIN)/python -m pytest -q
 
 bench: setup
