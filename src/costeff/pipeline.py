@@ -68,10 +68,6 @@ class RunReport:
     summary: str | None = None
     exit_code: int = 0
 
-    @property
-    def failed(self) -> list[StageResult]:
-        return [s for s in self.stages if s.status == "failed"]
-
 
 @dataclass
 class _Context:

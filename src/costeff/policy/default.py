@@ -11,15 +11,13 @@ once build once and never see half a file.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from costeff import __version__
 
@@ -125,15 +123,10 @@ def _artifact_from(record: dict[str, Any], entry: Path) -> PolicyArtifact:
     return PolicyArtifact(**values)
 
 
-@contextmanager
-def _locked(entry: Path) -> Iterator[None]:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.parent / f".{entry.name}.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def _locked(entry: Path) -> Any:
+    from costeff.artifacts import exclusive_lock
+
+    return exclusive_lock(entry.parent / f".{entry.name}.lock")
 
 
 def _build(preset: str, seed: int, key: str, entry: Path) -> PolicyArtifact:
