@@ -121,8 +121,12 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 
 
-def resolve_provider(provider: str) -> list[Any]:
-    """Provider list for onnxruntime; ``auto`` prefers CUDA when onnxruntime-gpu can use it."""
+def resolve_provider(provider: str, *, trt_fp16: bool = False) -> list[Any]:
+    """Provider list for onnxruntime; ``auto`` prefers CUDA when onnxruntime-gpu can use it.
+
+    TensorRT builds fp16 engines only when ``trt_fp16`` is asked for: the fp32
+    baseline and the fidelity reference must stay full precision.
+    """
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -137,7 +141,7 @@ def resolve_provider(provider: str) -> list[Any]:
         raise InputError(f"--provider {provider}: {name} is not available in this onnxruntime "
                          f"(available: {', '.join(available)}); install the [gpu] extra on a GPU machine")
     if provider == "tensorrt":
-        return [(name, {"trt_fp16_enable": True}), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [(name, {"trt_fp16_enable": trt_fp16}), "CUDAExecutionProvider", "CPUExecutionProvider"]
     if provider == "cuda":
         return [name, "CPUExecutionProvider"]
     return [name]
@@ -158,7 +162,8 @@ def _preload_cuda_libraries(ort: Any) -> None:
 
 
 def create_session(path: Path | str, provider: str = "cpu", *, intra_op_threads: int | None = None,
-                   spinning: bool = True) -> Any:
+                   spinning: bool = True, session_config: dict[str, str] | None = None,
+                   trt_fp16: bool = False) -> Any:
     """An onnxruntime session; DependencyError (exit 3) when the provider fails to load the model.
 
     ``spinning=False`` stops idle intra-op threads from busy-waiting: needed when
@@ -172,7 +177,9 @@ def create_session(path: Path | str, provider: str = "cpu", *, intra_op_threads:
         opts.intra_op_num_threads = intra_op_threads
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = resolve_provider(provider)
+    for key, value in (session_config or {}).items():
+        opts.add_session_config_entry(key, value)
+    providers = resolve_provider(provider, trt_fp16=trt_fp16)
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:

@@ -61,12 +61,13 @@ def _optimal(p: Point, within: bool | None, budget: float | None, reason: str) -
 
 
 def cost_for(throughput_per_s: float | None, gpu_name: str | None, *, catalog_path: Path | None,
-             instance: str | None, target_rate: float | None, max_utilisation: float) -> dict[str, Any] | None:
+             instance: str | None, target_rate: float | None, max_utilisation: float,
+             hw: Any = None) -> dict[str, Any] | None:
     """$/hour, $ per million inferences and the fleet at ``target_rate`` on the matched instance."""
     from costeff.cost import estimate, load_catalog
 
     catalog = load_catalog(catalog_path)
-    inst = catalog.get(instance) if instance else catalog.for_hardware(gpu_name)
+    inst = catalog.get(instance) if instance else catalog.for_hardware(gpu_name, hw=hw)
     if not throughput_per_s:
         return None
     est = estimate(inst, throughput_per_s, target_rate, max_utilisation)

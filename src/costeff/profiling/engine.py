@@ -136,8 +136,9 @@ def assemble_report(points: list[Point], config: ProfileConfig, *, model_path: P
     if gpu_name is None and provider in GPU_PROVIDERS and hw.get("gpus"):
         gpu_name = hw["gpus"][0]["name"]
     optimal = select_optimal(points, config.latency_budget_ms)
+    local_cpu = detect() if target is None and gpu_name is None else None  # a remote host is not this CPU
     cost = cost_for(optimal.throughput_per_s, gpu_name, catalog_path=config.catalog, instance=config.instance,
-                    target_rate=config.target_rate, max_utilisation=config.max_utilisation)
+                    target_rate=config.target_rate, max_utilisation=config.max_utilisation, hw=local_cpu)
     ranking = right_size(cost, OWN_LABEL, list(compared), config.catalog, config.target_rate,
                          config.max_utilisation) if compared else []
     recs = recommendations(points, optimal, cost, ranking, detect().memory_total_gb)
