@@ -86,7 +86,7 @@ class Catalog:
         if not same:
             return None
         best = min(same, key=lambda i: i.usd_per_hour / i.vcpus)
-        cores = usable_cpus()
+        cores = getattr(hw, "cores", None) or usable_cpus()  # a compared profile's own threads, else ours
         price = best.usd_per_hour / best.vcpus * cores
         return Instance(name=f"{best.name}/{cores}vcpu", kind="cpu", usd_per_hour=price,
                         source=f"{best.source}; {best.usd_per_hour}/h for {best.vcpus} vCPU scaled to {cores} vCPU",

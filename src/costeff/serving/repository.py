@@ -67,32 +67,43 @@ class BuildResult:
     tensorrt_precision_mode: str | None
     accelerator_reason: str
     notes: list[str] = field(default_factory=list)
+    backend: str = "onnxruntime"
+    variant: str | None = None  # the quantization report's name for what is served
+    parameters: dict[str, str] = field(default_factory=dict)  # the backend's config parameters
 
 
 def build_repository(config: BuildConfig) -> BuildResult:
     """Write the repository entry for ``config.model_path``; InputError before anything is written."""
     from costeff.modelio import read_signature
 
+    from costeff.serving.served import resolve
+
     model_sha = sha256_file(_existing(config.model_path, "MODEL"))
+    served = resolve(config.model_path, model_sha, config.quantization_report)
     profile = _load_json(config.profile_path, "--profile")
-    _check_hash(profile, model_sha, config.model_path, config.profile_path)
-    notes: list[str] = []
-    batching = _batching(config, profile, model_sha, notes)
-    signature = read_signature(config.model_path)
+    _check_hash(profile, served.sha256, served.path, config.profile_path, also=(model_sha, config.model_path))
+    notes: list[str] = list(served.notes)
+    batching = _batching(config, profile, served.sha256, notes)
+    signature = read_signature(served.path)
     kind = config.instance_kind or _default_kind(profile, notes)
-    precision = model_precision(config.model_path)
+    if served.backend == "openvino" and kind == "gpu":
+        raise InputError(f"{served.path}: an OpenVINO IR is served on CPU instances; drop --instance-kind gpu")
+    precision = served.precision or model_precision(served.path)
     accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
     name = config.name or _default_name(config.model_path)
-    message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes)
+    message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes,
+                           backend=served.backend, parameters=served.parameters)
     target = config.repository / name
-    result = BuildResult(**provenance(config.model_path), name=name, model_dir=str(target),
-                         config_path=str(target / "config.pbtxt"), model_path=str(target / "1" / "model.onnx"),
-                         source_model=str(config.model_path), profile_path=str(config.profile_path),
+    result = BuildResult(**provenance(served.path), name=name, model_dir=str(target),
+                         config_path=str(target / "config.pbtxt"),
+                         model_path=str(target / "1" / served.files[-1][1]),
+                         source_model=str(served.path), profile_path=str(config.profile_path),
                          batching_report=_opt(config.batching_report),
                          quantization_report=_opt(config.quantization_report), model_precision=precision,
                          instance_kind=kind, batching=batching, tensorrt_precision_mode=accel.precision_mode,
-                         accelerator_reason=accel.reason, notes=notes)
-    _write(target, to_text(message), config.model_path, result)
+                         accelerator_reason=accel.reason, notes=notes, backend=served.backend,
+                         variant=served.variant, parameters=dict(served.parameters))
+    _write(target, to_text(message), served.files, result, profile.get("hardware"))
     return result
 
 
@@ -112,11 +123,13 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _check_hash(report: dict[str, Any], model_sha: str, model: Path, report_path: Path) -> None:
+def _check_hash(report: dict[str, Any], model_sha: str, model: Path, report_path: Path,
+                also: tuple[str, Path] | None = None) -> None:
+    """``report`` must have measured ``model`` (or ``also``: the fp32 source of a served variant)."""
     recorded = report.get("model_sha256")
     if not recorded:
         raise InputError(f"{report_path}: no model_sha256; cannot tell which model it measured")
-    if recorded != model_sha:
+    if recorded != model_sha and (also is None or recorded != also[0]):
         raise InputError(f"{report_path} measured model sha256 {recorded}, but {model} has sha256 {model_sha}: "
                          "profile the model being packaged")
 
@@ -186,7 +199,8 @@ def _opt(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _write(target: Path, config_text: str, model: Path, result: BuildResult) -> None:
+def _write(target: Path, config_text: str, files: list[tuple[Path, str]], result: BuildResult,
+           hardware: dict[str, Any] | None) -> None:
     from costeff.serving.validate import validate_config
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,11 +208,12 @@ def _write(target: Path, config_text: str, model: Path, result: BuildResult) -> 
     try:
         entry = staging / target.name
         (entry / "1").mkdir(parents=True)
-        shutil.copyfile(model, entry / "1" / "model.onnx")
+        for src, name in files:
+            shutil.copyfile(src, entry / "1" / name)
         atomic_write_text(entry / "config.pbtxt", config_text)
         atomic_write_json(entry / "costeff_build.json", result)
         atomic_write_text(entry / "costeff_build.md", render_markdown(result))
-        check = validate_config(entry / "config.pbtxt")
+        check = validate_config(entry / "config.pbtxt", hardware=hardware)
         if not check.valid:  # a generated config that Triton would reject is a bug, never an artifact
             raise InputError("generated config failed validation: " + "; ".join(map(str, check.problems)))
         _swap_into_place(entry, target, staging)
@@ -215,6 +230,8 @@ def _swap_into_place(entry: Path, target: Path, staging: Path) -> None:
 def render_markdown(result: BuildResult) -> str:
     b = result.batching
     rows = [("model", f"{result.source_model} (sha256 {result.model_sha256[:12]}…, {result.model_precision})"),
+            ("backend", result.backend + (f" (variant {result.variant})" if result.variant else "")),
+            ("backend parameters", ", ".join(f"{k}={v}" for k, v in result.parameters.items()) or "none"),
             ("max_batch_size", b.max_batch_size), ("preferred_batch_size", list(b.preferred_batch_size)),
             ("max_queue_delay_microseconds", b.max_queue_delay_us),
             ("instance_group", f"{b.instances} × KIND_{result.instance_kind.upper()}"),
