@@ -60,7 +60,9 @@ def deployed_model(flags, triton_repository: Path | None, model_name: str | None
     if (triton_repository is None) != (model_name is None):
         raise InputError("--triton-repository and --model-name go together: give both or neither")
     if triton_repository is not None:
-        path = Path(triton_repository) / str(model_name) / "1" / "model.onnx"
+        version = Path(triton_repository) / str(model_name) / "1"
+        path = next((version / f for f in ("model.onnx", "model.xml") if (version / f).is_file()),
+                    version / "model.onnx")
         if not path.is_file():
             raise InputError(f"{path}: no such model in the Triton repository; expected <repo>/<name>/1/model.onnx")
         mtime = datetime.fromtimestamp(int(path.stat().st_mtime), timezone.utc)
@@ -83,7 +85,8 @@ def load_report(path: Path) -> QuantReport:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return QuantReport(str(path), sha256_file(path), _required_time(data, path), _str(data, "model_sha256"),
-                           _str(data["selected"], "name"), tuple(_variant(v) for v in data["variants"]))
+                           _str(data["selected"], "name"),
+                           tuple(_variant(v) for v in data["variants"] if v.get("built", True)))
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read quantization report: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
