@@ -57,7 +57,8 @@ def _search(model: Path, obs: np.ndarray, rate: float, budget: float, batches: t
     from costeff.quantization import QuantizeConfig, quantize
 
     cfg = QuantizeConfig(batch_sizes=batches, target_rate=rate, latency_budget_ms=budget, window_s=0.5,
-                         speed_rounds=2, gaps_s=(0.0, 0.01, 0.05), name=f"bench_{name}", speed_of_failing=True)
+                         speed_rounds=2, gaps_s=(0.0, 0.01, 0.05), name=f"bench_{name}", speed_of_failing=True,
+                         open_loop_s=4.0)
     out = Layout.default().run_dir("quant") / name
     report = quantize(model, obs, cfg, out_dir=out)
     print(f"\n== {name}: {rate:g} req/s, p99 budget {budget:g} ms: selected {report.selected['name']} "

@@ -166,6 +166,13 @@ def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tm
     assert sel["traffic"] == {"target_rate_per_s": 200.0, "latency_budget_ms": 50.0}
     md = (tmp_path / "q" / "quantization_report.md").read_text()
     assert "## Regimes" in md and "| ov-fp32 | openvino | fp32 |" in md
+    knobs = sel["knobs"]  # the served variant's runtime settings were measured, not assumed
+    assert knobs[0]["setting"].startswith("default") and len(knobs) == 3
+    assert sum(1 for k in knobs if k["adopted"]) == 1
+    assert all(k["instances"] >= 1 for k in knobs)
+    adopted = next(k for k in knobs if k["adopted"])
+    assert adopted["setting"].startswith("default") or adopted["beats_default"]
+    assert "### Runtime settings of the selected variant" in md
 
 
 def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs, tmp_path):

@@ -41,6 +41,7 @@ class QuantizeConfig:
     open_loop_s: float = 1.5  # longest open-loop replay per variant and round (fewer rows at low rates)
     max_utilisation: float = 0.8  # instances are planned at this share of measured capacity
     speed_of_failing: bool = False  # also time variants that failed a gate (benchmarks)
+    tune_knobs: bool = True  # with a target rate, time alternative runtime settings of the selected variant
 
     def __post_init__(self) -> None:
         if self.variants is not None:

@@ -200,7 +200,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
 
     variants[0].path = str(model_path)
     speed_method = apply_speed(ctx, model_path, obs, variants, progress)
-    selected, cost = select_and_cost(variants, ctx.config)
+    selected, cost = select_and_cost(variants, ctx.config, obs)
     layout = Layout.default()
     out = layout.run_dir("quant", out_dir)
     name = ctx.config.name or model_path.stem

@@ -103,7 +103,7 @@ def to_markdown(rep: QuantizationReport) -> str:
              f"- selected **{sel['name']}** ({sel.get('backend', 'onnxruntime')}, {sel.get('precision', '-')}; "
              f"`{sel['path']}`): {sel['reason']}",
              f"- traffic assumed: {_traffic(sel.get('traffic') or {})}", "",
-             "## Regimes", ""] + _regime_md(rep) + ["", "## Fidelity and size", "",
+             "## Regimes", ""] + _regime_md(rep) + _knobs_md(sel.get("knobs")) + ["", "## Fidelity and size", "",
              "| variant | built | passed | action drift % | entropy drift % | correlation | KL p99 | value err "
              "| opt batch | speedup | speedup @fp32 batch | size MB | size -% | $/M |",
              "|" + "---|" * 14]
@@ -148,6 +148,20 @@ def _regime_md(rep: QuantizationReport) -> list[str]:
             v.name, v.backend, v.precision, _fmt(f and f.action_drift_pct), _fmt(tight), spaced,
             _fmt(v.optimal_batch), _fmt(v.optimal_throughput_per_s, ",.0f"), target, _fmt(t.get("instances")),
             _fmt(t.get("usd_per_day"), ".2f"), _fmt(v.cost and v.cost.get("usd_per_million"), ".4g")]) + " |")
+    return out
+
+
+def _knobs_md(rows: list[dict[str, Any]] | None) -> list[str]:
+    if not rows:
+        return []
+    out = ["", "### Runtime settings of the selected variant, measured at the target", "",
+           "| setting | optimal batch | inferences/s | p50 / p99 at target ms | instances | beats default "
+           "| adopted |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        beats = "-" if r["beats_default"] is None else ("yes" if r["beats_default"] else "no")
+        out.append(f"| {r['setting']} | {_fmt(r['optimal_batch'])} | {_fmt(r['throughput_per_s'], ',.0f')} | "
+                   f"{_fmt(r['p50_ms_at_target'])} / {_fmt(r['p99_ms_at_target'])} | {_fmt(r['instances'])} | "
+                   f"{beats} | {'yes' if r['adopted'] else ''} |")
     return out
 
 

@@ -105,12 +105,17 @@ def _beats(v: VariantResult, base: VariantResult, min_speedup: float) -> bool:
     return v.open_loop["p50_ms"] * min_speedup <= base.open_loop["p50_ms"] and worst_v < best_base
 
 
-def select_and_cost(variants: list[VariantResult], config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def select_and_cost(variants: list[VariantResult], config: Any,
+                    obs: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     instance = _instance(config)
     _at_target(variants, config, instance)
     selected = choose(variants, config.min_speedup, config.target_rate, config.latency_budget_ms)
-    cost = _costs(variants, config, selected["name"], instance)
     sel = next(v for v in variants if v.name == selected["name"])
+    if config.tune_knobs and obs is not None and sel.at_target:
+        from costeff.quantization.knobs import tune
+
+        selected["knobs"] = tune(sel, variants, config, obs, instance)
+    cost = _costs(variants, config, selected["name"], instance)
     selected.update(backend=sel.backend, precision=sel.precision, runtime=sel.runtime,
                     traffic={"target_rate_per_s": config.target_rate, "latency_budget_ms": config.latency_budget_ms})
     return selected, cost

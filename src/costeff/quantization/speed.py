@@ -53,10 +53,15 @@ def measure_all(variants: list[Any], config: Any, observations: np.ndarray,
     return {name: summarise(results, config.latency_budget_ms) for name, results in runs.items()}
 
 
+KNOBS = {"onnxruntime": ("threads", "spinning"), "openvino": ("precision", "performance_hint", "streams",
+                                                                 "threads", "pinning")}
+
+
 def _task(v: Any, config: Any, obs_path: Path) -> dict[str, Any]:
-    options = dict(v.runtime) if v.backend == "openvino" else {
+    knobs = {k: v.runtime[k] for k in KNOBS[v.backend] if v.runtime.get(k) is not None}
+    options = knobs if v.backend == "openvino" else {
         "provider": config.provider, "session_config": dict(v.session_config),
-        "trt_fp16": config.provider == "tensorrt" and v.name in ("fp16", "mixed")}
+        "trt_fp16": config.provider == "tensorrt" and v.name in ("fp16", "mixed"), **knobs}
     return {"path": v.path, "backend": v.backend, "options": options, "observations": str(obs_path),
             "batch_sizes": list(config.batch_sizes), "window_s": config.window_s,
             "warmup_s": min(0.2, config.window_s), "gaps_s": list(config.gaps_s),
