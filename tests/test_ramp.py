@@ -243,7 +243,7 @@ def test_triton_repository_hash_and_report_newer_than_model(tmp_path):
 
 
 def test_missing_triton_model_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="model.onnx"):
+    with pytest.raises(InputError, match="no numbered version folders"):
         _decide(_ledger(tmp_path), None, triton_repository=tmp_path / "repo", model_name="policy")
     with pytest.raises(InputError, match="go together"):
         DecideConfig(ledger=tmp_path / "x", model_name="policy")

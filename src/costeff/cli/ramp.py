@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--as-of", metavar="DATE", help="decide as of DATE (YYYY-MM-DD, UTC); ledgers must reach "
                    "the day before (default: today)")
     d.add_argument("--triton-repository", type=Path, metavar="DIR",
-                   help="hash the served model at DIR/NAME/1/model.onnx (default: flag deployed_model_sha256)")
+                   help="hash the served version's DIR/NAME/<N>/model.onnx (default: flag deployed_model_sha256)")
     d.add_argument("--model-name", metavar="NAME", help="model name in the Triton repository")
     add_common(d)
     d.set_defaults(func=_decide)

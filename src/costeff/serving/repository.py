@@ -1,9 +1,10 @@
 """``build_repository``: package a model as a Triton model-repository entry.
 
-Writes ``<repository>/<name>/config.pbtxt``, ``<name>/1/model.onnx`` and the build's
-provenance ``<name>/costeff_build.json`` (+ ``.md``). Everything is checked first and
-written into a temporary folder beside the target, validated, then renamed into place:
-a failed build leaves the previous entry untouched and no partial one.
+Writes ``<repository>/<name>/config.pbtxt``, the model as a new version ``<name>/<N>/model.onnx``
+(earlier versions stay, see ``versions``) and the build's provenance ``<name>/costeff_build.json``
+(+ ``.md``). Everything is checked first and written into a temporary folder beside the target,
+validated, then renamed into place: a failed build leaves the previous entry untouched and no
+partial one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from costeff.artifacts import atomic_write_json, atomic_write_text, provenance, 
 from costeff.errors import InputError
 from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
 from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
+from costeff.serving.versions import DEFAULT_KEEP, next_version, pin, stage
 
 INSTANCE_KINDS = ("gpu", "cpu")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -35,6 +37,7 @@ class BuildConfig:
     instance_kind: str | None = None  # None: GPU when the profile was measured on one
     quantization_report: Path | None = None
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
+    keep_versions: int = DEFAULT_KEEP  # versions left on disk, the new one included
 
     def __post_init__(self) -> None:
         if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
@@ -44,6 +47,8 @@ class BuildConfig:
                              "(letters, digits, '_', '-', '.')")
         if self.workspace_bytes <= 0:
             raise InputError(f"workspace_bytes: {self.workspace_bytes} must be > 0")
+        if self.keep_versions < 1:
+            raise InputError(f"--keep-versions: {self.keep_versions}; expected >= 1")
 
 
 @dataclass
@@ -67,6 +72,8 @@ class BuildResult:
     tensorrt_precision_mode: str | None
     accelerator_reason: str
     notes: list[str] = field(default_factory=list)
+    version: int = 1
+    versions_kept: list[int] = field(default_factory=list)
 
 
 def build_repository(config: BuildConfig) -> BuildResult:
@@ -83,17 +90,26 @@ def build_repository(config: BuildConfig) -> BuildResult:
     precision = model_precision(config.model_path)
     accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
     name = config.name or _default_name(config.model_path)
-    message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes)
     target = config.repository / name
+    version = next_version(target)
+    message = pin(model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes), version)
     result = BuildResult(**provenance(config.model_path), name=name, model_dir=str(target),
-                         config_path=str(target / "config.pbtxt"), model_path=str(target / "1" / "model.onnx"),
+                         config_path=str(target / "config.pbtxt"),
+                         model_path=str(target / str(version) / "model.onnx"),
                          source_model=str(config.model_path), profile_path=str(config.profile_path),
                          batching_report=_opt(config.batching_report),
                          quantization_report=_opt(config.quantization_report), model_precision=precision,
                          instance_kind=kind, batching=batching, tensorrt_precision_mode=accel.precision_mode,
-                         accelerator_reason=accel.reason, notes=notes)
-    _write(target, to_text(message), config.model_path, result)
+                         accelerator_reason=accel.reason, notes=notes, version=version)
+    _write(target, to_text(message), {"model.onnx": config.model_path}, result, config.keep_versions)
+    _record_served(target, result)
     return result
+
+
+def _record_served(target: Path, result: BuildResult) -> None:
+    from costeff.serving.control import after_build
+
+    after_build(target, result.version, result.model_sha256)
 
 
 def _existing(path: Path, what: str) -> Path:
@@ -186,15 +202,15 @@ def _opt(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _write(target: Path, config_text: str, model: Path, result: BuildResult) -> None:
+def _write(target: Path, config_text: str, files: dict[str, Path], result: BuildResult, keep: int) -> None:
     from costeff.serving.validate import validate_config
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         entry = staging / target.name
-        (entry / "1").mkdir(parents=True)
-        shutil.copyfile(model, entry / "1" / "model.onnx")
+        result.versions_kept = stage(entry, target, result.version, files, keep, result.model_sha256,
+                                     result.source_model)
         atomic_write_text(entry / "config.pbtxt", config_text)
         atomic_write_json(entry / "costeff_build.json", result)
         atomic_write_text(entry / "costeff_build.md", render_markdown(result))
@@ -215,6 +231,7 @@ def _swap_into_place(entry: Path, target: Path, staging: Path) -> None:
 def render_markdown(result: BuildResult) -> str:
     b = result.batching
     rows = [("model", f"{result.source_model} (sha256 {result.model_sha256[:12]}…, {result.model_precision})"),
+            ("version", f"{result.version} (served; on disk: {', '.join(map(str, result.versions_kept))})"),
             ("max_batch_size", b.max_batch_size), ("preferred_batch_size", list(b.preferred_batch_size)),
             ("max_queue_delay_microseconds", b.max_queue_delay_us),
             ("instance_group", f"{b.instances} × KIND_{result.instance_kind.upper()}"),
