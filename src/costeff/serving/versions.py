@@ -173,3 +173,13 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # another filesystem, or links not allowed: copy
         shutil.copy2(src, dst)
+
+
+def served_model(model_dir: Path) -> Path:
+    """The model file of the version the config serves: ``model.onnx``, else an OpenVINO ``model.xml``."""
+    state = describe(model_dir)
+    folder = Path(model_dir) / str(state.served)
+    for name in ("model.onnx", "model.xml"):
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(f"{folder}: no model.onnx or model.xml in the served version's folder")
