@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_gates(c)
     add_common(c)
     c.set_defaults(func=_check)
+    from costeff.cli.drift_watch import register_watch
+
+    register_watch(verbs, _add_models, _add_gates)
 
 
 def _add_models(parser: argparse.ArgumentParser) -> None:

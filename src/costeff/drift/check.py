@@ -82,10 +82,11 @@ class DriftReport:
     ledger_rows: int = 0
 
 
-def open_pair(reference: Path, served: Path, outputs: dict[str, str] | None = None) -> tuple[Runner, Runner]:
-    """Both models, checked to be different models with the same observation input."""
+def open_pair(reference: Path, served: Path, outputs: dict[str, str] | None = None, *,
+              allow_same: bool = False) -> tuple[Runner, Runner]:
+    """Both models, checked to be different models (unless ``allow_same``) with the same observation input."""
     ref, var = open_runner(reference, outputs, reference=True), open_runner(served, outputs)
-    if ref.sha256 == var.sha256:
+    if ref.sha256 == var.sha256 and not allow_same:
         raise InputError(f"--served {served} is the same model as --reference {reference} (sha256 "
                          f"{ref.sha256[:12]}…): drift against itself is zero by construction; pass the fp32 "
                          "reference and the served variant")
