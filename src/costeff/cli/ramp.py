@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default 24)")
     add_common(d)
     d.set_defaults(func=_decide)
+    from costeff.cli.ramp_watch import register_watch
+
+    register_watch(verbs)
 
 
 def _decide(args: argparse.Namespace) -> int:
