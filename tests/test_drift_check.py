@@ -162,3 +162,13 @@ def test_reference_equal_to_served_is_refused(tmp_path, models, capsys):
     assert _check(models, models["ref"], tmp_path / "obs.npy", tmp_path / "out") == 2
     assert "same model as --reference" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_ragged_parquet_windows_are_refused(tmp_path, models, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"obs": pa.array([[0.0] * 12, [0.0] * 11 + [1.0, 2.0]], pa.list_(pa.float32()))}),
+                   tmp_path / "ragged.parquet")
+    assert _check(models, models["close"], tmp_path / "ragged.parquet", tmp_path / "out") == 2
+    assert "ragged.parquet: column 'obs' holds lists of 12..13 values" in capsys.readouterr().err

@@ -95,15 +95,23 @@ def _parquet(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         table = table.drop_columns([stamp])
     if table.num_columns == 0:
         raise InputError(f"{path}: no observation columns besides the timestamp")
-    return _features(table), stamps
+    return _features(table, path), stamps
 
 
-def _features(table) -> np.ndarray:
+def _features(table, path: Path) -> np.ndarray:
     """One row per observation; numeric columns are features, list columns are flattened windows."""
+    import pyarrow.compute as pc
+
     columns = []
-    for col in table.columns:
+    for name, col in zip(table.column_names, table.columns):
         if str(col.type).startswith(("list", "fixed_size_list", "large_list")):
-            columns.append(np.stack(col.to_numpy(zero_copy_only=False)))
+            # flatten once in arrow: stacking per-row numpy arrays costs more than running the model
+            bounds = pc.min_max(pc.list_value_length(col)).as_py()
+            if bounds["min"] != bounds["max"]:
+                raise InputError(f"{path}: column {name!r} holds lists of {bounds['min']}..{bounds['max']} values; "
+                                 "expected one length (one observation window per row)")
+            flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+            columns.append(flat.reshape(len(col), -1))
         else:
             columns.append(col.to_numpy(zero_copy_only=False).reshape(-1, 1))
     return np.concatenate([c.reshape(c.shape[0], -1) for c in columns], axis=1)

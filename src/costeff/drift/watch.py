@@ -202,7 +202,9 @@ class DriftWatcher:
         self.state["consecutive_failures"] = 0 if passed else self.state["consecutive_failures"] + 1
         self.metrics.streak.set(self.state["consecutive_failures"])
         if self.state["consecutive_failures"] >= self.config.fail_windows:
+            scored = time.perf_counter()
             result.rollback = self._roll_back()
+            result.rollback["seconds_after_window"] = round(time.perf_counter() - scored, 4)
             self.state["consecutive_failures"] = 0
             self.metrics.streak.set(0)
 
