@@ -51,4 +51,10 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _print(result) -> None:
-    print(result.decision if result.ok else f"error: {result.error}", flush=True)
+    if not result.ok:
+        print(f"error: {result.error}", flush=True)
+        return
+    ratio = "-" if result.cost_ratio_pct is None else f"{result.cost_ratio_pct:.2f} %"
+    cap = "-" if result.cost_ratio_cap_pct is None else f"{result.cost_ratio_cap_pct:.2f} %"
+    failed = ", ".join(result.gates_failed or []) or "none"
+    print(f"{result.decision}: cost ratio {ratio} (cap {cap}); gates failing: {failed}", flush=True)

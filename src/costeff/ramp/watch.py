@@ -71,6 +71,9 @@ class RoundResult:
     ok: bool
     decision: str | None
     error: str | None = None
+    cost_ratio_pct: float | None = None
+    cost_ratio_cap_pct: float | None = None
+    gates_failed: list[str] | None = None
 
 
 class RampWatcher:
@@ -108,7 +111,8 @@ class RampWatcher:
                                               "cost_ratio_pct": _finite(decision.cost_ratio_pct),
                                               "gates_failed": decision.gates_failed,
                                               "audit_seq": decision.audit_seq})
-        return RoundResult(True, decision.decision)
+        return RoundResult(True, decision.decision, None, decision.cost_ratio_pct, decision.cost_ratio_cap_pct,
+                           decision.gates_failed)
 
 
 def history(out_dir: Path) -> list[dict[str, Any]]:
