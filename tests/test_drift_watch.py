@@ -131,3 +131,32 @@ def test_the_reapers_metrics_listener_also_binds_localhost_by_default():
         assert metrics.server.server_address[0] == "127.0.0.1"
     finally:
         metrics.close()
+
+
+def test_nothing_earlier_to_roll_back_to_is_audited_and_the_watcher_goes_on(tmp_path):
+    ref = _tiny_policy(tmp_path / "ref.onnx", seed=4)
+    far = perturbed(ref, tmp_path / "far.onnx", 0.5)
+    assert main(["triton", "build", str(far), "--profile", str(_profile(tmp_path, far)), "--repository",
+                 str(tmp_path / "repo"), "--name", "policy", "--instance-kind", "cpu"]) == 0
+    (tmp_path / "logs").mkdir()
+    watcher = DriftWatcher(_config(tmp_path, ref, fail_windows=1, apply=True))
+    _log(tmp_path, "a.npy", 1)
+    result = watcher.cycle()
+    assert "nothing earlier to roll back to" in result.rollback["error"]
+    assert "drift.rollback_failed" in [r["event"] for r in default_log().records()]
+    _log(tmp_path, "b.npy", 2)
+    assert watcher.cycle().files[0].status == "checked"
+
+
+def test_a_repository_without_versions_leaves_the_logs_unread(tmp_path):
+    ref = _tiny_policy(tmp_path / "ref.onnx", seed=4)
+    (tmp_path / "repo" / "policy").mkdir(parents=True)
+    (tmp_path / "logs").mkdir()
+    _log(tmp_path, "a.npy", 1)
+    watcher = DriftWatcher(_config(tmp_path, ref))
+    result = watcher.cycle()
+    assert "no numbered version folders" in result.error and result.files == []
+    far = perturbed(ref, tmp_path / "far.onnx", 0.5)  # once a version exists, the waiting log is checked
+    assert main(["triton", "build", str(far), "--profile", str(_profile(tmp_path, far)), "--repository",
+                 str(tmp_path / "repo"), "--name", "policy", "--instance-kind", "cpu"]) == 0
+    assert [f.status for f in watcher.cycle().files] == ["checked"]
