@@ -122,3 +122,29 @@ def test_validate_names_a_pinned_version_missing_on_disk(tmp_path, capsys):
     config.write_text(config.read_text().replace("versions: 1", "versions: 3"))
     assert main(["triton", "validate", str(config), "--model", str(tmp_path / "m1" / "policy.onnx")]) == 2
     assert "pins version 3" in capsys.readouterr().err
+
+
+def test_concurrent_builds_take_distinct_versions(tmp_path):
+    import threading
+
+    from costeff.serving import BuildConfig, build_repository
+
+    configs = []
+    for seed in range(1, 5):
+        folder = tmp_path / f"c{seed}"
+        folder.mkdir()
+        model = _tiny_policy(folder / "policy.onnx", seed=seed)
+        configs.append(BuildConfig(model, _profile(folder, model), tmp_path / "repo", "policy", instance_kind="cpu"))
+    results = []
+    threads = [threading.Thread(target=lambda c=c: results.append(build_repository(c))) for c in configs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.version for r in results) == [1, 2, 3, 4]
+    assert [v.version for v in describe(tmp_path / "repo" / "policy").versions] == [1, 2, 3, 4]
+
+
+def test_rollback_in_a_missing_repository_creates_nothing(tmp_path, capsys):
+    assert main(["triton", "rollback", "--repository", str(tmp_path / "nope"), "--name", "policy"]) == 2
+    assert "no such model repository" in capsys.readouterr().err and not (tmp_path / "nope").exists()

@@ -62,24 +62,31 @@ def after_build(model_dir: Path, version: int, sha256: str | None, flags=None, a
 def rollback(model_dir: Path, to: int | None = None, *, url: str | None = None, protocol: str = "http",
              actor: str = "costeff", reason: str = "", flags=None, audit=None) -> ServeChange:
     """Serve an earlier version: ``to``, else the newest one below the served version."""
-    state = versions.describe(model_dir)
-    target = _earlier(state, to)
-    return _move("rollback", Path(model_dir), state.served, target, url, protocol, actor, reason, flags, audit)
+    with versions.entry_lock(model_dir):
+        state = versions.describe(model_dir)
+        change = _move("rollback", Path(model_dir), state.served, _earlier(state, to), actor, reason, flags, audit)
+    return _with_reload(change, url, protocol)
 
 
 def promote(model_dir: Path, to: int | None = None, *, url: str | None = None, protocol: str = "http",
             actor: str = "costeff", reason: str = "", flags=None, audit=None) -> ServeChange:
     """Serve a newer version: ``to``, else the oldest one above the served version."""
-    state = versions.describe(model_dir)
-    target = _newer(state, to)
-    return _move("promote", Path(model_dir), state.served, target, url, protocol, actor, reason, flags, audit)
+    with versions.entry_lock(model_dir):
+        state = versions.describe(model_dir)
+        change = _move("promote", Path(model_dir), state.served, _newer(state, to), actor, reason, flags, audit)
+    return _with_reload(change, url, protocol)
 
 
 def sync(model_dir: Path, *, url: str | None = None, protocol: str = "http", actor: str = "costeff",
          flags=None, audit=None) -> ServeChange:
     """Make the config serve what the flag says (and reload the server when ``url`` is given)."""
-    flags, audit = _stores(flags, audit)
     model_dir = Path(model_dir)
+    with versions.entry_lock(model_dir):
+        change = _sync(model_dir, actor, *_stores(flags, audit))
+    return _with_reload(change, url, protocol)
+
+
+def _sync(model_dir: Path, actor: str, flags, audit) -> ServeChange:
     state = versions.describe(model_dir)
     flag = flags.state(flag_name(model_dir.name))
     if flag.value is None:
@@ -91,9 +98,8 @@ def sync(model_dir: Path, *, url: str | None = None, protocol: str = "http", act
     record = audit.append("triton.sync", {"model_dir": str(model_dir), "from_version": state.served,
                                           "to_version": flag.value, "changed": changed,
                                           "flag_version": flag.version}, actor=actor)
-    change = ServeChange(SCHEMA_VERSION, iso_utc(), "sync", str(model_dir), model_dir.name, state.served,
-                         int(flag.value), changed, flag.name, flag.version, _sha(state, flag.value), record["seq"])
-    return _with_reload(change, url, protocol)
+    return ServeChange(SCHEMA_VERSION, iso_utc(), "sync", str(model_dir), model_dir.name, state.served,
+                       int(flag.value), changed, flag.name, flag.version, _sha(state, flag.value), record["seq"])
 
 
 def reload_model(url: str, protocol: str, model_name: str, timeout_s: float = 30.0) -> Reload:
@@ -112,8 +118,8 @@ def reload_model(url: str, protocol: str, model_name: str, timeout_s: float = 30
     return Reload(endpoint.address, model_name, ready, round(time.perf_counter() - started, 3))
 
 
-def _move(action: str, model_dir: Path, current: int, target: int, url: str | None, protocol: str, actor: str,
-          reason: str, flags, audit) -> ServeChange:
+def _move(action: str, model_dir: Path, current: int, target: int, actor: str, reason: str, flags,
+          audit) -> ServeChange:
     flags, audit = _stores(flags, audit)
     change = flags.set(flag_name(model_dir.name), target, actor=actor, reason=reason or f"triton {action}")
     versions.serve(model_dir, target)
@@ -122,9 +128,8 @@ def _move(action: str, model_dir: Path, current: int, target: int, url: str | No
     record = audit.append(f"triton.{action}", {"model_dir": str(model_dir), "from_version": current,
                                                "to_version": target, "flag_version": change.version,
                                                "reason": reason}, actor=actor)
-    result = ServeChange(SCHEMA_VERSION, iso_utc(), action, str(model_dir), model_dir.name, current, target,
-                         current != target, change.name, change.version, _sha(state, target), record["seq"])
-    return _with_reload(result, url, protocol)
+    return ServeChange(SCHEMA_VERSION, iso_utc(), action, str(model_dir), model_dir.name, current, target,
+                       current != target, change.name, change.version, _sha(state, target), record["seq"])
 
 
 def _record(action: str, model_dir: Path, previous: int | None, version: int, flags, audit,

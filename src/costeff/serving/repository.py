@@ -21,7 +21,7 @@ from costeff.artifacts import atomic_write_json, atomic_write_text, provenance, 
 from costeff.errors import InputError
 from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
 from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
-from costeff.serving.versions import DEFAULT_KEEP, next_version, pin, stage
+from costeff.serving.versions import DEFAULT_KEEP, entry_lock, next_version, pin, stage
 
 INSTANCE_KINDS = ("gpu", "cpu")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -77,7 +77,7 @@ class BuildResult:
 
 
 def build_repository(config: BuildConfig) -> BuildResult:
-    """Write the repository entry for ``config.model_path``; InputError before anything is written."""
+    """Add a version of ``config.model_path`` to its entry; InputError before anything is written."""
     from costeff.modelio import read_signature
 
     model_sha = sha256_file(_existing(config.model_path, "MODEL"))
@@ -91,18 +91,15 @@ def build_repository(config: BuildConfig) -> BuildResult:
     accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
     name = config.name or _default_name(config.model_path)
     target = config.repository / name
-    version = next_version(target)
-    message = pin(model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes), version)
+    message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes)
     result = BuildResult(**provenance(config.model_path), name=name, model_dir=str(target),
-                         config_path=str(target / "config.pbtxt"),
-                         model_path=str(target / str(version) / "model.onnx"),
+                         config_path=str(target / "config.pbtxt"), model_path="",
                          source_model=str(config.model_path), profile_path=str(config.profile_path),
                          batching_report=_opt(config.batching_report),
                          quantization_report=_opt(config.quantization_report), model_precision=precision,
                          instance_kind=kind, batching=batching, tensorrt_precision_mode=accel.precision_mode,
-                         accelerator_reason=accel.reason, notes=notes, version=version)
-    _write(target, to_text(message), {"model.onnx": config.model_path}, result, config.keep_versions)
-    _record_served(target, result)
+                         accelerator_reason=accel.reason, notes=notes)
+    _write(target, message, {"model.onnx": config.model_path}, result, config.keep_versions)
     return result
 
 
@@ -202,10 +199,19 @@ def _opt(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _write(target: Path, config_text: str, files: dict[str, Path], result: BuildResult, keep: int) -> None:
+def _write(target: Path, message: Any, files: dict[str, Path], result: BuildResult, keep: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with entry_lock(target, create=True):  # two builds of one model must not both take version N+1
+        result.version = next_version(target)
+        result.model_path = str(target / str(result.version) / "model.onnx")
+        _stage_and_swap(target, to_text(pin(message, result.version)), files, result, keep)
+        _record_served(target, result)
+
+
+def _stage_and_swap(target: Path, config_text: str, files: dict[str, Path], result: BuildResult,
+                    keep: int) -> None:
     from costeff.serving.validate import validate_config
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         entry = staging / target.name

@@ -48,6 +48,17 @@ class ModelVersions:
     pinned: bool  # False: no version_policy, Triton serves the highest number
 
 
+def entry_lock(model_dir: Path, create: bool = False) -> Any:
+    """An exclusive lock on one model entry (``<repository>/.<name>.lock``), held while its versions or
+    its served version change, so two builds never both take N+1 and a rollback never races a build."""
+    from costeff.artifacts import exclusive_lock
+
+    model_dir = Path(model_dir)
+    if not create and not model_dir.parent.is_dir():
+        raise InputError(f"{model_dir.parent}: no such model repository")
+    return exclusive_lock(model_dir.parent / f".{model_dir.name}.lock")
+
+
 def version_numbers(model_dir: Path) -> list[int]:
     if not Path(model_dir).is_dir():
         return []
