@@ -7,7 +7,6 @@ Both give the same ``PolicyOutputs`` so the fidelity metrics never know the diff
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -55,12 +54,12 @@ def model_kind(path: Path | str) -> str:
 
 
 def model_sha256(path: Path | str) -> str:
-    """SHA-256 of the model's bytes; an IR's identity covers both ``.xml`` and ``.bin``."""
+    """The model's identity as the quantization report and the repository record it: the SHA-256 of the
+    ``.onnx`` file, or of an IR's ``.xml`` (its ``.bin`` must sit beside it)."""
     path = Path(path)
-    if model_kind(path) == "onnx":
-        return sha256_file(path)
-    parts = [sha256_file(path), sha256_file(_bin(path))]
-    return hashlib.sha256(":".join(parts).encode()).hexdigest()
+    if model_kind(path) == "openvino":
+        _bin(path)
+    return sha256_file(path)
 
 
 def open_runner(path: Path | str, outputs: dict[str, str] | None = None, *, reference: bool = False) -> Runner:
@@ -143,5 +142,5 @@ def _import_openvino() -> Any:
         import openvino as ov
     except ImportError as exc:
         raise DependencyError(f"running an OpenVINO IR needs the openvino package "
-                              f"(pip install 'openvino>=2025,<2027'): {exc}") from None
+                              f"(pip install 'costeff[openvino]'): {exc}") from None
     return ov
