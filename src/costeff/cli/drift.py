@@ -77,11 +77,14 @@ def parse_outputs(text: str | None) -> dict[str, str] | None:
 def _check(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout
     from costeff.drift import DriftConfig, check_drift
+    from costeff.drift.logs import list_logs
     from costeff.drift.report import write
+    from costeff.progress import progress
 
     config = DriftConfig(args.reference, served_path(args), args.observations, args.window_s, tolerances(args),
                          parse_outputs(args.outputs), args.ledger)
-    report = check_drift(config)
+    with progress("drift check", 2 * len(list_logs(args.observations))) as task:
+        report = check_drift(config, task)
     path = write(report, Layout.default().run_dir("drift", args.out))
     emit(args, report, lambda: _human(report, path))
     return 0 if report.passed else 1

@@ -96,20 +96,27 @@ def open_pair(reference: Path, served: Path, outputs: dict[str, str] | None = No
     return ref, var
 
 
-def check_drift(config: DriftConfig) -> DriftReport:
+def check_drift(config: DriftConfig, task: Any = None) -> DriftReport:
+    """``task`` (a progress task, optional) advances once per file read and once per file scored."""
     ref, var = open_pair(config.reference, config.served, config.outputs)
-    logs = [read_log(p, ref.sample_shape) for p in list_logs(config.observations)]
-    report = evaluate(ref, var, logs, str(config.observations), config.window_s, config.tolerances)
+    logs = []
+    for path in list_logs(config.observations):
+        logs.append(read_log(path, ref.sample_shape))
+        _advance(task, f"read {path.name}")
+    report = evaluate(ref, var, logs, str(config.observations), config.window_s, config.tolerances, task)
     if config.record:
         record(report, config.ledger)
     return report
 
 
 def evaluate(ref: Runner, var: Runner, logs: list[ObservationLog], source: str, window_s: float,
-             tol: Tolerances) -> DriftReport:
+             tol: Tolerances, task: Any = None) -> DriftReport:
     """Run both models on ``logs`` and gate every window; nothing is written."""
     started = time.perf_counter()
-    outs = [(log, ref.run(log.obs), var.run(log.obs)) for log in logs]
+    outs = []
+    for log in logs:
+        outs.append((log, ref.run(log.obs), var.run(log.obs)))
+        _advance(task, f"scored {Path(log.source).name}")
     windows = _timed_windows([o for o in outs if o[0].timestamps is not None], source, window_s, tol)
     windows += [_window(iso_utc(), iso_utc(), False, log.source, r, v, tol)
                 for log, r, v in outs if log.timestamps is None]
@@ -162,6 +169,11 @@ def _window(start: str, end: str, timed: bool, source: str, ref: PolicyOutputs, 
     fid = compare(ref, var)
     checks = gates(fid, tol)
     return DriftWindow(start, end, timed, source, fid.rows, fid, checks, all(g.passed for g in checks))
+
+
+def _advance(task: Any, description: str) -> None:
+    if task is not None:
+        task.advance(1, description)
 
 
 def _cat(parts: list[PolicyOutputs]) -> PolicyOutputs:
