@@ -71,6 +71,7 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
         return report
     lines = _LineFinder(text)
     _check_identity(cfg, path, report, lines)
+    _check_versions(cfg, path, report, lines)
     _check_batching(cfg, report, lines)
     _check_instances(cfg, report, lines)
     if cfg.backend == OV_BACKEND:
@@ -86,6 +87,16 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
     report.model_precision = model_precision(model)
     _check_accelerators(cfg, report.model_precision, report, lines)
     return report
+
+
+def _check_versions(cfg: Any, path: Path, report: ValidationReport, lines: _LineFinder) -> None:
+    from costeff.serving.versions import pinned_versions, version_numbers
+
+    on_disk = version_numbers(path.parent)
+    for missing in sorted(set(pinned_versions(cfg)) - set(on_disk)):
+        report.problems.append(Problem("version_policy.specific.versions", f"pins version {missing}, but "
+                                       f"{path.parent} has no folder {missing} (versions: {on_disk or 'none'})",
+                                       lines("versions")))
 
 
 def _hardware(config: Path, given: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,8 +144,13 @@ def _model_file(config: Path, cfg: Any, explicit: Path | str | None) -> Path | N
         if not Path(explicit).is_file():
             raise InputError(f"--model {explicit}: no such model file")
         return Path(explicit)
+    from costeff.serving.versions import pinned_versions
+
     filename = cfg.default_model_filename or ("model.xml" if cfg.backend == OV_BACKEND else "model.onnx")
     versions = sorted((p for p in config.parent.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    pinned = pinned_versions(cfg)
+    if pinned:  # the version the config serves, not merely the highest number on disk
+        versions = [v for v in versions if int(v.name) in pinned]
     found = [v / filename for v in versions if (v / filename).is_file()]
     return found[-1] if found else None
 
