@@ -143,7 +143,8 @@ def _goals(high: Any, sparse: Any, second: Any, amx: bool) -> list[dict[str, Any
     drift = _row(high, sel_h).fidelity.action_drift_pct
     fp32_p50 = _row(sparse, "fp32").open_loop["p50_ms"]
     sel_p50 = _row(sparse, sel_s).open_loop["p50_ms"]
-    slowest = max(_row(sparse, sel_s).open_loop_p50_range_ms or (sel_p50,))  # its worst round
+    # Its worst round against fp32's median: a selection within the noise of fp32 is fp32 itself.
+    slowest = fp32_p50 if sel_s == "fp32" else max(_row(sparse, sel_s).open_loop_p50_range_ms or (sel_p50,))
     goals = [_goal(f"high rate: selected ({sel_h}) action drift % (held-out)", drift, "<=", 0.5),
              _goal(f"sparse: selected ({sel_s}) open-loop p50 / fp32's", sel_p50 / fp32_p50, "<=", 0.6),
              _goal(f"sparse: selected ({sel_s}) worst round never slower than fp32 open loop (p50 ratio)",
