@@ -130,3 +130,24 @@ def test_bad_config_names_the_field(kw, field):
 def test_a_request_larger_than_max_batch_is_refused():
     with pytest.raises(InputError, match="max_batch_size"):
         run([0.0], BatcherConfig(2), rows=3)
+
+
+def test_cold_calls_after_idle_gaps_lengthen_service_at_low_rates_only():
+    """A profile's latency after idle gaps becomes a per-batch penalty when the instance sat idle."""
+
+    profile = {"points": [{"batch_size": 1, "concurrency": 1, "latency_ms": {"mean": 1.0, "p50": 1.0, "p99": 1.0}},
+                          {"batch_size": 8, "concurrency": 1, "latency_ms": {"mean": 2.0, "p50": 2.0, "p99": 2.0}}],
+               "latency_by_gap": [{"gap_ms": 0.0, "p50_ms": 1.0}, {"gap_ms": 10.0, "p50_ms": 3.0},
+                                  {"gap_ms": 100.0, "p50_ms": 4.0}]}
+    service = ServiceTimes.from_profile(profile)
+    extra = service.cold_penalty()
+    assert extra(0.0) == 0.0 and extra(0.005) == pytest.approx(0.001) and extra(1.0) == pytest.approx(0.003)
+    cfg = BatcherConfig(max_batch_size=8, max_queue_delay_us=0, instances=1)
+    sparse = np.arange(200) * 0.2  # one request every 200 ms: every call is cold
+    cold = simulate(sparse, service, cfg, jitter=False)
+    warm = simulate(sparse, ServiceTimes.from_profile({**profile, "latency_by_gap": []}), cfg, jitter=False)
+    assert cold.latency_p50_ms == pytest.approx(warm.latency_p50_ms + 3.0, abs=1e-6)
+    busy = np.arange(2000) * 0.0005  # 2000/s: the instance never idles, no penalty after the first call
+    assert simulate(busy, service, cfg, jitter=False).latency_p50_ms == pytest.approx(
+        simulate(busy, ServiceTimes.from_profile({**profile, "latency_by_gap": []}), cfg, jitter=False).latency_p50_ms,
+        rel=0.05)

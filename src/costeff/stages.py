@@ -13,6 +13,7 @@ from typing import Any
 from costeff.pipeline import _Context
 
 QUANT_ROWS_SEED = 20000  # same seed as `costeff quantize` on the embedded policy
+PROFILE_GAPS_S = (0.0, 0.001, 0.01, 0.1)
 
 
 def stage_policy(ctx: _Context) -> tuple[str, list[str]]:
@@ -42,9 +43,10 @@ def _profile(ctx: _Context, model: Path, runtime: dict[str, Any] | None = None) 
     cfg = ctx.config
     ov = {"ov_precision": runtime.get("precision", "f32"), "ov_hint": runtime.get("performance_hint", "LATENCY")} \
         if runtime and model.suffix == ".xml" else {}
+    # Latency after idle gaps feeds the batching simulator's cold-call penalty.
     pcfg = ProfileConfig(batch_sizes=cfg.batch_sizes, latency_budget_ms=cfg.latency_budget_ms,
                          target_rate=cfg.target_rate, provider="cpu" if ov else cfg.provider,
-                         window_s=cfg.window_s, **ov)
+                         window_s=cfg.window_s, gaps_s=PROFILE_GAPS_S, **ov)
     report = profile(model, pcfg, observations=ctx.values["observations"])
     out = ctx.layout.run_dir(None)
     while out.exists():  # two profiles within one second must not share a folder

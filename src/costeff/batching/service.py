@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ class ServiceTimes:
     hardware: Mapping[str, Any] | None = None
     profile_instance: str | None = None
     provider: str | None = None
+    # Extra time a batch takes when the instance sat idle before it, from the profile's
+    # batch-1 latency after idle gaps (threads asleep, caches cold): (idle s, extra s).
+    cold_idle_s: tuple[float, ...] = ()
+    cold_extra_s: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or len(self.batch_sizes) != len(self.mean_ms):
@@ -57,8 +62,24 @@ class ServiceTimes:
                 sigmas.append(math.log(p99 / p50) / Z99)
         hardware = data.get("hardware") if isinstance(data.get("hardware"), dict) else None
         cost = data.get("cost") if isinstance(data.get("cost"), dict) else {}
+        idle, extra = _cold(data.get("latency_by_gap"), where)
         return cls(tuple(sizes), tuple(means), float(np.median(sigmas)) if sigmas else 0.0, where,
-                   data.get("model_sha256"), hardware, cost.get("instance"), data.get("provider"))
+                   data.get("model_sha256"), hardware, cost.get("instance"), data.get("provider"), idle, extra)
+
+    def cold_penalty(self) -> Any:
+        """``f(idle_s) -> extra seconds`` for a batch started after ``idle_s`` of idleness (0 when unmeasured)."""
+        if not self.cold_idle_s:
+            return None
+        xs, ys = [0.0, *self.cold_idle_s], [0.0, *self.cold_extra_s]
+
+        def extra(idle: float) -> float:
+            if idle <= 0:
+                return 0.0
+            if idle >= xs[-1]:
+                return ys[-1]
+            i = bisect.bisect_right(xs, idle)
+            return ys[i - 1] + (ys[i] - ys[i - 1]) * (idle - xs[i - 1]) / (xs[i] - xs[i - 1])
+        return extra
 
     @property
     def extrapolated_above(self) -> int:
@@ -96,6 +117,21 @@ class ServiceTimes:
         """Best rows/s of one instance with batches of at most ``max_rows``."""
         table = self.table_s(max_rows)
         return float(np.max(np.arange(1, max_rows + 1) / table[1:]))
+
+
+def _cold(gaps: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(idle gaps, extra seconds over back-to-back) from ``latency_by_gap``; empty when not measured."""
+    if not isinstance(gaps, list) or not gaps:
+        return (), ()
+    try:
+        rows = sorted((float(g["gap_ms"]) / 1e3, float(g["p50_ms"]) / 1e3) for g in gaps)
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{where}: latency_by_gap: expected entries with gap_ms and p50_ms") from None
+    if rows[0][0] != 0.0:
+        return (), ()  # no back-to-back reference: the penalty cannot be told apart
+    warm = rows[0][1]
+    cold = [(g, max(0.0, p - warm)) for g, p in rows[1:]]
+    return tuple(g for g, _ in cold), tuple(e for _, e in cold)
 
 
 def _read_profile(profile: Path | str | Mapping[str, Any]) -> tuple[dict, str]:

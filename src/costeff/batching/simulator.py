@@ -33,6 +33,7 @@ import heapq
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def simulate(arrivals_s, service: ServiceTimes, config: BatcherConfig, *, rows=1
     table = service.table_s(max_rows).tolist()
     jit = _jitter(service.sigma if jitter else 0.0, arr.size, seed)
     loop = _triton_loop if config.policy == "triton" else _mlserver_loop
-    trace = loop(arr.tolist(), prefix, config, table, jit)
+    trace = loop(arr.tolist(), prefix, config, table, jit, service.cold_penalty())
     return _summarise(arr, row_counts, trace, config, service)
 
 
@@ -114,7 +115,8 @@ def _jitter(sigma: float, n: int, seed: int) -> list | None:
     return np.exp(sigma * z - 0.5 * sigma * sigma).tolist()  # mean-one lognormal factor
 
 
-def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit: list | None) -> dict:
+def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit: list | None,
+                 cold: Any = None) -> dict:
     free = [(0.0, i) for i in range(cfg.instances)]
     delay = cfg.max_queue_delay_us * 1e-6
     timeout = cfg.default_timeout_us * 1e-6
@@ -151,6 +153,8 @@ def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit
             break
         rows = k if C is None else C[h + k] - C[h]
         s = table[rows] * jit[b] if jit is not None else table[rows]
+        if cold is not None:
+            s += cold(t - f)  # the instance sat idle since f: a cold call takes longer
         heapq.heapreplace(free, (t + s, inst))
         add_lo(h), add_k(k), add_rows(rows), add_start(t), add_done(t + s), add_inst(inst)
         if admit is not None:
@@ -196,7 +200,8 @@ def _decide_rows(A, C, h, q, t, delay, cfg) -> tuple[int, float]:
     return 0, min(A[h] + delay, A[end] if end < len(A) else _INF)
 
 
-def _mlserver_loop(A: list, C: list | None, cfg: BatcherConfig, table: list, jit: list | None) -> dict:
+def _mlserver_loop(A: list, C: list | None, cfg: BatcherConfig, table: list, jit: list | None,
+                   cold: Any = None) -> dict:
     n, max_bs = len(A), cfg.max_batch_size
     window = cfg.max_queue_delay_us * 1e-6
     free = [(0.0, i) for i in range(cfg.instances)]
@@ -210,6 +215,8 @@ def _mlserver_loop(A: list, C: list | None, cfg: BatcherConfig, table: list, jit
         t = closed if closed > f else f
         rows = k if C is None else C[h + k] - C[h]
         s = table[rows] * jit[b] if jit is not None else table[rows]
+        if cold is not None:
+            s += cold(t - f)
         heapq.heapreplace(free, (t + s, inst))
         out.batch(h, k, rows, t, t + s, inst)
         h, b = h + k, b + 1
