@@ -26,7 +26,7 @@ import numpy as np
 HIGH_RATE, HIGH_BUDGET_MS = 20_000.0, 50.0
 SPARSE_RATE, SPARSE_BUDGET_MS = 20.0, 2.0
 ROWS, SEED = 4096, 20_000
-COMPARED = ("fp32", "int8-mixed", "ov-bf16", "ov-int8", "ov-int8-ac", "ov-int8-ac-bf16")
+COMPARED = ("fp32", "int8-mixed", "ov-bf16", "ov-int8", "ov-int8-ac", "ov-int8-ac-bf16", "ov-w8", "ov-w8-bf16")
 
 
 def main() -> dict[str, Any]:

@@ -102,9 +102,9 @@ def test_default_search_lists_what_this_host_cannot_try_with_reasons():
 
     tried, skipped = plan(QuantizeConfig(), _host(("avx2",)), "cpu")
     reasons = {v.name: v.not_tried for v in skipped}
-    assert "ov-bf16" in reasons and "ov-int8-ac-bf16" in reasons
+    assert {"ov-bf16", "ov-int8-ac-bf16", "ov-w8-bf16"} <= set(reasons)
     assert "bf16 needs a CPU with amx_bf16 or avx512_bf16" in reasons["ov-bf16"]
-    assert {"fp16", "int8-dynamic", "ov-fp32", "ov-int8", "ov-int8-ac"} <= set(tried)
+    assert {"fp16", "int8-dynamic", "ov-fp32", "ov-int8", "ov-int8-ac", "ov-w8"} <= set(tried)
     tried_amx, skipped_amx = plan(QuantizeConfig(), _host(AMX), "cpu")
     assert "ov-bf16" in tried_amx and not skipped_amx
 
@@ -173,6 +173,15 @@ def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tm
     adopted = next(k for k in knobs if k["adopted"])
     assert adopted["setting"].startswith("default") or adopted["beats_default"]
     assert "### Runtime settings of the selected variant" in md
+
+
+def test_int8_weights_keep_float_activations_and_the_decisions(policy, obs, tmp_path):
+    rep = quantize(policy, obs, QuantizeConfig(variants=("ov-w8",), **FAST), out_dir=tmp_path / "q")
+    w8 = rep.variant("ov-w8")
+    assert w8.built and w8.precision == "int8 weights", w8.error
+    f = w8.fidelity  # float activations: the tiny policy's few near-ties may flip, its probabilities barely move
+    assert f.action_correlation > 0.999 and f.entropy_drift_pct < 0.5 and f.action_drift_pct < 1.5
+    assert w8.size_bytes < 0.5 * rep.variant("fp32").size_bytes  # the weights really are int8 on disk
 
 
 def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs, tmp_path):

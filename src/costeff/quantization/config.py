@@ -9,7 +9,7 @@ from costeff.quantization.build import CALIBRATION_METHODS
 from costeff.quantization.fidelity import Tolerances
 
 ORT_VARIANTS = ("fp16", "int8-dynamic", "int8-static")
-OV_VARIANTS = ("ov-fp32", "ov-bf16", "ov-int8", "ov-int8-ac", "ov-int8-ac-bf16")
+OV_VARIANTS = ("ov-fp32", "ov-bf16", "ov-int8", "ov-int8-ac", "ov-int8-ac-bf16", "ov-w8", "ov-w8-bf16")
 VARIANTS = ORT_VARIANTS + OV_VARIANTS
 BACKENDS = ("onnxruntime", "openvino")
 PROVIDERS = ("cpu", "cuda", "tensorrt", "auto")
