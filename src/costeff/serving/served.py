@@ -15,7 +15,6 @@ triton-inference-server/openvino_backend, "Parameters").
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,12 +108,9 @@ def _has_bf16(hardware: dict[str, Any]) -> bool:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    from costeff.serving.precision import _read_json
+
     try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(f"--quantization-report {path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--quantization-report {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"--quantization-report {path}: expected a JSON object")
-    return data
+        return _read_json(path)
+    except InputError as exc:
+        raise InputError(f"--quantization-report {exc}") from None
