@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prometheus run test bench cost-prof quantize idle-reaper cost-pack clean
+.PHONY: setup prometheus focus-validator run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,14 @@ setup: $(STAMP)
 prometheus:
 	./scripts/install-prometheus.sh
 
+# The FinOps Foundation's focus-validator, in its own venv (it needs numpy<2), for the FOCUS tests.
+focus-validator:
+	PYTHON=$(PYTHON) ./scripts/install-focus-validator.sh
+
 run: setup
 	$(BIN)/costeff run
 
-test: setup prometheus
+test: setup prometheus focus-validator
 	$(BIN)/python -m pytest -q
 
 bench: setup

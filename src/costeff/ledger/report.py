@@ -22,7 +22,7 @@ def summary(ledger: Ledger, days: int = 14) -> dict[str, Any]:
     for day in sorted(set(econ) | set(cost))[-days:] if days > 0 else []:
         e, c = econ.get(day), cost.get(day)
         ratio = 100.0 * c / e.gross_pnl_usd if e and c is not None and e.gross_pnl_usd > 0 else None
-        rows.append({"date": day, "gross_pnl_usd": e.gross_pnl_usd if e else None, "infra_usd": c,
+        rows.append({"date": day, "gross_pnl_usd": e.gross_pnl_usd if e else None, "infra_cost_usd": c,
                      "cost_ratio_pct": ratio, "signals": e.signals if e else None,
                      "trades": e.trades if e else None, "influence_pct": e.influence_pct if e else None})
-    return {"ledger": str(ledger.path), "coverage": ledger.coverage(), "days": rows}
+    return {"ledger": str(ledger.path), "coverage": ledger.coverage(), "imports": ledger.imports(), "days": rows}
