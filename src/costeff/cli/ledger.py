@@ -26,7 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep rows whose Tags have KEY=VALUE (repeatable: all must match)")
     f.add_argument("--resource-id", action="append", default=[], metavar="PATTERN",
                    help="also keep rows whose ResourceId matches a shell-style PATTERN (repeatable)")
-    f.add_argument("--component", default="serving", help="ledger cost component to write (default serving)")
+    o = i.add_argument_group("OpenCost allocation API (GET URL/allocation/compute, daily sets)")
+    o.add_argument("--opencost", metavar="URL", help="OpenCost API base URL, e.g. http://opencost.opencost:9003")
+    o.add_argument("--window", default="7d", help="OpenCost window (default 7d; 24h, lastweek, or START,END)")
+    o.add_argument("--aggregate", default="label:app", help="OpenCost aggregate (default label:app)")
+    o.add_argument("--match", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep allocations with label KEY=VALUE (repeatable: all must match)")
+    i.add_argument("--component", default="serving",
+                   help="ledger cost component written by --focus / --opencost (default serving)")
     s = verbs.add_parser("show", help="coverage, sources and totals of the ledgers")
     s.add_argument("--days", type=int, default=14, metavar="N", help="show the last N days (default 14)")
     for p, func in ((i, _import), (s, _show)):
@@ -45,14 +52,17 @@ def _import(args: argparse.Namespace) -> int:
     from costeff.errors import InputError
     from costeff.ledger import import_csv, import_sample
 
-    given = [n for n, v in (("FILE", args.file), ("--sample", args.sample), ("--focus", args.focus)) if v]
+    given = [n for n, v in (("FILE", args.file), ("--sample", args.sample), ("--focus", args.focus),
+                            ("--opencost", args.opencost)) if v]
     if len(given) != 1:
-        raise InputError("ledger import: give exactly one of a CSV FILE, --sample or --focus FILE"
+        raise InputError("ledger import: give exactly one of a CSV FILE, --sample, --focus FILE or --opencost URL"
                          + (f" (got {', '.join(given)})" if given else ""))
     if args.kind and not args.file:
         raise InputError("ledger import: --kind applies to a CSV FILE only")
     if args.focus:
         return _import_focus(args)
+    if args.opencost:
+        return _import_opencost(args)
     ledger = _ledger(args)
     if args.sample:
         results = import_sample(ledger, replace=args.replace)
@@ -89,6 +99,27 @@ def _import_focus(args: argparse.Namespace) -> int:
             print(f"note: the export covers {', '.join(days.partial_days)} only in part; those days' cost is partial")
 
     emit(args, {"focus": days, "import": result}, human)
+    return 0
+
+
+def _import_opencost(args: argparse.Namespace) -> int:
+    from costeff.ledger import import_opencost
+    from costeff.ledger.focus import parse_tag
+    from costeff.ledger.opencost import OpencostConfig
+
+    config = OpencostConfig(args.opencost, args.window, args.aggregate,
+                            tuple(parse_tag(m, "--match") for m in args.match), args.component)
+    days, result = import_opencost(_ledger(args), config, replace=args.replace)
+
+    def human() -> None:
+        print(f"{days.url}: {days.sets} daily sets, {days.allocations_read} allocations, "
+              f"{days.allocations_matched} for {days.selection} (${days.other_usd:,.2f} of other workloads left out)")
+        print(f"{result.rows} days {result.first_date}..{result.last_date} into {result.ledger} as component "
+              f"{args.component!r} ({result.inserted} new, {result.replaced} replaced)")
+        if days.partial_days:
+            print(f"note: the window covers {', '.join(days.partial_days)} only in part; those days' cost is partial")
+
+    emit(args, {"opencost": days, "import": result}, human)
     return 0
 
 

@@ -72,10 +72,10 @@ class FocusDays:
     partial_days: list[str] = field(default_factory=list)  # the export covers these days only in part
 
 
-def parse_tag(text: str) -> tuple[str, str]:
+def parse_tag(text: str, option: str = "--tag") -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise InputError(f"--tag: {text!r} is not KEY=VALUE, e.g. app=policy-serving")
+        raise InputError(f"{option}: {text!r} is not KEY=VALUE, e.g. app=policy-serving")
     return key.strip(), value.strip()
 
 
@@ -98,10 +98,10 @@ def read_focus(config: FocusConfig) -> FocusDays:
     currency = _currency(table, mask, name)
     categories = _categories(table, mask)
     credit = _is_credit(table, mask, cost)
-    days, split = _split_by_day(starts[mask], ends[mask], cost[mask])
+    days, split = split_by_day(starts[mask], ends[mask], cost[mask])
     return FocusDays(name, config.cost_column, config.describe(), currency, n, matched, n - matched,
                      int(credit.sum()), float(cost[credit].sum()), split, categories, days,
-                     _partial_days(starts, ends, days))
+                     partial_days_of(starts, ends, days))
 
 
 def _read_table(config: FocusConfig):
@@ -320,7 +320,7 @@ def _is_credit(table, mask, cost):
     return mask & np.asarray(pc.fill_null(category, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _split_by_day(starts, ends, cost) -> tuple[dict[str, float], int]:
+def split_by_day(starts, ends, cost) -> tuple[dict[str, float], int]:
     """Cost per UTC day, each charge spread over its period by the share of its seconds in each day."""
     import numpy as np
 
@@ -364,7 +364,7 @@ def _day(day_index: int) -> str:
     return datetime.fromtimestamp(day_index * DAY_S, timezone.utc).date().isoformat()
 
 
-def _partial_days(starts, ends, days: dict[str, float]) -> list[str]:
+def partial_days_of(starts, ends, days: dict[str, float]) -> list[str]:
     """Days at the edges of the export that it covers only in part (a month-to-date export ends mid-day)."""
     lo, hi = int(starts.min()), int(ends.max())
     out = []
