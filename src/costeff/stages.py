@@ -151,13 +151,25 @@ def stage_ramp(ctx: _Context) -> tuple[str, list[str]]:
     deployed = {"triton_repository": ctx.values["repository"], "model_name": ctx.values["model_name"]} \
         if "repository" in ctx.values else {}
     decision = decide(DecideConfig(ledger=ledger.path, quant_report=ctx.values.get("quant_report"),
-                                   as_of=as_of, **deployed))
+                                   as_of=as_of, projection=_projection_inputs(ctx), **deployed))
     write(decision, out)
     ctx.values["ramp_decision"] = out / "ramp_decision.json"
     ratio = decision.cost_ratio_pct
     failed = ", ".join(decision.gates_failed) or "none"
+    p = decision.projection
+    projected = (f"; PROJECTED serving ${p.serving_usd_per_day:,.2f}/day on {p.instance}" if p and p.available
+                 else "")
     return (f"{decision.decision} on the synthetic sample economics: cost ratio "
-            f"{ratio:.1f} % vs cap {decision.cost_ratio_cap_pct:.0f} %; failed gates: {failed}"), [str(out)]
+            f"{ratio:.1f} % vs cap {decision.cost_ratio_cap_pct:.0f} %; failed gates: {failed}{projected}"), [str(out)]
+
+
+def _projection_inputs(ctx: _Context):
+    """This run's own reports, so the projection never mixes in an older run's."""
+    from costeff.ramp.projection import ProjectionInputs
+
+    v = ctx.values
+    return ProjectionInputs(v.get("selected_profile"), v.get("baseline_profile"), v.get("batching_report"),
+                            v.get("reaper_report"))
 
 
 def stage_pack(ctx: _Context) -> tuple[str, list[str]]:

@@ -220,11 +220,27 @@ def _ramp(r: dict[str, Any]) -> str:
         obs = g.get("observed")
         obs = _num(obs, ",d" if isinstance(obs, int) else ".4g") if isinstance(obs, (int, float)) else obs
         rows.append(f"| {g['name']} | {obs} | {g.get('comparator')} | {g.get('threshold')} | {g.get('verdict')} |")
-    notices = "".join(f"- {n}\n" for n in d.get("notices", []))
+    notices = "".join(f"- {n}\n" for n in d.get("notices", [])) + _projection_text(d.get("projection"))
     return (f"## 5. Ramp decision (`{RAMP}`)\n\n**{d.get('decision')}** at {d.get('step', {}).get('from_pct')} % "
             f"influence. Cost per signal ${_num(d.get('cost_per_signal_usd'), '.4f')}, per trade "
             f"${_num(d.get('cost_per_trade_usd'))}, per day ${_num(d.get('cost_per_day_usd'))}, per month "
             f"${_num(d.get('monthly_cost_usd'))}.\n\n{notices}\n" + "\n".join(rows) + "\n")
+
+
+def _projection_text(p: dict[str, Any] | None) -> str:
+    if not p:
+        return ""
+    if not p.get("available"):
+        return f"- PROJECTED cost: not available ({p.get('reason')}).\n"
+    levers = ", ".join(f"{lv['name']} ${_num(lv['saving_usd_per_day'])}" for lv in p.get("levers", []))
+    reach = p.get("to_reach_cap") or {}
+    gap = ("under the cap" if reach.get("met") else
+           f"still missing ${_num(reach.get('cost_to_cut_usd_per_day'))}/day of cost cuts or "
+           f"${_num(reach.get('pnl_needed_usd_per_day'))}/day more PnL" if reach.get("met") is False else "")
+    return (f"- PROJECTED (not from a bill): serving ${_num(p.get('serving_usd_per_day'))}/day on "
+            f"{p.get('instance')} (fp32 always-on ${_num(p.get('baseline_serving_usd_per_day'))}/day; saved per day: "
+            f"{levers}); projected cost ratio {_num(p.get('projected_cost_ratio_pct'), '.1f')} % against the "
+            f"ledger's PnL{'; ' + gap if gap else ''}.\n" + "".join(f"- note: {n}\n" for n in p.get("notes", [])))
 
 
 def ledger_windows(data: bytes | None, days: int | None) -> dict[str, Any] | None:
