@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prometheus focus-validator run test bench cost-prof quantize idle-reaper cost-pack clean
+.PHONY: setup prometheus focus-validator chromium run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ prometheus:
 focus-validator:
 	PYTHON=$(PYTHON) ./scripts/install-focus-validator.sh
 
+# Debian's chromium, for the test that renders report.html in a headless browser.
+chromium:
+	./scripts/install-chromium.sh
+
 run: setup
 	$(BIN)/costeff run
 
-test: setup prometheus focus-validator
+test: setup prometheus focus-validator chromium
 	$(BIN)/python -m pytest -q
 
 bench: setup

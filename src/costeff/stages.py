@@ -187,6 +187,17 @@ def stage_pack(ctx: _Context) -> tuple[str, list[str]]:
         [str(result.path)]
 
 
+def stage_report(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.report import build_report
+
+    folders = {name: Path(ctx.values[key]).parent for name, key in (
+        ("fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
+        ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision")) if key in ctx.values}
+    result = build_report(ctx.layout.root, folders, ctx.values.get("repository"))
+    return (f"{result.path}: one self-contained page, acceptance {result.criteria_passed} of "
+            f"{result.criteria_total} PASS"), [result.path]
+
+
 STAGES = (
     ("policy", stage_policy),
     ("profile", stage_profile),
@@ -197,4 +208,5 @@ STAGES = (
     ("reaper", stage_reaper),
     ("ramp", stage_ramp),
     ("pack", stage_pack),
+    ("report", stage_report),
 )

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "flags",
     "audit",
     "pack",
+    "report",
 )
 
 log = logging.getLogger("costeff")
