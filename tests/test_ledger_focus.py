@@ -183,3 +183,17 @@ def test_the_validator_check_can_fail(tmp_path):
     bad.write_text(text.replace('"Usage-Based"', '"Sometimes"', 1))
     out = _validate(bad, tmp_path)
     assert "ChargeFrequency_Enum failed" in out and "Validation failed" in out, out[-2000:]
+
+
+def test_parquet_timestamps_with_sub_second_units_are_read(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = charges_table(_charges())
+    for name in ("ChargePeriodStart", "ChargePeriodEnd"):
+        parsed = pc.strptime(table.column(name), format="%Y-%m-%dT%H:%M:%SZ", unit="ms")
+        table = table.set_column(table.schema.get_field_index(name), name, pc.cast(parsed, pa.timestamp("ms", "UTC")))
+    path = write_table(table, tmp_path / "typed.parquet")
+    ledger = tmp_path / "l.sqlite"
+    assert main(["ledger", "import", "--focus", str(path), "--tag", "app=policy-serving", "--ledger", str(ledger)]) == 0
+    assert _days(_show(ledger, capsys)) == {"2026-03-01": 24.5, "2026-03-02": 23.0}

@@ -97,7 +97,7 @@ def read_focus(config: FocusConfig) -> FocusDays:
         raise InputError(f"{name}: no row matches {config.describe()} among {n:,} rows; nothing to import")
     currency = _currency(table, mask, name)
     categories = _categories(table, mask)
-    credit = _is_credit(table, mask, cost)
+    credit = _is_credit(table, mask)
     days, split = split_by_day(starts[mask], ends[mask], cost[mask])
     return FocusDays(name, config.cost_column, config.describe(), currency, n, matched, n - matched,
                      int(credit.sum()), float(cost[credit].sum()), split, categories, days,
@@ -187,7 +187,9 @@ def _seconds(table, column: str, name: str):
         row = _first(pc.is_null(col))
         raise InputError(f"{name}: row {row + 1}: column {column} is empty; expected an ISO 8601 UTC datetime")
     if pa.types.is_timestamp(col.type):
-        return pc.cast(col, pa.timestamp("s", tz=col.type.tz)).to_numpy().astype("datetime64[s]").astype(np.int64)
+        # through the integer count of the column's own unit: a safe cast to seconds refuses sub-second values
+        per_second = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[col.type.unit]
+        return pc.cast(col, pa.int64()).to_numpy().astype(np.int64) // per_second
     return _parse_times(col, column, name)
 
 
@@ -312,7 +314,7 @@ def _categories(table, mask) -> dict[str, int]:
     return {str(c["values"]): int(c["counts"]) for c in counts}
 
 
-def _is_credit(table, mask, cost):
+def _is_credit(table, mask):
     import numpy as np
     import pyarrow.compute as pc
 
