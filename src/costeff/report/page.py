@@ -230,8 +230,8 @@ def _ramp(p: Page) -> str:
     d = p.s.reports["ramp"]
     if not d:
         return ""
-    rows = "".join(f"<tr><td>{esc(g['name'])}</td><td>{p.num(g.get('observed'), 'ramp', ',.4g')}</td>"
-                   f"<td>{esc(g.get('comparator'))} {esc(g.get('threshold'))}</td>"
+    rows = "".join(f"<tr><td>{esc(g['name'])}</td><td>{_gate_value(p, g.get('observed'))}</td>"
+                   f"<td>{esc(g.get('comparator'))} {_gate_value(p, g.get('threshold'))}</td>"
                    f"<td class=\"{esc(g.get('verdict'))}\">{esc(g.get('verdict'))}</td></tr>" for g in d.get("gates", []))
     notices = "".join(f"<li>{esc(n)}</li>" for n in d.get("notices", []))
     return (f"<h2>Ramp decision: <span id=\"k-decision\">{esc(d.get('decision'))}</span></h2>"
@@ -241,6 +241,15 @@ def _ramp(p: Page) -> str:
             f"{p.num(d.get('cost_per_signal_usd'), 'ramp', '.4f')} $, per trade {p.num(d.get('cost_per_trade_usd'), 'ramp')} $"
             f"</p><ul>{notices}</ul><table><tr><th>gate</th><th>observed</th><th>required</th><th>verdict</th></tr>"
             f"{rows}</table>" + _projection(p, d.get("projection")) + p.source("ramp"))
+
+
+def _gate_value(p: Page, value: Any) -> str:
+    """Hashes shortened (the full value in the tooltip), large numbers with thousands separators."""
+    if isinstance(value, str) and len(value) == 64:
+        return f'<code title="{esc(value)}">{esc(value[:12])}...</code>'
+    if isinstance(value, float) and abs(value) >= 1000:
+        return p.num(value, "ramp", ",.2f")
+    return p.num(value, "ramp", ",.4g") if isinstance(value, (int, float)) else esc(value)
 
 
 def _projection(p: Page, proj: dict[str, Any] | None) -> str:
