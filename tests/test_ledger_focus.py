@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from costeff.cli import main
-from costeff.ledger import Ledger
 from costeff.ledger.focus_sample import Charge, charges_table, write_charges, write_table
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)

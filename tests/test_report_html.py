@@ -71,7 +71,8 @@ def artifacts(tmp_path, monkeypatch):
                 for n, s, ok, sp, d, t in (("fp32", "f" * 64, True, 1.0, 0.0, 25_000.0),
                                           ("int8-mixed", "a" * 64, True, 2.84, 0.14, 71_000.0))]
     _write(layout.quant / "20260301_000003Z" / "quantization_report.json",
-           {"created_at": "2026-03-01T00:00:03Z", "model_sha256": "f" * 64, "variants": variants, "config": {"tolerances": {"action_drift_pct": 0.5}},
+           {"created_at": "2026-03-01T00:00:03Z", "model_sha256": "f" * 64, "variants": variants,
+            "config": {"tolerances": {"action_drift_pct": 0.5}},
             "selected": {"name": "int8-mixed", "sha256": "a" * 64, "reason": "fastest variant passing every gate"}})
     batching = _write(layout.batching / "20260301_000004Z" / "batching_report.json", {"chosen": {
         "max_batch_size": 8, "preferred_batch_size": [], "max_queue_delay_us": 100.0, "instances": 1,
@@ -135,7 +136,8 @@ def test_report_refuses_a_folder_without_reports(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "no costeff report" in err and not (tmp_path / "empty" / "report.html").exists()
+    assert err.startswith("error: ") and "no costeff report" in err
+    assert not (tmp_path / "empty" / "report.html").exists()
 
 
 def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -110,8 +110,9 @@ def _human(d, path: Path) -> None:
           f"monthly {_val(d.monthly_cost_usd, 'USD')}")
     p = d.projection
     if p is not None and p.available:
+        saved = ", ".join(f"{lv.name} -${lv.saving_usd_per_day:,.2f}" for lv in p.levers)
         print(f"  PROJECTED serving ${p.serving_usd_per_day:,.2f}/day on {p.instance}; projected cost ratio "
-              f"{_val(p.projected_cost_ratio_pct, '%')} ({', '.join(f'{lv.name} -${lv.saving_usd_per_day:,.2f}' for lv in p.levers)})")
+              f"{_val(p.projected_cost_ratio_pct, '%')} ({saved})")
     elif p is not None:
         print(f"  projection not available: {p.reason}")
     print(f"  wrote {path} (+ .md)")

@@ -81,8 +81,6 @@ def parse_tag(text: str, option: str = "--tag") -> tuple[str, str]:
 
 def read_focus(config: FocusConfig) -> FocusDays:
     """Read, filter and split ``config.path``; raises InputError naming the file, column and row."""
-    import numpy as np
-
     name = str(config.path)
     table = _read_table(config)
     n = table.num_rows
@@ -194,7 +192,6 @@ def _seconds(table, column: str, name: str):
 
 
 def _parse_times(col, column: str, name: str):
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -148,9 +148,13 @@ def _throughput(profile: dict, path: Path | None) -> float:
 def _precision(fp32, served, baseline: dict, profile: dict, inputs: ProjectionInputs) -> Lever:
     detail = (f"{fp32.instances_needed} -> {served.instances_needed} x {served.instance} at "
               f"{served.target_rate_per_s:g}/s: {fp32.throughput_per_s:,.0f}/s (fp32) -> "
-              f"{served.throughput_per_s:,.0f}/s per replica (batch {(profile.get('optimal') or {}).get('batch_size')})")
+              f"{served.throughput_per_s:,.0f}/s per replica (batch {_batch(profile)})")
     return _lever("precision", fp32.usd_per_day, served.usd_per_day, detail,
                   f"{inputs.baseline_profile or inputs.profile}, {inputs.profile}")
+
+
+def _batch(profile: dict) -> Any:
+    return (profile.get("optimal") or {}).get("batch_size")
 
 
 def _batching(before: float, served, batching: dict, inputs: ProjectionInputs) -> Lever:

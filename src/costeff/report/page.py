@@ -232,13 +232,16 @@ def _ramp(p: Page) -> str:
         return ""
     rows = "".join(f"<tr><td>{esc(g['name'])}</td><td>{_gate_value(p, g.get('observed'))}</td>"
                    f"<td>{esc(g.get('comparator'))} {_gate_value(p, g.get('threshold'))}</td>"
-                   f"<td class=\"{esc(g.get('verdict'))}\">{esc(g.get('verdict'))}</td></tr>" for g in d.get("gates", []))
+                   f"<td class=\"{esc(g.get('verdict'))}\">{esc(g.get('verdict'))}</td></tr>"
+                   for g in d.get("gates", []))
     notices = "".join(f"<li>{esc(n)}</li>" for n in d.get("notices", []))
     return (f"<h2>Ramp decision: <span id=\"k-decision\">{esc(d.get('decision'))}</span></h2>"
             f"<p><span class=\"tag observed\">observed</span> cost ratio "
-            f"{p.num(d.get('cost_ratio_pct'), 'ramp', '.2f', ' %')} vs cap {p.num(d.get('cost_ratio_cap_pct'), 'ramp', 'g', ' %')};"
+            f"{p.num(d.get('cost_ratio_pct'), 'ramp', '.2f', ' %')} vs cap "
+            f"{p.num(d.get('cost_ratio_cap_pct'), 'ramp', 'g', ' %')};"
             f" cost per day {p.num(d.get('cost_per_day_usd'), 'ramp')} $, per signal "
-            f"{p.num(d.get('cost_per_signal_usd'), 'ramp', '.4f')} $, per trade {p.num(d.get('cost_per_trade_usd'), 'ramp')} $"
+            f"{p.num(d.get('cost_per_signal_usd'), 'ramp', '.4f')} $, per trade "
+            f"{p.num(d.get('cost_per_trade_usd'), 'ramp')} $"
             f"</p><ul>{notices}</ul><table><tr><th>gate</th><th>observed</th><th>required</th><th>verdict</th></tr>"
             f"{rows}</table>" + _projection(p, d.get("projection")) + p.source("ramp"))
 
@@ -255,11 +258,13 @@ def _gate_value(p: Page, value: Any) -> str:
 def _projection(p: Page, proj: dict[str, Any] | None) -> str:
     if not proj:
         return ""
-    head = f"<h3>Projection <span class=\"tag projected\">PROJECTED, not from a bill</span></h3><p>{esc(proj.get('label'))}</p>"
+    head = (f"<h3>Projection <span class=\"tag projected\">PROJECTED, not from a bill</span></h3>"
+            f"<p>{esc(proj.get('label'))}</p>")
     if not proj.get("available"):
         return head + f"<p>Not available: {esc(proj.get('reason'))}</p>"
     rows = "".join(f"<tr><td>{esc(lv['name'])}</td><td>{p.num(lv['usd_per_day_before'], 'ramp')}</td>"
-                   f"<td>{p.num(lv['usd_per_day_after'], 'ramp')}</td><td>{p.num(lv['saving_usd_per_day'], 'ramp')}</td>"
+                   f"<td>{p.num(lv['usd_per_day_after'], 'ramp')}</td>"
+                   f"<td>{p.num(lv['saving_usd_per_day'], 'ramp')}</td>"
                    f"<td>{p.num(lv.get('share_pct'), 'ramp', '.1f', ' %')}</td><td>{esc(lv['detail'])}</td>"
                    f"<td>{esc(lv.get('assumption') or '-')}</td></tr>" for lv in proj.get("levers", []))
     reach = proj.get("to_reach_cap") or {}
