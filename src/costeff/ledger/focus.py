@@ -70,6 +70,7 @@ class FocusDays:
     categories: dict[str, int]
     days: dict[str, float]
     partial_days: list[str] = field(default_factory=list)  # the export covers these days only in part
+    schema_version: int = 1
 
 
 def parse_tag(text: str, option: str = "--tag") -> tuple[str, str]:

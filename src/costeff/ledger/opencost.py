@@ -64,6 +64,7 @@ class OpencostDays:
     other_usd: float  # cost of allocations left out (other workloads, __unallocated__, __idle__)
     days: dict[str, float]
     partial_days: list[str] = field(default_factory=list)
+    schema_version: int = 1
 
 
 def fetch(config: OpencostConfig) -> dict[str, Any]:

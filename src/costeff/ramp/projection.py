@@ -81,6 +81,15 @@ class Projection:
     to_reach_cap: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    schema_version: int = 1
+    created_at: str = field(default_factory=lambda: _header()["created_at"])
+    costeff_version: str = field(default_factory=lambda: _header()["costeff_version"])
+
+
+def _header() -> dict[str, Any]:
+    from costeff.artifacts import provenance
+
+    return provenance(None, hardware=False)
 
 
 def unavailable(reason: str, inputs: ProjectionInputs | None = None) -> Projection:
