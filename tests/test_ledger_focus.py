@@ -196,3 +196,15 @@ def test_parquet_timestamps_with_sub_second_units_are_read(tmp_path, capsys):
     ledger = tmp_path / "l.sqlite"
     assert main(["ledger", "import", "--focus", str(path), "--tag", "app=policy-serving", "--ledger", str(ledger)]) == 0
     assert _days(_show(ledger, capsys)) == {"2026-03-01": 24.5, "2026-03-02": 23.0}
+
+
+def test_show_json_lists_every_imported_day_unless_asked_for_fewer(tmp_path, capsys):
+    from costeff.ledger.focus_sample import synthetic_table
+
+    path = write_table(synthetic_table(40 * 24 * 30, T0, resources=40), tmp_path / "month.csv")
+    ledger = tmp_path / "l.sqlite"
+    assert main(["ledger", "import", "--focus", str(path), "--tag", "app=policy-serving", "--ledger", str(ledger)]) == 0
+    assert len(_show(ledger, capsys)["days"]) == 30
+    capsys.readouterr()
+    assert main(["ledger", "show", "--ledger", str(ledger), "--json", "--days", "7"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["days"]) == 7

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--component", default="serving",
                    help="ledger cost component written by --focus / --opencost (default serving)")
     s = verbs.add_parser("show", help="coverage, sources and totals of the ledgers")
-    s.add_argument("--days", type=int, default=14, metavar="N", help="show the last N days (default 14)")
+    s.add_argument("--days", type=int, metavar="N",
+                   help="show the last N days (default: 14 in the table, every day with --json)")
     for p, func in ((i, _import), (s, _show)):
         p.add_argument("--ledger", type=Path, metavar="PATH", help="SQLite ledger (default: artifacts/ledger.sqlite)")
         add_common(p, out=False)
@@ -126,7 +127,9 @@ def _import_opencost(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from costeff.ledger.report import summary
 
-    record = summary(_ledger(args), args.days)
+    # a machine reading --json gets every day unless it asks for fewer; a person gets the last fortnight
+    days = args.days if args.days is not None else (0 if args.json else 14)
+    record = summary(_ledger(args), days)
 
     def human() -> None:
         for c in record["coverage"]:
