@@ -208,3 +208,17 @@ def test_show_json_lists_every_imported_day_unless_asked_for_fewer(tmp_path, cap
     capsys.readouterr()
     assert main(["ledger", "show", "--ledger", str(ledger), "--json", "--days", "7"]) == 0
     assert len(json.loads(capsys.readouterr().out)["days"]) == 7
+
+
+@pytest.mark.parametrize("start, end", [
+    ("2026-03-01T22:00:00.000Z", "2026-03-02T02:00:00.000Z"),   # fractional seconds
+    ("2026-03-01T23:00:00+01:00", "2026-03-02T03:00:00+01:00"),  # an offset
+    ("2026-03-01 22:00:00", "2026-03-02 02:00:00"),              # no zone: FOCUS times are UTC
+])
+def test_iso_8601_variants_are_read_as_utc(tmp_path, capsys, start, end):
+    text = write_charges([Charge(_h(22), _h(26), 8.0, "i-1", APP)], tmp_path / "one.csv").read_text()
+    path = tmp_path / "variant.csv"
+    path.write_text(text.replace("2026-03-01T22:00:00Z", start).replace("2026-03-02T02:00:00Z", end))
+    ledger = tmp_path / "l.sqlite"
+    assert main(["ledger", "import", "--focus", str(path), "--ledger", str(ledger)]) == 0
+    assert _days(_show(ledger, capsys)) == {"2026-03-01": 4.0, "2026-03-02": 4.0}

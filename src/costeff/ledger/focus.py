@@ -196,11 +196,11 @@ def _parse_times(col, column: str, name: str):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    # Most exports write ...Z; fall back to numpy's parser for offsets-free variants, row by row only on error.
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
+    # Arrow's ISO 8601 cast takes Z, offsets and fractional seconds (to ms); times without a zone are read as
+    # UTC, which FOCUS requires them to be. A row-by-row scan runs only to name the first bad value.
+    for target in (pa.timestamp("ms", tz="UTC"), pa.timestamp("ms")):
         try:
-            parsed = pc.strptime(col, format=fmt, unit="s", error_is_null=False)
-            return pc.cast(parsed, pa.int64()).to_numpy()
+            return pc.cast(pc.cast(col, target), pa.int64()).to_numpy() // 1000
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     bad = _first_bad_time(col)
