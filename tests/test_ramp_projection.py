@@ -153,3 +153,12 @@ def test_the_shipped_catalog_prices_the_measured_instance(tmp_path, inputs):
     price = load_catalog().get("aws-c6i.large").usd_per_hour
     assert p.levers[0].usd_per_day_before == pytest.approx(11 * price * 24)
     assert p.levers[0].usd_per_day_after == pytest.approx(4 * price * 24)
+
+
+def test_a_malformed_input_never_stops_the_decision(tmp_path, inputs, capsys):
+    inputs.batching_report.write_text(json.dumps({"chosen": {"max_batch_size": 8}}))  # no "instances"
+    code, record = _decide(tmp_path, inputs, capsys, "--profile", str(inputs.profile), "--baseline-profile",
+                           str(inputs.baseline_profile), "--batching-report", str(inputs.batching_report),
+                           "--reaper-report", str(inputs.reaper_report), "--catalog", str(inputs.catalog))
+    assert code == 1 and record["decision"] == "HOLD"
+    assert record["projection"]["available"] is False and "KeyError" in record["projection"]["reason"]

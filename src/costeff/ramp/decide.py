@@ -161,6 +161,8 @@ def _projection(config: DecideConfig, ledger: Ledger, end: date, plan: RampPlan,
         return project(inputs, observed_window(ledger, end, plan.window_days), step.cost_ratio_cap_pct)
     except InputError as exc:
         return unavailable(str(exc), inputs)
+    except (KeyError, TypeError, ValueError) as exc:  # a report of another shape must not stop the decision
+        return unavailable(f"a projection input is not in the expected shape ({type(exc).__name__}: {exc})", inputs)
 
 
 def _gate(name: str, kind: str, observed: Any, comparator: str, threshold: Any, unit: str, detail: str,
