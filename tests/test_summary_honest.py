@@ -117,3 +117,8 @@ def test_projected_serving_cost_is_labelled_and_a_zero_saving_said_plainly():
     assert "**$0.00 per day**" in text and "not from a bill" in text
     cheaper = _files(fp32=_profile("f" * 64, 250.0, [250], 4.08, 2), profile=_profile("a" * 64, 720.0, [720]))
     assert "Projected serving saving at the target rate: $2.04 per day" in render_summary(cheaper)
+
+
+def test_an_unreadable_packed_ledger_fails_the_criterion_without_breaking_the_summary(sample_ledger):
+    c = _gate(_ramp(sample_ledger), b"not a database" * 100)
+    assert not c.passed and "could not be re-run" in c.observed

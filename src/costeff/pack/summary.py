@@ -353,12 +353,18 @@ def _gate_criterion(ramp: dict[str, Any], ledger: bytes | None) -> Criterion:
     window, cap = ramp.get("window") or {}, ramp.get("cost_ratio_cap_pct")
     if not ledger or not window.get("end") or not isinstance(cap, (int, float)):
         return Criterion(name, "no packed ledger or decision window", required, False, f"{RAMP}, {LEDGER}")
+    from costeff.errors import CosteffError
     from costeff.ramp.gatecheck import check_cost_gate
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ledger.sqlite"
         path.write_bytes(ledger)
-        result = check_cost_gate(path, window["end"], int(window["days"]), float(cap), ramp.get("cost_ratio_pct"))
+        try:
+            result = check_cost_gate(path, window["end"], int(window["days"]), float(cap),
+                                     ramp.get("cost_ratio_pct"))
+        except (CosteffError, sqlite3.DatabaseError, ValueError) as exc:
+            return Criterion(name, f"the packed ledger could not be re-run: {exc}", required, False,
+                             f"{RAMP}, {LEDGER}")
     enforced = bool(ramp.get("cost_gates_enabled"))
     observed = result.reason if enforced else f"NOT ENFORCED (cost_gates_enabled false); {result.reason}"
     return Criterion(name, observed, required, result.passed and enforced, f"{RAMP}, {LEDGER}")
