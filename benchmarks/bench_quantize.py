@@ -1,4 +1,5 @@
-"""Precision lowering on the embedded ``default`` policy.
+"""Precision lowering on the embedded ``default`` policy, onnxruntime only (the cross-backend
+search and its regimes are ``bench_backends``).
 
 Goal: the selected variant is >= 1.5x fp32 throughput at its optimal batch with
 action drift <= 0.5 % and entropy drift <= 0.5 % on held-out observations.
@@ -24,7 +25,8 @@ def main() -> dict[str, Any]:
 
     art = default_policy("default")
     obs = generate_observations(ROWS, seed=SEED, preset="default")
-    config = QuantizeConfig(batch_sizes=(1, 16, 64, 256), window_s=1.0, speed_rounds=2, name="policy_default")
+    config = QuantizeConfig(batch_sizes=(1, 16, 64, 256), window_s=1.0, speed_rounds=2, name="policy_default",
+                            backends=("onnxruntime",))
     out = Layout.default().run_dir("quant")
     report = quantize(art.onnx_path, obs, config, out_dir=out)
     print(to_markdown(report))
@@ -40,6 +42,7 @@ def _ort_defaults(model: Path, obs: Any, report: Any, config: Any, out: Path) ->
     from costeff.observations import split
     from costeff.quantization import compare, gates
     from costeff.quantization.fidelity import run_policy
+    from costeff.quantization.records import VariantResult
     from costeff.quantization.speed import measure_all
 
     path = out / "ort_defaults_int8.onnx"
@@ -51,7 +54,9 @@ def _ort_defaults(model: Path, obs: Any, report: Any, config: Any, out: Path) ->
     paths = {"fp32": model, "ort-defaults": path}
     if sel.name != "fp32":
         paths[f"selected ({sel.name})"] = Path(sel.path)
-    speeds = measure_all(paths, config, obs)
+    timed = [VariantResult(name, path=str(p), session_config=report.variant(sel.name).session_config
+                           if name.startswith("selected") else {}) for name, p in paths.items()]
+    speeds = measure_all(timed, config, obs)
     base = speeds["fp32"].optimal_throughput_per_s
     return {"fidelity": fid, "gates": gates(fid, config.tolerances),
             "speedup": {k: v.optimal_throughput_per_s / base for k, v in speeds.items()},

@@ -1,7 +1,8 @@
 #!/usr/bin/env sh
-# Install Debian's prometheus for the tests that query real PromQL, when missing.
+# Install Debian's prometheus (prometheus + promtool) for the tests that query real PromQL and
+# check the alerting rules, when missing.
 set -eu
-if command -v prometheus >/dev/null 2>&1; then
+if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
     exit 0
 fi
 SUDO=""
@@ -11,9 +12,9 @@ if [ "$(id -u)" != "0" ]; then
         exit 1
     fi
 fi
-echo "installing Debian's prometheus (used by the reaper's PromQL tests)..." >&2
+echo "installing Debian's prometheus (PromQL tests, promtool rule checks)..." >&2
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 # The package's postinst may start a service on :9090; the tests start their own.
 $SUDO systemctl stop prometheus >/dev/null 2>&1 || true
-command -v prometheus >/dev/null
+command -v prometheus >/dev/null && command -v promtool >/dev/null

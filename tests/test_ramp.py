@@ -49,9 +49,24 @@ def _report(tmp_path, sha=MODEL, action=0.1, entropy=0.2, created=None):
     return path
 
 
-def _decide(ledger, report=None, deployed=MODEL, **kw):
+def _live_window(ledger_path, sha, action=0.1, entropy=0.1, end=None):
+    """A drift window of ``sha`` in the ledger, ending an hour before AS_OF unless told."""
+    from costeff.artifacts import iso_utc
+    from costeff.ledger.drift import DriftLedger, DriftRow
+
+    end = end or datetime.combine(AS_OF, datetime.min.time(), timezone.utc) - timedelta(hours=1)
+    passed = action <= 0.5 and entropy <= 0.5
+    DriftLedger(ledger_path).record([DriftRow(sha, FP32, "live.parquet", iso_utc(end - timedelta(hours=1)),
+                                              iso_utc(end), True, 1000, action, 99.9, 0.999, entropy, 1e-4, 1e-3,
+                                              0.01, passed, [] if passed else ["action_drift_pct"])])
+
+
+def _decide(ledger, report=None, deployed=MODEL, live=0.1, live_sha=None, **kw):
     if deployed:
         FlagStore.default().set("deployed_model_sha256", deployed)
+    sha = live_sha or (deployed if deployed not in (None, "unset") else None)
+    if live is not None and sha:
+        _live_window(ledger.path, sha, live)
     return decide(DecideConfig(ledger=ledger.path, quant_report=report, as_of=kw.pop("as_of", AS_OF), **kw))
 
 
@@ -212,6 +227,30 @@ def test_quant_gates_no_data_without_report_or_deployed_hash(tmp_path):
         assert set(quant.values()) == {"NO-DATA"} and d.decision == "HOLD"
 
 
+# -- live drift from the ledger ----------------------------------------------------------------------
+
+def test_live_drift_window_beyond_tolerance_holds(tmp_path):
+    d = _decide(_ledger(tmp_path), _report(tmp_path), live=0.9)
+    g = _gate(d, "live_action_drift_pct")
+    assert (g.verdict.value, g.observed) == ("FAIL", 0.9) and d.decision == "HOLD"
+    assert "worst of 1 drift windows" in g.detail and "1 failed" in g.detail
+
+
+def test_live_drift_no_data_fails_closed(tmp_path):
+    d = _decide(_ledger(tmp_path), _report(tmp_path), live=None)
+    assert _verdicts(d)["live_action_drift_pct"] == "NO-DATA" and d.decision == "HOLD"
+    assert "costeff drift check" in _gate(d, "live_action_drift_pct").detail
+    # windows of other bytes, or older than --drift-hours, are no evidence for the deployed model
+    ledger = _ledger(tmp_path / "other")
+    _live_window(ledger.path, "99" * 32)
+    _live_window(ledger.path, MODEL, end=datetime.combine(AS_OF, datetime.min.time(), timezone.utc)
+                 - timedelta(hours=30))
+    d = _decide(ledger, _report(tmp_path), live=None)
+    assert _verdicts(d)["live_action_drift_pct"] == "NO-DATA"
+    d = _decide(ledger, _report(tmp_path), live=None, drift_hours=48)
+    assert _verdicts(d)["live_action_drift_pct"] == "PASS" and d.decision == "PROMOTE"
+
+
 def test_latest_report_under_artifacts_is_found(tmp_path):
     target = tmp_path / "artifacts" / "cost" / "quant" / "20260101_000000Z"
     target.mkdir(parents=True)
@@ -233,17 +272,17 @@ def test_triton_repository_hash_and_report_newer_than_model(tmp_path):
     now = datetime.now(timezone.utc)
     model, sha = _triton_model(tmp_path, now - timedelta(days=2))
     ledger = _ledger(tmp_path)
-    fresh = _decide(ledger, _report(tmp_path, sha=sha, created=now - timedelta(days=1)), deployed=None,
+    fresh = _decide(ledger, _report(tmp_path, sha=sha, created=now - timedelta(days=1)), deployed=None, live_sha=sha,
                     triton_repository=tmp_path / "repo", model_name="policy")
     assert fresh.decision == "PROMOTE" and fresh.provenance["model_sha256"] == sha
     assert _gate(fresh, "quant_report_newer_than_model").observed == pytest.approx(86400, abs=2)
-    stale = _decide(ledger, _report(tmp_path, sha=sha, created=now - timedelta(days=3)), deployed=None,
+    stale = _decide(ledger, _report(tmp_path, sha=sha, created=now - timedelta(days=3)), deployed=None, live_sha=sha,
                     triton_repository=tmp_path / "repo", model_name="policy")
     assert stale.gates_failed == ["quant_report_newer_than_model"] and stale.decision == "HOLD"
 
 
 def test_missing_triton_model_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="model.onnx"):
+    with pytest.raises(InputError, match="no numbered version folders"):
         _decide(_ledger(tmp_path), None, triton_repository=tmp_path / "repo", model_name="policy")
     with pytest.raises(InputError, match="go together"):
         DecideConfig(ledger=tmp_path / "x", model_name="policy")
@@ -330,7 +369,8 @@ def test_cli_sample_import_then_decide_writes_decision(tmp_path, capsys):
 
 
 def test_cli_promote_exits_0_and_default_paths(tmp_path, capsys):
-    _ledger(tmp_path / "artifacts")
+    ledger = _ledger(tmp_path / "artifacts")
+    _live_window(ledger.path, MODEL)
     report = _report(tmp_path)
     FlagStore.default().set("deployed_model_sha256", MODEL)
     assert main(["ramp", "decide", "--as-of", AS_OF.isoformat(), "--quant-report", str(report)]) == 0

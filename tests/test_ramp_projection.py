@@ -162,3 +162,20 @@ def test_a_malformed_input_never_stops_the_decision(tmp_path, inputs, capsys):
                            "--reaper-report", str(inputs.reaper_report), "--catalog", str(inputs.catalog))
     assert code == 1 and record["decision"] == "HOLD"
     assert record["projection"]["available"] is False and "KeyError" in record["projection"]["reason"]
+
+
+def test_a_vcpu_slice_is_priced_from_its_instance_and_other_isa_families_are_not_candidates(tmp_path, inputs):
+    from dataclasses import replace
+
+    catalog = CATALOG.replace('kind = "cpu"\nvcpus = 2', 'kind = "cpu"\ncpu_family = "amx"\nvcpus = 2') \
+        .replace('kind = "cpu"\nvcpus = 8', 'kind = "cpu"\ncpu_family = "avx2"\nvcpus = 8')
+    (tmp_path / "families.toml").write_text(catalog)
+    for name in ("profile", "baseline_profile"):
+        body = json.loads(getattr(inputs, name).read_text())
+        body["cost"]["instance"] = "cpu-small/1vcpu"  # half a cpu-small: $0.0425/h
+        getattr(inputs, name).write_text(json.dumps(body))
+    p = project(replace(inputs, catalog=tmp_path / "families.toml"), None, 30.0)
+    # fp32: ceil(200000 / (24636 * 0.8)) = 11 x $0.0425 x 24 = $11.22; int8-mixed: 4 x $0.0425 x 24 = $4.08
+    assert round(p.levers[0].usd_per_day_before, 2) == 11.22 and round(p.levers[0].usd_per_day_after, 2) == 4.08
+    # cpu-large is AVX2, not AMX: never a right-sizing candidate for an AMX measurement
+    assert p.levers[2].saving_usd_per_day == 0 and "cpu-large" not in p.levers[2].detail

@@ -149,7 +149,8 @@ def test_failed_rebuild_keeps_the_previous_entry(tmp_path, model):
     with pytest.raises(Exception, match="preferred_batch_size"):
         build_repository(BuildConfig(model, profile, tmp_path / "repo", batching_report=bad))
     assert _config_text(tmp_path) == before
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["policy"]
+    # no staging folder left behind (the entry's lock file stays: flock needs one inode for every writer)
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [".policy.lock", "policy"]
 
 
 HAND_WRITTEN = """name: "policy"

@@ -76,10 +76,16 @@ def load_onnx(path: Path | str, *, load_weights: bool = True) -> Any:
 
 
 def read_signature(path: Path | str, outputs: dict[str, str] | None = None) -> Signature:
-    """The policy's inputs and outputs; output roles from names or ``outputs={'logits': ..., 'value': ...}``."""
-    model = load_onnx(path, load_weights=False)
-    inputs = tuple(_spec(v) for v in _graph_inputs(model))
-    outs = tuple(_spec(v) for v in model.graph.output)
+    """The policy's inputs and outputs; output roles from names or ``outputs={'logits': ..., 'value': ...}``.
+
+    ONNX files are read with ``onnx``; OpenVINO IR (``.xml``) with OpenVINO.
+    """
+    if Path(path).suffix == ".xml":
+        inputs, outs = _ir_tensors(Path(path))
+    else:
+        model = load_onnx(path, load_weights=False)
+        inputs = tuple(_spec(v) for v in _graph_inputs(model))
+        outs = tuple(_spec(v) for v in model.graph.output)
     if not inputs:
         raise InputError(f"{path}: the graph has no inputs")
     for spec in inputs:
@@ -88,6 +94,39 @@ def read_signature(path: Path | str, outputs: dict[str, str] | None = None) -> S
                              "dimension; expected [batch, ...] (export with a dynamic first axis)")
     roles = _roles(outs, outputs or {}, path)
     return Signature(inputs, outs, roles.get("logits"), roles.get("value"))
+
+
+# OpenVINO element type names -> (numpy dtype name, Triton TYPE_*).
+OV_TYPES: dict[str, tuple[str, str]] = {
+    "f32": ("float32", "TYPE_FP32"), "f16": ("float16", "TYPE_FP16"), "f64": ("float64", "TYPE_FP64"),
+    "bf16": ("bfloat16", "TYPE_BF16"), "u8": ("uint8", "TYPE_UINT8"), "i8": ("int8", "TYPE_INT8"),
+    "i32": ("int32", "TYPE_INT32"), "i64": ("int64", "TYPE_INT64"), "boolean": ("bool", "TYPE_BOOL"),
+}
+
+
+def _ir_tensors(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Inputs and outputs of an OpenVINO IR; a missing ``.bin`` or unreadable XML is bad input."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file; expected an OpenVINO IR .xml")
+    if not path.with_suffix(".bin").is_file():
+        raise InputError(f"{path}: OpenVINO IR without its weights file {path.with_suffix('.bin').name}")
+    try:
+        import openvino as ov
+    except ImportError:
+        raise DependencyError(f"{path}: reading OpenVINO IR needs openvino (pip install 'costeff[openvino]')") \
+            from None
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
+        raise InputError(f"{path}: not a readable OpenVINO IR ({str(exc).strip().splitlines()[0]})") from None
+    return tuple(_ov_spec(p) for p in model.inputs), tuple(_ov_spec(p) for p in model.outputs)
+
+
+def _ov_spec(port: Any) -> TensorSpec:
+    kind = port.get_element_type().get_type_name()
+    np_name, triton = OV_TYPES.get(kind, (f"openvino:{kind}", "TYPE_INVALID"))
+    dims = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+    return TensorSpec(port.get_any_name(), np_name, triton, dims)
 
 
 def _graph_inputs(model: Any) -> list[Any]:
@@ -121,8 +160,12 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 
 
-def resolve_provider(provider: str) -> list[Any]:
-    """Provider list for onnxruntime; ``auto`` prefers CUDA when onnxruntime-gpu can use it."""
+def resolve_provider(provider: str, *, trt_fp16: bool = False) -> list[Any]:
+    """Provider list for onnxruntime; ``auto`` prefers CUDA when onnxruntime-gpu can use it.
+
+    TensorRT builds fp16 engines only when ``trt_fp16`` is asked for: the fp32
+    baseline and the fidelity reference must stay full precision.
+    """
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -137,7 +180,7 @@ def resolve_provider(provider: str) -> list[Any]:
         raise InputError(f"--provider {provider}: {name} is not available in this onnxruntime "
                          f"(available: {', '.join(available)}); install the [gpu] extra on a GPU machine")
     if provider == "tensorrt":
-        return [(name, {"trt_fp16_enable": True}), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [(name, {"trt_fp16_enable": trt_fp16}), "CUDAExecutionProvider", "CPUExecutionProvider"]
     if provider == "cuda":
         return [name, "CPUExecutionProvider"]
     return [name]
@@ -158,7 +201,8 @@ def _preload_cuda_libraries(ort: Any) -> None:
 
 
 def create_session(path: Path | str, provider: str = "cpu", *, intra_op_threads: int | None = None,
-                   spinning: bool = True) -> Any:
+                   spinning: bool = True, session_config: dict[str, str] | None = None,
+                   trt_fp16: bool = False) -> Any:
     """An onnxruntime session; DependencyError (exit 3) when the provider fails to load the model.
 
     ``spinning=False`` stops idle intra-op threads from busy-waiting: needed when
@@ -172,7 +216,9 @@ def create_session(path: Path | str, provider: str = "cpu", *, intra_op_threads:
         opts.intra_op_num_threads = intra_op_threads
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = resolve_provider(provider)
+    for key, value in (session_config or {}).items():
+        opts.add_session_config_entry(key, value)
+    providers = resolve_provider(provider, trt_fp16=trt_fp16)
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:

@@ -35,12 +35,16 @@ def stage_policy(ctx: _Context) -> tuple[str, list[str]]:
             f"confident (top-1 margin >= 0.1) on {100 * art.confident_share:.1f} % of rows"), [str(art.onnx_path)]
 
 
-def _profile(ctx: _Context, model: Path) -> tuple[Any, Path]:
+def _profile(ctx: _Context, model: Path, runtime: dict[str, Any] | None = None) -> tuple[Any, Path]:
+    """Profile ``model``; an OpenVINO IR with the precision and hint it was selected with."""
     from costeff.profiling import ProfileConfig, profile
 
     cfg = ctx.config
+    ov = {"ov_precision": runtime.get("precision", "f32"), "ov_hint": runtime.get("performance_hint", "LATENCY")} \
+        if runtime and model.suffix == ".xml" else {}
     pcfg = ProfileConfig(batch_sizes=cfg.batch_sizes, latency_budget_ms=cfg.latency_budget_ms,
-                         target_rate=cfg.target_rate, provider=cfg.provider, window_s=cfg.window_s)
+                         target_rate=cfg.target_rate, provider="cpu" if ov else cfg.provider,
+                         window_s=cfg.window_s, **ov)
     report = profile(model, pcfg, observations=ctx.values["observations"])
     out = ctx.layout.run_dir(None)
     while out.exists():  # two profiles within one second must not share a folder
@@ -72,25 +76,29 @@ def stage_quantize(ctx: _Context) -> tuple[str, list[str]]:
     cfg = ctx.config
     # Two interleaved speed rounds: with one, a variant within noise of fp32 can win the selection.
     qcfg = QuantizeConfig(batch_sizes=cfg.batch_sizes, target_rate=cfg.target_rate, provider=cfg.provider,
-                          window_s=cfg.window_s, speed_rounds=2, name=cfg.model_name)
+                          window_s=cfg.window_s, speed_rounds=2, name=cfg.model_name,
+                          latency_budget_ms=cfg.latency_budget_ms)
     report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"))
     out = Path(report.report_dir)
     ctx.values["quant_report"] = out / "quantization_report.json"
     selected = next(v for v in report.variants if v.name == report.selected["name"])
     if not selected.baseline:
         ctx.values["selected_model"] = Path(report.selected["path"])
+        ctx.values["selected_runtime"] = dict(selected.runtime)
         ctx.values.pop("selected_profile", None)  # the fp32 profile no longer describes what is served
     fid = selected.fidelity
     drift = f", action drift {fid.action_drift_pct:.3f} %" if fid is not None else ""
     speed = f"{selected.speedup:.2f}x fp32" if selected.speedup else "fp32 speed"
-    return f"selected {selected.name} ({speed}{drift}); {report.selected.get('reason', '')}", [str(out)]
+    return (f"selected {selected.name} ({selected.backend}, {selected.precision}; {speed}{drift}) for "
+            f"{cfg.target_rate:g} req/s, p99 <= {cfg.latency_budget_ms:g} ms; {report.selected.get('reason', '')}",
+            [str(out)])
 
 
 def stage_profile_selected(ctx: _Context) -> tuple[str, list[str]]:
     (model,) = ctx.need("selected_model")
     if "selected_profile" in ctx.values:
         return "the selected variant is the fp32 model profiled above", []
-    report, path = _profile(ctx, model)
+    report, path = _profile(ctx, model, ctx.values.get("selected_runtime"))
     ctx.values["selected_profile"] = path
     return f"{model.stem}: " + _profile_line(report), [str(path.parent)]
 
@@ -124,8 +132,8 @@ def stage_triton(ctx: _Context) -> tuple[str, list[str]]:
         batching_report=ctx.values.get("batching_report"), quantization_report=ctx.values.get("quant_report")))
     ctx.values.update(repository=repo, model_name=result.name)
     trt = f", TensorRT {result.tensorrt_precision_mode}" if result.tensorrt_precision_mode else ""
-    return (f"{result.config_path}: {result.model_precision} model, {result.instance_kind} instances"
-            f"{trt}; validated"), [str(Path(result.config_path).parent)]
+    return (f"{result.config_path}: {result.model_precision} model on the {result.backend} backend, "
+            f"{result.instance_kind} instances{trt}; validated"), [str(Path(result.config_path).parent)]
 
 
 def stage_reaper(ctx: _Context) -> tuple[str, list[str]]:

@@ -85,7 +85,9 @@ def _instance(service: ServiceTimes, cfg: OptimizeConfig):
         return catalog.get(cfg.instance)
     if service.profile_instance and service.profile_instance in catalog.instances:
         return catalog.get(service.profile_instance)
-    return catalog.for_hardware(service.gpu_name)
+    from costeff.hardware import detect
+
+    return catalog.for_hardware(service.gpu_name, hw=None if service.gpu_name else detect())
 
 
 def _arrivals(cfg: OptimizeConfig, n: int, seed: int) -> tuple[np.ndarray, float]:

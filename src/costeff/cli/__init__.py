@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "triton",
     "reap",
     "ramp",
+    "drift",
     "ledger",
     "flags",
     "audit",

@@ -35,7 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-ms", type=float, default=200.0, help="discarded warm-up per point (default 200)")
     p.add_argument("--stability-pct", type=float, default=10.0, help="windows agree within this %% (default 10)")
     p.add_argument("--max-trials", type=int, default=8, help="windows before a point is reported unstable (default 8)")
-    p.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="inference threads (default: the CPUs this process may use, affinity and cgroup quota)")
+    p.add_argument("--no-spinning", action="store_true",
+                   help="onnxruntime: idle threads sleep instead of busy-waiting (slower when hot, no burnt core)")
+    p.add_argument("--ov-precision", default="f32", help="OpenVINO IR MODEL: f32 | bf16 (default f32)")
+    p.add_argument("--ov-hint", default="LATENCY", help="OpenVINO IR MODEL: LATENCY | THROUGHPUT (default LATENCY)")
+    p.add_argument("--ov-streams", type=int, metavar="N", help="OpenVINO IR MODEL: NUM_STREAMS (default: the hint's)")
+    p.add_argument("--gaps", metavar="LIST",
+                   help="also time single batch-1 calls after idle gaps, e.g. 0,10ms,100ms,1s: p50/p99 cold vs warm")
     p.add_argument("--catalog", type=Path, metavar="FILE", help="price catalog TOML (default: the shipped one)")
     p.add_argument("--instance", metavar="NAME", help="catalog instance to price (default: matched from hardware)")
     p.add_argument("--compare", type=Path, nargs="+", default=[], metavar="JSON",
@@ -53,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _config(args: argparse.Namespace) -> Any:
     from costeff.profiling import ProfileConfig
+    from costeff.profiling.traffic import parse_gaps
 
     for name, value in (("--window-ms", args.window_ms), ("--warmup-ms", args.warmup_ms)):
         if not value >= 0:
@@ -64,7 +73,9 @@ def _config(args: argparse.Namespace) -> Any:
         target_rate=_positive_or_none("--target-rate", args.target_rate),
         provider=_provider(args.provider), warmup_s=args.warmup_ms / 1000.0, window_s=args.window_ms / 1000.0,
         stability_pct=args.stability_pct, max_trials=args.max_trials, intra_op_threads=args.threads,
-        catalog=args.catalog, instance=args.instance, compare=tuple(args.compare))
+        catalog=args.catalog, instance=args.instance, compare=tuple(args.compare), spinning=not args.no_spinning,
+        ov_precision=args.ov_precision, ov_hint=args.ov_hint, ov_streams=args.ov_streams,
+        gaps_s=parse_gaps(args.gaps) if args.gaps else ())
 
 
 def _positive_or_none(flag: str, value: float | None) -> float | None:

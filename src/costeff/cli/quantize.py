@@ -30,8 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--observations-key", metavar="KEY", help="array name inside an .npz")
     p.add_argument("--rows", type=int, default=DEFAULT_OBSERVATION_ROWS,
                    help=f"generated observations for the embedded policy (default {DEFAULT_OBSERVATION_ROWS})")
-    p.add_argument("--variants", default="fp16,int8-dynamic,int8-static", metavar="LIST",
-                   help="fp16, int8-dynamic, int8-static (fallbacks mixed / int8-mixed are added when needed)")
+    p.add_argument("--variants", metavar="LIST",
+                   help="restrict to these variants (default: every one this host can try): onnxruntime fp16, "
+                        "int8-dynamic, int8-static (fallbacks mixed / int8-mixed added when needed); OpenVINO "
+                        "ov-fp32, ov-bf16, ov-int8, ov-int8-ac, ov-int8-ac-bf16")
+    p.add_argument("--backends", default="onnxruntime,openvino", metavar="LIST",
+                   help="runtimes to search: onnxruntime, openvino (default both)")
+    p.add_argument("--gaps", default="0,10ms", metavar="LIST",
+                   help="single-call latency after these idle gaps, e.g. 0,10ms,100ms,1s (default 0,10ms)")
     p.add_argument("--calibration-method", default="MinMax", help="MinMax | Entropy | Percentile (int8-static)")
     p.add_argument("--max-action-drift-pct", type=float, default=0.5, metavar="PCT")
     p.add_argument("--max-entropy-drift-pct", type=float, default=0.5, metavar="PCT")
@@ -39,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-kl-p99", type=float, metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
     p.add_argument("--max-value-abs-err", type=float, metavar="X", help="optional gate on the value head")
     p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST", help="profiled batch sizes, e.g. 1,64")
-    p.add_argument("--target-rate", type=float, metavar="R", help="inferences/s to serve: instances needed before/after")
+    p.add_argument("--target-rate", type=float, metavar="R",
+                   help="requests/s the policy will get: each variant is replayed open-loop at this rate and the "
+                        "cheapest one meeting --latency-budget-ms there is selected")
     p.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
     p.add_argument("--trials", type=int, default=4, help="fallback trials per failing variant (0 = no fallback)")
     p.add_argument("--window-s", type=float, default=1.0, help="profiling window per point (default 1.0)")
@@ -58,8 +66,11 @@ def _config(args: argparse.Namespace) -> Any:
 
     tol = Tolerances(args.max_action_drift_pct, args.max_entropy_drift_pct, args.min_action_correlation,
                      args.max_kl_p99, args.max_value_abs_err)
+    from costeff.profiling.traffic import parse_gaps
+
     return QuantizeConfig(
-        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None,
+        backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()), gaps_s=parse_gaps(args.gaps),
         calibration_method=args.calibration_method, tolerances=tol,
         batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")), target_rate=args.target_rate,
         provider=args.provider, trials=args.trials, fallback=args.trials > 0, window_s=args.window_s,
@@ -98,14 +109,15 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Any, str | None]:
 
 def _run(args: argparse.Namespace) -> int:
     from costeff.progress import progress
-    from costeff.quantization import quantize
+    from costeff.quantization import VARIANTS, quantize
 
     config = _config(args)
     model, obs, name = _inputs(args)
     if name and name != config.name:
         import dataclasses
         config = dataclasses.replace(config, name=name)
-    steps = len(config.variants) + 2 + config.speed_rounds * (len(config.variants) + 2)
+    n = len(config.variants or VARIANTS)
+    steps = n + 2 + config.speed_rounds * (n + 2)
     with progress("quantize", steps) as task:
         report = quantize(model, obs, config, out_dir=args.out, progress=task)
     emit(args, report, lambda: _human(report))
@@ -115,10 +127,14 @@ def _run(args: argparse.Namespace) -> int:
 def _human(report: Any) -> None:
     for v in report.variants:
         f = v.fidelity
-        status = "PASS" if v.passed else ("FAIL" if v.built else f"not built: {v.error}")
+        status = "PASS" if v.passed else ("FAIL" if v.built else
+                                          f"not tried: {v.not_tried}" if v.not_tried else f"not built: {v.error}")
         drift = f"drift {f.action_drift_pct:.3f}% entropy {f.entropy_drift_pct or 0:.3f}%" if f else ""
-        speed = f"{v.speedup:.2f}x" if v.speedup else "-"
-        print(f"{v.name:13s} {status:5s} {drift} speedup {speed}"
+        speed = f" speedup {v.speedup:.2f}x" if v.speedup else ""
+        target = f" p99 at target {v.at_target['p99_ms']:.2f} ms, {v.at_target['instances']} instance(s)" \
+            if v.at_target else ""
+        print(f"{v.name:16s} {v.backend:11s} {status:5s} {drift}{speed}{target}"
               + (f" kept fp32: {', '.join(v.excluded_nodes)}" if v.excluded_nodes else ""))
-    print(f"selected {report.selected['name']}: {report.selected['reason']}")
+    sel = report.selected
+    print(f"selected {sel['name']} ({sel['backend']}, {sel['precision']}): {sel['reason']}")
     print(f"report {report.report_dir}/quantization_report.json")

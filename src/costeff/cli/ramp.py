@@ -19,8 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--as-of", metavar="DATE", help="decide as of DATE (YYYY-MM-DD, UTC); ledgers must reach "
                    "the day before (default: today)")
     d.add_argument("--triton-repository", type=Path, metavar="DIR",
-                   help="hash the served model at DIR/NAME/1/model.onnx (default: flag deployed_model_sha256)")
+                   help="hash the served version's DIR/NAME/<N>/model.onnx (default: flag deployed_model_sha256)")
     d.add_argument("--model-name", metavar="NAME", help="model name in the Triton repository")
+    d.add_argument("--drift-hours", type=float, default=24.0, metavar="H",
+                   help="gate on the ledger's live drift windows of the deployed model over the last H hours "
+                   "(default 24)")
     _projection_args(d)
     add_common(d)
     d.set_defaults(func=_decide)
@@ -34,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _projection_args(p)
     add_common(p)
     p.set_defaults(func=_project)
+    from costeff.cli.ramp_watch import register_watch
+
+    register_watch(verbs)
 
 
 def _projection_args(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +76,7 @@ def _decide(args: argparse.Namespace) -> int:
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           as_of=parse_date(args.as_of) if args.as_of else None,
                           triton_repository=args.triton_repository, model_name=args.model_name,
-                          projection=_inputs(args))
+                          drift_hours=args.drift_hours, projection=_inputs(args))
     decision = decide(config)
     path = write(decision, layout.run_dir("ramp", args.out))
     emit(args, decision, lambda: _human(decision, path))

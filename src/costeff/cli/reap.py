@@ -34,7 +34,8 @@ def _add_live_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=positive_float("--interval"), default=60.0, metavar="S",
                         help="seconds between rounds with --watch (default 60)")
     parser.add_argument("--metrics-port", type=int, metavar="PORT", help="expose the reaper's metrics on PORT")
-    parser.add_argument("--metrics-addr", default="0.0.0.0", metavar="ADDR")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                        help="address the metrics listener binds (default 127.0.0.1: this host only)")
     parser.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: in-cluster or current)")
 
 

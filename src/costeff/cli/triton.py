@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 from costeff.cli._common import add_common, emit
+from costeff.cli.triton_serve import register_serving
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("triton", help="write and check the Triton model repository")
     verbs = parser.add_subparsers(dest="triton_command", metavar="VERB", required=True)
-    b = verbs.add_parser("build", help="write <repository>/<name>/config.pbtxt and 1/model.onnx from measurements")
+    b = verbs.add_parser("build", help="add version N+1 of <repository>/<name> (config.pbtxt pins it) from "
+                          "measurements")
     b.add_argument("model", type=Path, metavar="MODEL", help="the ONNX model to serve")
     b.add_argument("--profile", type=Path, required=True, help="gpu_profile.json measured on MODEL")
     b.add_argument("--batching", type=Path, help="batching_report.json whose 'chosen' settings to use")
@@ -22,13 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--instance-kind", choices=("gpu", "cpu"), help="default: gpu when the profile saw a GPU")
     b.add_argument("--quantization-report", type=Path, help="quantization_report.json: allows TensorRT FP16 "
                    "on an fp32 model when its fp16 variant passed")
+    b.add_argument("--keep-versions", type=int, default=5, metavar="K",
+                   help="versions left on disk after the build, the new one included (default: 5)")
     add_common(b, out=False)
     b.set_defaults(func=_build)
     v = verbs.add_parser("validate", help="check a config.pbtxt against Triton's schema and the ONNX model")
     v.add_argument("config", type=Path, metavar="CONFIG", help="config.pbtxt")
-    v.add_argument("--model", type=Path, help="the ONNX model (default: <config dir>/1/model.onnx)")
+    v.add_argument("--model", type=Path, help="the ONNX model (default: the served version's model.onnx)")
     add_common(v, out=False)
     v.set_defaults(func=_validate)
+    register_serving(verbs)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -36,12 +41,14 @@ def _build(args: argparse.Namespace) -> int:
     from costeff.serving import BuildConfig, build_repository
 
     config = BuildConfig(args.model, args.profile, args.repository or Layout.model_repository(), args.name,
-                         args.batching, args.instance_kind, args.quantization_report)
+                         args.batching, args.instance_kind, args.quantization_report,
+                         keep_versions=args.keep_versions)
     result = build_repository(config)
 
     def human() -> None:
         b = result.batching
-        print(f"wrote {result.config_path} and {result.model_path}")
+        print(f"wrote {result.config_path} and {result.model_path} (version {result.version} serves; "
+              f"on disk: {', '.join(map(str, result.versions_kept))})")
         print(f"  max_batch_size {b.max_batch_size}, preferred {list(b.preferred_batch_size)}, "
               f"queue delay {b.max_queue_delay_us} us, {b.instances} x KIND_{result.instance_kind.upper()}, "
               f"TensorRT {result.tensorrt_precision_mode or 'off'} ({result.accelerator_reason})")

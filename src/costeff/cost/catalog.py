@@ -10,7 +10,20 @@ from typing import Any
 
 from costeff.errors import InputError
 
-_FIELDS = {"kind", "gpu", "gpus", "vcpus", "usd_per_hour", "gpu_match", "cpu_match", "source", "as_of"}
+_FIELDS = {"kind", "gpu", "gpus", "vcpus", "usd_per_hour", "gpu_match", "cpu_match", "cpu_family", "source",
+           "as_of"}
+CPU_FAMILIES = ("amx", "avx512-vnni", "avx512", "avx2", "amd-avx2")
+
+
+def cpu_family(isa: tuple[str, ...] | list[str], vendor: str = "") -> str:
+    """The ISA family a CPU host is priced by: what decides which precisions run fast on it."""
+    if "amx_bf16" in isa or "amx_int8" in isa:
+        return "amx"
+    if "avx512_vnni" in isa:
+        return "avx512-vnni"
+    if "avx512f" in isa:
+        return "avx512"
+    return "amd-avx2" if "amd" in vendor.lower() else "avx2"
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,7 @@ class Instance:
     vcpus: int | None = None
     gpu_match: tuple[str, ...] = ()
     cpu_match: bool = False
+    cpu_family: str | None = None  # amx | avx512-vnni | avx512 | avx2 | amd-avx2 (CPU instances)
 
     @property
     def usd_per_gpu_hour(self) -> float:
@@ -43,16 +57,40 @@ class Catalog:
         except KeyError:
             raise InputError(f"{self.path}: no instance {name!r}; known: {', '.join(sorted(self.instances))}") from None
 
-    def for_hardware(self, gpu_name: str | None) -> Instance:
-        """The instance that matches a local GPU by NVML name, or the CPU default."""
+    def for_hardware(self, gpu_name: str | None, hw: Any = None) -> Instance:
+        """The instance that matches a local GPU by NVML name, else the CPU host (see ``for_cpu``)."""
         if gpu_name:
             for inst in self.instances.values():
                 if any(m.lower() in gpu_name.lower() for m in inst.gpu_match):
                     return inst
+        if hw is not None:
+            matched = self.for_cpu(hw)
+            if matched is not None:
+                return matched
         for inst in self.instances.values():
             if inst.cpu_match:
                 return inst
         raise InputError(f"{self.path}: no instance matches {gpu_name or 'a CPU-only machine'}; pass --instance")
+
+    def for_cpu(self, hw: Any) -> Instance | None:
+        """The cheapest per vCPU of the instances of this host's ISA family, scaled to the cores used.
+
+        A profile measures what this process's CPUs can do; the price is that many
+        vCPUs of an instance family with the same ISA (an AMX host is not priced as
+        an AVX-512-only c6i, whose CPUs have no bf16 at all).
+        """
+        from costeff.runtimes.cpus import usable_cpus
+
+        family = cpu_family(tuple(hw.isa), hw.cpu_model)
+        same = [i for i in self.instances.values() if i.kind == "cpu" and i.cpu_family == family and i.vcpus]
+        if not same:
+            return None
+        best = min(same, key=lambda i: i.usd_per_hour / i.vcpus)
+        cores = getattr(hw, "cores", None) or usable_cpus()  # a compared profile's own threads, else ours
+        price = best.usd_per_hour / best.vcpus * cores
+        return Instance(name=f"{best.name}/{cores}vcpu", kind="cpu", usd_per_hour=price,
+                        source=f"{best.source}; {best.usd_per_hour}/h for {best.vcpus} vCPU scaled to {cores} vCPU",
+                        as_of=best.as_of, vcpus=cores, cpu_family=family)
 
 
 def load_catalog(path: Path | str | None = None) -> Catalog:
@@ -90,4 +128,14 @@ def _instance(name: str, spec: dict[str, Any], where: str) -> Instance:
     return Instance(name=name, kind=spec["kind"], usd_per_hour=float(price), source=str(spec["source"]),
                     as_of=str(spec["as_of"]), gpu=spec.get("gpu"), gpus=int(spec.get("gpus", 0)),
                     vcpus=spec.get("vcpus"), gpu_match=tuple(spec.get("gpu_match", ())),
-                    cpu_match=bool(spec.get("cpu_match", False)))
+                    cpu_match=bool(spec.get("cpu_match", False)), cpu_family=_family(name, spec, where))
+
+
+def _family(name: str, spec: dict[str, Any], where: str) -> str | None:
+    family = spec.get("cpu_family")
+    if family is not None and family not in CPU_FAMILIES:
+        raise InputError(f"{where}: instances.{name}.cpu_family must be one of {', '.join(CPU_FAMILIES)}, "
+                         f"got {family!r}")
+    if family is not None and not (isinstance(spec.get("vcpus"), int) and spec["vcpus"] > 0):
+        raise InputError(f"{where}: instances.{name}.vcpus must be a positive integer with cpu_family")
+    return family

@@ -15,6 +15,7 @@ _FALSE = {"false", "0", "no", "off"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PIPELINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 PIPELINE_PREFIX = "pipeline_paused."
+SERVED_PREFIX = "served_version."
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -45,10 +46,19 @@ def _sha256(name: str, value: Any) -> str | None:
     return text
 
 
+def _version(name: str, value: Any) -> int | None:
+    if value is None or str(value).strip().lower() in ("", "unset", "none"):
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"flag {name}: {value!r} is not a model version; expected a positive integer or 'unset'")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class FlagSpec:
     name: str
-    kind: str  # "bool", "precision" or "sha256"
+    kind: str  # "bool", "precision", "sha256" or "version"
     default: Any
     help: str
     parse: Callable[[str, Any], Any]
@@ -77,7 +87,13 @@ def spec_for(name: str) -> FlagSpec:
         if not _PIPELINE.match(pipeline):
             raise InputError(f"flag {name}: pipeline name {pipeline!r} must be letters, digits, '_', '-' or '.'")
         return FlagSpec(name, "bool", False, f"pipeline {pipeline} is paused", _bool)
-    raise InputError(f"unknown flag {name!r}; known: {', '.join(KNOWN)}, {PIPELINE_PREFIX}<pipeline>"
+    if name.startswith(SERVED_PREFIX):
+        model = name[len(SERVED_PREFIX):]
+        if not _PIPELINE.match(model):
+            raise InputError(f"flag {name}: model name {model!r} must be letters, digits, '_', '-' or '.'")
+        return FlagSpec(name, "version", None, f"Triton version of model {model} that serves", _version)
+    raise InputError(f"unknown flag {name!r}; known: {', '.join(KNOWN)}, {PIPELINE_PREFIX}<pipeline>, "
+                     f"{SERVED_PREFIX}<model>"
                      + _hint(name, KNOWN))
 
 

@@ -75,9 +75,14 @@ def _executive(r: dict[str, Any], criteria: list[Criterion]) -> str:
     lines = ["## Executive summary", ""]
     sel, ramp, reap = _selected(r["quant"]), r["ramp"], r["reaper"]
     if sel:
-        lines.append(f"- Serving precision: **{sel['name']}** at {_num(sel.get('speedup'))}x fp32 throughput, "
-                     f"action drift {_num((sel.get('fidelity') or {}).get('action_drift_pct'), '.3f')} % "
-                     f"(`{QUANT}`).")
+        traffic = ((r["quant"] or {}).get("selected") or {}).get("traffic") or {}
+        assumed = f"{_num(traffic.get('target_rate_per_s'), ',.0f')} req/s, p99 budget " \
+                  f"{_num(traffic.get('latency_budget_ms'), 'g')} ms" if traffic.get("target_rate_per_s") else \
+            "no target rate (closed-loop throughput)"
+        lines.append(f"- Serving: **{sel['name']}** ({sel.get('backend', 'onnxruntime')}, "
+                     f"{sel.get('precision', '-')}) at {_num(sel.get('speedup'))}x fp32 throughput, action drift "
+                     f"{_num((sel.get('fidelity') or {}).get('action_drift_pct'), '.3f')} %, for the traffic "
+                     f"assumed: {assumed} (`{QUANT}`).")
     if reap:
         lines.append(f"- Idle reaper on the sample day: GPU-hours cut by {_num(reap.get('reduction_pct'), '.1f')} % "
                      f"with {reap.get('reaps_while_active')} reaps while active (`{REAPER}`).")

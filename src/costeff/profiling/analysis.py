@@ -61,12 +61,13 @@ def _optimal(p: Point, within: bool | None, budget: float | None, reason: str) -
 
 
 def cost_for(throughput_per_s: float | None, gpu_name: str | None, *, catalog_path: Path | None,
-             instance: str | None, target_rate: float | None, max_utilisation: float) -> dict[str, Any] | None:
+             instance: str | None, target_rate: float | None, max_utilisation: float,
+             hw: Any = None) -> dict[str, Any] | None:
     """$/hour, $ per million inferences and the fleet at ``target_rate`` on the matched instance."""
     from costeff.cost import estimate, load_catalog
 
     catalog = load_catalog(catalog_path)
-    inst = catalog.get(instance) if instance else catalog.for_hardware(gpu_name)
+    inst = catalog.get(instance) if instance else catalog.for_hardware(gpu_name, hw=hw)
     if not throughput_per_s:
         return None
     est = estimate(inst, throughput_per_s, target_rate, max_utilisation)
@@ -101,12 +102,25 @@ def right_size(own: dict[str, Any] | None, own_label: str, others: list[tuple[st
         on_gpu = str(data.get("provider", "")).startswith(("CUDA", "Tensorrt"))
         gpu_name = gpus[0].get("name") if gpus and on_gpu else None
         inst = (data.get("cost") or {}).get("instance")
+        hw = None
+        if inst is not None and "/" in inst:  # a CPU host priced per vCPU: price it again from its own ISA
+            inst, hw = None, _cpu_view(data)
         cost = cost_for(data["optimal"].get("throughput_per_s"), gpu_name, catalog_path=catalog_path,
-                        instance=inst, target_rate=target_rate, max_utilisation=max_utilisation)
+                        instance=inst, target_rate=target_rate, max_utilisation=max_utilisation, hw=hw)
         if cost:
             rows.append(_row(label, cost, data["optimal"]))
     rows.sort(key=lambda r: r["usd_per_million"])
     return rows
+
+
+def _cpu_view(profile: dict[str, Any]) -> Any:
+    """The compared profile's CPU as ``Catalog.for_cpu`` reads it: ISA, model and the threads it used."""
+    from types import SimpleNamespace
+
+    hw = profile.get("hardware") or {}
+    runtime = (profile.get("inputs") or {}).get("runtime") or {}
+    return SimpleNamespace(isa=tuple(hw.get("isa") or ()), cpu_model=str(hw.get("cpu_model") or ""),
+                           cores=runtime.get("threads") or hw.get("cpu_count"))
 
 
 def _row(label: str, cost: dict[str, Any], optimal: dict[str, Any] | None = None) -> dict[str, Any]:

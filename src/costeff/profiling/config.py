@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import InitVar, dataclass
 from pathlib import Path
+from typing import Any
 
 from costeff.errors import InputError
 from costeff.profiling.measure import MeasureConfig
@@ -26,7 +27,12 @@ class ProfileConfig:
     max_trials: int = _RULES.max_trials
     min_requests: int = _RULES.min_requests
     concurrency: tuple[int, ...] = (1,)
-    intra_op_threads: int | None = None  # None = onnxruntime's default (all cores)
+    intra_op_threads: int | None = None  # None = the CPUs this process may use (affinity and cgroup quota)
+    spinning: bool = True  # onnxruntime: idle intra-op threads busy-wait
+    ov_precision: str = "f32"  # OpenVINO IR: INFERENCE_PRECISION_HINT (f32 | bf16)
+    ov_hint: str = "LATENCY"  # OpenVINO IR: PERFORMANCE_HINT (LATENCY | THROUGHPUT)
+    ov_streams: int | None = None  # OpenVINO IR: NUM_STREAMS (None: what the hint picks)
+    gaps_s: tuple[float, ...] = ()  # also time single batch-1 calls after each of these idle gaps
     sample_interval_s: float = _RULES.sample_interval_s
     catalog: Path | None = None
     instance: str | None = None
@@ -51,6 +57,13 @@ class ProfileConfig:
         if self.intra_op_threads is not None and self.intra_op_threads <= 0:
             raise InputError(f"intra_op_threads: {self.intra_op_threads!r} must be a positive integer")
         self.measure_config(self.concurrency[0])  # validates the measurement fields
+        self.runtime_options()  # validates the runtime knobs
+
+    def runtime_options(self) -> Any:
+        from costeff.runtimes import RuntimeOptions
+
+        return RuntimeOptions(threads=self.intra_op_threads, spinning=self.spinning, provider=self.provider,
+                              precision=self.ov_precision, performance_hint=self.ov_hint, streams=self.ov_streams)
 
     def measure_config(self, concurrency: int, request_rate: float | None = None) -> MeasureConfig:
         return MeasureConfig(warmup_s=self.warmup_s, window_s=self.window_s, stability_pct=self.stability_pct,

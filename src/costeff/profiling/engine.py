@@ -28,20 +28,63 @@ def profile(model_path: Path | str, config: ProfileConfig = ProfileConfig(), obs
     batch size; without them inputs are seeded standard-normal of the graph's dtypes.
     ``progress`` is anything with ``advance(n, description=None)``.
     """
-    from costeff.modelio import create_session, read_signature
+    from costeff.modelio import read_signature
+    from costeff.runtimes import open_runner
 
     started = time.perf_counter()
     sig = read_signature(model_path)
     obs = check_observations(sig, observations, observations_source)
     compared = [(str(p), load_compare(p)) for p in config.compare]  # bad --compare fails before measuring
+    _same_model(model_path, compared)
     check_catalog(config)
-    session = create_session(model_path, config.provider, intra_op_threads=config.intra_op_threads)
-    used = session.get_providers()[0]
-    points = sweep(session, sig, obs, config, used, progress)
+    runner = open_runner(model_path, options=config.runtime_options())
+    used = getattr(runner, "provider", "OpenVINO CPU")
+    points = sweep(runner, sig, obs, config, used, progress)
     inputs = {"source": _source_text(observations_source if obs is not None else None, sig),
-              "tensors": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in sig.inputs]}
-    return assemble_report(points, config, model_path=model_path, provider=used, inputs=inputs,
-                           duration_s=time.perf_counter() - started, compared=compared)
+              "tensors": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in sig.inputs],
+              "runtime": {"backend": runner.backend, **config.runtime_options().to_dict(runner.backend),
+                          **getattr(runner, "properties", {})}}
+    report = assemble_report(points, config, model_path=model_path, provider=used, inputs=inputs,
+                             duration_s=time.perf_counter() - started, compared=compared)
+    if config.gaps_s:
+        report.latency_by_gap = latency_by_gap(runner, sig, obs, config.gaps_s, progress)
+    return report
+
+
+def latency_by_gap(runner: Any, sig: Any, obs: np.ndarray | None, gaps_s: tuple[float, ...],
+                   progress: Any = None) -> list[dict[str, float]]:
+    """Batch-1 latency after each idle gap: what sparse traffic sees, unlike a tight loop."""
+    from dataclasses import asdict
+
+    from costeff.profiling.traffic import calls_for_gap, gap_latency
+
+    infer = _bound(runner, build_feed(sig, 1, obs))
+    out = []
+    for gap in gaps_s:
+        if progress is not None:
+            progress.advance(0, description=f"latency after {gap * 1e3:g} ms gaps")
+        out.append(asdict(gap_latency(infer, gap, calls_for_gap(gap))))
+    return out
+
+
+def _bound(runner: Any, feed: dict[str, np.ndarray]) -> Any:
+    """A zero-argument infer on ``feed``: a C-level call, no Python frame per request."""
+    if runner.backend == "onnxruntime":
+        return functools.partial(runner.session.run, None, feed)
+    return runner.bind(next(iter(feed.values())))
+
+
+def _same_model(model_path: Path | str, compared: list[tuple[str, dict[str, Any]]]) -> None:
+    """Right-sizing compares hardware for one model; another model's profile would compare models."""
+    from costeff.artifacts import sha256_file
+
+    if not compared:
+        return
+    own = sha256_file(model_path)
+    for path, data in compared:
+        if data.get("model_sha256") != own:
+            raise InputError(f"--compare {path}: measured model sha256 {data.get('model_sha256')}, not this "
+                             f"model ({own}); compare profiles of the same model")
 
 
 def check_catalog(config: ProfileConfig) -> None:
@@ -84,7 +127,7 @@ def build_feed(sig: Any, batch_size: int, obs: np.ndarray | None, seed: int = 0)
     return feed
 
 
-def sweep(session: Any, sig: Any, obs: np.ndarray | None, config: ProfileConfig, provider: str,
+def sweep(runner: Any, sig: Any, obs: np.ndarray | None, config: ProfileConfig, provider: str,
           progress: Any = None) -> list[Point]:
     points = []
     with _sampler(provider, config) as sampler:
@@ -93,9 +136,7 @@ def sweep(session: Any, sig: Any, obs: np.ndarray | None, config: ProfileConfig,
             for batch in config.batch_sizes:
                 if progress is not None:
                     progress.advance(0, description=f"profiling batch {batch}, concurrency {conc}")
-                feed = build_feed(sig, batch, obs)
-                infer = functools.partial(session.run, None, feed)  # C-level call: no Python frame per request
-                points.append(measure(infer, batch, mcfg, sampler=sampler))
+                points.append(measure(_bound(runner, build_feed(sig, batch, obs)), batch, mcfg, sampler=sampler))
                 if progress is not None:
                     progress.advance(1)
     return points
@@ -136,8 +177,9 @@ def assemble_report(points: list[Point], config: ProfileConfig, *, model_path: P
     if gpu_name is None and provider in GPU_PROVIDERS and hw.get("gpus"):
         gpu_name = hw["gpus"][0]["name"]
     optimal = select_optimal(points, config.latency_budget_ms)
+    local_cpu = detect() if target is None and gpu_name is None else None  # a remote host is not this CPU
     cost = cost_for(optimal.throughput_per_s, gpu_name, catalog_path=config.catalog, instance=config.instance,
-                    target_rate=config.target_rate, max_utilisation=config.max_utilisation)
+                    target_rate=config.target_rate, max_utilisation=config.max_utilisation, hw=local_cpu)
     ranking = right_size(cost, OWN_LABEL, list(compared), config.catalog, config.target_rate,
                          config.max_utilisation) if compared else []
     recs = recommendations(points, optimal, cost, ranking, detect().memory_total_gb)

@@ -31,6 +31,7 @@ class ProfileReport:
     recommendations: list[Recommendation]
     duration_s: float
     target: dict[str, Any] = field(default_factory=dict)  # {"kind": "local"} or the remote server
+    latency_by_gap: list[dict[str, float]] = field(default_factory=list)  # batch-1 calls after idle gaps
 
     def point(self, batch_size: int, concurrency: int | None = None) -> Point:
         for p in self.points:
@@ -83,8 +84,22 @@ def to_markdown(r: ProfileReport) -> str:
     if r.optimal.batch_size is not None:
         lines.append(f"- batch {r.optimal.batch_size} (concurrency {r.optimal.concurrency}): "
                      f"{r.optimal.throughput_per_s:,.0f} inferences/s, p99 {r.optimal.latency_p99_ms:.3g} ms")
-    lines += _cost_md(r) + _recs_md(r) + ["", "## Plots", ""] + [f"![{p}]({p})" for p in PLOTS]
+    lines += _gaps_md(r) + _cost_md(r) + _recs_md(r) + ["", "## Plots", ""] + [f"![{p}]({p})" for p in PLOTS]
     return "\n".join(lines) + "\n"
+
+
+def _gaps_md(r: ProfileReport) -> list[str]:
+    if not r.latency_by_gap:
+        return []
+    out = ["", "## Batch-1 latency after idle gaps", "",
+           "Single calls with the gap of idleness before each: what sparse traffic sees (threads asleep, "
+           "caches cold), which a back-to-back loop never does.", "",
+           "| gap ms | calls | p50 ms | p99 ms | p50 vs back to back |", "|---:|---:|---:|---:|---:|"]
+    warm = next((g["p50_ms"] for g in r.latency_by_gap if g["gap_ms"] == 0), None)
+    for g in r.latency_by_gap:
+        ratio = f"{g['p50_ms'] / warm:.2f}x" if warm else "—"
+        out.append(f"| {g['gap_ms']:g} | {g['calls']} | {_f(g['p50_ms'])} | {_f(g['p99_ms'])} | {ratio} |")
+    return out
 
 
 def _cost_md(r: ProfileReport) -> list[str]:

@@ -8,13 +8,17 @@ from costeff.errors import InputError
 from costeff.quantization.build import CALIBRATION_METHODS
 from costeff.quantization.fidelity import Tolerances
 
-VARIANTS = ("fp16", "int8-dynamic", "int8-static")
+ORT_VARIANTS = ("fp16", "int8-dynamic", "int8-static")
+OV_VARIANTS = ("ov-fp32", "ov-bf16", "ov-int8", "ov-int8-ac", "ov-int8-ac-bf16")
+VARIANTS = ORT_VARIANTS + OV_VARIANTS
+BACKENDS = ("onnxruntime", "openvino")
 PROVIDERS = ("cpu", "cuda", "tensorrt", "auto")
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] | None = None  # None: every variant this host and these backends can try
+    backends: tuple[str, ...] = BACKENDS
     calibration_method: str = "MinMax"
     tolerances: Tolerances = field(default_factory=Tolerances)
     batch_sizes: tuple[int, ...] = (1, 16, 64, 256)
@@ -33,11 +37,20 @@ class QuantizeConfig:
     outputs: tuple[tuple[str, str], ...] = ()  # (role, output name), e.g. (("logits", "pi"),)
     op_block_list: tuple[str, ...] = ()  # extra op types kept fp32 in fp16 variants
     min_speedup: float = 1.05  # a variant replaces fp32 only when at least this much faster
+    gaps_s: tuple[float, ...] = (0.0, 0.01)  # single-call latency after these idle gaps
+    open_loop_s: float = 1.5  # longest open-loop replay per variant and round (fewer rows at low rates)
+    max_utilisation: float = 0.8  # instances are planned at this share of measured capacity
+    speed_of_failing: bool = False  # also time variants that failed a gate (benchmarks)
+    tune_knobs: bool = True  # with a target rate, time alternative runtime settings of the selected variant
 
     def __post_init__(self) -> None:
-        bad = [v for v in self.variants if v not in VARIANTS]
-        if bad or not self.variants:
-            raise InputError(f"variants: {bad or 'none'}; allowed: {', '.join(VARIANTS)}")
+        if self.variants is not None:
+            bad = [v for v in self.variants if v not in VARIANTS]
+            if bad or not self.variants:
+                raise InputError(f"variants: {bad or 'none'}; allowed: {', '.join(VARIANTS)}")
+        bad_backends = [b for b in self.backends if b not in BACKENDS]
+        if bad_backends or not self.backends:
+            raise InputError(f"backends: {bad_backends or 'none'}; allowed: {', '.join(BACKENDS)}")
         if self.calibration_method not in CALIBRATION_METHODS:
             raise InputError(f"calibration_method: {self.calibration_method!r}; allowed: "
                              f"{', '.join(CALIBRATION_METHODS)}")
@@ -53,7 +66,9 @@ class QuantizeConfig:
                   "min_calibration": self.min_calibration >= 1, "min_evaluation": self.min_evaluation >= 1,
                   "target_rate": self.target_rate is None or self.target_rate > 0,
                   "latency_budget_ms": self.latency_budget_ms is None or self.latency_budget_ms > 0,
-                  "min_speedup": self.min_speedup >= 1.0}
+                  "min_speedup": self.min_speedup >= 1.0, "open_loop_s": self.open_loop_s > 0,
+                  "max_utilisation": 0 < self.max_utilisation <= 1,
+                  "gaps_s": all(0 <= g <= 60 for g in self.gaps_s)}
         for name, ok in checks.items():
             if not ok:
                 raise InputError(f"{name}: {getattr(self, name)!r} is out of range")

@@ -38,16 +38,25 @@ class Context:
     evaluation: np.ndarray
     ref_eval: PolicyOutputs
     ref_cal: PolicyOutputs
+    base_fp32: Path | None = None  # the model as given (OpenVINO converts it itself)
     recipe: build.Int8Recipe | None = None
+    ov_ac_info: dict[str, Any] | None = None
 
-    def outputs(self, path: Path, rows: str = "evaluation", session_config: dict | None = None) -> PolicyOutputs:
+    def outputs(self, path: Path, rows: str = "evaluation", session_config: dict | None = None,
+                variant: VariantResult | None = None) -> PolicyOutputs:
         obs = self.evaluation if rows == "evaluation" else self.calibration
+        if variant is not None and variant.backend == "openvino":
+            from costeff.runtimes import RuntimeOptions
+
+            return run_policy(path, obs, self.logits, self.value, backend="openvino",
+                              options=RuntimeOptions(precision=variant.runtime["precision"]))
         return run_policy(path, obs, self.logits, self.value, provider=self.config.provider,
                           session_config=session_config)
 
     def evaluate(self, variant: VariantResult, path: Path) -> VariantResult:
         """Fidelity and gates on the held-out rows only."""
-        variant.fidelity = compare(self.ref_eval, self.outputs(path, session_config=variant.session_config))
+        variant.fidelity = compare(self.ref_eval, self.outputs(path, session_config=variant.session_config,
+                                                               variant=variant))
         variant.gates = gates(variant.fidelity, self.config.tolerances)
         variant.passed = all_passed(variant.gates)
         return variant
@@ -76,23 +85,30 @@ def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: 
     note = build.prepare_base(model_path, base)
     ref = lambda rows: run_policy(model_path, rows, sig.logits, sig.value, provider=config.provider)  # noqa: E731
     ctx = Context(config, base, work, sig.input().name, sig.logits, sig.value, sp.calibration, sp.evaluation,
-                  ref(sp.evaluation), ref(sp.calibration))
+                  ref(sp.evaluation), ref(sp.calibration), base_fp32=model_path)
     return ctx, note
 
 
 def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
+    from costeff.hardware import detect
+    from costeff.quantization import openvino as ov_build
     from costeff.quantization.fallback import fallbacks
+    from costeff.quantization.variants import plan
 
-    recipe_info: dict[str, Any] = {"name": None, "reason": "no int8 variant requested", "evidence": []}
-    if any(v.startswith("int8") for v in ctx.config.variants):
+    names, skipped = plan(ctx.config, detect(), ctx.config.provider)
+    ort_names = [n for n in names if not n.startswith("ov-")]
+    recipe_info: dict[str, Any] = {"name": None, "reason": "no onnxruntime int8 variant requested", "evidence": []}
+    if any(v.startswith("int8") for v in ort_names):
         recipe_info = _choose_recipe(ctx)
     variants = [_baseline(ctx)]
-    for name in ctx.config.variants:
+    for name in ort_names:
         variants.append(_variant(ctx, name))
         _tick(progress, f"built {name}")
     if ctx.config.fallback:
         variants += fallbacks(ctx, variants)
-    return variants, recipe_info
+    variants += ov_build.build_variants(ctx, [n for n in names if n.startswith("ov-")],
+                                        lambda text: _tick(progress, text))
+    return variants + skipped, recipe_info
 
 
 def _baseline(ctx: Context) -> VariantResult:
@@ -131,7 +147,9 @@ def _choose_recipe(ctx: Context) -> dict[str, Any]:
 
 def _variant(ctx: Context, name: str) -> VariantResult:
     """Build and evaluate one variant; a failure is recorded on the variant, the others go on."""
-    v = VariantResult(name)
+    from costeff.quantization.variants import precision_of
+
+    v = VariantResult(name, precision=precision_of(name))
     path = ctx.work / f"{name}.onnx"
     try:
         if name == "fp16":
@@ -182,7 +200,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
 
     variants[0].path = str(model_path)
     speed_method = apply_speed(ctx, model_path, obs, variants, progress)
-    selected, cost = select_and_cost(variants, ctx.config)
+    selected, cost = select_and_cost(variants, ctx.config, obs)
     layout = Layout.default()
     out = layout.run_dir("quant", out_dir)
     name = ctx.config.name or model_path.stem
@@ -211,16 +229,21 @@ def _split_info(sp: Any, config: QuantizeConfig, obs: np.ndarray) -> dict[str, A
 
 
 def _save_models(variants: list[VariantResult], models: Path, name: str, model_path: Path) -> None:
-    """Copy each built variant to ``<models>/<name>_<variant>.onnx`` with a ``.sha256`` beside it."""
+    """Copy each built variant to ``<models>/<name>_<variant>.onnx`` (IR: ``.xml`` + ``.bin``), hashed."""
     models.mkdir(parents=True, exist_ok=True)
     base_size = model_path.stat().st_size
     for v in variants:
         if not v.built or v.path is None:
             continue
-        dst = models / f"{name}_{v.name}.onnx"
-        tmp = dst.with_suffix(".onnx.tmp")
-        shutil.copyfile(v.path, tmp)
-        tmp.replace(dst)
-        v.path, v.sha256, v.size_bytes = str(dst.resolve()), sha256_file(dst), dst.stat().st_size
+        src = Path(v.path)
+        dst = models / f"{name}_{v.name}{src.suffix}"
+        files = [(src, dst)] + ([(src.with_suffix(".bin"), dst.with_suffix(".bin"))] if src.suffix == ".xml" else [])
+        for a, b in reversed(files):  # the weights first: an .xml never points at a missing .bin
+            tmp = b.with_name(b.name + ".tmp")
+            shutil.copyfile(a, tmp)
+            tmp.replace(b)
+        v.path, v.sha256 = str(dst.resolve()), sha256_file(dst)
+        v.size_bytes = sum(b.stat().st_size for _, b in files)
         v.size_reduction_pct = 100.0 * (1 - v.size_bytes / base_size)
-        atomic_write_text(models / f"{dst.name}.sha256", f"{v.sha256}  {dst.name}\n")
+        lines = "".join(f"{sha256_file(b)}  {b.name}\n" for _, b in files)
+        atomic_write_text(models / f"{dst.name}.sha256", lines)

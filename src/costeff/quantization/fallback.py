@@ -70,7 +70,9 @@ def _fallback(ctx: Any, name: str, source: VariantResult) -> VariantResult:
     heads = build.head_nodes(model, [o for o in (ctx.logits, ctx.value) if o])
     rest = [n for n in build.lowerable_nodes(model) if n not in heads]
     ranked = _rank(ctx, make, rest)
-    v = VariantResult(name, derived_from=source.name, recipe=source.recipe, session_config=source.session_config,
+    from costeff.quantization.variants import precision_of
+
+    v = VariantResult(name, precision=precision_of(name), derived_from=source.name, recipe=source.recipe, session_config=source.session_config,
                       fp32_op_types=source.fp32_op_types)
     v.notes.append(f"sensitivity order (calibration rows, most sensitive first): {ranked}")
     order = [heads] + [[n] for n in ranked]

@@ -127,32 +127,32 @@ def _finite(x: float | None) -> float | None:
 
 
 def run_policy(path: Path | str, obs: np.ndarray, logits: str, value: str | None, *, provider: str = "cpu",
-               chunk: int = 1024, session_config: dict[str, str] | None = None) -> PolicyOutputs:
-    """The policy's logits (and value) on ``obs``, in chunks, with a non-spinning session."""
-    sess = open_session(path, provider, session_config)
-    name = sess.get_inputs()[0].name
+               chunk: int = 1024, session_config: dict[str, str] | None = None, backend: str | None = None,
+               options: Any = None) -> PolicyOutputs:
+    """The policy's logits (and value) on ``obs``, in chunks, on any backend.
+
+    Without ``options`` an onnxruntime session does not spin: several sessions
+    alternate in one process here, and spinning threads would slow each other.
+    """
+    from costeff.runtimes import RuntimeOptions, open_runner
+
+    if options is None:
+        options = RuntimeOptions(provider=provider, spinning=False,
+                                 session_config=tuple((session_config or {}).items()))
+    runner = open_runner(path, backend, options)
     wanted = [logits] + ([value] if value else [])
     parts: list[list[np.ndarray]] = [[] for _ in wanted]
     for start in range(0, len(obs), chunk):
-        for i, out in enumerate(sess.run(wanted, {name: obs[start:start + chunk]})):
+        for i, out in enumerate(runner.run(obs[start:start + chunk], wanted)):
             parts[i].append(np.asarray(out, dtype=np.float32))
     arrays = [np.concatenate(p) for p in parts]
     return PolicyOutputs(arrays[0].reshape(len(obs), -1), arrays[1] if value else None)
 
 
 def open_session(path: Path | str, provider: str = "cpu", session_config: dict[str, str] | None = None) -> Any:
-    """A session with spinning off (several sessions alternate in one process) plus extra config."""
-    import onnxruntime as ort
+    """A non-spinning onnxruntime session (several sessions alternate in one process) plus extra config."""
+    from costeff.runtimes import RuntimeOptions
+    from costeff.runtimes.ort import open_session as ort_session
 
-    from costeff.errors import DependencyError
-    from costeff.modelio import resolve_provider
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    for key, val in (session_config or {}).items():
-        opts.add_session_config_entry(key, val)
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=resolve_provider(provider))
-    except Exception as exc:  # onnxruntime raises its own Fail / NotImplemented / InvalidGraph
-        raise DependencyError(f"{path}: onnxruntime could not load the model with {provider}: {exc}") from None
+    return ort_session(path, RuntimeOptions(provider=provider, spinning=False,
+                                            session_config=tuple((session_config or {}).items())))

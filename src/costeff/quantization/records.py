@@ -25,6 +25,10 @@ class Trial:
 @dataclass
 class VariantResult:
     name: str
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    runtime: dict[str, Any] = field(default_factory=dict)  # compile / session options it is served with
+    not_tried: str | None = None  # why this host or these options did not try it
     path: str | None = None
     sha256: str | None = None
     built: bool = False
@@ -51,6 +55,10 @@ class VariantResult:
     speedup: float | None = None  # own optimal batch vs fp32 at its optimal batch
     speedup_at_baseline_batch: float | None = None  # both at fp32's optimal batch
     cost: dict[str, Any] | None = None
+    latency_by_gap: list[dict[str, float]] = field(default_factory=list)  # single calls after idle gaps
+    open_loop: dict[str, Any] | None = None  # Poisson arrivals at the target rate, greedy batching
+    open_loop_p50_range_ms: tuple[float, float] | None = None
+    at_target: dict[str, Any] | None = None  # instances, $/day, budget met: what selection compares
 
 
 @dataclass
@@ -92,14 +100,17 @@ def to_markdown(rep: QuantizationReport) -> str:
              f"- split: {rep.split['calibration_rows']} calibration rows, {rep.split['evaluation_rows']} "
              f"held-out rows (disjoint, seed {rep.split['seed']}); fidelity on held-out rows only",
              f"- int8 recipe **{rep.recipe.get('name')}**: {rep.recipe.get('reason')}",
-             f"- selected **{sel['name']}** (`{sel['path']}`): {sel['reason']}", "",
+             f"- selected **{sel['name']}** ({sel.get('backend', 'onnxruntime')}, {sel.get('precision', '-')}; "
+             f"`{sel['path']}`): {sel['reason']}",
+             f"- traffic assumed: {_traffic(sel.get('traffic') or {})}", "",
+             "## Regimes", ""] + _regime_md(rep) + _knobs_md(sel.get("knobs")) + ["", "## Fidelity and size", "",
              "| variant | built | passed | action drift % | entropy drift % | correlation | KL p99 | value err "
              "| opt batch | speedup | speedup @fp32 batch | size MB | size -% | $/M |",
              "|" + "---|" * 14]
     for v in rep.variants:
         f = v.fidelity
         lines.append("| " + " | ".join([
-            v.name, "yes" if v.built else f"no: {v.error}", "PASS" if v.passed else "FAIL",
+            v.name, "yes" if v.built else f"no: {v.not_tried or v.error}", "PASS" if v.passed else "FAIL",
             _fmt(f and f.action_drift_pct), _fmt(f and f.entropy_drift_pct), _fmt(f and f.action_correlation, ".5f"),
             _fmt(f and f.kl_p99, ".2e"), _fmt(f and f.value_max_abs_err, ".4f"), _fmt(v.optimal_batch),
             _fmt(v.speedup, ".2f"), _fmt(v.speedup_at_baseline_batch, ".2f"),
@@ -110,6 +121,48 @@ def to_markdown(rep: QuantizationReport) -> str:
     lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""]
     lines += _cost_md(rep.cost)
     return "\n".join(lines) + "\n"
+
+
+def _traffic(t: dict[str, Any]) -> str:
+    if not t.get("target_rate_per_s"):
+        return "none given: closed-loop throughput decides"
+    budget = t.get("latency_budget_ms")
+    return f"{t['target_rate_per_s']:g} requests/s" + (f", p99 budget {budget:g} ms" if budget else "")
+
+
+def _regime_md(rep: QuantizationReport) -> list[str]:
+    """Every variant in every regime: what selection compares, side by side."""
+    out = ["| variant | backend | precision | action drift % | batch 1 tight p50 ms | batch 1 after "
+           "gaps p50 ms | optimal batch | inferences/s | p50 / p99 at target ms | instances | $/day | $/million |",
+           "|" + "---|" * 12]
+    for v in rep.variants:
+        if v.not_tried:
+            out.append(f"| {v.name} | {v.backend} | {v.precision} | not tried: {v.not_tried} |" + " |" * 8)
+            continue
+        f, gaps, t = v.fidelity, v.latency_by_gap, v.at_target or {}
+        tight = next((g["p50_ms"] for g in gaps if g["gap_ms"] == 0), None)
+        spaced = ", ".join(f"{g['gap_ms']:g} ms: {g['p50_ms']:.3f}" for g in gaps if g["gap_ms"] > 0) or "-"
+        target = f"{t['p50_ms']:.3f} / {t['p99_ms']:.3f}" + ("" if t.get("meets_budget") else " (over budget)") \
+            if t else "-"
+        out.append("| " + " | ".join([
+            v.name, v.backend, v.precision, _fmt(f and f.action_drift_pct), _fmt(tight), spaced,
+            _fmt(v.optimal_batch), _fmt(v.optimal_throughput_per_s, ",.0f"), target, _fmt(t.get("instances")),
+            _fmt(t.get("usd_per_day"), ".2f"), _fmt(v.cost and v.cost.get("usd_per_million"), ".4g")]) + " |")
+    return out
+
+
+def _knobs_md(rows: list[dict[str, Any]] | None) -> list[str]:
+    if not rows:
+        return []
+    out = ["", "### Runtime settings of the selected variant, measured at the target", "",
+           "| setting | optimal batch | inferences/s | p50 / p99 at target ms | instances | beats default "
+           "| adopted |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        beats = "-" if r["beats_default"] is None else ("yes" if r["beats_default"] else "no")
+        out.append(f"| {r['setting']} | {_fmt(r['optimal_batch'])} | {_fmt(r['throughput_per_s'], ',.0f')} | "
+                   f"{_fmt(r['p50_ms_at_target'])} / {_fmt(r['p99_ms_at_target'])} | {_fmt(r['instances'])} | "
+                   f"{beats} | {'yes' if r['adopted'] else ''} |")
+    return out
 
 
 def _gates_md(rep: QuantizationReport) -> list[str]:

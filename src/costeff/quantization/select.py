@@ -1,7 +1,16 @@
-"""Speedups, cost before and after, and the choice of the variant to serve."""
+"""Speedups, cost at the target traffic, and the choice of the variant to serve.
+
+With a target rate the choice is by cost at that traffic: a variant must pass
+every fidelity gate and meet the p99 budget in the open-loop replay at the
+rate; among those, the fewest instances (dollars per day) wins, and among
+equally cheap ones the lowest open-loop p50, i.e. the best served. Without a
+target rate, the fastest passing variant in the closed loop wins, as before.
+Either way fp32 stays unless a variant beats it by more than the noise.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,38 +21,48 @@ from costeff.quantization.records import VariantResult
 
 
 def apply_speed(ctx: Any, model_path: Path, obs: np.ndarray, variants: list[VariantResult], progress: Any) -> str:
-    """Profile every built variant and fill in throughput and speedups; returns how it was measured."""
+    """Profile the variants worth serving in isolated processes; fill in speed, latency and open loop."""
     from costeff.quantization.speed import measure_all
 
-    built = [v for v in variants if v.built and v.path]
-    paths = {v.name: Path(v.path) for v in built}
+    timed = [v for v in variants if v.built and v.path and (v.baseline or v.passed or ctx.config.speed_of_failing)]
+    for v in variants:
+        if v.built and v not in timed:
+            v.notes.append("not timed: it failed a fidelity gate, so it cannot be served")
     tick = (lambda: progress.advance(1, description="profiling")) if progress is not None else (lambda: None)
-    speeds = measure_all(paths, ctx.config, obs, tick)
+    speeds = measure_all(timed, ctx.config, obs, tick)
     base = speeds["fp32"]
-    for v in built:
-        s = speeds[v.name]
-        v.throughput_per_s, v.throughput_range_per_s, v.latency_p99_ms = s.throughput_per_s, \
-            s.throughput_range_per_s, s.latency_p99_ms
-        v.optimal_batch, v.optimal_throughput_per_s = s.optimal_batch, s.optimal_throughput_per_s
-        v.throughput_at_baseline_batch_per_s = s.throughput_per_s.get(base.optimal_batch)
-        v.speedup = s.optimal_throughput_per_s / base.optimal_throughput_per_s
-        if v.throughput_at_baseline_batch_per_s is not None:
-            v.speedup_at_baseline_batch = v.throughput_at_baseline_batch_per_s / base.optimal_throughput_per_s
-    return (f"costeff.profiling.profile, batch sizes {list(ctx.config.batch_sizes)}, {ctx.config.speed_rounds} "
-            f"interleaved round(s), window {ctx.config.window_s} s per point, provider {ctx.config.provider}")
+    for v in timed:
+        _fill(v, speeds[v.name], base)
+    cfg = ctx.config
+    return (f"each variant in its own process, batch sizes {list(cfg.batch_sizes)}, {cfg.speed_rounds} interleaved "
+            f"round(s), window {cfg.window_s} s per point, provider {cfg.provider}; latency after idle gaps "
+            f"{[g * 1e3 for g in cfg.gaps_s]} ms" + (f"; open loop at {cfg.target_rate:g}/s (Poisson arrivals, "
+                                                    "greedy batching up to the optimal batch)"
+                                                    if cfg.target_rate else ""))
 
 
-def choose(variants: list[VariantResult], min_speedup: float = 1.05) -> dict[str, Any]:
-    """The fastest variant that passes every gate and beats fp32 by ``min_speedup``; fp32 otherwise.
+def _fill(v: VariantResult, s: Any, base: Any) -> None:
+    v.throughput_per_s, v.throughput_range_per_s, v.latency_p99_ms = s.throughput_per_s, \
+        s.throughput_range_per_s, s.latency_p99_ms
+    v.optimal_batch, v.optimal_throughput_per_s = s.optimal_batch, s.optimal_throughput_per_s
+    v.throughput_at_baseline_batch_per_s = s.throughput_per_s.get(base.optimal_batch)
+    v.speedup = s.optimal_throughput_per_s / base.optimal_throughput_per_s
+    if v.throughput_at_baseline_batch_per_s is not None:
+        v.speedup_at_baseline_batch = v.throughput_at_baseline_batch_per_s / base.optimal_throughput_per_s
+    v.latency_by_gap, v.open_loop, v.open_loop_p50_range_ms = s.latency_by_gap, s.open_loop, s.open_loop_p50_range_ms
+    v.runtime = {**v.runtime, **s.runtime}
 
-    A lowered variant carries risk fp32 does not; a gain within measurement noise
-    (a few percent on a shared machine) does not pay for it.
-    """
+
+def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate: float | None = None,
+           budget_ms: float | None = None) -> dict[str, Any]:
+    """The variant to serve, with the reason in words."""
     base = next(v for v in variants if v.baseline)
-    passing = [v for v in variants if not v.baseline and v.built and v.passed]
+    passing = [v for v in variants if not v.baseline and v.built and v.passed and v.speedup is not None]
+    if target_rate and base.at_target:
+        return _choose_at_target(base, passing, min_speedup, target_rate, budget_ms)
     if not passing:
         return {"name": base.name, "reason": "no lowered variant passed every fidelity gate; fp32 stays",
-                "passed_any": False}
+                "passed_any": any(v.passed for v in variants if not v.baseline)}
     faster = [v for v in passing if (v.speedup or 0) >= min_speedup]
     if not faster:
         names = ", ".join(f"{v.name} ({v.speedup:.2f}x)" for v in passing if v.speedup is not None)
@@ -54,24 +73,90 @@ def choose(variants: list[VariantResult], min_speedup: float = 1.05) -> dict[str
             "reason": f"fastest variant passing every gate: {best.speedup:.2f}x fp32 at batch {best.optimal_batch}"}
 
 
-def select_and_cost(variants: list[VariantResult], config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    selected = choose(variants, config.min_speedup)
-    cost = _costs(variants, config, selected["name"])
+def _choose_at_target(base: VariantResult, passing: list[VariantResult], min_speedup: float, rate: float,
+                      budget_ms: float | None) -> dict[str, Any]:
+    traffic = f"{rate:g}/s" + (f", p99 budget {budget_ms:g} ms" if budget_ms else "")
+    ok = [v for v in passing if v.at_target and v.at_target["meets_budget"]]
+    wins = [v for v in ok if _beats(v, base, min_speedup)]
+    if not wins:
+        why = "no passing variant meets the budget at the target" if not ok else \
+            "no passing variant is cheaper than fp32 at the target, or better served by more than the noise"
+        return {"name": base.name, "passed_any": bool(passing), "reason": f"{why} ({traffic}); fp32 stays"}
+    best = min(wins, key=lambda v: (v.at_target["usd_per_day"], v.open_loop["p50_ms"]))
+    t = best.at_target
+    return {"name": best.name, "passed_any": True,
+            "reason": (f"cheapest variant passing every gate at {traffic}: {t['instances']} instance(s), "
+                       f"${t['usd_per_day']:.2f}/day vs fp32's {base.at_target['instances']} "
+                       f"(${base.at_target['usd_per_day']:.2f}/day); open-loop p50 {best.open_loop['p50_ms']:.3f} ms "
+                       f"vs {base.open_loop['p50_ms']:.3f} ms; {best.speedup:.2f}x fp32 throughput at batch "
+                       f"{best.optimal_batch}")}
+
+
+def _beats(v: VariantResult, base: VariantResult, min_speedup: float) -> bool:
+    """Cheaper even at its slowest round, or as cheap and answering faster by more than the noise."""
+    if not base.at_target["meets_budget"]:
+        return True
+    if v.at_target["instances_worst"] < base.at_target["instances"]:
+        return True
+    if v.at_target["instances"] > base.at_target["instances"]:
+        return False
+    best_base = min(base.open_loop_p50_range_ms or (base.open_loop["p50_ms"],))
+    worst_v = max(v.open_loop_p50_range_ms or (v.open_loop["p50_ms"],))
+    return v.open_loop["p50_ms"] * min_speedup <= base.open_loop["p50_ms"] and worst_v < best_base
+
+
+def select_and_cost(variants: list[VariantResult], config: Any,
+                    obs: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    instance = _instance(config)
+    _at_target(variants, config, instance)
+    selected = choose(variants, config.min_speedup, config.target_rate, config.latency_budget_ms)
+    sel = next(v for v in variants if v.name == selected["name"])
+    if config.tune_knobs and obs is not None and sel.at_target:
+        from costeff.quantization.knobs import tune
+
+        selected["knobs"] = tune(sel, variants, config, obs, instance)
+    cost = _costs(variants, config, selected["name"], instance)
+    selected.update(backend=sel.backend, precision=sel.precision, runtime=sel.runtime,
+                    traffic={"target_rate_per_s": config.target_rate, "latency_budget_ms": config.latency_budget_ms})
     return selected, cost
 
 
-def _costs(variants: list[VariantResult], config: Any, selected: str) -> dict[str, Any]:
-    """$ per million and instances needed for every variant at its optimal batch."""
-    from costeff.cost import estimate, load_catalog
+def _instance(config: Any) -> Any:
+    from costeff.cost import load_catalog
     from costeff.hardware import detect
 
     hw = detect()
     gpu = hw.gpus[0].name if hw.gpus and config.provider != "cpu" else None
-    instance = load_catalog().for_hardware(gpu)
+    return load_catalog().for_hardware(gpu, hw=hw)
+
+
+def _at_target(variants: list[VariantResult], config: Any, instance: Any) -> None:
+    """Instances, dollars per day and the budget verdict at the target rate, per timed variant."""
+    if not config.target_rate:
+        return
+    price_day = instance.usd_per_hour * 24.0
+    for v in variants:
+        if not v.open_loop or not v.optimal_throughput_per_s:
+            continue
+        worst = min(v.throughput_range_per_s.get(v.optimal_batch, (v.optimal_throughput_per_s,) * 2))
+        instances = v.open_loop["instances"]
+        meets = not v.open_loop["saturated"] and (config.latency_budget_ms is None
+                                                  or v.open_loop["p99_ms"] <= config.latency_budget_ms)
+        v.at_target = {"instances": instances, "usd_per_day": instances * price_day,
+                       "instances_worst": max(1, math.ceil(config.target_rate / (worst * config.max_utilisation))),
+                       "meets_budget": meets, "p50_ms": v.open_loop["p50_ms"], "p99_ms": v.open_loop["p99_ms"]}
+
+
+def _costs(variants: list[VariantResult], config: Any, selected: str, instance: Any) -> dict[str, Any]:
+    """$ per million and instances needed for every variant at its optimal batch."""
+    from costeff.cost import estimate
+
     for v in variants:
         if v.optimal_throughput_per_s:
-            v.cost = to_jsonable(estimate(instance, v.optimal_throughput_per_s, config.target_rate))
+            v.cost = to_jsonable(estimate(instance, v.optimal_throughput_per_s, config.target_rate,
+                                          config.max_utilisation))
     before = next(v for v in variants if v.baseline).cost
     after = next(v for v in variants if v.name == selected).cost
-    return {"instance": instance.name, "target_rate_per_s": config.target_rate, "selected": selected,
-            "before": before, "after": after}
+    return {"instance": instance.name, "instance_price": {"usd_per_hour": instance.usd_per_hour,
+                                                          "source": instance.source, "as_of": instance.as_of},
+            "target_rate_per_s": config.target_rate, "selected": selected, "before": before, "after": after}

@@ -1,20 +1,29 @@
-"""Speed of every variant through the profiler, interleaved to cancel machine drift.
+"""Speed of every variant, each in a process of its own, interleaved to cancel machine drift.
 
-A shared machine drifts by tens of percent between passes, so variants are
-profiled in alternating order over several rounds and each point is the median
-over rounds: a ratio between variants then compares like with like.
+Two runtimes in one process slow each other down (their thread pools compete
+and spin), so every (variant, round) is timed in a fresh worker process
+(:mod:`costeff.runtimes.worker`). A shared machine drifts by tens of percent
+between passes, so variants are profiled in alternating order over several
+rounds and each number is the median over rounds, with its min-max spread.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
-from dataclasses import dataclass
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from costeff._jsonable import to_jsonable
+from costeff.errors import DependencyError
+
+WORKER_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -24,39 +33,97 @@ class Speed:
     optimal_batch: int
     optimal_throughput_per_s: float
     latency_p99_ms: dict[int, float]
+    latency_by_gap: list[dict[str, float]]  # medians over rounds per gap
+    open_loop: dict[str, Any] | None  # the median round's open-loop result
+    open_loop_p50_range_ms: tuple[float, float] | None
+    runtime: dict[str, Any]
 
 
-def measure_all(paths: dict[str, Path], config: Any, observations: np.ndarray,
+def measure_all(variants: list[Any], config: Any, observations: np.ndarray,
                 tick: Callable[[], None] = lambda: None) -> dict[str, Speed]:
     """Profile each variant at the same batch sizes, ``config.speed_rounds`` interleaved passes."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
-    names = list(paths)
-    for r in range(config.speed_rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            runs[name].append(_profile(paths[name], config, observations))
-            tick()
-    return {name: _summarise(reports, config.latency_budget_ms) for name, reports in runs.items()}
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    with tempfile.TemporaryDirectory(prefix="costeff-speed-") as tmp:
+        obs_path = Path(tmp) / "observations.npy"
+        np.save(obs_path, np.ascontiguousarray(observations[:4096], dtype=np.float32))
+        for r in range(config.speed_rounds):
+            for v in (variants if r % 2 == 0 else variants[::-1]):
+                runs[v.name].append(run_isolated(_task(v, config, obs_path)))
+                tick()
+    return {name: summarise(results, config.latency_budget_ms) for name, results in runs.items()}
 
 
-def _profile(path: Path, config: Any, observations: np.ndarray) -> dict[str, Any]:
-    from costeff.profiling import ProfileConfig, profile
-
-    pc = ProfileConfig(batch_sizes=tuple(config.batch_sizes), provider=config.provider,
-                       window_s=config.window_s, warmup_s=min(0.2, config.window_s),
-                       latency_budget_ms=config.latency_budget_ms, max_trials=3, stable_windows=2)
-    return to_jsonable(profile(path, pc, observations=observations))
+KNOBS = {"onnxruntime": ("threads", "spinning"), "openvino": ("precision", "performance_hint", "streams",
+                                                                 "threads", "pinning")}
 
 
-def _summarise(reports: list[dict[str, Any]], budget_ms: float | None) -> Speed:
+def _task(v: Any, config: Any, obs_path: Path) -> dict[str, Any]:
+    knobs = {k: v.runtime[k] for k in KNOBS[v.backend] if v.runtime.get(k) is not None}
+    options = knobs if v.backend == "openvino" else {
+        "provider": config.provider, "session_config": dict(v.session_config),
+        "trt_fp16": config.provider == "tensorrt" and v.name in ("fp16", "mixed"), **knobs}
+    return {"path": v.path, "backend": v.backend, "options": options, "observations": str(obs_path),
+            "batch_sizes": list(config.batch_sizes), "window_s": config.window_s,
+            "warmup_s": min(0.2, config.window_s), "gaps_s": list(config.gaps_s),
+            "target_rate": config.target_rate, "latency_budget_ms": config.latency_budget_ms,
+            "max_utilisation": config.max_utilisation, "open_loop_s": config.open_loop_s}
+
+
+def run_isolated(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement task in a fresh Python process; DependencyError when it fails."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "costeff.runtimes.worker"], input=json.dumps(task),
+                              capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise DependencyError(f"{task['path']}: speed measurement ran past {WORKER_TIMEOUT_S} s") from None
+    lines = proc.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DependencyError(f"{task['path']}: the measuring process died (exit {proc.returncode}): {tail}") \
+            from None
+    if not out["ok"]:
+        raise DependencyError(f"{task['path']}: {out['error']}")
+    return out["result"]
+
+
+def summarise(results: list[dict[str, Any]], budget_ms: float | None) -> Speed:
     per_batch: dict[int, list[float]] = {}
     p99: dict[int, list[float]] = {}
-    for rep in reports:
-        for p in rep["points"]:
-            per_batch.setdefault(p["batch_size"], []).append(p["throughput_per_s"])
-            p99.setdefault(p["batch_size"], []).append(p["latency_ms"]["p99"])
+    for res in results:
+        for b, p in res["closed_loop"].items():
+            per_batch.setdefault(int(b), []).append(p["throughput_per_s"])
+            p99.setdefault(int(b), []).append(p["p99_ms"])
     med = {b: statistics.median(v) for b, v in sorted(per_batch.items())}
     lat = {b: statistics.median(v) for b, v in sorted(p99.items())}
-    eligible = [b for b in med if budget_ms is None or lat[b] <= budget_ms] or list(med)
+    eligible = [b for b in med if budget_ms is None or lat[b] <= budget_ms] or [min(med)]
     best = max(eligible, key=lambda b: med[b])
-    return Speed(med, {b: (min(v), max(v)) for b, v in sorted(per_batch.items())}, best, med[best], lat)
+    ol, ol_range = _open_loop(results)
+    return Speed(med, {b: (min(v), max(v)) for b, v in sorted(per_batch.items())}, best, med[best], lat,
+                 _gaps(results), ol, ol_range, results[0]["runtime"])
 
+
+def _gaps(results: list[dict[str, Any]]) -> list[dict[str, float]]:
+    out = []
+    for i, first in enumerate(results[0]["gaps"]):
+        rows = [r["gaps"][i] for r in results]
+        out.append({"gap_ms": first["gap_ms"], "calls": sum(r["calls"] for r in rows),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in rows),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in rows)})
+    return out
+
+
+def _open_loop(results: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, tuple[float, float] | None]:
+    rounds = [r["open_loop"] for r in results if r.get("open_loop")]
+    if not rounds:
+        return None, None
+    by_p99 = sorted(rounds, key=lambda r: r["p99_ms"])
+    median = by_p99[(len(by_p99) - 1) // 2]  # the lower median: a real round, not an average of two
+    p50s = [r["p50_ms"] for r in rounds]
+    return {**median, "saturated": any(r["saturated"] for r in rounds)}, (min(p50s), max(p50s))
+
+
+def as_dict(speed: Speed) -> dict[str, Any]:
+    return asdict(speed)

@@ -4,7 +4,9 @@ Every gate is listed with what was observed, the threshold, the comparator and a
 verdict; NO-DATA fails. A hard breach (drawdown beyond the plan, or a net loss
 beyond the plan's limit) rolls back one step. Disabling the cost gates by flag
 leaves them computed and shown, marked not enforced, with the flag change that
-disabled them.
+disabled them. Drift is gated twice: offline (the quantization report's held-out rows)
+and live (the ledger's drift windows of the deployed bytes over the last hours, from
+``costeff drift check|watch``); no live window is NO-DATA and holds.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DecideConfig:
     as_of: date | None = None  # decisions use ledger days up to the day before; default today (UTC)
     triton_repository: Path | None = None
     model_name: str | None = None
+    drift_hours: float = 24.0  # live drift windows from the ledger over this many hours before the decision
     projection: Any = None  # ProjectionInputs; None: the newest reports under the artifacts folder
 
     def __post_init__(self) -> None:
@@ -41,6 +44,8 @@ class DecideConfig:
             raise InputError("--triton-repository and --model-name go together: give both or neither")
         if self.as_of is not None and not isinstance(self.as_of, date):
             raise InputError(f"as_of: {self.as_of!r} is not a date; expected YYYY-MM-DD")
+        if not (isinstance(self.drift_hours, (int, float)) and self.drift_hours > 0):
+            raise InputError(f"--drift-hours: {self.drift_hours!r}; expected hours > 0")
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,8 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
     report_path = find_report(config.quant_report)
     report = load_report(report_path) if report_path else None
     gates = (_data_gates(econ) + _cost_gates(econ, step, enabled) + _risk_gates(econ, history, step)
-             + _promotion_gates(history, step) + _quality_gates(plan, deployed, report))
+             + _promotion_gates(history, step) + _quality_gates(plan, deployed, report)
+             + _live_drift_gates(config, plan, deployed, as_of))
     verdict, to_index, reasons = _verdict(gates, index, len(plan.steps), history)
     notices = [] if enabled else [_disabled_notice(flags)]
     if any(r.startswith("SYNTHETIC") for r in _sources(ledger)):
@@ -243,6 +249,16 @@ def _drift_gates(plan: RampPlan, report: QuantReport, deployed: DeployedModel, v
         _gate("quant_entropy_drift_pct", "quality", variant.entropy_drift_pct if variant else None, "<=",
               plan.max_entropy_drift_pct, "%", why or f"variant {variant.name} vs fp32 on held-out observations"),
     ]
+
+
+def _live_drift_gates(config: DecideConfig, plan: RampPlan, deployed: DeployedModel, as_of: date) -> list[RampGate]:
+    from costeff.ramp.live_drift import live_drift, reference_time
+
+    live = live_drift(config.ledger, deployed.sha256, reference_time(config.as_of), config.drift_hours)
+    return [_gate("live_action_drift_pct", "quality", live.action_drift_pct_max, "<=", plan.max_action_drift_pct,
+                  "%", live.detail),
+            _gate("live_entropy_drift_pct", "quality", live.entropy_drift_pct_max, "<=",
+                  plan.max_entropy_drift_pct, "%", live.detail)]
 
 
 def _verdict(gates: list[RampGate], index: int, n_steps: int,

@@ -60,11 +60,17 @@ def deployed_model(flags, triton_repository: Path | None, model_name: str | None
     if (triton_repository is None) != (model_name is None):
         raise InputError("--triton-repository and --model-name go together: give both or neither")
     if triton_repository is not None:
-        path = Path(triton_repository) / str(model_name) / "1" / "model.onnx"
+        from costeff.serving.versions import describe
+
+        served = describe(Path(triton_repository) / str(model_name)).served
+        version = Path(triton_repository) / str(model_name) / str(served)
+        path = next((version / f for f in ("model.onnx", "model.xml") if (version / f).is_file()),
+                    version / "model.onnx")
         if not path.is_file():
-            raise InputError(f"{path}: no such model in the Triton repository; expected <repo>/<name>/1/model.onnx")
+            raise InputError(f"{path}: no such model in the Triton repository; expected the served version's "
+                             "<repo>/<name>/<N>/model.onnx (or model.xml)")
         mtime = datetime.fromtimestamp(int(path.stat().st_mtime), timezone.utc)
-        return DeployedModel(sha256_file(path), f"triton repository {path}", mtime)
+        return DeployedModel(sha256_file(path), f"triton repository {path} (served version {served})", mtime)
     state = flags.state("deployed_model_sha256")
     if state.value is None:
         return DeployedModel(None, "flag deployed_model_sha256 is unset", None)
@@ -83,7 +89,8 @@ def load_report(path: Path) -> QuantReport:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return QuantReport(str(path), sha256_file(path), _required_time(data, path), _str(data, "model_sha256"),
-                           _str(data["selected"], "name"), tuple(_variant(v) for v in data["variants"]))
+                           _str(data["selected"], "name"),
+                           tuple(_variant(v) for v in data["variants"] if v.get("built", True)))
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read quantization report: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:

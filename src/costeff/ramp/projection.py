@@ -137,7 +137,8 @@ def _levers(profile: dict, baseline: dict, batching: dict, reaper: dict,
     if not cost.get("instance") or not cost.get("target_rate_per_s"):
         raise InputError(f"{inputs.profile}: the profile has no cost at a target rate; re-run costeff profile "
                          "with --target-rate")
-    inst, rate, mu = catalog.get(cost["instance"]), float(cost["target_rate_per_s"]), float(cost["max_utilisation"])
+    inst, rate, mu = _measured_instance(catalog, cost["instance"]), float(cost["target_rate_per_s"]), \
+        float(cost["max_utilisation"])
     fp32 = estimate(inst, _throughput(baseline, inputs.baseline_profile or inputs.profile), rate, mu)
     served = estimate(inst, _throughput(profile, inputs.profile), rate, mu)
     levers = [_precision(fp32, served, baseline, profile, inputs)]
@@ -145,6 +146,27 @@ def _levers(profile: dict, baseline: dict, batching: dict, reaper: dict,
     levers.append(_right_sizing(levers[-1].usd_per_day_after, inst, served, catalog, rate, mu, inputs))
     levers.append(_reaping(levers[-1].usd_per_day_after, reaper, inputs))
     return levers[-1].usd_per_day_after, levers, inst.name, rate
+
+
+def _measured_instance(catalog, name: str):
+    """The catalog instance a profile was priced on; ``NAME/Nvcpu`` is NAME's price per vCPU times N.
+
+    A CPU host is priced by the vCPUs it used of an instance of its ISA family
+    (``Catalog.for_cpu``), so the profile names that slice, not a whole instance.
+    """
+    from dataclasses import replace
+
+    base_name, _, scaled = name.partition("/")
+    inst = catalog.get(base_name)
+    if not scaled:
+        return inst
+    try:
+        cores = int(scaled.removesuffix("vcpu"))
+    except ValueError:
+        raise InputError(f"profile cost instance {name!r}: expected NAME or NAME/<N>vcpu") from None
+    if not inst.vcpus:
+        raise InputError(f"{catalog.path}: instance {base_name} has no vcpus to scale to {name}")
+    return replace(inst, name=name, usd_per_hour=inst.usd_per_hour / inst.vcpus * cores, vcpus=cores)
 
 
 def _throughput(profile: dict, path: Path | None) -> float:
@@ -187,16 +209,18 @@ def _right_sizing(before: float, inst, served, catalog, rate: float, mu: float, 
     return _lever("right-sizing", before, after, f"{needed} x {name} instead", f"catalog {catalog.path}", _VCPU)
 
 
-_VCPU = "throughput on other CPU families scaled by vCPUs from the measured instance (not measured)"
+_VCPU = ("throughput on other instances of the same CPU ISA family scaled by vCPUs from the measured one "
+         "(not measured)")
 
 
 def _cheapest_family(inst, throughput: float, catalog, rate: float, mu: float) -> tuple[str, float, int] | None:
-    """CPU instances only: a GPU family differs in its GPU, whose speed no vCPU ratio predicts."""
+    """CPU instances of the measured ISA family only: another GPU, or another ISA (AMX vs AVX2), changes
+    which precisions run fast in ways no vCPU ratio predicts."""
     if inst.kind != "cpu" or not inst.vcpus:
         return None
     options = []
     for other in catalog.instances.values():
-        if other.kind == "cpu" and other.vcpus:
+        if other.kind == "cpu" and other.vcpus and other.cpu_family == inst.cpu_family:
             per_replica = throughput * other.vcpus / inst.vcpus
             needed = max(1, math.ceil(rate / (per_replica * mu)))
             options.append((other.name, needed * other.usd_per_hour * HOURS_PER_DAY, needed))

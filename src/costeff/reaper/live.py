@@ -220,7 +220,7 @@ def _target_from(spec: dict[str, Any]) -> Target:
 class ReaperMetrics:
     """The reaper's own metrics, on ``port`` when given (prometheus-client)."""
 
-    def __init__(self, port: int | None = None, addr: str = "0.0.0.0") -> None:
+    def __init__(self, port: int | None = None, addr: str = "127.0.0.1") -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
         self.registry = CollectorRegistry()

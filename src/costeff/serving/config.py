@@ -14,6 +14,7 @@ from costeff.modelio import Signature
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
+OV_BACKEND = "openvino"  # Triton's openvino backend serves IR (model.xml + model.bin)
 # TensorRT builds engines in this much scratch memory; 1 GiB is Triton's documented example
 # and far above what a policy MLP needs, while leaving most of the GPU to the engine.
 DEFAULT_WORKSPACE_BYTES = 1 << 30
@@ -55,10 +56,19 @@ def triton_schema() -> Any:
 
 
 def model_config(name: str, signature: Signature, batching: BatchingSettings, instance_kind: str,
-                 precision_mode: str | None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> Any:
-    """The ``ModelConfig`` message for an ONNX model served by the onnxruntime backend."""
+                 precision_mode: str | None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+                 backend: str = BACKEND, parameters: dict[str, str] | None = None) -> Any:
+    """The ``ModelConfig`` message: an ONNX model on the onnxruntime backend, or an IR on the openvino one.
+
+    ``parameters`` are the backend's string parameters (the openvino backend reads
+    its runtime settings there: PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_NUM_THREADS, HINT_BF16).
+    """
     pb = triton_schema()
-    cfg = pb.ModelConfig(name=name, platform=PLATFORM, backend=BACKEND, max_batch_size=batching.max_batch_size)
+    cfg = pb.ModelConfig(name=name, backend=backend, max_batch_size=batching.max_batch_size)
+    if backend == BACKEND:
+        cfg.platform = PLATFORM
+    for key, value in (parameters or {}).items():
+        cfg.parameters[key].string_value = value
     for spec in signature.inputs:
         cfg.input.add(name=spec.name, data_type=_dtype(pb, spec), dims=_dims(spec))
     for spec in signature.outputs:

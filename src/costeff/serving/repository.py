@@ -1,9 +1,10 @@
 """``build_repository``: package a model as a Triton model-repository entry.
 
-Writes ``<repository>/<name>/config.pbtxt``, ``<name>/1/model.onnx`` and the build's
-provenance ``<name>/costeff_build.json`` (+ ``.md``). Everything is checked first and
-written into a temporary folder beside the target, validated, then renamed into place:
-a failed build leaves the previous entry untouched and no partial one.
+Writes ``<repository>/<name>/config.pbtxt``, the model's files as a new version ``<name>/<N>/``
+(earlier versions stay, see ``versions``) and the build's provenance ``<name>/costeff_build.json``
+(+ ``.md``). Everything is checked first and written into a temporary folder beside the target,
+validated, then renamed into place: a failed build leaves the previous entry untouched and no
+partial one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from costeff.artifacts import atomic_write_json, atomic_write_text, provenance, 
 from costeff.errors import InputError
 from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
 from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
+from costeff.serving.versions import DEFAULT_KEEP, entry_lock, next_version, pin, stage
 
 INSTANCE_KINDS = ("gpu", "cpu")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -35,6 +37,7 @@ class BuildConfig:
     instance_kind: str | None = None  # None: GPU when the profile was measured on one
     quantization_report: Path | None = None
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
+    keep_versions: int = DEFAULT_KEEP  # versions left on disk, the new one included
 
     def __post_init__(self) -> None:
         if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
@@ -44,6 +47,8 @@ class BuildConfig:
                              "(letters, digits, '_', '-', '.')")
         if self.workspace_bytes <= 0:
             raise InputError(f"workspace_bytes: {self.workspace_bytes} must be > 0")
+        if self.keep_versions < 1:
+            raise InputError(f"--keep-versions: {self.keep_versions}; expected >= 1")
 
 
 @dataclass
@@ -67,33 +72,52 @@ class BuildResult:
     tensorrt_precision_mode: str | None
     accelerator_reason: str
     notes: list[str] = field(default_factory=list)
+    backend: str = "onnxruntime"
+    variant: str | None = None  # the quantization report's name for what is served
+    parameters: dict[str, str] = field(default_factory=dict)  # the backend's config parameters
+    version: int = 1
+    versions_kept: list[int] = field(default_factory=list)
 
 
 def build_repository(config: BuildConfig) -> BuildResult:
-    """Write the repository entry for ``config.model_path``; InputError before anything is written."""
+    """Add a version of ``config.model_path`` to its entry; InputError before anything is written."""
     from costeff.modelio import read_signature
 
+    from costeff.serving.served import resolve
+
     model_sha = sha256_file(_existing(config.model_path, "MODEL"))
+    served = resolve(config.model_path, model_sha, config.quantization_report)
     profile = _load_json(config.profile_path, "--profile")
-    _check_hash(profile, model_sha, config.model_path, config.profile_path)
-    notes: list[str] = []
-    batching = _batching(config, profile, model_sha, notes)
-    signature = read_signature(config.model_path)
+    _check_hash(profile, served.sha256, served.path, config.profile_path, also=(model_sha, config.model_path))
+    notes: list[str] = list(served.notes)
+    batching = _batching(config, profile, served.sha256, notes)
+    signature = read_signature(served.path)
     kind = config.instance_kind or _default_kind(profile, notes)
-    precision = model_precision(config.model_path)
+    if served.backend == "openvino" and kind == "gpu":
+        raise InputError(f"{served.path}: an OpenVINO IR is served on CPU instances; drop --instance-kind gpu")
+    precision = served.precision or model_precision(served.path)
     accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
     name = config.name or _default_name(config.model_path)
-    message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes)
+    message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes,
+                           backend=served.backend, parameters=served.parameters)
     target = config.repository / name
-    result = BuildResult(**provenance(config.model_path), name=name, model_dir=str(target),
-                         config_path=str(target / "config.pbtxt"), model_path=str(target / "1" / "model.onnx"),
-                         source_model=str(config.model_path), profile_path=str(config.profile_path),
+    result = BuildResult(**provenance(served.path), name=name, model_dir=str(target),
+                         config_path=str(target / "config.pbtxt"),
+                         model_path=served.files[-1][1],  # inside the version folder, once it is numbered
+                         source_model=str(served.path), profile_path=str(config.profile_path),
                          batching_report=_opt(config.batching_report),
                          quantization_report=_opt(config.quantization_report), model_precision=precision,
                          instance_kind=kind, batching=batching, tensorrt_precision_mode=accel.precision_mode,
-                         accelerator_reason=accel.reason, notes=notes)
-    _write(target, to_text(message), config.model_path, result)
+                         accelerator_reason=accel.reason, notes=notes, backend=served.backend,
+                         variant=served.variant, parameters=dict(served.parameters))
+    _write(target, message, served.files, result, profile.get("hardware"), config.keep_versions)
     return result
+
+
+def _record_served(target: Path, result: BuildResult) -> None:
+    from costeff.serving.control import after_build
+
+    after_build(target, result.version, result.model_sha256)
 
 
 def _existing(path: Path, what: str) -> Path:
@@ -112,11 +136,13 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _check_hash(report: dict[str, Any], model_sha: str, model: Path, report_path: Path) -> None:
+def _check_hash(report: dict[str, Any], model_sha: str, model: Path, report_path: Path,
+                also: tuple[str, Path] | None = None) -> None:
+    """``report`` must have measured ``model`` (or ``also``: the fp32 source of a served variant)."""
     recorded = report.get("model_sha256")
     if not recorded:
         raise InputError(f"{report_path}: no model_sha256; cannot tell which model it measured")
-    if recorded != model_sha:
+    if recorded != model_sha and (also is None or recorded != also[0]):
         raise InputError(f"{report_path} measured model sha256 {recorded}, but {model} has sha256 {model_sha}: "
                          "profile the model being packaged")
 
@@ -186,19 +212,29 @@ def _opt(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _write(target: Path, config_text: str, model: Path, result: BuildResult) -> None:
+def _write(target: Path, message: Any, files: list[tuple[Path, str]], result: BuildResult,
+           hardware: dict[str, Any] | None, keep: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with entry_lock(target, create=True):  # two builds of one model must not both take version N+1
+        result.version = next_version(target)
+        result.model_path = str(target / str(result.version) / result.model_path)
+        _stage_and_swap(target, to_text(pin(message, result.version)), files, result, hardware, keep)
+        _record_served(target, result)
+
+
+def _stage_and_swap(target: Path, config_text: str, files: list[tuple[Path, str]], result: BuildResult,
+                    hardware: dict[str, Any] | None, keep: int) -> None:
     from costeff.serving.validate import validate_config
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         entry = staging / target.name
-        (entry / "1").mkdir(parents=True)
-        shutil.copyfile(model, entry / "1" / "model.onnx")
+        result.versions_kept = stage(entry, target, result.version, {name: src for src, name in files}, keep,
+                                     result.model_sha256, result.source_model)
         atomic_write_text(entry / "config.pbtxt", config_text)
         atomic_write_json(entry / "costeff_build.json", result)
         atomic_write_text(entry / "costeff_build.md", render_markdown(result))
-        check = validate_config(entry / "config.pbtxt")
+        check = validate_config(entry / "config.pbtxt", hardware=hardware)
         if not check.valid:  # a generated config that Triton would reject is a bug, never an artifact
             raise InputError("generated config failed validation: " + "; ".join(map(str, check.problems)))
         _swap_into_place(entry, target, staging)
@@ -215,6 +251,9 @@ def _swap_into_place(entry: Path, target: Path, staging: Path) -> None:
 def render_markdown(result: BuildResult) -> str:
     b = result.batching
     rows = [("model", f"{result.source_model} (sha256 {result.model_sha256[:12]}…, {result.model_precision})"),
+            ("version", f"{result.version} (served; on disk: {', '.join(map(str, result.versions_kept))})"),
+            ("backend", result.backend + (f" (variant {result.variant})" if result.variant else "")),
+            ("backend parameters", ", ".join(f"{k}={v}" for k, v in result.parameters.items()) or "none"),
             ("max_batch_size", b.max_batch_size), ("preferred_batch_size", list(b.preferred_batch_size)),
             ("max_queue_delay_microseconds", b.max_queue_delay_us),
             ("instance_group", f"{b.instances} × KIND_{result.instance_kind.upper()}"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.errors import InputError
-from costeff.serving.config import BACKEND, PLATFORM, triton_schema
+from costeff.serving.config import BACKEND, OV_BACKEND, PLATFORM, triton_schema
 from costeff.serving.precision import PRECISION_MODES, model_precision
 
 # Parameters Triton's onnxruntime backend reads for its TensorRT accelerator.
@@ -51,11 +51,15 @@ class ValidationReport:
         return not self.problems
 
 
-def validate_config(config_path: Path | str, model_path: Path | str | None = None) -> ValidationReport:
+def validate_config(config_path: Path | str, model_path: Path | str | None = None,
+                    hardware: dict[str, Any] | None = None) -> ValidationReport:
     """Parse ``config_path`` with Triton's schema and run the semantic checks.
 
-    The model defaults to ``<config dir>/1/model.onnx`` (or ``default_model_filename``);
-    without one the tensor and precision checks are skipped with a warning.
+    The model defaults to ``<config dir>/<newest version>/model.onnx`` (``model.xml``
+    for the openvino backend, or ``default_model_filename``); without one the tensor
+    and precision checks are skipped with a warning. ``hardware`` (a report's
+    hardware block; default: the ``costeff_build.json`` beside the config, else this
+    host) is what backend settings such as a bf16 hint are checked against.
     """
     path = Path(config_path)
     text = _read(path)
@@ -67,8 +71,14 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
         return report
     lines = _LineFinder(text)
     _check_identity(cfg, path, report, lines)
+    _check_versions(cfg, path, report, lines)
     _check_batching(cfg, report, lines)
     _check_instances(cfg, report, lines)
+    if cfg.backend == OV_BACKEND:
+        from costeff.serving.ov_validate import check_openvino
+
+        check_openvino(cfg, path, model, _hardware(path, hardware), report, lines)
+        return report
     if model is None:
         report.warnings.append("no model file found: tensor and precision checks skipped (pass --model)")
         _check_accelerators(cfg, None, report, lines)
@@ -77,6 +87,33 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
     report.model_precision = model_precision(model)
     _check_accelerators(cfg, report.model_precision, report, lines)
     return report
+
+
+def _check_versions(cfg: Any, path: Path, report: ValidationReport, lines: _LineFinder) -> None:
+    from costeff.serving.versions import pinned_versions, version_numbers
+
+    on_disk = version_numbers(path.parent)
+    for missing in sorted(set(pinned_versions(cfg)) - set(on_disk)):
+        report.problems.append(Problem("version_policy.specific.versions", f"pins version {missing}, but "
+                                       f"{path.parent} has no folder {missing} (versions: {on_disk or 'none'})",
+                                       lines("versions")))
+
+
+def _hardware(config: Path, given: dict[str, Any] | None) -> dict[str, Any]:
+    if given:
+        return given
+    import json
+
+    build = config.parent / "costeff_build.json"
+    try:
+        recorded = json.loads(build.read_text()).get("hardware")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict):
+        return recorded
+    from costeff.hardware import detect
+
+    return detect().to_dict()
 
 
 def _read(path: Path) -> str:
@@ -107,8 +144,13 @@ def _model_file(config: Path, cfg: Any, explicit: Path | str | None) -> Path | N
         if not Path(explicit).is_file():
             raise InputError(f"--model {explicit}: no such model file")
         return Path(explicit)
-    filename = cfg.default_model_filename or "model.onnx"
+    from costeff.serving.versions import pinned_versions
+
+    filename = cfg.default_model_filename or ("model.xml" if cfg.backend == OV_BACKEND else "model.onnx")
     versions = sorted((p for p in config.parent.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    pinned = pinned_versions(cfg)
+    if pinned:  # the version the config serves, not merely the highest number on disk
+        versions = [v for v in versions if int(v.name) in pinned]
     found = [v / filename for v in versions if (v / filename).is_file()]
     return found[-1] if found else None
 
@@ -140,6 +182,11 @@ def _check_identity(cfg: Any, path: Path, report: ValidationReport, lines: _Line
     if cfg.name and cfg.name != path.parent.name:
         report.problems.append(Problem("name", f"{cfg.name!r} differs from the model directory "
                                        f"{path.parent.name!r}; Triton refuses to load it", lines("name")))
+    if cfg.backend == OV_BACKEND:
+        if cfg.platform:
+            report.problems.append(Problem("platform", f"{cfg.platform!r} set with backend 'openvino'; the "
+                                           "openvino backend takes no platform", lines("platform")))
+        return
     if cfg.platform and cfg.platform != PLATFORM:
         report.problems.append(Problem("platform", f"{cfg.platform!r} cannot serve an ONNX model; expected "
                                        f"{PLATFORM!r}", lines("platform")))

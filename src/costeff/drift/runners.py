@@ -1,0 +1,146 @@
+"""Run a policy file on observation rows: ONNX through onnxruntime, OpenVINO IR through OpenVINO.
+
+A drift check compares whatever actually serves with the fp32 reference, and what
+serves may be an ONNX variant or an OpenVINO IR (``model.xml`` + ``model.bin``).
+Both give the same ``PolicyOutputs`` so the fidelity metrics never know the difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from costeff.artifacts import sha256_file
+from costeff.errors import DependencyError, InputError
+from costeff.quantization.fidelity import PolicyOutputs
+
+KINDS = {".onnx": "onnx", ".xml": "openvino"}
+CHUNK_ROWS = 4096  # large batches amortise per-call overhead; a policy MLP's activations stay small
+
+
+@dataclass
+class Runner:
+    path: str
+    kind: str
+    sha256: str
+    input_name: str
+    sample_shape: tuple[int | None, ...]
+    input_dtype: str
+    logits: str
+    value: str | None
+    precision: str  # "graph": onnxruntime computes in the graph's own types; else OpenVINO's precision hint
+    _infer: Callable[[np.ndarray], dict[str, np.ndarray]] = field(repr=False, default=None)  # type: ignore
+
+    def run(self, obs: np.ndarray) -> PolicyOutputs:
+        obs = np.ascontiguousarray(obs, dtype=self.input_dtype)
+        parts: dict[str, list[np.ndarray]] = {self.logits: [], **({self.value: []} if self.value else {})}
+        for start in range(0, len(obs), CHUNK_ROWS):
+            out = self._infer(obs[start:start + CHUNK_ROWS])
+            for name in parts:
+                parts[name].append(np.asarray(out[name], dtype=np.float32))
+        logits = np.concatenate(parts[self.logits]).reshape(len(obs), -1)
+        return PolicyOutputs(logits, np.concatenate(parts[self.value]) if self.value else None)
+
+
+def model_kind(path: Path | str) -> str:
+    kind = KINDS.get(Path(path).suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: unsupported model file {Path(path).suffix!r}; expected .onnx or an "
+                         "OpenVINO IR .xml (with its .bin beside it)")
+    return kind
+
+
+def model_sha256(path: Path | str) -> str:
+    """The model's identity as the quantization report and the repository record it: the SHA-256 of the
+    ``.onnx`` file, or of an IR's ``.xml`` (its ``.bin`` must sit beside it)."""
+    path = Path(path)
+    if model_kind(path) == "openvino":
+        _bin(path)
+    return sha256_file(path)
+
+
+def open_runner(path: Path | str, outputs: dict[str, str] | None = None, *, reference: bool = False) -> Runner:
+    """A runner for ``path``. A reference IR is forced to fp32; a served IR runs as OpenVINO would serve
+    it on this CPU (bf16 by default where the CPU has AMX / avx512_bf16)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file; expected .onnx or an OpenVINO IR .xml")
+    kind = model_kind(path)
+    return _onnx(path, outputs) if kind == "onnx" else _openvino(path, outputs, reference)
+
+
+def _onnx(path: Path, outputs: dict[str, str] | None) -> Runner:
+    from costeff.modelio import read_signature
+    from costeff.quantization.fidelity import open_session
+
+    sig = read_signature(path, outputs)
+    if len(sig.inputs) != 1:
+        raise InputError(f"{path}: {len(sig.inputs)} inputs; a drift check feeds one observation tensor")
+    session = open_session(path)
+    spec = sig.inputs[0]
+    wanted = [sig.logits] + ([sig.value] if sig.value else [])
+
+    def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(wanted, session.run(wanted, {spec.name: batch})))
+
+    return Runner(str(path), "onnx", sha256_file(path), spec.name, spec.sample_shape, spec.dtype, str(sig.logits),
+                  sig.value, "graph", infer)
+
+
+def _openvino(path: Path, outputs: dict[str, str] | None, reference: bool) -> Runner:
+    ov = _import_openvino()
+    core = ov.Core()
+    try:
+        model = core.read_model(str(path), str(_bin(path)))
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"} if reference else {})
+    except Exception as exc:  # OpenVINO raises RuntimeError for a malformed IR
+        raise InputError(f"{path}: OpenVINO cannot read this IR ({' '.join(str(exc).split())[:200]})") from None
+    if len(model.inputs) != 1:
+        raise InputError(f"{path}: {len(model.inputs)} inputs; a drift check feeds one observation tensor")
+    port = model.inputs[0]
+    shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+    names = {n: i for i, o in enumerate(compiled.outputs) for n in [_name(o), *sorted(o.get_names())]}
+    roles = _ir_roles(list(names), outputs or {}, path)
+    request = compiled.create_infer_request()
+
+    def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
+        result = request.infer({0: batch})
+        return {name: np.array(result[compiled.outputs[names[name]]]) for name in roles.values()}
+
+    dtype = port.get_element_type().to_dtype().name
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
+    return Runner(str(path), "openvino", model_sha256(path), _name(port), shape[1:], dtype, roles["logits"],
+                  roles.get("value"), f"openvino {hint}", infer)
+
+
+def _ir_roles(names: list[str], explicit: dict[str, str], path: Path) -> dict[str, str]:
+    from costeff.modelio import _roles
+
+    class _Spec:  # _roles needs only the output names
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    return _roles(tuple(_Spec(n) for n in names), explicit, path)  # type: ignore[arg-type]
+
+
+def _name(port: Any) -> str:
+    return port.get_any_name()
+
+
+def _bin(xml: Path) -> Path:
+    weights = xml.with_suffix(".bin")
+    if not weights.is_file():
+        raise InputError(f"{xml}: OpenVINO IR without its weights {weights.name}; expected both beside each other")
+    return weights
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise DependencyError(f"running an OpenVINO IR needs the openvino package "
+                              f"(pip install 'costeff[openvino]'): {exc}") from None
+    return ov

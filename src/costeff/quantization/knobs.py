@@ -1,0 +1,84 @@
+"""Measure the runtime knobs of the variant to serve instead of guessing them.
+
+Defaults are tuned for a tight loop on a whole machine. At the target traffic
+another setting can serve better: one thread answers a lone cold request with
+less wake-up than two; onnxruntime's spinning threads are fast back to back but
+burn a core between sparse requests; OpenVINO's THROUGHPUT hint runs several
+streams for concurrent batches. Each alternative is timed like the variant itself
+(own process, interleaved rounds, open loop at the target rate) and adopted only
+when it beats the default by more than the noise, with the same rule that keeps
+fp32 over a lowered variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+ALTERNATIVES = {
+    "onnxruntime": ({"spinning": False}, {"threads": 1}),
+    "openvino": ({"performance_hint": "THROUGHPUT"}, {"threads": 1}),
+}
+
+
+def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instance: Any) -> list[dict[str, Any]]:
+    """Try the alternatives for ``variant``; adopt a winner in place. Returns every setting's numbers."""
+    from costeff.quantization.select import _at_target, _beats, _fill
+    from costeff.quantization.speed import measure_all
+
+    base = next(v for v in variants if v.baseline)
+    tries = [_candidate(variant, i, knobs) for i, knobs in enumerate(ALTERNATIVES[variant.backend])]
+    if not tries or variant.at_target is None:
+        return []
+    speeds = measure_all(tries, config, obs)
+    for t in tries:
+        _fill(t, speeds[t.name], _BaseSpeed(base))
+    _at_target(tries, config, instance)
+    rows = [_row(variant, "default (as timed above)", adopted=False)]
+    winner = None
+    for t, knobs in zip(tries, ALTERNATIVES[variant.backend]):
+        wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup))
+        rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()), adopted=False, beats_default=wins))
+        if wins and (winner is None or _key(t) < _key(winner[0])):
+            winner = (t, rows[-1])
+    if winner:
+        _adopt(variant, winner[0])
+        winner[1]["adopted"] = True
+    else:
+        rows[0]["adopted"] = True
+    return rows
+
+
+class _BaseSpeed:
+    """The fields of fp32's speed that ``_fill`` reads, from its already filled result."""
+
+    def __init__(self, base: Any) -> None:
+        self.optimal_batch, self.optimal_throughput_per_s = base.optimal_batch, base.optimal_throughput_per_s
+
+
+def _candidate(v: Any, i: int, knobs: dict[str, Any]) -> Any:
+    return dataclasses.replace(v, name=f"{v.name}#knob{i}", runtime={**v.runtime, **knobs}, baseline=False)
+
+
+def _key(v: Any) -> tuple[float, float]:
+    return v.at_target["usd_per_day"], v.open_loop["p50_ms"]
+
+
+def _adopt(v: Any, t: Any) -> None:
+    for f in ("runtime", "throughput_per_s", "throughput_range_per_s", "latency_p99_ms", "optimal_batch",
+              "optimal_throughput_per_s", "throughput_at_baseline_batch_per_s", "speedup",
+              "speedup_at_baseline_batch", "latency_by_gap", "open_loop", "open_loop_p50_range_ms", "at_target"):
+        setattr(v, f, getattr(t, f))
+    v.notes.append("runtime knobs measured at the target traffic; adopted: "
+                   + ", ".join(f"{k}={v.runtime[k]}" for k in ("threads", "spinning", "performance_hint")
+                               if k in v.runtime))
+
+
+def _row(v: Any, setting: str, adopted: bool, beats_default: bool | None = None) -> dict[str, Any]:
+    t = v.at_target or {}
+    return {"setting": setting, "optimal_batch": v.optimal_batch, "throughput_per_s": v.optimal_throughput_per_s,
+            "p50_ms_at_target": t.get("p50_ms"), "p99_ms_at_target": t.get("p99_ms"),
+            "instances": t.get("instances"), "meets_budget": t.get("meets_budget"),
+            "beats_default": beats_default, "adopted": adopted}

@@ -1,0 +1,120 @@
+"""What a repository entry serves: MODEL, or the variant a quantization report selected.
+
+Given the fp32 MODEL and the quantization report made from it, the entry serves
+the report's selected variant (checked by its SHA-256), on the backend that runs
+it: an ONNX file on Triton's onnxruntime backend, an OpenVINO IR on Triton's
+openvino backend with the precision, hint, streams and threads it was measured
+with as the backend's parameters.
+
+Why the openvino backend and not the onnxruntime backend's OpenVINO accelerator:
+the accelerator takes ONNX only, so NNCF int8 IR cannot go through it, and its
+settings are the OpenVINO execution provider's rather than the ones measured
+here. The openvino backend loads the measured IR as is (README of
+triton-inference-server/openvino_backend, "Parameters").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from costeff.artifacts import sha256_file
+from costeff.errors import InputError
+
+OV_PARAMETERS = {"PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS", "HINT_BF16",
+                 "NUM_STREAMS", "SKIP_OV_DYNAMIC_BATCHSIZE", "ENABLE_BATCH_PADDING", "RESHAPE_IO_LAYERS",
+                 "TARGET_DEVICE", "CPU_EXTENSION_PATH"}
+
+
+@dataclass(frozen=True)
+class Served:
+    path: Path
+    sha256: str
+    backend: str  # "onnxruntime" or "openvino"
+    variant: str | None  # the quantization report's name for it, when known
+    precision: str | None  # the report's precision, e.g. "bf16", "int8+bf16"
+    parameters: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> list[tuple[Path, str]]:
+        """(source, name inside the version folder)."""
+        if self.backend == "openvino":
+            return [(self.path.with_suffix(".bin"), "model.bin"), (self.path, "model.xml")]
+        return [(self.path, "model.onnx")]
+
+
+def resolve(model: Path, model_sha: str, report_path: Path | None) -> Served:
+    """MODEL itself, or the selected variant when ``report_path`` was made from MODEL."""
+    report = _load(report_path) if report_path else None
+    notes: list[str] = []
+    path, sha = model, model_sha
+    selected = (report or {}).get("selected") or {}
+    if report and report.get("model_sha256") == model_sha and selected.get("path") \
+            and selected.get("sha256") not in (None, model_sha):
+        path, sha = _selected_file(selected, report_path)
+        notes.append(f"serving the quantization report's selected variant {selected.get('name')} "
+                     f"({selected.get('backend', 'onnxruntime')}, {selected.get('precision', '?')}) from {path}")
+    variant = _variant(report, sha)
+    backend = "openvino" if path.suffix == ".xml" else "onnxruntime"
+    if backend == "openvino" and not path.with_suffix(".bin").is_file():
+        raise InputError(f"{path}: OpenVINO IR without its weights file {path.with_suffix('.bin').name}")
+    params = ov_parameters(variant, report, notes) if backend == "openvino" else {}
+    return Served(path, sha, backend, (variant or {}).get("name"), (variant or {}).get("precision"), params,
+                  tuple(notes))
+
+
+def _selected_file(selected: dict[str, Any], report_path: Path | None) -> tuple[Path, str]:
+    path = Path(selected["path"])
+    if not path.is_file():
+        raise InputError(f"{report_path}: selected.path {path} does not exist; expected the selected variant's file")
+    sha = sha256_file(path)
+    if sha != selected["sha256"]:
+        raise InputError(f"{path}: sha256 {sha} differs from the report's selected.sha256 {selected['sha256']}: "
+                         "the file changed after it was measured")
+    return path, sha
+
+
+def _variant(report: dict[str, Any] | None, sha: str) -> dict[str, Any] | None:
+    for v in (report or {}).get("variants") or []:
+        if isinstance(v, dict) and v.get("sha256") == sha:
+            return v
+    return None
+
+
+def ov_parameters(variant: dict[str, Any] | None, report: dict[str, Any] | None, notes: list[str]) -> dict[str, str]:
+    """The openvino backend's parameters for the measured runtime settings."""
+    from costeff.runtimes.cpus import usable_cpus
+
+    runtime = (variant or {}).get("runtime") or {}
+    hint = str(runtime.get("performance_hint") or "LATENCY")
+    params = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": str(runtime.get("threads") or usable_cpus())}
+    if hint == "LATENCY":
+        params["NUM_STREAMS"] = "1"  # one stream: every request gets all threads (the backend's latency example)
+    elif runtime.get("streams"):
+        params["NUM_STREAMS"] = str(runtime["streams"])
+    if runtime.get("precision") == "bf16":
+        params["HINT_BF16"] = "YES"
+    elif _has_bf16((report or {}).get("hardware") or {}):
+        notes.append("the openvino backend has no parameter for f32 inference precision (only HINT_BF16=YES) and "
+                     "OpenVINO's CPU default on bf16-capable CPUs is bf16: on such a host the float layers may "
+                     "run in bf16; the bf16 variants' fidelity in the report shows what that does")
+    return params
+
+
+def _has_bf16(hardware: dict[str, Any]) -> bool:
+    return any(f in (hardware.get("isa") or []) for f in ("amx_bf16", "avx512_bf16"))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InputError(f"--quantization-report {path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--quantization-report {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--quantization-report {path}: expected a JSON object")
+    return data

@@ -1,0 +1,283 @@
+"""Backends beside onnxruntime: OpenVINO runners, variant planning per host, isolated timing, traffic."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from costeff.errors import DependencyError, InputError
+from costeff.quantization import QuantizeConfig, quantize
+from costeff.quantization.fidelity import compare, run_policy
+from costeff.runtimes import RuntimeOptions, open_runner
+from costeff.runtimes.cpus import cgroup_cpu_limit, usable_cpus
+
+pytest.importorskip("openvino")
+
+FAST = dict(batch_sizes=(1, 16), window_s=0.05, speed_rounds=1, gaps_s=(0.0, 0.002), open_loop_s=0.3)
+AMX = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_policy) -> Path:
+    return Path(tiny_policy.onnx_path)
+
+
+@pytest.fixture(scope="module")
+def obs(tiny_observations) -> np.ndarray:
+    return tiny_observations[:800]
+
+
+@pytest.fixture(scope="module")
+def ir(policy, tmp_path_factory) -> Path:
+    from costeff.quantization.openvino import convert
+
+    path = tmp_path_factory.mktemp("ir") / "policy.xml"
+    convert(policy, path)
+    return path
+
+
+def _host(isa: tuple[str, ...]) -> SimpleNamespace:
+    return SimpleNamespace(isa=isa, cpu_model="test CPU", gpus=())
+
+
+# --- CPUs this process may use -------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, expected", [("150000 100000", 1.5), ("max 100000", None), ("200000 100000", 2.0)])
+def test_cgroup_v2_quota_is_read(tmp_path, content, expected):
+    (tmp_path / "cpu.max").write_text(content + "\n")
+    assert cgroup_cpu_limit(tmp_path) == expected
+
+
+def test_cgroup_v1_quota_and_threads_never_exceed_the_quota(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 0.5
+    assert usable_cpus(tmp_path) == 1  # half a CPU still needs one thread, never zero
+
+
+# --- OpenVINO runs the same policy ---------------------------------------------------------------
+
+def test_openvino_fp32_decides_exactly_like_onnxruntime(policy, ir, obs):
+    ref = run_policy(policy, obs, "logits", "value")
+    ov = run_policy(ir, obs, "logits", "value", backend="openvino", options=RuntimeOptions(precision="f32"))
+    fid = compare(ref, ov)
+    assert fid.action_drift_pct == 0.0
+    assert np.abs(ref.logits - ov.logits).max() < 1e-4
+
+
+def test_ir_without_weights_and_bf16_without_hardware_are_bad_input(ir, tmp_path, monkeypatch):
+    lonely = tmp_path / "lonely.xml"
+    lonely.write_bytes(ir.read_bytes())
+    with pytest.raises(InputError, match="without its weights file lonely.bin"):
+        open_runner(lonely)
+    from costeff.modelio import read_signature
+
+    with pytest.raises(InputError, match="lonely.bin"):
+        read_signature(lonely)
+    monkeypatch.setattr("costeff.runtimes.ov.host_has_bf16", lambda: False)
+    with pytest.raises(InputError, match="bf16 needs a CPU with amx_bf16 or avx512_bf16"):
+        open_runner(ir, options=RuntimeOptions(precision="bf16"))
+
+
+def test_runtime_options_refuse_unknown_knobs():
+    with pytest.raises(InputError, match="precision"):
+        RuntimeOptions(precision="fp8")
+    with pytest.raises(InputError, match="performance_hint"):
+        RuntimeOptions(performance_hint="FAST")
+    with pytest.raises(InputError, match="threads"):
+        RuntimeOptions(threads=0)
+
+
+# --- which variants a host tries -----------------------------------------------------------------
+
+def test_default_search_lists_what_this_host_cannot_try_with_reasons():
+    from costeff.quantization.variants import plan
+
+    tried, skipped = plan(QuantizeConfig(), _host(("avx2",)), "cpu")
+    reasons = {v.name: v.not_tried for v in skipped}
+    assert "ov-bf16" in reasons and "ov-int8-ac-bf16" in reasons
+    assert "bf16 needs a CPU with amx_bf16 or avx512_bf16" in reasons["ov-bf16"]
+    assert {"fp16", "int8-dynamic", "ov-fp32", "ov-int8", "ov-int8-ac"} <= set(tried)
+    tried_amx, skipped_amx = plan(QuantizeConfig(), _host(AMX), "cpu")
+    assert "ov-bf16" in tried_amx and not skipped_amx
+
+
+def test_backends_and_provider_restrict_the_search():
+    from costeff.quantization.variants import plan
+
+    tried, skipped = plan(QuantizeConfig(backends=("onnxruntime",)), _host(AMX), "cpu")
+    assert not any(n.startswith("ov-") for n in tried)
+    assert all("not among --backends" in v.not_tried for v in skipped)
+    _, on_gpu = plan(QuantizeConfig(), _host(AMX), "cuda")
+    assert all("OpenVINO runs on the CPU" in v.not_tried for v in on_gpu)
+
+
+def test_asking_for_what_the_host_lacks_is_an_error_not_a_silent_skip(monkeypatch):
+    from costeff.quantization.variants import plan
+
+    with pytest.raises(InputError, match="ov-bf16: bf16 needs"):
+        plan(QuantizeConfig(variants=("ov-bf16",)), _host(("avx2",)), "cpu")
+    monkeypatch.setattr("costeff.runtimes.available", lambda backend: "openvino is not installed")
+    with pytest.raises(DependencyError, match="openvino is not installed"):
+        plan(QuantizeConfig(variants=("ov-fp32",)), _host(AMX), "cpu")
+
+
+def test_cli_exit_codes_for_a_precision_the_host_lacks_and_a_missing_backend(policy, tmp_path, monkeypatch, capsys):
+    from costeff import hardware
+    from costeff.cli import main
+
+    np.save(tmp_path / "obs.npy", np.zeros((400, 8, 8), np.float32))
+    args = [str(policy), "--observations", str(tmp_path / "obs.npy"), "--out", str(tmp_path / "q")]
+    monkeypatch.setattr(hardware, "detect", lambda: _host(("avx2",)))
+    assert main(["quantize", *args, "--variants", "ov-bf16"]) == 2
+    assert "error: variant ov-bf16: bf16 needs" in capsys.readouterr().err
+    monkeypatch.setattr("costeff.runtimes.available", lambda backend: "openvino is not installed")
+    assert main(["quantize", *args, "--variants", "ov-fp32"]) == 3
+    assert not (tmp_path / "q").exists()
+
+
+# --- the quantization search across backends ------------------------------------------------------
+
+def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tmp_path):
+    cfg = QuantizeConfig(variants=("ov-fp32", "ov-int8"), target_rate=200.0, latency_budget_ms=50.0,
+                         speed_of_failing=True, **FAST)
+    rep = quantize(policy, obs, cfg, out_dir=tmp_path / "q")
+    by = {v.name: v for v in rep.variants}
+    ov32 = by["ov-fp32"]
+    assert ov32.backend == "openvino" and ov32.precision == "fp32" and ov32.passed
+    assert ov32.fidelity.action_drift_pct == 0.0
+    assert ov32.path.endswith("_ov-fp32.xml") and Path(ov32.path).with_suffix(".bin").is_file()
+    assert ov32.runtime["precision"] == "f32" and ov32.runtime["INFERENCE_PRECISION_HINT"] == "f32"
+    assert by["ov-int8"].built and by["ov-int8"].fidelity is not None
+    for v in (by["fp32"], ov32):
+        assert v.open_loop["requests"] >= 40 and v.open_loop["rate_per_s"] == 200.0
+        assert [g["gap_ms"] for g in v.latency_by_gap] == [0.0, 2.0]
+        assert v.at_target["instances"] >= 1 and v.at_target["usd_per_day"] > 0
+    data = json.loads((tmp_path / "q" / "quantization_report.json").read_text())
+    sel = data["selected"]
+    assert {"backend", "precision", "path", "traffic"} <= set(sel)
+    assert sel["traffic"] == {"target_rate_per_s": 200.0, "latency_budget_ms": 50.0}
+    md = (tmp_path / "q" / "quantization_report.md").read_text()
+    assert "## Regimes" in md and "| ov-fp32 | openvino | fp32 |" in md
+    knobs = sel["knobs"]  # the served variant's runtime settings were measured, not assumed
+    assert knobs[0]["setting"].startswith("default") and len(knobs) == 3
+    assert sum(1 for k in knobs if k["adopted"]) == 1
+    assert all(k["instances"] >= 1 for k in knobs)
+    adopted = next(k for k in knobs if k["adopted"])
+    assert adopted["setting"].startswith("default") or adopted["beats_default"]
+    assert "### Runtime settings of the selected variant" in md
+
+
+def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs, tmp_path):
+    rep = quantize(policy, obs, QuantizeConfig(variants=("ov-int8-ac",), **FAST), out_dir=tmp_path / "q")
+    ac = rep.variant("ov-int8-ac")
+    assert ac.built, ac.error
+    assert ac.passed, [str(g) for g in ac.gates]  # NNCF restored float layers until the gates' metric held
+    assert "accuracy control kept in float" in " ".join(ac.notes)
+
+
+# --- timing in isolated processes --------------------------------------------------------------------
+
+def test_each_variant_is_timed_in_its_own_process_and_failures_are_one_line(policy, ir, obs, tmp_path):
+    from costeff.quantization.speed import run_isolated
+
+    np.save(tmp_path / "obs.npy", obs[:64].astype(np.float32))
+    task = {"path": str(ir), "backend": "openvino", "options": {"precision": "f32"},
+            "observations": str(tmp_path / "obs.npy"), "batch_sizes": [1, 8], "window_s": 0.05, "warmup_s": 0.02,
+            "gaps_s": [0.0], "target_rate": 100.0, "latency_budget_ms": 20.0, "open_loop_s": 0.3}
+    res = run_isolated(task)
+    assert set(res["closed_loop"]) == {"1", "8"} and res["runtime"]["backend"] == "openvino"
+    assert res["open_loop"]["instances"] == 1
+    with pytest.raises(DependencyError, match="no such model file"):
+        run_isolated({**task, "path": str(tmp_path / "missing.xml")})
+
+
+def test_tensorrt_builds_fp16_engines_only_for_fp16_variants():
+    from costeff.quantization.records import VariantResult
+    from costeff.quantization.speed import _task
+
+    cfg = QuantizeConfig(provider="tensorrt", **FAST)
+    fp32 = _task(VariantResult("fp32", path="m.onnx"), cfg, Path("o.npy"))
+    fp16 = _task(VariantResult("fp16", path="m16.onnx"), cfg, Path("o.npy"))
+    assert fp32["options"]["trt_fp16"] is False and fp16["options"]["trt_fp16"] is True
+
+
+# --- selection by cost at the target traffic ------------------------------------------------------
+
+def _timed(name, instances, p50, p50_range=None, meets=True, worst=None, baseline=False, speedup=1.0):
+    from costeff.quantization.records import VariantResult
+
+    return VariantResult(name, built=True, passed=True, baseline=baseline, speedup=speedup, optimal_batch=64,
+                         optimal_throughput_per_s=1000.0 * speedup,
+                         open_loop={"p50_ms": p50}, open_loop_p50_range_ms=p50_range or (p50, p50),
+                         at_target={"instances": instances, "instances_worst": worst or instances,
+                                     "usd_per_day": 2.0 * instances, "meets_budget": meets, "p50_ms": p50,
+                                     "p99_ms": 2 * p50})
+
+
+def test_fewer_instances_win_even_against_lower_latency():
+    from costeff.quantization.select import choose
+
+    base = _timed("fp32", 3, 0.5, baseline=True)
+    picks = [base, _timed("int8-mixed", 2, 0.3, speedup=2.0), _timed("ov-bf16", 1, 0.9, speedup=5.0)]
+    assert choose(picks, target_rate=50_000, budget_ms=50)["name"] == "ov-bf16"
+
+
+def test_equal_cost_goes_to_the_lower_open_loop_latency_only_beyond_the_noise():
+    from costeff.quantization.select import choose
+
+    base = _timed("fp32", 1, 0.65, p50_range=(0.6, 0.7), baseline=True)
+    clear = _timed("int8-mixed", 1, 0.38, p50_range=(0.36, 0.40), speedup=2.2)
+    slower_cold = _timed("ov-bf16", 1, 1.23, speedup=5.2)
+    assert choose([base, clear, slower_cold], target_rate=20, budget_ms=2)["name"] == "int8-mixed"
+    noisy = _timed("int8-mixed", 1, 0.55, p50_range=(0.5, 0.75), speedup=2.2)
+    assert choose([base, noisy, slower_cold], target_rate=20, budget_ms=2)["name"] == "fp32"
+
+
+def test_a_variant_over_budget_is_never_selected_and_worst_round_decides_instances():
+    from costeff.quantization.select import choose
+
+    base = _timed("fp32", 2, 0.5, baseline=True)
+    over = _timed("ov-int8", 1, 0.4, meets=False, speedup=8.0)
+    lucky = _timed("ov-bf16", 1, 0.6, worst=2, speedup=2.1)  # one instance only in its best round
+    assert choose([base, over, lucky], target_rate=10_000, budget_ms=1)["name"] == "fp32"
+
+
+# --- traffic measurements ------------------------------------------------------------------------------
+
+def test_gaps_parse_units_and_refuse_nonsense():
+    from costeff.profiling.traffic import parse_gaps
+
+    assert parse_gaps("0,10ms,100ms,1s,250us") == (0.0, 0.01, 0.1, 1.0, 0.00025)
+    for bad in ("fast", "-1ms", "2h", ""):
+        with pytest.raises(InputError, match="--gaps"):
+            parse_gaps(bad)
+
+
+def test_open_loop_counts_queueing_and_sees_saturation():
+    from costeff.profiling.traffic import open_loop
+
+    def call(b: int) -> None:  # 2 ms per call whatever the batch: a batcher can keep up by batching
+        time.sleep(0.002)
+    easy = open_loop(call, rate=50, max_batch=8, requests=40)
+    assert easy.p50_ms >= 2.0 and not easy.saturated
+    jammed = open_loop(call, rate=2000, max_batch=1, requests=300)  # 500/s capacity for 2000/s arriving
+    assert jammed.saturated and jammed.p99_ms > 50
+    batched = open_loop(call, rate=2000, max_batch=64, requests=300)
+    assert not batched.saturated and batched.mean_batch > 2
+
+
+def test_latency_after_a_gap_times_each_call_once():
+    from costeff.profiling.traffic import gap_latency
+
+    calls = []
+    out = gap_latency(lambda: calls.append(time.perf_counter()), 0.005, 10, warmup=2)
+    assert out.calls == 10 and len(calls) == 12
+    assert min(np.diff(calls[2:])) >= 0.005  # the gap is idle time before each timed call
