@@ -70,6 +70,8 @@ def artifacts(tmp_path, monkeypatch):
                  "gates": [{"name": "action_drift_pct", "verdict": "PASS" if ok else "FAIL"}]}
                 for n, s, ok, sp, d, t in (("fp32", "f" * 64, True, 1.0, 0.0, 25_000.0),
                                           ("int8-mixed", "a" * 64, True, 2.84, 0.14, 71_000.0))]
+    variants.append({"name": "ov-bf16", "sha256": None, "passed": False, "gates": [],
+                     "not_tried": "variant ov-bf16: this CPU has no bf16 instructions"})
     _write(layout.quant / "20260301_000003Z" / "quantization_report.json",
            {"created_at": "2026-03-01T00:00:03Z", "model_sha256": "f" * 64, "variants": variants,
             "config": {"tolerances": {"action_drift_pct": 0.5}},
@@ -130,6 +132,7 @@ def test_the_report_is_self_contained_and_every_number_links_to_its_file(artifac
     assert local and all((page.parent / h).is_file() for h in local), "a number links to a missing file"
     assert "quant/20260301_000003Z/quantization_report.json" in text and "PROJECTED, not from a bill" in text
     assert "SYNTHETIC sample ledger" in text and "max_batch_size: 8" in text and "<svg" in text
+    assert "not tried" in text and "this CPU has no bf16 instructions" in text
 
 
 def test_report_refuses_a_folder_without_reports(tmp_path, capsys):

@@ -189,11 +189,13 @@ def _variants(p: Page) -> str:
     rows = []
     for v in q.get("variants", []):
         f = v.get("fidelity") or {}
-        gates = ", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} {esc(g.get('verdict'))}</span>"
-                          for g in v.get("gates", [])) or esc(v.get("error") or "-")
-        rows.append(f"<tr><td>{esc(v['name'])}</td><td class=\"{'PASS' if v.get('passed') else 'FAIL'}\">"
-                    f"{'yes' if v.get('passed') else 'no'}</td><td>{p.num(f.get('action_drift_pct'), 'quant', '.3f')}"
-                    f"</td><td>{p.num(v.get('speedup'), 'quant', '.2f')}</td><td>{gates}</td></tr>")
+        gates = ", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} "
+                          f"{esc(g.get('verdict'))}</span>" for g in v.get("gates", [])) or esc(v.get("error") or v.get("not_tried") or "-")
+        tried = v.get("not_tried") is None
+        verdict = ("yes", "PASS") if v.get("passed") else ("no", "FAIL") if tried else ("not tried", "muted")
+        rows.append(f"<tr><td>{esc(v['name'])}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
+                    f"<td>{p.num(f.get('action_drift_pct'), 'quant', '.3f')}</td>"
+                    f"<td>{p.num(v.get('speedup'), 'quant', '.2f')}</td><td>{gates}</td></tr>")
     sel = q.get("selected") or {}
     return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(sel.get('name'))}</b>: {esc(sel.get('reason'))}"
             "</p><table><tr><th>variant</th><th>passed</th><th>action drift %</th><th>speedup</th><th>gates</th>"
