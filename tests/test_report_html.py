@@ -70,7 +70,7 @@ def artifacts(tmp_path, monkeypatch):
                  "gates": [{"name": "action_drift_pct", "verdict": "PASS" if ok else "FAIL"}]}
                 for n, s, ok, sp, d, t in (("fp32", "f" * 64, True, 1.0, 0.0, 25_000.0),
                                           ("int8-mixed", "a" * 64, True, 2.84, 0.14, 71_000.0))]
-    variants.append({"name": "ov-bf16", "sha256": None, "passed": False, "gates": [],
+    variants.append({"name": "ov-bf16", "sha256": None, "built": False, "passed": False, "gates": [],
                      "not_tried": "variant ov-bf16: this CPU has no bf16 instructions"})
     _write(layout.quant / "20260301_000003Z" / "quantization_report.json",
            {"created_at": "2026-03-01T00:00:03Z", "model_sha256": "f" * 64, "variants": variants,
