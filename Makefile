@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prometheus run test bench cost-prof quantize idle-reaper cost-pack clean
+.PHONY: setup prometheus focus-validator chromium run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,18 @@ setup: $(STAMP)
 prometheus:
 	./scripts/install-prometheus.sh
 
+# The FinOps Foundation's focus-validator, in its own venv (it needs numpy<2), for the FOCUS tests.
+focus-validator:
+	PYTHON=$(PYTHON) ./scripts/install-focus-validator.sh
+
+# Debian's chromium, for the test that renders report.html in a headless browser.
+chromium:
+	./scripts/install-chromium.sh
+
 run: setup
 	$(BIN)/costeff run
 
-test: setup prometheus
+test: setup prometheus focus-validator chromium
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -34,8 +34,10 @@ def test_run_completes_every_stage_and_packs(run_output):
     code, report, _ = run_output
     assert code == 0, [s for s in report["stages"] if s["status"] != "ok"]
     assert [s["name"] for s in report["stages"]] == ["policy", "profile", "quantize", "profile-selected",
-                                                    "batching", "triton", "reaper", "ramp", "pack"]
+                                                    "batching", "triton", "reaper", "ramp", "pack", "report"]
     assert all(s["status"] == "ok" and s["seconds"] >= 0 for s in report["stages"])
+    page = next(s for s in report["stages"] if s["name"] == "report")["artifacts"][0]
+    assert 'id="k-decision">HOLD<' in open(page).read()
     assert verify_pack(report["pack"]).ok
 
 

@@ -161,13 +161,25 @@ def stage_ramp(ctx: _Context) -> tuple[str, list[str]]:
     deployed = {"triton_repository": ctx.values["repository"], "model_name": ctx.values["model_name"]} \
         if "repository" in ctx.values else {}
     decision = decide(DecideConfig(ledger=ledger.path, quant_report=ctx.values.get("quant_report"),
-                                   as_of=as_of, **deployed))
+                                   as_of=as_of, projection=_projection_inputs(ctx), **deployed))
     write(decision, out)
     ctx.values["ramp_decision"] = out / "ramp_decision.json"
     ratio = decision.cost_ratio_pct
     failed = ", ".join(decision.gates_failed) or "none"
+    p = decision.projection
+    projected = (f"; PROJECTED serving ${p.serving_usd_per_day:,.2f}/day on {p.instance}" if p and p.available
+                 else "")
     return (f"{decision.decision} on the synthetic sample economics: cost ratio "
-            f"{ratio:.1f} % vs cap {decision.cost_ratio_cap_pct:.0f} %; failed gates: {failed}"), [str(out)]
+            f"{ratio:.1f} % vs cap {decision.cost_ratio_cap_pct:.0f} %; failed gates: {failed}{projected}"), [str(out)]
+
+
+def _projection_inputs(ctx: _Context):
+    """This run's own reports, so the projection never mixes in an older run's."""
+    from costeff.ramp.projection import ProjectionInputs
+
+    v = ctx.values
+    return ProjectionInputs(v.get("selected_profile"), v.get("baseline_profile"), v.get("batching_report"),
+                            v.get("reaper_report"))
 
 
 def stage_pack(ctx: _Context) -> tuple[str, list[str]]:
@@ -185,6 +197,17 @@ def stage_pack(ctx: _Context) -> tuple[str, list[str]]:
         [str(result.path)]
 
 
+def stage_report(ctx: _Context) -> tuple[str, list[str]]:
+    from costeff.report import build_report
+
+    folders = {name: Path(ctx.values[key]).parent for name, key in (
+        ("fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
+        ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision")) if key in ctx.values}
+    result = build_report(ctx.layout.root, folders, ctx.values.get("repository"))
+    return (f"{result.path}: one self-contained page, acceptance {result.criteria_passed} of "
+            f"{result.criteria_total} PASS"), [result.path]
+
+
 STAGES = (
     ("policy", stage_policy),
     ("profile", stage_profile),
@@ -195,4 +218,5 @@ STAGES = (
     ("reaper", stage_reaper),
     ("ramp", stage_ramp),
     ("pack", stage_pack),
+    ("report", stage_report),
 )

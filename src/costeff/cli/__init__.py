@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "flags",
     "audit",
     "pack",
+    "report",
 )
 
 log = logging.getLogger("costeff")

@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instance", metavar="NAME", help="catalog instance to price (default: matched from hardware)")
     p.add_argument("--compare", type=Path, nargs="+", default=[], metavar="JSON",
                    help="gpu_profile.json files measured on other hardware, for right-sizing advice")
+    p.add_argument("--csv", type=Path, metavar="FILE",
+                   help="also write the points as perf_analyzer's -f CSV (its column names, microseconds)")
     remote = p.add_argument_group("remote server (Open Inference Protocol)")
     remote.add_argument("--url", help="server address, e.g. 127.0.0.1:8001 (profiles the server, not MODEL)")
     remote.add_argument("--model-name", help="model name on the server")
@@ -94,9 +96,15 @@ def _run(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout
 
     config = _config(args)
+    if args.csv is not None and not args.csv.parent.is_dir():
+        raise InputError(f"--csv: folder {args.csv.parent} does not exist; expected a path to a new CSV file")
     out = Layout.default().run_dir(None, args.out)
     report = _remote(args, config) if args.url else _local(args, config)
     report.write(out)
+    if args.csv is not None:
+        from costeff.profiling.perf_csv import write_perf_csv
+
+        write_perf_csv(report.points, args.csv)
     emit(args, report, lambda: _print(report, out))
     return 0
 

@@ -24,11 +24,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--drift-hours", type=float, default=24.0, metavar="H",
                    help="gate on the ledger's live drift windows of the deployed model over the last H hours "
                    "(default 24)")
+    _projection_args(d)
     add_common(d)
     d.set_defaults(func=_decide)
+    p = verbs.add_parser("project", help="PROJECTED serving cost and cost ratio from the measured levers "
+                         "(precision, batching, right-sizing, reaping) against the ledger's PnL")
+    p.add_argument("--ledger", type=Path, metavar="PATH", help="SQLite ledger (default: artifacts/ledger.sqlite)")
+    p.add_argument("--plan", type=existing_file("--plan"), metavar="FILE", help="ramp plan TOML (default: shipped)")
+    p.add_argument("--quant-report", type=existing_file("--quant-report"), metavar="FILE",
+                   help="quantization_report.json: picks the profiles of the selected variant and of fp32")
+    p.add_argument("--as-of", metavar="DATE", help="ledger window ends the day before DATE (default: today, UTC)")
+    _projection_args(p)
+    add_common(p)
+    p.set_defaults(func=_project)
     from costeff.cli.ramp_watch import register_watch
 
     register_watch(verbs)
+
+
+def _projection_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("projection inputs (default: the newest under artifacts/cost)")
+    g.add_argument("--profile", type=existing_file("--profile"), metavar="FILE",
+                   help="gpu_profile.json of the served variant")
+    g.add_argument("--baseline-profile", type=existing_file("--baseline-profile"), metavar="FILE",
+                   help="gpu_profile.json of fp32")
+    g.add_argument("--batching-report", type=existing_file("--batching-report"), metavar="FILE")
+    g.add_argument("--reaper-report", type=existing_file("--reaper-report"), metavar="FILE")
+    g.add_argument("--catalog", type=existing_file("--catalog"), metavar="FILE", help="price catalog TOML")
+
+
+def _inputs(args: argparse.Namespace):
+    """Explicit inputs when any is given (the rest from the newest artifacts), else None (all defaults)."""
+    from costeff.artifacts import Layout
+    from costeff.ramp.evidence import find_report
+    from costeff.ramp.projection import ProjectionInputs, default_inputs
+
+    given = {k: getattr(args, k) for k in ("profile", "baseline_profile", "batching_report", "reaper_report",
+                                             "catalog")}
+    if not any(given.values()):
+        return None
+    found = default_inputs(Layout.default(), find_report(args.quant_report), args.catalog)
+    return ProjectionInputs(**{k: v if v is not None else getattr(found, k) for k, v in given.items()})
 
 
 def _decide(args: argparse.Namespace) -> int:
@@ -40,11 +76,29 @@ def _decide(args: argparse.Namespace) -> int:
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           as_of=parse_date(args.as_of) if args.as_of else None,
                           triton_repository=args.triton_repository, model_name=args.model_name,
-                          drift_hours=args.drift_hours)
+                          drift_hours=args.drift_hours, projection=_inputs(args))
     decision = decide(config)
     path = write(decision, layout.run_dir("ramp", args.out))
     emit(args, decision, lambda: _human(decision, path))
     return 0 if decision.decision == PROMOTE else 1
+
+
+def _project(args: argparse.Namespace) -> int:
+    from costeff.artifacts import Layout, atomic_write_json, atomic_write_text
+    from costeff.ramp import DecideConfig
+    from costeff.ramp.decide import parse_date, projection_for
+    from costeff.ramp.report import projection_markdown
+
+    layout = Layout.default()
+    config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
+                          as_of=parse_date(args.as_of) if args.as_of else None, projection=_inputs(args))
+    projection = projection_for(config)
+    out = layout.run_dir("ramp", args.out)
+    atomic_write_json(out / "projection.json", projection)
+    text = "\n".join(projection_markdown(projection)).lstrip("\n") + "\n"
+    atomic_write_text(out / "projection.md", text)
+    emit(args, projection, lambda: print(text + f"\nwrote {out / 'projection.json'} (+ .md)"))
+    return 0
 
 
 def _human(d, path: Path) -> None:
@@ -60,4 +114,11 @@ def _human(d, path: Path) -> None:
     print(f"  cost ratio {_val(d.cost_ratio_pct, '%')}, per signal {_val(d.cost_per_signal_usd, 'USD')}, "
           f"per trade {_val(d.cost_per_trade_usd, 'USD')}, per day {_val(d.cost_per_day_usd, 'USD')}, "
           f"monthly {_val(d.monthly_cost_usd, 'USD')}")
+    p = d.projection
+    if p is not None and p.available:
+        saved = ", ".join(f"{lv.name} -${lv.saving_usd_per_day:,.2f}" for lv in p.levers)
+        print(f"  PROJECTED serving ${p.serving_usd_per_day:,.2f}/day on {p.instance}; projected cost ratio "
+              f"{_val(p.projected_cost_ratio_pct, '%')} ({saved})")
+    elif p is not None:
+        print(f"  projection not available: {p.reason}")
     print(f"  wrote {path} (+ .md)")

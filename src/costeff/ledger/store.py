@@ -8,6 +8,7 @@ to replace it, and then it is replaced, never added a second time.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ CREATE TABLE IF NOT EXISTS economics (
 CREATE TABLE IF NOT EXISTS cost (
     date TEXT NOT NULL, component TEXT NOT NULL, usd REAL NOT NULL, source TEXT NOT NULL,
     instance TEXT, instance_hours REAL, imported_at TEXT NOT NULL, PRIMARY KEY (date, component));
+CREATE TABLE IF NOT EXISTS imports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, imported_at TEXT NOT NULL, kind TEXT NOT NULL, file TEXT NOT NULL,
+    details TEXT NOT NULL);
 """
 
 
@@ -65,14 +69,20 @@ class Ledger:
         return self.import_batches([(kind, rows, file)], replace=replace)[0]
 
     def import_batches(self, batches: Sequence[tuple[str, Sequence[Any], str]], *,
-                       replace: bool = False) -> list[ImportResult]:
-        """Load several (kind, rows, file) batches in one transaction: all of them or none."""
+                       replace: bool = False, details: dict[str, Any] | None = None) -> list[ImportResult]:
+        """Load several (kind, rows, file) batches in one transaction: all of them or none.
+
+        ``details`` (source, row counts, filters) is recorded in the ``imports`` table
+        in the same transaction, so the ledger says where every imported day came from.
+        """
         results = []
         with closing(self._connect(create=True)) as conn:
             conn.execute("BEGIN IMMEDIATE")  # hold the write lock from the duplicate check to the commit
             try:
                 for kind, rows, file in batches:
                     results.append(self._import(conn, kind, rows, replace, file))
+                if details is not None:
+                    _record(conn, batches, results, details)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -98,6 +108,11 @@ class Ledger:
     def costs(self, start: date | None = None, end: date | None = None) -> list[CostRow]:
         sql = "SELECT date, component, usd, source, instance, instance_hours FROM cost"
         return [CostRow(*r) for r in self._select(sql, start, end, order="date, component")]
+
+    def imports(self) -> list[dict[str, Any]]:
+        """Recorded imports, oldest first: when, what kind, which file, and the importer's details."""
+        rows = self._query("SELECT id, imported_at, kind, file, details FROM imports ORDER BY id")
+        return [{"id": r[0], "imported_at": r[1], "kind": r[2], "file": r[3], **json.loads(r[4])} for r in rows]
 
     def coverage(self) -> list[Coverage]:
         out = []
@@ -165,6 +180,15 @@ def _insert(conn: sqlite3.Connection, kind: str, rows: Sequence[Any], now: str) 
         conn.executemany("INSERT INTO cost VALUES (?, ?, ?, ?, ?, ?, ?)",
                          [(r.date, r.component, r.usd, r.source, r.instance, r.instance_hours, now)
                           for r in rows])
+
+
+def _record(conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[Any], str]],
+            results: list[ImportResult], details: dict[str, Any]) -> None:
+    for (kind, _, file), result in zip(batches, results):
+        body = {**details, "rows": result.rows, "inserted": result.inserted, "replaced": result.replaced,
+                "first_date": result.first_date, "last_date": result.last_date}
+        conn.execute("INSERT INTO imports (imported_at, kind, file, details) VALUES (?, ?, ?, ?)",
+                     (iso_utc(), kind, file, json.dumps(body, sort_keys=True)))
 
 
 def _clash_message(path: Path, file: str, kind: str, clashes: list[tuple]) -> str:

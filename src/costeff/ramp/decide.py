@@ -37,6 +37,7 @@ class DecideConfig:
     triton_repository: Path | None = None
     model_name: str | None = None
     drift_hours: float = 24.0  # live drift windows from the ledger over this many hours before the decision
+    projection: Any = None  # ProjectionInputs; None: the newest reports under the artifacts folder
 
     def __post_init__(self) -> None:
         if (self.triton_repository is None) != (self.model_name is None):
@@ -95,6 +96,7 @@ class RampDecision:
     provenance: dict[str, Any]
     audit_seq: int | None = None
     gates_failed: list[str] = field(default_factory=list)
+    projection: Any = None  # PROJECTED serving cost and cost ratio (costeff.ramp.projection), never a ledger number
 
 
 def decide(config: DecideConfig, flags=None, audit=None) -> RampDecision:
@@ -139,7 +141,34 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
         econ.cost_ratio_pct, step.cost_ratio_cap_pct, econ.gross_pnl_usd, econ.infra_cost_usd, econ.net_pnl_usd,
         econ.signals, econ.trades, econ.cost_per_signal_usd, econ.cost_per_trade_usd, econ.cost_per_day_usd,
         econ.monthly_cost_usd, history.days_at_step, history.trades_at_step, history.drawdown_usd,
-        _provenance(ledger, plan, report, deployed), gates_failed=[g.name for g in gates if g.blocks])
+        _provenance(ledger, plan, report, deployed), gates_failed=[g.name for g in gates if g.blocks],
+        projection=_projection(config, ledger, end, plan, step, report_path))
+
+
+def projection_for(config: DecideConfig):
+    """``costeff ramp project``: the projection alone, against the plan's cap at the ledger's current step."""
+    plan = load_plan(config.plan)
+    ledger = Ledger(config.ledger)
+    if not ledger.path.is_file():
+        raise InputError(f"{ledger.path}: no ledger here; load one with `costeff ledger import`")
+    end = (config.as_of or utc_now().date()) - timedelta(days=1)
+    history = step_history(ledger, end)
+    step = plan.steps[plan.index_of(history.influence_pct) if history.influence_pct is not None else 0]
+    return _projection(config, ledger, end, plan, step, find_report(config.quant_report))
+
+
+def _projection(config: DecideConfig, ledger: Ledger, end: date, plan: RampPlan, step: Step, report_path):
+    """The projection shown beside the decision; it never changes the verdict, and a missing input only says so."""
+    from costeff.artifacts import Layout
+    from costeff.ramp.projection import default_inputs, observed_window, project, unavailable
+
+    inputs = config.projection or default_inputs(Layout.default(), report_path)
+    try:
+        return project(inputs, observed_window(ledger, end, plan.window_days), step.cost_ratio_cap_pct)
+    except InputError as exc:
+        return unavailable(str(exc), inputs)
+    except (KeyError, TypeError, ValueError) as exc:  # a report of another shape must not stop the decision
+        return unavailable(f"a projection input is not in the expected shape ({type(exc).__name__}: {exc})", inputs)
 
 
 def _gate(name: str, kind: str, observed: Any, comparator: str, threshold: Any, unit: str, detail: str,

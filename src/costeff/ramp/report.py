@@ -35,6 +35,7 @@ def markdown(d: RampDecision) -> str:
               f"| {g.verdict.value} | {'yes' if g.enforced else 'no'} | {g.detail} |" for g in d.gates]
     lines += ["", "## Economics over the window", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in _economics_rows(d)]
+    lines += projection_markdown(d.projection)
     prov = d.provenance
     lines += ["", "## Inputs", "", f"- ledger: {prov['ledger']['path']} (sha256 {prov['ledger']['sha256']})",
               f"- ledger sources: {', '.join(prov['ledger']['sources']) or '-'}",
@@ -43,6 +44,43 @@ def markdown(d: RampDecision) -> str:
               f"- deployed model: {prov['deployed_model']['sha256'] or 'unknown'} ({prov['deployed_model']['source']})",
               f"- audit record: {d.audit_seq}", f"- created {d.created_at}, costeff {d.costeff_version}", ""]
     return "\n".join(lines)
+
+
+def projection_markdown(p: Any) -> list[str]:
+    """The projection section, headed and labelled so it is never read as a ledger number."""
+    if p is None:
+        return []
+    lines = ["", "## Projection (PROJECTED, not from a bill)", "", f"_{p.label}._", ""]
+    if not p.available:
+        return lines + [f"Not available: {p.reason}."]
+    lines += [f"Serving {p.target_rate_per_s:g} inferences/s on {p.instance}: "
+              f"{_val(p.baseline_serving_usd_per_day, 'USD')}/day (fp32, always on) -> "
+              f"**{_val(p.serving_usd_per_day, 'USD')}/day** projected.", "",
+              "| lever | before $/day | after $/day | saving $/day | share | detail | assumption |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {lv.name} | {lv.usd_per_day_before:,.2f} | {lv.usd_per_day_after:,.2f} | "
+              f"{lv.saving_usd_per_day:,.2f} | {_val(lv.share_pct, '%')} | {lv.detail} | {lv.assumption or '-'} |"
+              for lv in p.levers]
+    return lines + [""] + _against_ledger_lines(p) + [f"- note: {n}" for n in p.notes]
+
+
+def _against_ledger_lines(p: Any) -> list[str]:
+    o, reach = p.observed, p.to_reach_cap
+    if o is None or o.gross_pnl_usd_per_day is None:
+        return [f"- against the ledger: {reach.get('why', 'no data')}"]
+    lines = [f"- observed over {o.days} ledger days: infrastructure {_val(o.infra_usd_per_day, 'USD')}/day "
+             f"(serving {_val(o.serving_usd_per_day, 'USD')}, other {_val(o.other_usd_per_day, 'USD')}; "
+             f"{o.serving_basis}), gross PnL {_val(o.gross_pnl_usd_per_day, 'USD')}/day, cost ratio "
+             f"{_val(o.cost_ratio_pct, '%')}",
+             f"- projected: infrastructure {_val(p.projected_infra_usd_per_day, 'USD')}/day (observed other + "
+             f"projected serving), cost ratio **{_val(p.projected_cost_ratio_pct, '%')}** vs cap "
+             f"{_val(p.cost_ratio_cap_pct, '%')}"]
+    if reach.get("met"):
+        lines.append(f"- the projection is under the cap with {_val(reach['headroom_usd_per_day'], 'USD')}/day to spare")
+    elif reach.get("met") is False:
+        lines.append(f"- still missing: cut {_val(reach['cost_to_cut_usd_per_day'], 'USD')}/day of cost, or earn "
+                     f"{_val(reach['pnl_needed_usd_per_day'], 'USD')}/day more gross PnL")
+    return lines
 
 
 def _economics_rows(d: RampDecision) -> list[tuple[str, str]]:

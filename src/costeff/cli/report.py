@@ -1,0 +1,38 @@
+"""``costeff report [DIR]``: one self-contained report.html from the latest reports under an artifacts folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from costeff.cli._common import add_common, emit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("report", help="write one self-contained report.html (no network needed to view it)")
+    parser.add_argument("dir", type=Path, nargs="?", metavar="DIR",
+                        help="artifacts folder to read (default: $COSTEFF_ARTIFACTS or ./artifacts); "
+                             "report.html is written there unless --out")
+    add_common(parser)
+    parser.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from costeff.artifacts import Layout
+    from costeff.errors import InputError
+    from costeff.report import build_report
+
+    root = args.dir or Layout.default().root
+    if not Path(root).is_dir():
+        raise InputError(f"{root}: no such artifacts folder; run `costeff run` (or a stage) first")
+    if (Path(root) / "cost").is_dir() is False and Path(root).name == "cost":
+        root = Path(root).parent  # accept the cost/ folder itself
+    result = build_report(root, out_dir=args.out or args.dir or root)
+
+    def human() -> None:
+        print(f"wrote {result.path} ({result.bytes / 1024:,.0f} KiB, self-contained); acceptance "
+              f"{result.criteria_passed} of {result.criteria_total} PASS"
+              + (f"; no report for: {', '.join(result.missing)}" if result.missing else ""))
+
+    emit(args, result, human)
+    return 0

@@ -1,0 +1,302 @@
+"""One self-contained HTML page from the stage reports: no script, no network, images inline.
+
+Every number on the page is a link to the JSON it was read from (relative to the
+page), so a reader can check any figure. Projections are shown under their own
+heading and labelled, never mixed with the ledger's observed numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from costeff.report.collect import Sources
+from costeff.report.timeline import reaper_timeline_svg
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1d2430;padding:0 16px}
+h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #d6dbe3}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #d6dbe3;padding:4px 8px;
+text-align:left;vertical-align:top}th{background:#f2f4f7}a.n{color:#0b4f9c;text-decoration:none;
+border-bottom:1px dotted #0b4f9c}.PASS{color:#0a7d32;font-weight:600}.FAIL,.NO-DATA{color:#b3261e;font-weight:600}
+.cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid #d6dbe3;border-radius:6px;padding:10px 14px;
+min-width:200px}.card b{display:block;font-size:20px}.tag{display:inline-block;padding:1px 6px;border-radius:4px;
+font-size:12px;font-weight:600}.synthetic{background:#fff3cd;color:#7a5200}.projected{background:#e7f0fe;
+color:#0b4f9c}.observed{background:#e8f5e9;color:#0a7d32}pre{background:#f6f8fa;padding:8px;overflow:auto;
+font-size:12px}img{max-width:48%;border:1px solid #eee;margin:4px}.muted{color:#5b6573}
+"""
+
+
+class Page:
+    """Formatting helpers bound to where the page is written (for relative links)."""
+
+    def __init__(self, sources: Sources, out_dir: Path) -> None:
+        self.s, self.out = sources, out_dir
+
+    def link(self, key: str) -> str | None:
+        path = self.s.files.get(key)
+        return os.path.relpath(path, self.out) if path else None
+
+    def num(self, value: Any, key: str, fmt: str = ",.2f", unit: str = "") -> str:
+        text = _fmt(value, fmt) + unit
+        href = self.link(key)
+        if href is None:
+            return html.escape(text)
+        return f'<a class="n" href="{html.escape(href)}" title="{html.escape(href)}">{html.escape(text)}</a>'
+
+    def source(self, key: str) -> str:
+        href = self.link(key)
+        return f'<p class="muted">source: <a href="{html.escape(href)}">{html.escape(href)}</a></p>' if href else ""
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        return format(value, fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def render(sources: Sources, out_dir: Path, criteria: list, disagreements: list[dict[str, Any]]) -> str:
+    page = Page(sources, out_dir)
+    sections: list[Callable[[Page], str]] = [_glance, _profiles, _variants, _serving, _reaper, _ramp, _audit]
+    body = [_header(page), _criteria(page, criteria), _disagreements(page, disagreements)]
+    body += [section(page) for section in sections]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>costeff report</title>"
+            f"<style>{CSS}</style></head><body>" + "\n".join(b for b in body if b) + "</body></html>\n")
+
+
+def _header(p: Page) -> str:
+    r = p.s.reports
+    hw = (r["profile"] or r["fp32"] or r["quant"] or {}).get("hardware") or {}
+    gpus = ", ".join(g.get("name", "?") for g in hw.get("gpus", [])) or "none"
+    synthetic = _synthetic(r["ramp"])
+    tag = ('<span class="tag synthetic">economics: SYNTHETIC sample ledger</span>' if synthetic else "")
+    return (f"<h1>costeff report</h1><p class=\"muted\">Artifacts under {esc(p.s.root)}; hardware "
+            f"{esc(hw.get('cpu_model', 'unknown'))}, {esc(hw.get('cpu_count', '?'))} cores, GPUs: {esc(gpus)}. "
+            f"Every number links to the file it was read from. {tag}</p>")
+
+
+def _synthetic(ramp: dict[str, Any] | None) -> bool:
+    sources = (((ramp or {}).get("provenance") or {}).get("ledger") or {}).get("sources") or []
+    return any(str(x).startswith("SYNTHETIC") for x in sources)
+
+
+def _glance(p: Page) -> str:
+    r, cards = p.s.reports, []
+    sel = _selected(r["quant"])
+    if sel:
+        cards.append(_card("served precision", esc(sel["name"]),
+                           f"{p.num(sel.get('speedup'), 'quant', '.2f', 'x')} fp32 throughput"))
+    if r["ramp"]:
+        cards.append(_card("ramp decision", esc(r["ramp"].get("decision")),
+                           f"cost ratio {p.num(r['ramp'].get('cost_ratio_pct'), 'ramp', '.1f', ' %')} "
+                           f'<span class="tag observed">observed</span>'))
+        proj = r["ramp"].get("projection") or {}
+        if proj.get("available"):
+            cards.append(_card("projected serving / day", p.num(proj.get("serving_usd_per_day"), "ramp", ",.2f"),
+                               f'on {esc(proj.get("instance"))} <span class="tag projected">projected</span>'))
+    if r["reaper"]:
+        cards.append(_card("reaper GPU-hours cut", p.num(r["reaper"].get("reduction_pct"), "reaper", ".1f", " %"),
+                           "replayed day"))
+    return "<h2>At a glance</h2><div class=\"cards\">" + "".join(cards) + "</div>" if cards else ""
+
+
+def _card(title: str, value: str, sub: str) -> str:
+    return f'<div class="card"><span class="muted">{esc(title)}</span><b id="{_id(title)}">{value}</b>{sub}</div>'
+
+
+def _id(title: str) -> str:
+    return "k-" + "".join(c if c.isalnum() else "-" for c in title.lower())
+
+
+def _selected(quant: dict[str, Any] | None) -> dict[str, Any] | None:
+    name = ((quant or {}).get("selected") or {}).get("name")
+    return next((v for v in (quant or {}).get("variants", []) if v.get("name") == name), None)
+
+
+def _criteria(p: Page, criteria: list) -> str:
+    rows = "".join(f"<tr><td>{esc(c.name)}</td><td>{esc(c.observed)}</td><td>{esc(c.threshold)}</td>"
+                   f"<td class=\"{'PASS' if c.passed else 'FAIL'}\">{'PASS' if c.passed else 'FAIL'}</td>"
+                   f"<td>{esc(c.source)}</td></tr>" for c in criteria)
+    passed = sum(c.passed for c in criteria)
+    return (f"<h2>Acceptance criteria: <span id=\"k-acceptance\">{passed} of {len(criteria)}</span> PASS</h2>"
+            "<table><tr><th>criterion</th><th>observed</th><th>required</th><th>verdict</th><th>source</th></tr>"
+            f"{rows}</table>")
+
+
+def _disagreements(p: Page, found: list[dict[str, Any]]) -> str:
+    if not found:
+        return ""
+    items = "".join(
+        f"<li><b>{esc(d['variant'])}</b> at batch {esc(d['batch'])}: profile "
+        f"{p.num(d['profile_per_s'], 'profile' if d['label'] == 'served variant' else 'fp32', ',.0f', '/s')} vs "
+        f"quantization {p.num(d['quant_per_s'], 'quant', ',.0f', '/s')}; the measured ranges do not overlap</li>"
+        for d in found)
+    return ("<h2>Measurements that disagree</h2><ul>" + items + "</ul><p>Absolute throughput and $ per inference "
+            "come from the dedicated profiles; the quantization report is used only for speedup ratios (its "
+            "variants ran in interleaved rounds under the same load).</p>")
+
+
+def _profiles(p: Page) -> str:
+    parts = []
+    for key, label in (("profile", "served variant"), ("fp32", "fp32 baseline")):
+        prof = p.s.reports[key]
+        if prof:
+            parts.append(_profile(p, key, label, prof))
+    return "<h2>Profiles</h2>" + "".join(parts) if parts else ""
+
+
+def _profile(p: Page, key: str, label: str, prof: dict[str, Any]) -> str:
+    opt, cost = prof.get("optimal") or {}, prof.get("cost") or {}
+    rows = "".join(f"<tr><td>{esc(x.get('batch_size'))}</td><td>{p.num(x.get('throughput_per_s'), key, ',.0f')}</td>"
+                   f"<td>{p.num((x.get('latency_ms') or {}).get('p99'), key, '.3f')}</td>"
+                   f"<td>{'yes' if x.get('stable') else 'no'}</td></tr>" for x in prof.get("points", []))
+    images = "".join(_png(p.s.folder(key) / name) for name in ("throughput_vs_batch.png", "p99_vs_batch.png"))
+    return (f"<h3>{esc(label)}</h3><p>optimal batch {esc(opt.get('batch_size'))}: "
+            f"{p.num(opt.get('throughput_per_s'), key, ',.0f')} inferences/s, p99 "
+            f"{p.num(opt.get('latency_p99_ms'), key, '.3f')} ms; {p.num(cost.get('usd_per_million'), key, '.4g')} $ "
+            f"per million on {esc(cost.get('instance'))} <span class=\"tag projected\">projected</span></p>"
+            f"{images}<table><tr><th>batch</th><th>inferences/s</th><th>p99 ms</th><th>stable</th></tr>{rows}</table>"
+            + p.source(key))
+
+
+def _png(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{esc(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _variants(p: Page) -> str:
+    q = p.s.reports["quant"]
+    if not q:
+        return ""
+    rows = []
+    for v in q.get("variants", []):
+        f = v.get("fidelity") or {}
+        gates = ", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} "
+                          f"{esc(g.get('verdict'))}</span>" for g in v.get("gates", [])) or esc(v.get("error") or v.get("not_tried") or "-")
+        tried = v.get("not_tried") is None
+        verdict = ("yes", "PASS") if v.get("passed") else ("no", "FAIL") if tried else ("not tried", "muted")
+        rows.append(f"<tr><td>{esc(v['name'])}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
+                    f"<td>{p.num(f.get('action_drift_pct'), 'quant', '.3f')}</td>"
+                    f"<td>{p.num(v.get('speedup'), 'quant', '.2f')}</td><td>{gates}</td></tr>")
+    sel = q.get("selected") or {}
+    return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(sel.get('name'))}</b>: {esc(sel.get('reason'))}"
+            "</p><table><tr><th>variant</th><th>passed</th><th>action drift %</th><th>speedup</th><th>gates</th>"
+            f"</tr>{''.join(rows)}</table>" + p.source("quant"))
+
+
+def _serving(p: Page) -> str:
+    b, parts = p.s.reports["batching"], []
+    if b and b.get("chosen"):
+        c = b["chosen"]
+        parts.append(f"<p>Dynamic batcher: max batch {p.num(c['max_batch_size'], 'batching', 'd')}, preferred "
+                     f"{esc(c['preferred_batch_size'])}, queue delay {p.num(c['max_queue_delay_us'], 'batching', 'g')}"
+                     f" us, {p.num(c['instances'], 'batching', 'd')} server(s); predicted p99 "
+                     f"{p.num((c.get('predicted') or {}).get('p99_ms'), 'batching', '.3f')} ms</p>")
+        parts += [_png(p.s.folder("batching") / n) for n in ("p99_vs_queue_delay.png", "cost_vs_p99.png")]
+        parts.append(p.source("batching"))
+    repo = p.s.repository
+    for config in sorted(repo.glob("*/config.pbtxt")) if repo and repo.is_dir() else []:
+        parts.append(f"<p>Triton configuration <code>{esc(config)}</code>:</p><pre>{esc(config.read_text())}</pre>")
+    return "<h2>Batching and Triton</h2>" + "".join(parts) if parts else ""
+
+
+def _reaper(p: Page) -> str:
+    d = p.s.reports["reaper"]
+    if not d:
+        return ""
+    return (f"<h2>Idle reaper ({esc(d.get('mode'))})</h2><p>GPU-hours {p.num(d.get('gpu_hours_without'), 'reaper')}"
+            f" without, {p.num(d.get('gpu_hours_with'), 'reaper')} with the reaper "
+            f"({p.num(d.get('reduction_pct'), 'reaper', '.1f', ' %')} less); reaps while active "
+            f"{p.num(d.get('reaps_while_active'), 'reaper', 'd')}.</p>" + reaper_timeline_svg(d) + p.source("reaper"))
+
+
+def _ramp(p: Page) -> str:
+    d = p.s.reports["ramp"]
+    if not d:
+        return ""
+    rows = "".join(f"<tr><td>{esc(g['name'])}</td><td>{_gate_value(p, g.get('observed'))}</td>"
+                   f"<td>{esc(g.get('comparator'))} {_gate_value(p, g.get('threshold'))}</td>"
+                   f"<td class=\"{esc(g.get('verdict'))}\">{esc(g.get('verdict'))}</td></tr>"
+                   for g in d.get("gates", []))
+    notices = "".join(f"<li>{esc(n)}</li>" for n in d.get("notices", []))
+    return (f"<h2>Ramp decision: <span id=\"k-decision\">{esc(d.get('decision'))}</span></h2>"
+            f"<p><span class=\"tag observed\">observed</span> cost ratio "
+            f"{p.num(d.get('cost_ratio_pct'), 'ramp', '.2f', ' %')} vs cap "
+            f"{p.num(d.get('cost_ratio_cap_pct'), 'ramp', 'g', ' %')};"
+            f" cost per day {p.num(d.get('cost_per_day_usd'), 'ramp')} $, per signal "
+            f"{p.num(d.get('cost_per_signal_usd'), 'ramp', '.4f')} $, per trade "
+            f"{p.num(d.get('cost_per_trade_usd'), 'ramp')} $"
+            f"</p><ul>{notices}</ul><table><tr><th>gate</th><th>observed</th><th>required</th><th>verdict</th></tr>"
+            f"{rows}</table>" + _projection(p, d.get("projection")) + p.source("ramp"))
+
+
+def _gate_value(p: Page, value: Any) -> str:
+    """Hashes shortened (the full value in the tooltip), large numbers with thousands separators."""
+    if isinstance(value, str) and len(value) == 64:
+        return f'<code title="{esc(value)}">{esc(value[:12])}...</code>'
+    if isinstance(value, float) and abs(value) >= 1000:
+        return p.num(value, "ramp", ",.2f")
+    return p.num(value, "ramp", ",.4g") if isinstance(value, (int, float)) else esc(value)
+
+
+def _projection(p: Page, proj: dict[str, Any] | None) -> str:
+    if not proj:
+        return ""
+    head = (f"<h3>Projection <span class=\"tag projected\">PROJECTED, not from a bill</span></h3>"
+            f"<p>{esc(proj.get('label'))}</p>")
+    if not proj.get("available"):
+        return head + f"<p>Not available: {esc(proj.get('reason'))}</p>"
+    rows = "".join(f"<tr><td>{esc(lv['name'])}</td><td>{p.num(lv['usd_per_day_before'], 'ramp')}</td>"
+                   f"<td>{p.num(lv['usd_per_day_after'], 'ramp')}</td>"
+                   f"<td>{p.num(lv['saving_usd_per_day'], 'ramp')}</td>"
+                   f"<td>{p.num(lv.get('share_pct'), 'ramp', '.1f', ' %')}</td><td>{esc(lv['detail'])}</td>"
+                   f"<td>{esc(lv.get('assumption') or '-')}</td></tr>" for lv in proj.get("levers", []))
+    reach = proj.get("to_reach_cap") or {}
+    gap = ("under the cap" if reach.get("met") else
+           f"still missing: cut {p.num(reach.get('cost_to_cut_usd_per_day'), 'ramp')} $/day or earn "
+           f"{p.num(reach.get('pnl_needed_usd_per_day'), 'ramp')} $/day more gross PnL" if reach.get("met") is False
+           else esc(reach.get("why", "")))
+    notes = "".join(f"<li>{esc(n)}</li>" for n in proj.get("notes", []))
+    return (head + f"<p>Serving {p.num(proj.get('target_rate_per_s'), 'ramp', ',g')}/s on {esc(proj.get('instance'))}: "
+            f"{p.num(proj.get('baseline_serving_usd_per_day'), 'ramp')} $/day (fp32, always on) &rarr; "
+            f"<b id=\"k-projected-serving\">{p.num(proj.get('serving_usd_per_day'), 'ramp')}</b> $/day; projected cost "
+            f"ratio <b>{p.num(proj.get('projected_cost_ratio_pct'), 'ramp', '.2f', ' %')}</b>; {gap}.</p>"
+            "<table><tr><th>lever</th><th>before $/day</th><th>after $/day</th><th>saving $/day</th><th>share</th>"
+            f"<th>detail</th><th>assumption</th></tr>{rows}</table><ul>{notes}</ul>")
+
+
+def _audit(p: Page) -> str:
+    log = p.s.root / "audit" / "audit.jsonl"
+    if not log.is_file():
+        return ""
+    lines = [ln for ln in log.read_text(encoding="utf-8").splitlines() if ln.strip()][-8:]
+    rows = []
+    for ln in reversed(lines):
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        rows.append(f"<tr><td>{esc(rec.get('seq'))}</td><td>{esc(rec.get('ts'))}</td><td>{esc(rec.get('event'))}</td>"
+                    f"<td><code>{esc(str(rec.get('sha256', ''))[:16])}</code></td></tr>")
+    href = os.path.relpath(log, p.out)
+    return (f"<h2>Audit trail head</h2><p>The newest records of <a href=\"{esc(href)}\">{esc(href)}</a> "
+            "(verify with <code>costeff audit verify</code>).</p><table><tr><th>seq</th><th>time</th><th>event</th>"
+            f"<th>sha256</th></tr>{''.join(rows)}</table>")
