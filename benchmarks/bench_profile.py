@@ -16,7 +16,7 @@ import functools
 import statistics
 import time
 
-ROUNDS = 10
+ROUNDS = int(__import__("os").environ.get("COSTEFF_BENCH_ROUNDS", "10"))
 SECONDS = 1.0  # per profiler point and per bare loop, after warm-up
 
 
