@@ -8,6 +8,10 @@ def _isolated_artifacts(tmp_path, monkeypatch):
     """Every test writes artifacts, flags, ledgers and the Triton repository under its own tmp dir."""
     monkeypatch.setenv("COSTEFF_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("COSTEFF_MODEL_REPOSITORY", str(tmp_path / "model_repository"))
+    # The audit signing key and the checkpoint anchor live outside the artifacts folder.
+    monkeypatch.setenv("COSTEFF_HOME", str(tmp_path / "costeff_home"))
+    for name in ("COSTEFF_AUDIT_KEY", "COSTEFF_AUDIT_PUBKEY", "COSTEFF_AUDIT_ANCHOR"):
+        monkeypatch.delenv(name, raising=False)
     yield
 
 

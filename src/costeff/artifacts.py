@@ -118,12 +118,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+def atomic_write_bytes(path: Path | str, data: bytes, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` through a temp file and a rename; ``mode`` 0644 by default, since
+    others read what costeff writes (a Triton server running as another user reads config.pbtxt)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600, which only costeff's own user could read
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -94,7 +94,7 @@ class FlagStore:
             if not 0 <= version < current:
                 raise InputError(f"flag {name}: --to-version {version} is not an earlier version; "
                                  f"expected 0..{current - 1}")
-            value = spec.default if version == 0 else history[version - 1]["new_value"]
+            value = spec.default if version == 0 else self._verified_value(name, version)
             return value, "rollback", version
 
         return self._change(name, target, actor, reason)
@@ -114,6 +114,17 @@ class FlagStore:
             history.append(change.__dict__)
             atomic_write_json(self.path, data)
         return change
+
+    def _verified_value(self, name: str, version: int) -> Any:
+        """The value ``name`` had at ``version``, from a signed record of a trail that verifies: the flag
+        store itself is a plain file, so a value edited into it must never come back through a rollback."""
+        for record in reversed(self.audit_log.verified_records()):
+            payload = record.get("payload") or {}
+            if str(record.get("event", "")).startswith("flag.") and payload.get("flag") == name \
+                    and payload.get("version") == version:
+                return payload.get("new_value")
+        raise InputError(f"flag {name}: version {version} is not in the verified audit trail "
+                         f"{self.audit_log.path}; refusing to roll back to a value nobody can vouch for")
 
     def _load(self) -> dict[str, Any]:
         if not self.path.exists():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from costeff.artifacts import Layout
-from costeff.audit import AuditLog, verify
+from costeff.audit import AuditLog
 from costeff.errors import CosteffError, DependencyError, InputError
 from costeff.reaper.actions import KubeScaler, Outcome, PipelinePauser, PowerLimiter
 from costeff.reaper.config import ReaperConfig, Target
@@ -96,9 +96,10 @@ class TickResult:
 
 
 def open_actions(audit: AuditLog) -> list[dict[str, Any]]:
-    """Applied reaps without an applied restore, oldest first."""
+    """Applied reaps without an applied restore, oldest first, from a trail that verifies (signatures, anchor):
+    a forged or edited record must never make the reaper change infrastructure."""
     opened: dict[str, dict[str, Any]] = {}
-    for record in audit.records():
+    for record in audit.verified_records():
         payload = record.get("payload", {})
         if record.get("event") != "reaper.action" or payload.get("mode") != "apply":
             continue
@@ -189,10 +190,6 @@ def _estimate_saving(target: Target, usd_per_gpu_hour: float) -> float:
 
 def restore_all(audit: AuditLog, apply: bool, actuators: Actuators) -> list[dict[str, Any]]:
     """Undo every open applied action, newest first; a dry run only says what it would undo."""
-    result = verify(audit.directory) if audit.path.exists() else None
-    if result is not None and not result.ok:
-        raise InputError(f"{result.path} line {result.first_bad_line}: {result.reason}; refusing to restore from a "
-                         f"tampered audit trail (run `costeff audit verify`)")
     done = []
     for opened in reversed(open_actions(audit)):
         target = _target_from(opened["target_spec"])

@@ -39,10 +39,11 @@ def reap_trace(trace_path: Path | str, config: ReaperConfig | None = None, out: 
 def record_replay(log: AuditLog, report: ReaperReport, directory: Path) -> dict[str, Any]:
     """Each simulated action is labelled ``mode: replay``: restore never acts on these."""
     first = None
-    for action in report.actions:
-        record = log.append("reaper.action", {"mode": "replay", **action,
-                                              "trace_sha256": report.source["trace_sha256"]}, actor=REPLAY_ACTOR)
-        first = record["seq"] if first is None else first
+    with log.batch():  # one signed checkpoint for the whole replay, not one per simulated action
+        for action in report.actions:
+            record = log.append("reaper.action", {"mode": "replay", **action,
+                                                  "trace_sha256": report.source["trace_sha256"]}, actor=REPLAY_ACTOR)
+            first = record["seq"] if first is None else first
     summary = log.append("reaper.replay", {
         "mode": "replay", "trace": report.source["trace"], "trace_sha256": report.source["trace_sha256"],
         "report": str(directory / "reaper_report.json"), "gpu_hours_without": report.gpu_hours_without,
