@@ -43,8 +43,13 @@ def _body(line):
 
 
 def _reseal(body, signer, key_id=None):
-    line, _ = seal({**body, "key_id": key_id or body["key_id"]}, signer)
+    line, _, _ = seal({**body, "key_id": key_id or body["key_id"]}, signer)
     return line
+
+
+def _chain(line):
+    import hashlib
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
 
 # ---- the tampering kinds; each returns the line verify must name (None: any line) -------------
@@ -152,7 +157,7 @@ def append_forged_rechained_without_key(log, tmp):
     last = _body(lines[-1])
     body = {**last, "seq": last["seq"] + 1, "event": "reaper.action",
             "payload": {"mode": "apply", "action": "reap", "changed": True},
-            "prev_sha256": json.loads(lines[-1])["sha256"]}
+            "prev_sha256": _chain(lines[-1])}
     _write(log.path, lines + [_reseal(body, _attacker(tmp), key_id=last["key_id"])])
     return 11
 
@@ -160,21 +165,21 @@ def append_forged_rechained_without_key(log, tmp):
 def append_forged_signed_with_own_key(log, tmp):
     lines = _lines(log.path)
     last, thief = _body(lines[-1]), _attacker(tmp)
-    body = {**last, "seq": last["seq"] + 1, "prev_sha256": json.loads(lines[-1])["sha256"]}
+    body = {**last, "seq": last["seq"] + 1, "prev_sha256": _chain(lines[-1])}
     _write(log.path, lines + [_reseal(body, thief, key_id=thief.key_id)])
     return 11
 
 
 def rewrite_middle_and_rechain_rest(log, tmp):
     lines, thief = _lines(log.path), _attacker(tmp)
-    prev = json.loads(lines[3])["sha256"]
+    prev = _chain(lines[3])
     for i in range(4, len(lines)):
         body = _body(lines[i])
         body["prev_sha256"] = prev
         if i == 4:
             body["payload"]["flag"] = "forged"
         lines[i] = _reseal(body, thief)
-        prev = json.loads(lines[i])["sha256"]
+        prev = _chain(lines[i])
     _write(log.path, lines)
     return 5
 
@@ -190,7 +195,7 @@ def replace_whole_trail_with_other_key(log, tmp):
 def rewrite_a_local_checkpoint(log, tmp):
     lines = _lines(log.checkpoint_path)
     body = _body(lines[0])
-    body["sha256"] = "f" * 64
+    body["line_sha256"] = "f" * 64
     lines[0] = _reseal(body, _attacker(tmp))
     _write(log.checkpoint_path, lines)
     return None
@@ -199,7 +204,7 @@ def rewrite_a_local_checkpoint(log, tmp):
 def append_forged_local_checkpoint(log, tmp):
     lines = _lines(log.checkpoint_path)
     last = _body(lines[-1])
-    body = {**last, "seq": last["seq"] + 5, "prev_checkpoint_sha256": json.loads(lines[-1])["sha256"]}
+    body = {**last, "seq": last["seq"] + 5, "prev_checkpoint_sha256": _chain(lines[-1])}
     _write(log.checkpoint_path, lines + [_reseal(body, _attacker(tmp))])
     return None
 
@@ -208,7 +213,7 @@ def plant_forged_checkpoint_in_anchor(log, tmp):
     folder = log.sink.root / log.trail_id()
     newest = sorted(folder.glob("*.json"))[-1]
     last = _body(newest.read_bytes())
-    body = {**last, "seq": last["seq"] + 3, "prev_checkpoint_sha256": json.loads(newest.read_bytes())["sha256"]}
+    body = {**last, "seq": last["seq"] + 3, "prev_checkpoint_sha256": _chain(newest.read_bytes())}
     (folder / f"{last['seq'] + 3:012d}.json").write_bytes(_reseal(body, _attacker(tmp)))
     return None
 
@@ -281,7 +286,7 @@ def test_the_catalogue_holds_at_least_27_kinds():
 
 def test_intact_log_verifies_and_is_anchored(log, capsys):
     result = verify(log.directory)
-    assert result.ok and result.records == 10 and result.head_sha256 == log.head()["sha256"]
+    assert result.ok and result.records == 10 and result.head_sha256 == log.head()["line_sha256"]
     assert result.anchored_checkpoints == result.checkpoints >= 3 and result.anchored_through_seq == 9
     assert main(["audit", "verify", str(log.directory)]) == 0
     assert "audit OK: 10 records" in capsys.readouterr().out

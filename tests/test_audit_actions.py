@@ -1,5 +1,6 @@
 """A forged or edited audit record can no longer make costeff change infrastructure or flags."""
 
+import hashlib
 import json
 
 from costeff.audit import default_log, keygen, load_signer
@@ -20,10 +21,12 @@ def _open_pipeline_reap(action_id="a1"):
 def _forge_append(log, payload, tmp_path):
     """What an attacker without the key can do: a record with the right seq, chain and key id, signed by another key."""
     thief = load_signer(keygen(tmp_path / "thief" / "k")[0])
-    last = json.loads(log.path.read_bytes().splitlines()[-1])
+    raw = log.path.read_bytes().splitlines()[-1]
+    last = json.loads(raw)
     body = {"seq": last["seq"] + 1, "ts": last["ts"], "event": "reaper.action", "actor": "costeff-reaper",
-            "host": last["host"], "payload": payload, "prev_sha256": last["sha256"], "key_id": last["key_id"]}
-    line, _ = seal(body, thief)
+            "host": last["host"], "payload": payload, "prev_sha256": hashlib.sha256(raw).hexdigest(),
+            "key_id": last["key_id"]}
+    line, _, _ = seal(body, thief)
     with open(log.path, "ab") as fh:
         fh.write(line)
 

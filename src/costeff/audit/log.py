@@ -1,7 +1,7 @@
 """A signed, hash-chained JSON-lines log, anchored outside itself.
 
 Each record is one sealed line (``costeff.audit.sealed``): its body carries
-``seq``, ``prev_sha256`` (the SHA-256 of the previous record's body) and
+``seq``, ``prev_sha256`` (the SHA-256 of the previous line, signature included) and
 ``key_id``, and an Ed25519 signature covers the body's exact bytes. Without the
 private key nobody can edit, insert, reorder or append a record that verifies.
 
@@ -75,12 +75,12 @@ class AuditLog:
             head = self._head_sealed()
             body = {"seq": head.fields["seq"] + 1 if head else 0, "ts": iso_utc(), "event": event, "actor": actor,
                     "host": socket.gethostname(), "payload": body_payload,
-                    "prev_sha256": head.sha256 if head else GENESIS, "key_id": self.signer.key_id}
-            line, digest = seal(body, self.signer)
+                    "prev_sha256": head.chain if head else GENESIS, "key_id": self.signer.key_id}
+            line, digest, chain = seal(body, self.signer)
             _append_bytes(self.path, line)
             if not self._batching and (body["seq"] + 1) % self.checkpoint_every == 0:
-                self._checkpoint(body["seq"], digest)
-        return {**body, "sha256": digest}
+                self._checkpoint(body["seq"], chain)
+        return {**body, "sha256": digest, "line_sha256": chain}
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["AuditLog"]:
@@ -98,8 +98,8 @@ class AuditLog:
             head = self._head_sealed()
             if head is None:
                 return None
-            self._checkpoint(head.fields["seq"], head.sha256)
-            return {**head.fields, "sha256": head.sha256}
+            self._checkpoint(head.fields["seq"], head.chain)
+            return {**head.fields, "sha256": head.sha256, "line_sha256": head.chain}
 
     def records(self) -> list[dict[str, Any]]:
         """Every record as written, unverified (see ``verified_records`` before acting on one)."""
@@ -123,15 +123,15 @@ class AuditLog:
     def head(self) -> dict[str, Any] | None:
         with self._locked():
             head = self._head_sealed()
-            return {**head.fields, "sha256": head.sha256} if head else None
+            return {**head.fields, "sha256": head.sha256, "line_sha256": head.chain} if head else None
 
     def trail_id(self) -> str | None:
-        """The SHA-256 of the first record: names this trail in the anchor."""
+        """The SHA-256 of the first line: names this trail in the anchor."""
         first = _first_line(self.path)
         if first is None:
             return None
         try:
-            return unseal(first).sha256
+            return unseal(first).chain
         except BadLine as exc:
             raise InputError(f"{self.path} line 1: {exc}; run `costeff audit verify {self.directory}`") from None
 
@@ -146,7 +146,7 @@ class AuditLog:
                              f"(an unsigned trail from an earlier costeff must be moved aside to start a signed "
                              f"one)") from None
 
-    def _checkpoint(self, seq: int, digest: str) -> None:
+    def _checkpoint(self, seq: int, chain: str) -> None:
         last = _last_line(self.checkpoint_path)
         try:
             previous = unseal(last) if last is not None else None
@@ -156,9 +156,9 @@ class AuditLog:
         if previous is not None and previous.fields.get("seq") == seq:
             return  # this head is already checkpointed
         trail = self.trail_id()
-        body = {"seq": seq, "sha256": digest, "ts": iso_utc(), "trail": trail,
-                "prev_checkpoint_sha256": previous.sha256 if previous else GENESIS, "key_id": self.signer.key_id}
-        line, _ = seal(body, self.signer)
+        body = {"seq": seq, "line_sha256": chain, "ts": iso_utc(), "trail": trail,
+                "prev_checkpoint_sha256": previous.chain if previous else GENESIS, "key_id": self.signer.key_id}
+        line, _, _ = seal(body, self.signer)
         if self.sink is not None:
             self.sink.publish(trail, seq, line)  # anchored first: a local checkpoint the anchor lacks proves nothing
         _append_bytes(self.checkpoint_path, line)

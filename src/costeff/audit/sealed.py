@@ -1,7 +1,8 @@
 """One signed JSON line: a body, its SHA-256 and an Ed25519 signature over the body's exact bytes.
 
 A line is ``{...body...,"sha256":"<64 hex>","sig":"<88 base64>"}`` followed by a
-newline. The body bytes are the line up to the fixed-size tail plus ``}``: the
+newline. Records and checkpoints chain by the SHA-256 of the whole previous line,
+signature included, so not one byte of a line can change unseen. The body bytes are the line up to the fixed-size tail plus ``}``: the
 verifier never re-serialises JSON, so what is checked is exactly what was
 written, and the whole line is still plain JSON for any reader.
 """
@@ -12,34 +13,40 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from costeff.audit.keys import Signer, Verifier
 
 SHA_KEY, SIG_KEY, END = b',"sha256":"', b'","sig":"', b'"}'
 SIG_B64_LEN = 88  # base64 of a 64-byte Ed25519 signature
 TAIL_LEN = len(SHA_KEY) + 64 + len(SIG_KEY) + SIG_B64_LEN + len(END)
-_HEX = frozenset(b"0123456789abcdef")
 
 
-def seal(body: dict[str, Any], signer: Signer) -> tuple[bytes, str]:
-    """The line to append (newline included) and the body's SHA-256."""
+def seal(body: dict[str, Any], signer: Signer) -> tuple[bytes, str, str]:
+    """The line to append (newline included), the body's SHA-256 and the line's (the chain link)."""
     raw = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("ascii")
     digest = hashlib.sha256(raw).hexdigest()
-    sig = base64.b64encode(signer.sign(raw))
-    return raw[:-1] + SHA_KEY + digest.encode("ascii") + SIG_KEY + sig + END + b"\n", digest
+    line = raw[:-1] + SHA_KEY + digest.encode("ascii") + SIG_KEY + base64.b64encode(signer.sign(raw)) + END
+    return line + b"\n", digest, hashlib.sha256(line).hexdigest()
 
 
-@dataclass(frozen=True)
-class Sealed:
+class Sealed(NamedTuple):
     body: bytes
-    sha256: str
-    sig: bytes
+    sha256: str  # of the body
+    chain: str  # of the whole line (signature included): what the next record and checkpoints link to
+    sig_b64: bytes  # decoded only when a signature is checked: most records are vouched for by a checkpoint
     fields: dict[str, Any]
 
+    @property
+    def sig(self) -> bytes:
+        try:
+            return base64.b64decode(self.sig_b64, validate=True)
+        except binascii.Error:
+            return b""  # not base64: a signature that cannot verify
+
     def signed_by(self, verifier: Verifier) -> bool:
-        return self.fields.get("key_id") == verifier.key_id and verifier.verify(self.sig, self.body)
+        sig = self.sig
+        return self.fields.get("key_id") == verifier.key_id and len(sig) == 64 and verifier.verify(sig, self.body)
 
 
 class BadLine(ValueError):
@@ -60,16 +67,14 @@ def unseal(line: bytes) -> Sealed:
     tail = line[-TAIL_LEN:]
     digest = tail[len(SHA_KEY):len(SHA_KEY) + 64]
     if (not tail.startswith(SHA_KEY) or tail[len(SHA_KEY) + 64:len(SHA_KEY) + 64 + len(SIG_KEY)] != SIG_KEY
-            or not tail.endswith(END) or not set(digest) <= _HEX):
+            or not tail.endswith(END)):
         raise BadLine(_unsigned_or_malformed(line))
     body = line[:-TAIL_LEN] + b"}"
-    if hashlib.sha256(body).hexdigest().encode("ascii") != digest:
+    computed = hashlib.sha256(body).hexdigest()
+    if computed.encode("ascii") != digest:  # a hex digest, so the tail's digest is hex too
         raise BadLine("content does not match its sha256 (edited)")
-    try:
-        sig = base64.b64decode(tail[-len(END) - SIG_B64_LEN:-len(END)], validate=True)
-    except binascii.Error:
-        raise BadLine("signature is not base64") from None
-    return Sealed(body, digest.decode("ascii"), sig, _fields(body))
+    return Sealed(body, computed, hashlib.sha256(line).hexdigest(), tail[-len(END) - SIG_B64_LEN:-len(END)],
+                  _fields(body))
 
 
 def _fields(body: bytes) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def _has_lines(path: Path) -> bool:
 def _trail_id(path: Path) -> str | None:
     first = _first_line(path)
     try:
-        return unseal(first).sha256 if first else None
+        return unseal(first).chain if first else None
     except BadLine:
         return None  # the scan names what is wrong with line 1
 
@@ -135,14 +135,14 @@ def _add_chain(pins: _Pins, items: list[tuple[str, int, bytes]], trail: str | No
         if f.get("prev_checkpoint_sha256") != prev:
             _blame_previous(last, verifier, kind)
             raise _Failed(where, line, f"{kind} does not follow the one before it (deleted, inserted or rewritten)")
-        if not isinstance(f.get("seq"), int) or f["seq"] <= prev_seq or not isinstance(f.get("sha256"), str):
-            raise _Failed(where, line, f"{kind} has a bad seq or sha256 field")
+        if not isinstance(f.get("seq"), int) or f["seq"] <= prev_seq or not isinstance(f.get("line_sha256"), str):
+            raise _Failed(where, line, f"{kind} has a bad seq or line_sha256 field")
         if f.get("trail") != trail:
             raise _Failed(where, line, f"{kind} belongs to another trail ({str(f.get('trail'))[:16]})")
         if all_sigs and not cp.signed_by(verifier):
             raise _Failed(where, line, f"{kind} signature does not verify with key {verifier.key_id} (forged)")
-        _pin(pins, f["seq"], f["sha256"], f"{kind} {where}" + (f" line {line}" if kind.startswith("local") else ""))
-        prev, prev_seq, last = cp.sha256, f["seq"], (where, line, cp)
+        _pin(pins, f["seq"], f["line_sha256"], f"{kind} {where}" + (f" line {line}" if kind.startswith("local") else ""))
+        prev, prev_seq, last = cp.chain, f["seq"], (where, line, cp)
     if last is not None and not last[2].signed_by(verifier):
         raise _Failed(last[0], last[1], f"{kind} signature does not verify with key {verifier.key_id} "
                                         f"(rewritten or forged without the key)")
@@ -194,7 +194,7 @@ class _Scan:
                     self._check_signature(lineno, record)
                 else:
                     self._keep(lineno, record)
-                prev, self.count, self.head = record, lineno, record.sha256
+                prev, self.count, self.head = record, lineno, record.chain
         if self.count - 1 < last_pin:
             self._flush_pending()
             where = pins.table[last_pin][1]
@@ -211,7 +211,7 @@ class _Scan:
         if f.get("seq") != lineno - 1:
             raise _Failed(self.path, lineno, f"sequence number {f.get('seq')!r} where {lineno - 1} was expected "
                                              f"(deleted, inserted or reordered)")
-        if f.get("prev_sha256") != (prev.sha256 if prev else GENESIS):
+        if f.get("prev_sha256") != (prev.chain if prev else GENESIS):
             if prev is not None and not self._signed(prev):
                 self._flush_pending()
                 raise _Failed(self.path, lineno - 1, "signature does not verify (edited and re-hashed, or forged "
@@ -243,7 +243,7 @@ class _Scan:
             self._check_signature(lineno, record)
 
     def _match_pin(self, lineno: int, record: Sealed, pin: tuple[str, str]) -> None:
-        if record.sha256 == pin[0]:
+        if record.chain == pin[0]:
             self.pending = []  # the checkpoint's signature vouches for these through the chain
             return
         self._flush_pending()
