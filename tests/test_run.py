@@ -19,6 +19,7 @@ def run_output(tmp_path_factory, tiny_policy):
     mp = pytest.MonkeyPatch()
     mp.setenv("COSTEFF_ARTIFACTS", str(root / "artifacts"))
     mp.setenv("COSTEFF_MODEL_REPOSITORY", str(root / "repo"))
+    mp.setenv("COSTEFF_HOME", str(root / "home"))  # the signing key and anchor, outside the artifacts
     try:
         import contextlib
         import io
@@ -31,12 +32,12 @@ def run_output(tmp_path_factory, tiny_policy):
 
 
 def test_run_completes_every_stage_and_packs(run_output):
-    code, report, _ = run_output
+    code, report, root = run_output
     assert code == 0, [s for s in report["stages"] if s["status"] != "ok"]
     assert [s["name"] for s in report["stages"]] == ["policy", "profile", "quantize", "profile-selected",
                                                     "batching", "triton", "reaper", "ramp", "pack"]
     assert all(s["status"] == "ok" and s["seconds"] >= 0 for s in report["stages"])
-    assert verify_pack(report["pack"]).ok
+    assert verify_pack(report["pack"], root / "home" / "keys" / "audit_ed25519.pub").ok
 
 
 def test_pack_holds_every_stage_and_the_summary_traces_to_it(run_output):
