@@ -165,7 +165,8 @@ def _pin(pins: _Pins, seq: int, sha: str, where: str) -> None:
     known = pins.table.get(seq)
     if known and known[0] != sha:
         raise _Failed(where, None, f"checkpoint for record {seq} disagrees with {known[1]} (two signed histories)")
-    pins.table.setdefault(seq, (sha, where))
+    if known is None or where.startswith("anchored"):  # name the anchor when it vouches: it is the stronger
+        pins.table[seq] = (sha, where)
 
 
 class _Scan:
