@@ -12,12 +12,36 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from costeff.artifacts import SCHEMA_VERSION, Layout, atomic_write_json, exclusive_lock, iso_utc
 from costeff.audit import AuditLog, default_log
+from costeff.configfile import validate
 from costeff.errors import InputError
 from costeff.flags.spec import KNOWN, parse_value, spec_for
+
+
+class _Change(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: StrictStr
+    version: StrictInt
+    old_value: Any
+    new_value: Any
+    ts: StrictStr
+    actor: StrictStr
+    reason: StrictStr
+    action: Literal["set", "rollback"]
+    rolled_back_to: StrictInt | None = None
+    audit_seq: StrictInt | None = None
+
+
+class _StoreFile(BaseModel):
+    """``flags.json`` as written; a hand-edited entry of the wrong shape is named, not half-read."""
+
+    schema_version: StrictInt
+    history: dict[StrictStr, list[_Change]]
 
 
 @dataclass(frozen=True)
@@ -136,6 +160,7 @@ class FlagStore:
                 from None
         if not isinstance(data, dict) or not isinstance(data.get("history"), dict):
             raise InputError(f"{self.path}: not a flag store; expected a JSON object with a 'history' table")
+        validate(_StoreFile, data, str(self.path))
         return data
 
     def _locked(self) -> Any:
