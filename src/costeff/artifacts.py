@@ -137,6 +137,21 @@ def atomic_write_bytes(path: Path | str, data: bytes, mode: int = 0o644) -> Path
     return path
 
 
+def writable_dir(path: Path | str) -> Path:
+    """``path``, created if needed and proven writable, before anything is done that a failed write would strand."""
+    from costeff.errors import InputError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".costeff-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{exc.filename or path}: cannot write reports here ({exc.strerror or exc})") from None
+    return path
+
+
 def atomic_write_text(path: Path | str, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -9,6 +9,7 @@ failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -66,17 +67,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except CosteffError as exc:
-        if verbose:
-            log.exception("failed")
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code, here only
+        return _report(exc, verbose)
+
+
+def _report(exc: Exception, verbose: bool) -> int:
+    if verbose:
+        log.exception("failed")
+    if isinstance(exc, CosteffError):
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
-        if verbose:
-            log.exception("unexpected failure")
-        hint = "" if verbose else " (run with -v for the traceback)"
-        print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
-        return 3
+    if isinstance(exc, OSError) and _is_file_problem(exc):
+        # A file the user named or a folder costeff writes into (missing, read-only, full): name it; exit 2.
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    hint = "" if verbose else " (run with -v for the traceback)"
+    print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return 3
+
+
+_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC,
+                errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.EFBIG}
+
+
+def _is_file_problem(exc: OSError) -> bool:
+    return exc.errno in _FILE_ERRNOS and exc.filename is not None
 
 
 def _configure_logging(verbose: bool) -> None:

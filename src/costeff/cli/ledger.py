@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.cli._common import add_common, emit, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--replace", action="store_true", help="replace days already in the ledger")
     i.add_argument("--catalog", type=Path, metavar="FILE", help="price catalog for instance_hours rows")
     s = verbs.add_parser("show", help="coverage, sources and totals of the ledgers")
-    s.add_argument("--days", type=int, default=14, metavar="N", help="show the last N days (default 14)")
+    s.add_argument("--days", type=positive_int("--days"), default=14, metavar="N", help="show the last N days (default 14)")
     for p, func in ((i, _import), (s, _show)):
         p.add_argument("--ledger", type=Path, metavar="PATH", help="SQLite ledger (default: artifacts/ledger.sqlite)")
         add_common(p, out=False)
@@ -38,8 +38,9 @@ def _import(args: argparse.Namespace) -> int:
 
     if args.sample == (args.file is not None):
         raise InputError("ledger import: give either a CSV FILE or --sample")
-    if args.sample and args.kind:
-        raise InputError("ledger import: --kind does not apply to --sample (it loads both ledgers)")
+    if args.sample and (args.kind or args.catalog):
+        raise InputError("ledger import: --kind and --catalog do not apply to --sample (it loads both ledgers, "
+                         "priced with the shipped catalog)")
     ledger = _ledger(args)
     if args.sample:
         results = import_sample(ledger, replace=args.replace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, existing_file, positive_float
+from costeff.cli._common import add_common, emit, existing_file, port_number, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,8 @@ def _add_live_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true", help="keep running; stop with SIGTERM or SIGINT")
     parser.add_argument("--interval", type=positive_float("--interval"), default=60.0, metavar="S",
                         help="seconds between rounds with --watch (default 60)")
-    parser.add_argument("--metrics-port", type=int, metavar="PORT", help="expose the reaper's metrics on PORT")
+    parser.add_argument("--metrics-port", type=port_number("--metrics-port"), metavar="PORT",
+                        help="expose the reaper's metrics on PORT")
     parser.add_argument("--metrics-addr", default="0.0.0.0", metavar="ADDR")
     parser.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: in-cluster or current)")
 

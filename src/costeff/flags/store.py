@@ -155,7 +155,7 @@ class FlagStore:
             return {"schema_version": SCHEMA_VERSION, "history": {}}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{self.path}: flag store is unreadable ({exc}); restore it from the audit trail") \
                 from None
         if not isinstance(data, dict) or not isinstance(data.get("history"), dict):

@@ -31,8 +31,10 @@ def reap_trace(trace_path: Path | str, config: ReaperConfig | None = None, out: 
     report = build_report(trace, result, config, instance, load_s + replay_s)
     directory = Layout.default().run_dir("reaper", out)
     dumps(report.to_dict())  # fails here, before the audit trail or any file is touched
-    report.audit = record_replay(audit or default_log(), report, directory)
+    # The report first: an audit record must never point at a report that a failed write never produced.
     write_report(report, directory)
+    report.audit = record_replay(audit or default_log(), report, directory)
+    write_report(report, directory)  # again, now naming its audit records
     return report, directory
 
 

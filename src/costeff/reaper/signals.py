@@ -288,7 +288,10 @@ class PrometheusSource:
                                   f"aggregate it to one (e.g. max(...)) in the query")
         if not result:
             return {}
-        return {round(float(ts), 3): float(v) for ts, v in result[0]["values"] if _finite(v)}
+        # A value that cannot be a reading (negative, NaN, a utilisation over 100 %) is unknown, never idle:
+        # it is left out, and a step without a value counts as missing data.
+        top = 100.0 if key in ("gpu_util_pct", "influence_pct") else math.inf
+        return {round(float(ts), 3): float(v) for ts, v in _points(result[0], self.url) if _reading(v, top)}
 
     def get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         import requests
@@ -302,11 +305,25 @@ class PrometheusSource:
         except ValueError:
             raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code} "
                                   f"with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code} with a JSON "
+                                  f"{type(body).__name__}, not a Prometheus API response object")
         if resp.status_code != 200 or body.get("status") != "success":
             raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code}: "
                                   f"{body.get('errorType', '?')}: {body.get('error', '?')} "
                                   f"(query {params.get('query')!r})")
-        return body["data"]["result"]
+        result = (body.get("data") or {}).get("result") if isinstance(body.get("data"), dict) else None
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise DependencyError(f"prometheus at {self.url}{path}: data.result is not a list of series "
+                                  f"(query {params.get('query')!r})")
+        return result
+
+
+def _points(series: dict[str, Any], url: str) -> list[Any]:
+    values = series.get("values")
+    if not isinstance(values, list) or not all(isinstance(p, list) and len(p) == 2 for p in values):
+        raise DependencyError(f"prometheus at {url}: a series has no [timestamp, value] pairs")
+    return [p for p in values if _finite(p[0])]
 
 
 def _finite(value: Any) -> bool:
@@ -314,6 +331,10 @@ def _finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def _reading(value: Any, top: float) -> bool:
+    return _finite(value) and 0.0 <= float(value) <= top
 
 
 # ---------------------------------------------------------------- NVML
