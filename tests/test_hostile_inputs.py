@@ -269,3 +269,17 @@ def test_hostile_input_is_answered_cleanly(hostile, tmp_path, capsys, label, arg
     assert len(lines) == 1 and lines[0].startswith("error: "), f"{label}: stderr was {err[-800:]!r}"
     assert "Traceback" not in out + err
     assert _snapshot(*watched) == before, f"{label}: left {sorted(_snapshot(*watched) - before)}"
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "replay"
+    assert main(["reap", "--sample", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {out / 'reaper_report.json'}: No space left on device"
+    assert not any(out.iterdir()) and not (tmp_path / "artifacts" / "audit").exists()

@@ -131,6 +131,10 @@ def atomic_write_bytes(path: Path | str, data: bytes, mode: int = 0o644) -> Path
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # A full disk or an I/O error on write says nothing of the file: name the one that was not written.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

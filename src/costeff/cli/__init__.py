@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     _configure_logging(verbose)
     try:
+        if getattr(args, "out_is_folder", False) and args.out is not None:
+            from costeff.artifacts import writable_dir
+
+            writable_dir(args.out)  # an unwritable --out fails now, not after minutes of measuring
         return int(args.func(args))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ from costeff.errors import InputError
 
 def add_common(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
     if out:
+        parser.set_defaults(out_is_folder=True)  # main() proves it writable before the command does any work
         parser.add_argument("--out", type=output_dir("--out"), metavar="DIR",
                             help="write artifacts into DIR (default: a new timestamped folder under artifacts/)")
     parser.add_argument("--json", action="store_true",

@@ -85,16 +85,16 @@ def _live(args: argparse.Namespace, config) -> int:
 
     source = PrometheusSource(config.prometheus)
     price = price_for(config).usd_per_gpu_hour
-    audit, actuators = default_log(), Actuators(kube_context=args.kube_context)
+    audit, actuators = default_log(), Actuators(kube_context=args.kube_context, exclude_labels=config.exclude.labels)
     with reaper_lock():
         if args.watch:
             metrics = ReaperMetrics(args.metrics_port, args.metrics_addr)
             try:
-                ticks = watch(config, source, args.apply, actuators, audit, price, args.interval, metrics)
+                result = watch(config, source, args.apply, actuators, audit, price, args.interval, metrics)
             finally:
                 metrics.close()
-            print(f"reaper stopped after {ticks} rounds")
-            return 0
+            print(f"reaper stopped after {result.ticks} rounds")
+            return result.exit_code
         result = _one_round(config, source, args.apply, actuators, audit, price, tick)
     emit(args, result, lambda: _print_round(result))
     return 0

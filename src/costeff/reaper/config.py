@@ -82,12 +82,17 @@ class DecisionConfig:
     max_requests: StrictFloat = 0.0
     stale_after_s: Seconds = 60.0  # a gap (or a last sample older) than this means: unknown, not idle
     factors: tuple[StrictStr, ...] = FACTORS
+    # With --watch --apply: signals unavailable this long bring reaped capacity back (demand can no longer
+    # be seen, so fail safe to capacity); None never does.
+    restore_when_blind_s: Seconds | None = 900.0
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
             raise _bad("decision.window_s", self.window_s, "seconds > 0")
         if not self.stale_after_s > 0:
             raise _bad("decision.stale_after_s", self.stale_after_s, "seconds > 0")
+        if self.restore_when_blind_s is not None and not self.restore_when_blind_s >= 0:
+            raise _bad("decision.restore_when_blind_s", self.restore_when_blind_s, "seconds >= 0")
         for name in ("max_influence_pct", "max_gpu_util_pct", "max_requests"):
             if getattr(self, name) < 0:
                 raise _bad(f"decision.{name}", getattr(self, name), "a number >= 0")
