@@ -74,3 +74,47 @@ def test_a_successful_round_sets_the_last_success_time(api, scaler, tmp_path):
     _watch_tick(_config(), ListSource({"policy": _idle("policy", now)}), False, Actuators(kube=scaler),
                 AuditLog(tmp_path / "audit"), 2.0, metrics, _WatchState(), now=now)
     assert metrics.last_success._value.get() == now and metrics.rounds_failed._value.get() == 0
+
+
+def test_sigterm_ends_any_command_with_143_after_cleanup(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    trace = tmp_path / "trace.csv"
+    from costeff.reaper.sample import generate
+    generate(trace, days=30)
+    code = ("import sys; from costeff.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "reap", "--trace", str(trace), "--out", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the replay finished before the signal arrived")
+    assert proc.returncode == 143 and "terminated" in err
+    assert not list((tmp_path / "r").glob(".*.tmp")) if (tmp_path / "r").exists() else True
+
+
+def test_max_requests_is_per_second_not_per_step():
+    from costeff.reaper.decision import is_idle_sample, sample_blockers
+    from costeff.reaper.signals import Sample
+
+    cfg = DecisionConfig(max_requests=1.0)
+    ten_per_15s = Sample(15.0, "p", 1.0, 10.0, 0.0, interval_s=15.0)  # 0.67 requests/s
+    assert is_idle_sample(ten_per_15s, cfg) and sample_blockers(ten_per_15s, cfg) == []
+    thirty_per_15s = Sample(15.0, "p", 1.0, 30.0, 0.0, interval_s=15.0)  # 2 requests/s
+    assert not is_idle_sample(thirty_per_15s, cfg)
+    assert sample_blockers(thirty_per_15s, cfg) == ["2 requests/s > 1/s"]
+
+
+def test_trace_samples_know_their_interval(tmp_path):
+    from costeff.reaper.signals import load_trace
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("timestamp,resource,gpu_util_pct,requests,influence_pct\n"
+                     "2025-03-03T00:00:00Z,p,1,30,0\n2025-03-03T00:00:15Z,p,1,30,0\n2025-03-03T00:00:30Z,p,1,30,0\n")
+    samples = load_trace(trace).samples["p"]
+    assert [s.interval_s for s in samples] == [15.0, 15.0, 15.0] and samples[1].requests_per_s == 2.0

@@ -141,18 +141,24 @@ def atomic_write_bytes(path: Path | str, data: bytes, mode: int = 0o644) -> Path
     return path
 
 
-def writable_dir(path: Path | str) -> Path:
-    """``path``, created if needed and proven writable, before anything is done that a failed write would strand."""
+def writable_dir(path: Path | str, keep: bool = True) -> Path:
+    """``path``, proven writable before anything is done that a failed write would strand; created when
+    ``keep``, else the folders made for the proof are removed again."""
     from costeff.errors import InputError
 
     path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".costeff-probe.", dir=path)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise InputError(f"{exc.filename or path}: cannot write reports here ({exc.strerror or exc})") from None
+        raise InputError(f"{exc.filename or path}: cannot write here ({exc.strerror or exc})") from None
+    finally:
+        for folder in ([] if keep else missing):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 

@@ -12,7 +12,9 @@ import argparse
 import errno
 import importlib
 import logging
+import signal
 import sys
+import threading
 from typing import NoReturn, Sequence
 
 from costeff import __version__
@@ -62,17 +64,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
     _configure_logging(verbose)
+    previous = _raise_on_sigterm()
     try:
         if getattr(args, "out_is_folder", False) and args.out is not None:
             from costeff.artifacts import writable_dir
 
-            writable_dir(args.out)  # an unwritable --out fails now, not after minutes of measuring
+            writable_dir(args.out, keep=False)  # an unwritable --out fails now, not after minutes of measuring
         return int(args.func(args))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM); stopped after cleaning up", file=sys.stderr)
+        return 143
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code, here only
         return _report(exc, verbose)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` (temp files, locks) runs first."""
+
+
+def _raise_on_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _report(exc: Exception, verbose: bool) -> int:

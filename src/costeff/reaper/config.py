@@ -79,7 +79,7 @@ class DecisionConfig:
     window_s: Seconds = 1800.0
     max_influence_pct: StrictFloat = 0.0
     max_gpu_util_pct: StrictFloat = 20.0  # idle means strictly below this
-    max_requests: StrictFloat = 0.0
+    max_requests: StrictFloat = 0.0  # requests per second (a sample's count over its interval)
     stale_after_s: Seconds = 60.0  # a gap (or a last sample older) than this means: unknown, not idle
     factors: tuple[StrictStr, ...] = FACTORS
     # With --watch --apply: signals unavailable this long bring reaped capacity back (demand can no longer

@@ -38,6 +38,14 @@ class Sample:
     gpus: float = 1.0  # GPUs the resource holds while up
     fb_used_mb: float | None = None
     power_w: float | None = None
+    interval_s: float | None = None  # length of the interval ``requests`` were counted over
+
+    @property
+    def requests_per_s(self) -> float | None:
+        """``requests`` as a rate (thresholds are per second); a count over an unknown interval stays as is."""
+        if self.requests is None or not self.interval_s:
+            return self.requests
+        return self.requests / self.interval_s
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,16 @@ def load_trace(path: Path | str) -> Trace:
         raise InputError(f"{path}: no samples; expected a header and at least one row with columns {list(REQUIRED)}")
     for resource, samples in by_resource.items():
         _check_order(path, resource, samples)
+        _set_intervals(samples)
     return Trace(str(path), by_resource, count)
+
+
+def _set_intervals(samples: list[Sample]) -> None:
+    """Each sample's requests were counted since the one before it (the first: over the next step)."""
+    for before, sample in zip(samples, samples[1:]):
+        sample.interval_s = sample.ts - before.ts or None
+    if len(samples) > 1:
+        samples[0].interval_s = samples[1].interval_s
 
 
 def _is_json(path: Path) -> bool:
@@ -273,7 +290,8 @@ class PrometheusSource:
         rate = at("requests_per_s")
         return Sample(ts=t, resource=target.resource, gpu_util_pct=at("gpu_util_pct"),
                       requests=None if rate is None else rate * step, influence_pct=at("influence_pct"),
-                      gpus=target.gpus_per_replica, fb_used_mb=at("fb_used_mb"), power_w=at("power_w"))
+                      gpus=target.gpus_per_replica, fb_used_mb=at("fb_used_mb"), power_w=at("power_w"),
+                      interval_s=step)
 
     def _series(self, key: str, target: Target, start: float, end: float) -> dict[float, float] | None:
         """The one series the query returns, by timestamp; ``None`` when it is not configured."""
