@@ -142,6 +142,7 @@ def _cases() -> list[tuple[str, list[str], int]]:
         cases += _numbers(quant, option, BAD_POSITIVE)
     cases += _numbers(quant, "--trials", ("-1", "abc")) + _numbers(quant, "--rounds", ("0", "-1", "abc"))
     cases += _numbers(quant, "--outputs", ("bogus", "logits=nope", "=x")) + _outs(quant)
+    cases += _numbers(quant, "--name", ("../../../escaped", "a/b", "..", ".hidden", ""))
 
     cases += _files("", ["export", "--out", "{dir}/x.onnx"], ("missing", "dir", "garbage", "text"))
     cases += _numbers(["export", "--out", "{dir}/x.onnx"], "--preset", ("bogus",))
@@ -283,3 +284,25 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert err.strip() == f"error: {out / 'reaper_report.json'}: No space left on device"
     assert not any(out.iterdir()) and not (tmp_path / "artifacts" / "audit").exists()
+
+
+@pytest.mark.parametrize("command", ["profile", "quantize"])
+def test_a_batch_size_beyond_memory_is_refused_before_allocating(hostile, command, capsys):
+    import time
+
+    started = time.perf_counter()
+    model = [hostile["model"]] if command == "profile" else ["--preset", "tiny"]  # quantize wants observations
+    assert main([command, *model, "--batch-sizes", "1,2147483648"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --batch-sizes: batch size 2147483648 needs at least") and "up to" in err
+    assert time.perf_counter() - started < 20
+
+
+def test_the_memory_bound_names_the_largest_batch_that_fits(hostile):
+    from costeff.errors import InputError
+    from costeff.membound import check_batch_sizes, row_bytes
+
+    per_row = row_bytes(hostile["model"])
+    check_batch_sizes(hostile["model"], [1, 8], available=per_row * 4 * 8 * 2)
+    with pytest.raises(InputError, match="expected batch sizes up to 8$"):
+        check_batch_sizes(hostile["model"], [1, 9], available=per_row * 4 * 8 * 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -98,4 +99,17 @@ def positive_int(field: str) -> Callable[[str], int]:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{field} must be > 0, got {value}")
         return value
+    return parse
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def artifact_name(field: str) -> Callable[[str], str]:
+    """A name that becomes part of a file name: never a path (``../x``) or a hidden file."""
+    def parse(text: str) -> str:
+        if not _NAME.match(text) or ".." in text:
+            raise argparse.ArgumentTypeError(f"{field}: {text!r} must be letters, digits, '_', '-' or '.', "
+                                             f"starting with a letter or digit (it becomes a file name)")
+        return text
     return parse

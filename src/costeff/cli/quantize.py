@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from costeff.cli._common import add_common, emit, parse_int_list
+from costeff.cli._common import add_common, artifact_name, emit, parse_int_list
 from costeff.errors import InputError
 
 PRESETS = ("tiny", "default", "large")
@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-speedup", type=float, default=1.05, metavar="X",
                    help="a variant replaces fp32 only when at least X times faster (default 1.05)")
     p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")
-    p.add_argument("--name", help="model name in <name>_<variant>.onnx (default: the model file's stem)")
+    p.add_argument("--name", type=artifact_name("--name"),
+                   help="model name in <name>_<variant>.onnx (default: the model file's stem)")
     add_common(p)
     p.set_defaults(func=_run)
 
@@ -100,8 +101,11 @@ def _run(args: argparse.Namespace) -> int:
     from costeff.progress import progress
     from costeff.quantization import quantize
 
+    from costeff.membound import check_batch_sizes
+
     config = _config(args)
     model, obs, name = _inputs(args)
+    check_batch_sizes(model, config.batch_sizes)  # before any variant is built or profiled
     if name and name != config.name:
         import dataclasses
         config = dataclasses.replace(config, name=name)
