@@ -36,9 +36,11 @@ def stage_policy(ctx: _Context) -> tuple[str, list[str]]:
 
 
 def _profile(ctx: _Context, model: Path) -> tuple[Any, Path]:
+    from costeff.membound import check_batch_sizes
     from costeff.profiling import ProfileConfig, profile
 
     cfg = ctx.config
+    check_batch_sizes(model, cfg.batch_sizes)  # before batches that cannot fit are allocated
     pcfg = ProfileConfig(batch_sizes=cfg.batch_sizes, latency_budget_ms=cfg.latency_budget_ms,
                          target_rate=cfg.target_rate, provider=cfg.provider, window_s=cfg.window_s)
     report = profile(model, pcfg, observations=ctx.values["observations"])

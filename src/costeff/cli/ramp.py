@@ -34,7 +34,7 @@ def _decide(args: argparse.Namespace) -> int:
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           as_of=parse_date(args.as_of) if args.as_of else None,
                           triton_repository=args.triton_repository, model_name=args.model_name)
-    directory = writable_dir(layout.run_dir("ramp", args.out))  # before the decision is audited
+    directory = writable_dir(layout.run_dir("ramp", args.out), keep=False)  # before the decision is audited
     decision = decide(config)
     path = write(decision, directory)
     emit(args, decision, lambda: _human(decision, path))
