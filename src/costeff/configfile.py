@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -144,6 +145,6 @@ def _unwrap(annotation: Any) -> Any:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
         return _unwrap(args[0])
     return annotation
