@@ -97,7 +97,12 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Any, str | None]:
     return Path(art.onnx_path), obs, args.name or f"policy_{args.preset}"
 
 
+def _model_files(folder: Path) -> set[Path]:
+    return set(folder.iterdir()) if folder.is_dir() else set()
+
+
 def _run(args: argparse.Namespace) -> int:
+    from costeff.artifacts import Layout
     from costeff.progress import progress
     from costeff.quantization import quantize
 
@@ -110,8 +115,16 @@ def _run(args: argparse.Namespace) -> int:
         import dataclasses
         config = dataclasses.replace(config, name=name)
     steps = len(config.variants) + 2 + config.speed_rounds * (len(config.variants) + 2)
-    with progress("quantize", steps) as task:
-        report = quantize(model, obs, config, out_dir=args.out, progress=task)
+    models = Layout.default().models
+    before = _model_files(models)
+    try:
+        with progress("quantize", steps) as task:
+            report = quantize(model, obs, config, out_dir=args.out, progress=task)
+    except BaseException:
+        # No report, no new models: variants saved before a failed report write are taken back.
+        for path in _model_files(models) - before:
+            path.unlink(missing_ok=True)
+        raise
     emit(args, report, lambda: _human(report))
     return 0 if report.passed_any else 1
 
