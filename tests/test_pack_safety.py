@@ -191,3 +191,22 @@ def test_verify_streams_a_large_member_in_bounded_memory(layout, tmp_path):
     assert "extra/huge.bin: in the pack but not in the manifest" in out
     print(f"verify peak RSS {rss_mb} MB for a 300 MB member")
     assert rss_mb < 150, f"verify held {rss_mb} MB for a 300 MB member"
+
+
+def test_the_packed_audit_trail_is_verified_too(layout, tmp_path):
+    from costeff.audit import default_log
+    for i in range(3):
+        default_log().append("flag.set", {"i": i})
+    good = pack(layout).path
+    assert verify_pack(good).ok
+    files = read_pack(good)
+    # Re-sign the manifest as the key holder would, over a trail edited before packing: still caught.
+    files["audit/audit.jsonl"] = files["audit/audit.jsonl"].replace(b'"i":1', b'"i":7')
+    manifest = json.loads(files["manifest.json"])
+    for entry in manifest["files"]:
+        if entry["path"] == "audit/audit.jsonl":
+            entry["sha256"] = hashlib.sha256(files["audit/audit.jsonl"]).hexdigest()
+    files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+    files["manifest.sig"] = sign_manifest(files["manifest.json"], load_signer())
+    report = verify_pack(_tar(tmp_path / "edited.tar.gz", [({"name": n}, d) for n, d in files.items()]))
+    assert report.problems == ["audit/audit.jsonl line 2: content does not match its sha256 (edited)"]

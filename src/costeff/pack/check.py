@@ -9,7 +9,8 @@ made from are kept (each under a size cap). A pack passes only when:
 - ``manifest.sig`` is an Ed25519 signature over the exact bytes of
   ``manifest.json``, made by the audit key;
 - every file matches the manifest (size, SHA-256), with nothing missing or extra;
-- ``COMPLETION_SUMMARY.md`` equals the summary regenerated from the packed reports.
+- ``COMPLETION_SUMMARY.md`` equals the summary regenerated from the packed reports;
+- the packed audit trail verifies (signatures, chain, its packed checkpoints).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import binascii
 import hashlib
 import json
 import tarfile
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -30,6 +32,7 @@ from costeff.pack.bundle import MANIFEST, MANIFEST_SIG, SUMMARY
 BLOCK = 1 << 20
 MAX_KEPT_BYTES = 64 << 20  # a report larger than this is not a report
 MAX_MEMBERS = 200_000
+AUDIT_FILES = ("audit/audit.jsonl", "audit/audit.checkpoints.jsonl")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class VerifyReport:
 class _Seen:
     digests: dict[str, tuple[str, int]] = field(default_factory=dict)
     kept: dict[str, bytes] = field(default_factory=dict)
+    spill: Path | None = None  # the packed audit trail goes to disk, to be verified without holding it
 
 
 def _keep(name: str) -> bool:
@@ -61,18 +65,20 @@ def verify_pack(path: Path | str, pubkey: Path | str | None = None) -> VerifyRep
     if not path.is_file():
         raise InputError(f"{path}: no such pack; expected artifacts/cost/pack_<ts>.tar.gz")
     report = VerifyReport(ok=False, path=str(path))
-    seen = _scan(path, report)
-    manifest = _manifest(seen, report)
-    _check_signature(seen, report, pubkey)
-    if manifest is not None:
-        _check_files(manifest, seen, report)
-        _check_summary(seen, report)
+    with tempfile.TemporaryDirectory(prefix="costeff-pack-") as spill:
+        seen = _scan(path, report, Path(spill))
+        manifest = _manifest(seen, report)
+        verifier = _check_signature(seen, report, pubkey)
+        if manifest is not None:
+            _check_files(manifest, seen, report)
+            _check_summary(seen, report)
+        _check_audit(Path(spill), verifier, report)
     report.ok = not report.problems
     return report
 
 
-def _scan(path: Path, report: VerifyReport) -> _Seen:
-    seen = _Seen()
+def _scan(path: Path, report: VerifyReport, spill: Path) -> _Seen:
+    seen = _Seen(spill=spill)
     try:
         with tarfile.open(path, "r|gz") as tar:
             for count, member in enumerate(tar, start=1):
@@ -96,7 +102,12 @@ def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, seen: _Seen, report: 
     if name in seen.digests:
         report.problems.append(f"{name}: appears twice in the pack (a later copy could shadow the checked one)")
         return
-    digest, size, data = _read(tar, member, _keep(name))
+    sink = open(seen.spill / PurePosixPath(name).name, "wb") if seen.spill and name in AUDIT_FILES else None
+    try:
+        digest, size, data = _read(tar, member, _keep(name), sink)
+    finally:
+        if sink is not None:
+            sink.close()
     seen.digests[name] = (digest, size)
     if data is not None:
         seen.kept[name] = data
@@ -121,12 +132,14 @@ def _unsafe(name: str, member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool) -> tuple[str, int, bytes | None]:
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool, sink: Any = None) -> tuple[str, int, bytes | None]:
     digest, size, chunks = hashlib.sha256(), 0, []
     fh = tar.extractfile(member)
     while block := fh.read(BLOCK):
         digest.update(block)
         size += len(block)
+        if sink is not None:
+            sink.write(block)
         if keep and size <= MAX_KEPT_BYTES:
             chunks.append(block)
     return digest.hexdigest(), size, b"".join(chunks) if keep and size <= MAX_KEPT_BYTES else None
@@ -145,21 +158,22 @@ def _manifest(seen: _Seen, report: VerifyReport) -> dict[str, dict[str, Any]] | 
     return listed
 
 
-def _check_signature(seen: _Seen, report: VerifyReport, pubkey: Path | str | None) -> None:
+def _check_signature(seen: _Seen, report: VerifyReport, pubkey: Path | str | None) -> Any:
+    """The verifier when the manifest's signature could be checked (whatever the verdict), else None."""
     from costeff.audit import load_verifier
 
     raw, sig_doc = seen.kept.get(MANIFEST), seen.kept.get(MANIFEST_SIG)
     if raw is None:
-        return
+        return None
     if sig_doc is None:
         report.problems.append(f"{MANIFEST_SIG} is missing: the manifest is unsigned and anyone could have "
                                f"rewritten it (a pack from before signed packs?)")
-        return
+        return None
     try:
         verifier = load_verifier(pubkey)
     except InputError as exc:
         report.problems.append(f"cannot check {MANIFEST_SIG}: {exc}")
-        return
+        return None
     report.key_id = verifier.key_id
     try:
         doc = json.loads(sig_doc)
@@ -170,6 +184,19 @@ def _check_signature(seen: _Seen, report: VerifyReport, pubkey: Path | str | Non
     if doc.get("key_id") != verifier.key_id or not verifier.verify(sig, raw):
         report.problems.append(f"{MANIFEST}: signature does not verify with key {verifier.key_id} "
                                f"({verifier.source}); the manifest was edited or signed by another key")
+    return verifier
+
+
+def _check_audit(spill: Path, verifier: Any, report: VerifyReport) -> None:
+    """The packed trail's own signatures and chain (its anchor is not in the pack: truncation after its last
+    packed checkpoint is for `costeff audit verify` against the anchor)."""
+    from costeff.audit import verify
+
+    if verifier is None or not (spill / "audit.jsonl").exists():
+        return
+    result = verify(spill, verifier, anchor=None)
+    if not result.ok:
+        report.problems.append(f"audit/audit.jsonl line {result.first_bad_line}: {result.reason}")
 
 
 def _check_files(listed: dict[str, dict[str, Any]], seen: _Seen, report: VerifyReport) -> None:
