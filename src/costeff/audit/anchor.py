@@ -95,8 +95,10 @@ class S3Sink:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-
+            try:
+                import boto3
+            except ImportError:
+                raise DependencyError(f"{self.location}: the S3 anchor needs boto3; install costeff[s3]") from None
             self._client = boto3.client("s3")
         return self._client
 
