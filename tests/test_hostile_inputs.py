@@ -44,7 +44,28 @@ def hostile(tmp_path_factory, tiny_policy):
     _tables(root, files)
     files["model"] = tiny_policy.onnx_path
     files["profile_json"] = _profile(root, tiny_policy.onnx_path)
+    _valid_inputs(root, files)
     return {k: str(v) for k, v in files.items()}
+
+
+def _valid_inputs(root: Path, files: dict) -> None:
+    """Valid companions, so that each case reaches the one hostile input it is about."""
+    from costeff.audit import AuditLog
+    from costeff.flags import FlagStore
+    from costeff.ledger import Ledger, import_sample
+
+    files["ledger"] = root / "ledger.sqlite"
+    import_sample(Ledger(files["ledger"]))
+    files["trail"] = root / "trail"
+    trail = AuditLog(files["trail"])
+    trail.append("test.event", {})
+    files["trail_pub"] = trail.signer.path + ".pub"
+    files["flag_store"] = root / "flags.json"
+    FlagStore(files["flag_store"], AuditLog(root / "flag_trail")).set("reaper_enabled", False)
+    files["triton_config"] = root / "config.pbtxt"
+    files["triton_config"].write_text('name: "p"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
+    files["reaper_targets"] = root / "targets.toml"
+    files["reaper_targets"].write_text('[[targets]]\nresource = "policy"\n')
 
 
 def _observations(root: Path, files: dict) -> None:
@@ -128,10 +149,10 @@ def _cases() -> list[tuple[str, list[str], int]]:
     cases += _numbers(prof, "--instance", ("no-such-instance",)) + _files("--compare", prof, HOSTILE_FILES)
     cases += _outs(prof)
 
-    quant = ["quantize", "{model}"]
+    quant = ["quantize", "--preset", "tiny"]  # a model of one's own would need --observations first
     cases += _files("", ["quantize"])
-    cases += _files("--observations", quant, HOSTILE_FILES + ("obs_empty", "obs_nan", "obs_1d", "obs_shape",
-                                                             "obs_str", "obs_pickle"))
+    cases += _files("--observations", ["quantize", "{model}"], HOSTILE_FILES + (
+        "obs_empty", "obs_nan", "obs_1d", "obs_shape", "obs_str", "obs_pickle"))
     cases += _numbers(quant, "--rows", BAD_INT_POSITIVE) + _numbers(quant, "--variants", ("", "bogus", "fp16,,x"))
     cases += _numbers(quant, "--calibration-method", ("bogus",)) + _numbers(quant, "--provider", ("bogus",))
     for option in ("--max-action-drift-pct", "--max-entropy-drift-pct", "--max-kl-p99", "--max-value-abs-err"):
@@ -181,7 +202,7 @@ def _cases() -> list[tuple[str, list[str], int]]:
     cases += _numbers(build, "--name", ("../escape", "", "a/b", ".."))
     cases += _numbers(build, "--repository", ("{file}",))
     cases += _files("", ["triton", "validate"], ("missing", "dir", "garbage", "text", "json_list", "non_utf8"))
-    cases += _files("--model", ["triton", "validate", "{text}"], ("missing", "dir", "garbage"))
+    cases += _files("--model", ["triton", "validate", "{triton_config}"], ("missing", "dir", "garbage"))
 
     cases += _files("--trace", ["reap"], HOSTILE_FILES + ("trace_negative", "trace_nan", "trace_columns",
                                                         "trace_header_only"))
@@ -195,11 +216,12 @@ def _cases() -> list[tuple[str, list[str], int]]:
     cases += [("reap --apply without a live source", ["reap", "--sample", "--apply"], 2),
               ("reap --watch without a live source", ["reap", "--trace", "{trace_nan}", "--watch"], 2),
               ("reap nothing to read", ["reap"], 2),
-              ("reap --prometheus not a url", ["reap", "--prometheus", "not a url"], 2)]
+              ("reap --prometheus not a url", ["reap", "--config", "{reaper_targets}", "--prometheus", "not a url"], 2),
+              ("reap --prometheus ftp", ["reap", "--config", "{reaper_targets}", "--prometheus", "ftp://h:9090"], 2)]
     cases += _outs(["reap", "--sample"])
 
-    ramp = ["ramp", "decide"]
-    cases += _files("--ledger", ramp, ("dir", "garbage", "text", "non_utf8"))
+    cases += _files("--ledger", ["ramp", "decide"], ("dir", "garbage", "text", "non_utf8"))
+    ramp = ["ramp", "decide", "--ledger", "{ledger}"]
     cases += _files("--plan", ramp, HOSTILE_FILES + ("toml_bad", "plan_types", "non_utf8"))
     cases += _files("--quant-report", ramp, HOSTILE_FILES + ("json_nan", "json_object"))
     cases += _numbers(ramp, "--as-of", ("x", "2026-13-01", "", "1999-01-01T00:00"))
@@ -219,12 +241,14 @@ def _cases() -> list[tuple[str, list[str], int]]:
                         ("pipeline_paused.a b", "true"), ("pipeline_paused.", "true"), ("cost_gates_enabled", "nan")):
         cases.append((f"flags set {name} {value!r}", ["flags", "set", name, value], 2))
     cases += [(f"flags get {n!r}", ["flags", "get", n], 2) for n in ("nope", "", "pipeline_paused.../x")]
-    cases += _numbers(["flags", "rollback", "reaper_enabled"], "--to-version", ("-1", "abc", "99"))
+    cases += _numbers(["flags", "rollback", "reaper_enabled", "--store", "{flag_store}"], "--to-version",
+                      ("-1", "abc", "99"))
     cases += _files("--store", ["flags", "get"], ("dir", "garbage", "text", "json_list", "json_nan", "non_utf8"))
 
     cases += _files("", ["audit", "verify"], ("missing", "file", "empty"))
-    cases += _files("--pubkey", ["audit", "verify", "{dir}"], ("missing", "dir", "garbage", "text"))
-    cases += _numbers(["audit", "verify", "{dir}"], "--anchor", ("ftp://x/y", "s3://", "s3://b/p?retain_days=0"))
+    cases += _files("--pubkey", ["audit", "verify", "{trail}"], ("missing", "dir", "garbage", "text"))
+    cases += _numbers(["audit", "verify", "{trail}", "--pubkey", "{trail_pub}"], "--anchor",
+                      ("ftp://x/y", "s3://", "s3://b/p?retain_days=0"))
     cases += _numbers(["audit", "keygen"], "--key", ("{dir}", "{file}/sub/key"))
 
     cases += _files("--verify", ["pack"], HOSTILE_FILES)
@@ -255,6 +279,18 @@ def _snapshot(*roots: Path) -> set[str]:
     return found
 
 
+def _names_the_input(line: str, argv: list[str], args: list[str]) -> bool:
+    """The line names the hostile value (or the file or folder in its path that is wrong), or the option
+    or field it was given for, or the option that was missing."""
+    value, option = args[-1], argv[-2] if len(argv) > 1 else ""
+    names = {value, Path(value).name, option, option.lstrip("-").replace("-", "_"), "''" if not value else ""}
+    names |= {str(p) for p in Path(value).parents if len(str(p)) > 1} if "/" in value else set()
+    names |= {a for a in argv if a.startswith("--")}
+    if not any(a.startswith(("-", "{")) for a in argv):
+        return True  # nothing given at all: the line says what to give (checked by the case's own test)
+    return any(n in line for n in names - {""})
+
+
 @pytest.mark.parametrize("label, argv, code", CASES, ids=[c[0] for c in CASES])
 def test_hostile_input_is_answered_cleanly(hostile, tmp_path, capsys, label, argv, code):
     args = [a.format(**hostile) for a in argv]
@@ -268,6 +304,7 @@ def test_hostile_input_is_answered_cleanly(hostile, tmp_path, capsys, label, arg
     lines = [line for line in err.splitlines() if line.strip()]
     assert got == code, f"{label}: exit {got}, expected {code}; stderr: {err[-800:]}"
     assert len(lines) == 1 and lines[0].startswith("error: "), f"{label}: stderr was {err[-800:]!r}"
+    assert _names_the_input(lines[0], argv, args), f"{label}: the error does not say which input: {lines[0]}"
     assert "Traceback" not in out + err
     assert _snapshot(*watched) == before, f"{label}: left {sorted(_snapshot(*watched) - before)}"
 

@@ -69,9 +69,9 @@ def verify(directory: Path | str, pubkey: Verifier | Path | str | None = None, a
     legacy = _legacy(path)
     if legacy is not None:
         return legacy
-    verifier = pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey)
     sink = sink_from_uri(None) if anchor is _DEFAULT else (sink_from_uri(anchor) if isinstance(anchor, str)
                                                            else anchor)
+    verifier = pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey)
     scan, pins = _Scan(path, verifier, all_signatures), _Pins()
     try:
         trail = _trail_id(path)

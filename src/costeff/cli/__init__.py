@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -106,7 +107,10 @@ def _report(exc: Exception, verbose: bool) -> int:
         return exc.exit_code
     if isinstance(exc, OSError) and _is_file_problem(exc):
         # A file the user named or a folder costeff writes into (missing, read-only, full): name it; exit 2.
-        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EEXIST and os.path.isfile(exc.filename):
+            why = "a file is in the way where a folder is needed"
+        print(f"error: {exc.filename}: {why}", file=sys.stderr)
         return 2
     hint = "" if verbose else " (run with -v for the traceback)"
     print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)

@@ -113,3 +113,16 @@ def artifact_name(field: str) -> Callable[[str], str]:
                                              f"starting with a letter or digit (it becomes a file name)")
         return text
     return parse
+
+
+def finite_float(field: str) -> Callable[[str], float]:
+    """A number that is not NaN or infinite (ranges are the config's to check)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{field} must be a finite number, got {text}")
+        return value
+    return parse

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from costeff.cli._common import add_common, artifact_name, emit, parse_int_list
+from costeff.cli._common import add_common, artifact_name, emit, finite_float, parse_int_list
 from costeff.errors import InputError
 
 PRESETS = ("tiny", "default", "large")
@@ -33,19 +33,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", default="fp16,int8-dynamic,int8-static", metavar="LIST",
                    help="fp16, int8-dynamic, int8-static (fallbacks mixed / int8-mixed are added when needed)")
     p.add_argument("--calibration-method", default="MinMax", help="MinMax | Entropy | Percentile (int8-static)")
-    p.add_argument("--max-action-drift-pct", type=float, default=0.5, metavar="PCT")
-    p.add_argument("--max-entropy-drift-pct", type=float, default=0.5, metavar="PCT")
-    p.add_argument("--min-action-correlation", type=float, default=0.997, metavar="R")
-    p.add_argument("--max-kl-p99", type=float, metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
-    p.add_argument("--max-value-abs-err", type=float, metavar="X", help="optional gate on the value head")
+    p.add_argument("--max-action-drift-pct", type=finite_float("--max-action-drift-pct"), default=0.5, metavar="PCT")
+    p.add_argument("--max-entropy-drift-pct", type=finite_float("--max-entropy-drift-pct"), default=0.5, metavar="PCT")
+    p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997, metavar="R")
+    p.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
+    p.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X", help="optional gate on the value head")
     p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST", help="profiled batch sizes, e.g. 1,64")
-    p.add_argument("--target-rate", type=float, metavar="R", help="inferences/s to serve: instances needed before/after")
+    p.add_argument("--target-rate", type=finite_float("--target-rate"), metavar="R", help="inferences/s to serve: instances needed before/after")
     p.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
     p.add_argument("--trials", type=int, default=4, help="fallback trials per failing variant (0 = no fallback)")
-    p.add_argument("--window-s", type=float, default=1.0, help="profiling window per point (default 1.0)")
+    p.add_argument("--window-s", type=finite_float("--window-s"), default=1.0, help="profiling window per point (default 1.0)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved profiling passes over all variants (default 2)")
-    p.add_argument("--latency-budget-ms", type=float, metavar="MS", help="p99 budget for each variant's optimal batch")
-    p.add_argument("--min-speedup", type=float, default=1.05, metavar="X",
+    p.add_argument("--latency-budget-ms", type=finite_float("--latency-budget-ms"), metavar="MS", help="p99 budget for each variant's optimal batch")
+    p.add_argument("--min-speedup", type=finite_float("--min-speedup"), default=1.05, metavar="X",
                    help="a variant replaces fp32 only when at least X times faster (default 1.05)")
     p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")
     p.add_argument("--name", type=artifact_name("--name"),

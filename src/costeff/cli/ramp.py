@@ -32,7 +32,7 @@ def _decide(args: argparse.Namespace) -> int:
 
     layout = Layout.default()
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
-                          as_of=parse_date(args.as_of) if args.as_of else None,
+                          as_of=parse_date(args.as_of) if args.as_of is not None else None,
                           triton_repository=args.triton_repository, model_name=args.model_name)
     directory = writable_dir(layout.run_dir("ramp", args.out), keep=False)  # before the decision is audited
     decision = decide(config)

@@ -16,6 +16,7 @@ import time as _time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, Iterable, Iterator
 
 from costeff.errors import DependencyError, InputError
@@ -268,6 +269,9 @@ class PrometheusSource:
     def __init__(self, config: PrometheusConfig) -> None:
         if not config.url:
             raise InputError("prometheus.url is not set; pass --prometheus URL or set it in the config")
+        parsed = urlparse(config.url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InputError(f"prometheus.url: {config.url!r} is not an http(s)://HOST[:PORT] address")
         self.config = config
         self.url = config.url.rstrip("/")
 
