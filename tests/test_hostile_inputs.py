@@ -10,7 +10,6 @@ in the artifacts, the Triton repository or the inputs. Run in-process through
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

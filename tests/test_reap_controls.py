@@ -9,7 +9,7 @@ from costeff.reaper.actions import EXCLUDE_ANNOTATION
 from costeff.reaper.config import DecisionConfig, ReaperConfig, ScheduleConfig, Target
 from costeff.reaper.live import Actuators, ReaperMetrics, _watch_tick, _WatchState, open_actions, tick
 
-from test_reap_k8s import DEPLOY, ListSource, _idle, api, scaler  # noqa: F401 - fixtures
+from test_reap_k8s import ListSource, _idle, api, scaler  # noqa: F401 - api and scaler are fixtures
 
 
 def _config(*targets, blind_s=900.0):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import errno
 import io
-import json
 import os
 import stat
 import tarfile
