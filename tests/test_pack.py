@@ -21,8 +21,8 @@ def layout(tmp_path):
     (repo / "1").mkdir(parents=True)
     (repo / "config.pbtxt").write_text('name: "policy"\n')
     (repo / "1" / "model.onnx").write_bytes(b"\x08\x07")
-    layout.audit.mkdir(parents=True)
-    (layout.audit / "audit.jsonl").write_text('{"seq": 0}\n')
+    from costeff.audit import AuditLog
+    AuditLog(layout.audit).append("test.event", {"i": 0})
     return layout
 
 

@@ -48,7 +48,8 @@ class _Handler(BaseHTTPRequestHandler):
         if obj is None:
             return self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
         plural, namespace, name = key
-        meta = {"name": name, "namespace": namespace, "annotations": dict(obj["annotations"])}
+        meta = {"name": name, "namespace": namespace, "annotations": dict(obj["annotations"]),
+                "labels": dict(obj.get("labels", {}))}
         if scale:
             return self._send(200, {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": meta,
                                     "spec": {"replicas": obj["replicas"]}, "status": {"replicas": obj["replicas"]}})

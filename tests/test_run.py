@@ -17,28 +17,47 @@ QUICK = ["--preset", "tiny", "--batch-sizes", "1,8", "--window-s", "0.05", "--js
 def run_output(tmp_path_factory, tiny_policy):
     root = tmp_path_factory.mktemp("run")
     mp = pytest.MonkeyPatch()
-    mp.setenv("COSTEFF_ARTIFACTS", str(root / "artifacts"))
-    mp.setenv("COSTEFF_MODEL_REPOSITORY", str(root / "repo"))
+    mp.setenv("COSTEFF_ARTIFACTS", str(root / "elsewhere"))  # --out must win over both variables
+    mp.setenv("COSTEFF_MODEL_REPOSITORY", str(root / "elsewhere_repo"))
+    mp.setenv("COSTEFF_HOME", str(root / "home"))  # the signing key and anchor, outside the artifacts
+    mp.chdir(root)
     try:
         import contextlib
         import io
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = main(["run", *QUICK])
+            code = main(["run", *QUICK, "--out", str(root / "out")])
         yield code, json.loads(out.getvalue()), root
     finally:
         mp.undo()
 
 
 def test_run_completes_every_stage_and_packs(run_output):
-    code, report, _ = run_output
+    code, report, root = run_output
     assert code == 0, [s for s in report["stages"] if s["status"] != "ok"]
     assert [s["name"] for s in report["stages"]] == ["policy", "profile", "quantize", "profile-selected",
                                                     "batching", "triton", "reaper", "ramp", "pack", "report"]
     assert all(s["status"] == "ok" and s["seconds"] >= 0 for s in report["stages"])
     page = next(s for s in report["stages"] if s["name"] == "report")["artifacts"][0]
     assert 'id="k-decision">HOLD<' in open(page).read()
-    assert verify_pack(report["pack"]).ok
+    assert verify_pack(report["pack"], root / "home" / "keys" / "audit_ed25519.pub").ok
+
+
+def test_run_out_puts_everything_it_writes_under_root(run_output):
+    _, report, root = run_output
+    # Only the run's root and, by design outside it, the signing key and the checkpoint anchor.
+    assert sorted(p.name for p in root.iterdir()) == ["home", "out"]
+    out = root / "out"
+    assert (out / "model_repository").is_dir() and (out / "audit" / "audit.jsonl").is_file()
+    assert any((out / "cost" / "models").glob("*.onnx")) and report["pack"].startswith(str(out))
+
+
+def test_written_reports_and_configs_are_world_readable(run_output):
+    import stat
+    _, _, root = run_output
+    files = [*(root / "out").rglob("*.json"), *(root / "out").rglob("config.pbtxt"), *(root / "out").rglob("*.md")]
+    assert files and all(stat.S_IMODE(f.stat().st_mode) & 0o044 == 0o044 for f in files), \
+        [f for f in files if stat.S_IMODE(f.stat().st_mode) & 0o044 != 0o044]
 
 
 def test_pack_holds_every_stage_and_the_summary_traces_to_it(run_output):

@@ -118,19 +118,47 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+def atomic_write_bytes(path: Path | str, data: bytes, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` through a temp file and a rename; ``mode`` 0644 by default, since
+    others read what costeff writes (a Triton server running as another user reads config.pbtxt)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600, which only costeff's own user could read
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # A full disk or an I/O error on write says nothing of the file: name the one that was not written.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def writable_dir(path: Path | str, keep: bool = True) -> Path:
+    """``path``, proven writable before anything is done that a failed write would strand; created when
+    ``keep``, else the folders made for the proof are removed again."""
+    from costeff.errors import InputError
+
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".costeff-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{exc.filename or path}: cannot write here ({exc.strerror or exc})") from None
+    finally:
+        for folder in ([] if keep else missing):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 

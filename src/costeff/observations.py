@@ -69,13 +69,13 @@ def validate_observations(obs: np.ndarray, sample_shape: tuple[int | None, ...],
     else:
         raise InputError(f"{source}: observations have shape {list(obs.shape)}; expected [rows, "
                          f"{', '.join('*' if e is None else str(e) for e in expected)}]")
+    if obs.shape[0] == 0:
+        raise InputError(f"{source}: no observation rows (shape {list(obs.shape)}); expected at least one row")
     bad = ~np.isfinite(obs.reshape(obs.shape[0], -1)).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise InputError(f"{source}: {bad.sum()} observation row(s) contain NaN or inf "
                          f"(first: row {rows[0]}); clean them before profiling or quantizing")
-    if obs.shape[0] == 0:
-        raise InputError(f"{source}: no observation rows")
     return obs
 
 

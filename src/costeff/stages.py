@@ -38,9 +38,11 @@ def stage_policy(ctx: _Context) -> tuple[str, list[str]]:
 
 def _profile(ctx: _Context, model: Path, runtime: dict[str, Any] | None = None) -> tuple[Any, Path]:
     """Profile ``model``; an OpenVINO IR with the precision and hint it was selected with."""
+    from costeff.membound import check_batch_sizes
     from costeff.profiling import ProfileConfig, profile
 
     cfg = ctx.config
+    check_batch_sizes(model, cfg.batch_sizes)  # before batches that cannot fit are allocated
     ov = {"ov_precision": runtime.get("precision", "f32"), "ov_hint": runtime.get("performance_hint", "LATENCY")} \
         if runtime and model.suffix == ".xml" else {}
     # Latency after idle gaps feeds the batching simulator's cold-call penalty.

@@ -1,5 +1,8 @@
-"""Tamper-evident, append-only audit trail shared by the reaper, the ramp decider and flags."""
+"""Signed, hash-chained, anchored append-only audit trail shared by the reaper, the ramp decider and flags."""
 
-from costeff.audit.log import AuditLog, VerifyResult, default_log, verify
+from costeff.audit.keys import Signer, Verifier, keygen, load_signer, load_verifier
+from costeff.audit.log import AuditLog, default_log
+from costeff.audit.verify import VerifyResult, verify
 
-__all__ = ["AuditLog", "VerifyResult", "default_log", "verify"]
+__all__ = ["AuditLog", "Signer", "Verifier", "VerifyResult", "default_log", "keygen", "load_signer",
+           "load_verifier", "verify"]

@@ -9,9 +9,13 @@ failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
 from typing import NoReturn, Sequence
 
 from costeff import __version__
@@ -63,22 +67,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
     _configure_logging(verbose)
+    previous = _raise_on_sigterm()
     try:
+        if getattr(args, "out_is_folder", False) and args.out is not None:
+            from costeff.artifacts import writable_dir
+
+            writable_dir(args.out, keep=False)  # an unwritable --out fails now, not after minutes of measuring
         return int(args.func(args))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except CosteffError as exc:
-        if verbose:
-            log.exception("failed")
+    except Terminated:
+        print("error: terminated (SIGTERM); stopped after cleaning up", file=sys.stderr)
+        return 143
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code, here only
+        return _report(exc, verbose)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` (temp files, locks) runs first."""
+
+
+def _raise_on_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _report(exc: Exception, verbose: bool) -> int:
+    if verbose:
+        log.exception("failed")
+    if isinstance(exc, CosteffError):
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
-        if verbose:
-            log.exception("unexpected failure")
-        hint = "" if verbose else " (run with -v for the traceback)"
-        print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
-        return 3
+    if isinstance(exc, OSError) and _is_file_problem(exc):
+        # A file the user named or a folder costeff writes into (missing, read-only, full): name it; exit 2.
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EEXIST and os.path.isfile(exc.filename):
+            why = "a file is in the way where a folder is needed"
+        print(f"error: {exc.filename}: {why}", file=sys.stderr)
+        return 2
+    hint = "" if verbose else " (run with -v for the traceback)"
+    print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return 3
+
+
+_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC,
+                errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.EFBIG}
+
+
+def _is_file_problem(exc: OSError) -> bool:
+    return exc.errno in _FILE_ERRNOS and exc.filename is not None
 
 
 def _configure_logging(verbose: bool) -> None:

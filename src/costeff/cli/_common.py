@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +15,8 @@ from costeff.errors import InputError
 
 def add_common(parser: argparse.ArgumentParser, *, out: bool = True) -> None:
     if out:
-        parser.add_argument("--out", type=Path, metavar="DIR",
+        parser.set_defaults(out_is_folder=True)  # main() proves it writable before the command does any work
+        parser.add_argument("--out", type=output_dir("--out"), metavar="DIR",
                             help="write artifacts into DIR (default: a new timestamped folder under artifacts/)")
     parser.add_argument("--json", action="store_true",
                         help="print the record as JSON on stdout (logs stay on stderr)")
@@ -45,8 +48,8 @@ def positive_float(field: str) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{field} must be a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{field} must be > 0, got {text}")
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"{field} must be a finite number > 0, got {text}")
         return value
     return parse
 
@@ -57,4 +60,69 @@ def existing_file(field: str) -> Callable[[str], Path]:
         if not path.is_file():
             raise argparse.ArgumentTypeError(f"{field}: no such file: {text}")
         return path
+    return parse
+
+
+def output_dir(field: str) -> Callable[[str], Path]:
+    """A folder to write into: refused up front when it is an existing file or lies under one."""
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{field}: an empty path; expected a folder")
+        for candidate in (path, *path.parents):
+            if candidate.exists():
+                if not candidate.is_dir():
+                    raise argparse.ArgumentTypeError(f"{field}: {candidate} is an existing file; expected a folder")
+                break
+        return path
+    return parse
+
+
+def port_number(field: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} must be a TCP port number, got {text!r}") from None
+        if not 0 < value < 65536:
+            raise argparse.ArgumentTypeError(f"{field} must be a TCP port 1..65535, got {value}")
+        return value
+    return parse
+
+
+def positive_int(field: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} must be a whole number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{field} must be > 0, got {value}")
+        return value
+    return parse
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def artifact_name(field: str) -> Callable[[str], str]:
+    """A name that becomes part of a file name: never a path (``../x``) or a hidden file."""
+    def parse(text: str) -> str:
+        if not _NAME.match(text) or ".." in text:
+            raise argparse.ArgumentTypeError(f"{field}: {text!r} must be letters, digits, '_', '-' or '.', "
+                                             f"starting with a letter or digit (it becomes a file name)")
+        return text
+    return parse
+
+
+def finite_float(field: str) -> Callable[[str], float]:
+    """A number that is not NaN or infinite (ranges are the config's to check)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{field} must be a finite number, got {text}")
+        return value
     return parse

@@ -37,7 +37,8 @@ def _export(args: argparse.Namespace) -> int:
         raise InputError("export: give exactly one of SOURCE (module:factory or a .pt file) or --preset NAME")
     if args.out.suffix.lower() != ".onnx":
         raise InputError(f"--out: {args.out} must name an .onnx file")
-    shape = tuple(parse_int_list(args.observation_shape, "--observation-shape")) if args.observation_shape else None
+    shape = tuple(parse_int_list(args.observation_shape, "--observation-shape")) \
+        if args.observation_shape is not None else None
     record = _from_preset(args) if args.preset else _from_source(args, shape)
     emit(args, record, lambda: _print(record))
     return 0

@@ -39,8 +39,9 @@ def _store(args: argparse.Namespace):
 
 def _get(args: argparse.Namespace) -> int:
     store = _store(args)
-    states = [store.state(args.name)] if args.name else store.all()
-    record = states[0] if args.name else states
+    one = args.name is not None
+    states = [store.state(args.name)] if one else store.all()
+    record = states[0] if one else states
 
     def human() -> None:
         for s in states:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.cli._common import add_common, emit, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--component", default="serving",
                    help="ledger cost component written by --focus / --opencost (default serving)")
     s = verbs.add_parser("show", help="coverage, sources and totals of the ledgers")
-    s.add_argument("--days", type=int, metavar="N",
+    s.add_argument("--days", type=positive_int("--days"), metavar="N",
                    help="show the last N days (default: 14 in the table, every day with --json)")
     for p, func in ((i, _import), (s, _show)):
         p.add_argument("--ledger", type=Path, metavar="PATH", help="SQLite ledger (default: artifacts/ledger.sqlite)")
@@ -60,6 +60,9 @@ def _import(args: argparse.Namespace) -> int:
                          + (f" (got {', '.join(given)})" if given else ""))
     if args.kind and not args.file:
         raise InputError("ledger import: --kind applies to a CSV FILE only")
+    if args.sample and args.catalog:
+        raise InputError("ledger import: --catalog does not apply to --sample (it loads both ledgers, "
+                         "priced with the shipped catalog)")
     if args.focus:
         return _import_focus(args)
     if args.opencost:

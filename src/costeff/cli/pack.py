@@ -11,6 +11,9 @@ from costeff.cli._common import add_common, emit
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("pack", help="bundle the latest reports, Triton repository and audit head into a verifiable tarball")
     parser.add_argument("--verify", type=Path, metavar="PACK", help="check PACK against its manifest instead of packing")
+    parser.add_argument("--pubkey", type=Path, metavar="FILE",
+                        help="with --verify: the Ed25519 public key the manifest must be signed with "
+                             "(default: $COSTEFF_AUDIT_PUBKEY or ~/.costeff/keys/audit_ed25519.pub)")
     parser.add_argument("--repository", type=Path, metavar="DIR",
                         help="Triton model repository to include (default: docker/triton/model_repository)")
     add_common(parser)
@@ -21,19 +24,20 @@ def _run(args: argparse.Namespace) -> int:
     from costeff.pack import pack, verify_pack
 
     if args.verify:
-        report = verify_pack(args.verify)
+        report = verify_pack(args.verify, args.pubkey)
         emit(args, report, lambda: _print_verify(report))
         return 0 if report.ok else 1
     result = pack(out_dir=args.out, repository=args.repository)
     record = {"pack": result.path, "summary": result.summary_path, "included": result.included,
-              "files": len(result.manifest["files"])}
+              "files": len(result.manifest["files"]), "skipped": result.skipped, "key_id": result.key_id}
     emit(args, record, lambda: _print_pack(result))
     return 0
 
 
 def _print_verify(report) -> None:
     if report.ok:
-        print(f"pack OK: {report.path}: {report.files_checked} files match the manifest")
+        print(f"pack OK: {report.path}: {report.files_checked} files match the manifest signed by key "
+              f"{report.key_id}; the summary matches the packed reports")
         return
     print(f"pack FAILED: {report.path}")
     for problem in report.problems:
@@ -44,4 +48,6 @@ def _print_pack(result) -> None:
     print(f"pack: {result.path} ({len(result.manifest['files'])} files)")
     for stage, source in result.included.items():
         print(f"  {stage:<9} {source or 'no report yet'}")
-    print(f"summary: {result.summary_path}")
+    print(f"summary: {result.summary_path}; manifest signed by key {result.key_id}")
+    for skipped in result.skipped:
+        print(f"left out: {skipped}")

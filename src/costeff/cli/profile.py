@@ -128,16 +128,24 @@ def _model_and_observations(args: argparse.Namespace) -> tuple[Path, Any, str]:
     if args.model is not None:
         if not args.model.is_file():
             raise InputError(f"{args.model}: no such model file; expected an ONNX file")
+        _check_memory(args.model, args.batch_sizes)
         return args.model, obs, source
     if args.preset not in PRESETS:
         raise InputError(f"--preset: unknown preset {args.preset!r}; expected one of {', '.join(PRESETS)}")
     policy = _policy_module()
     artifact = policy.default_policy(args.preset)
+    _check_memory(artifact.onnx_path, args.batch_sizes)  # before observations for the largest batch exist
     if obs is None:
         rows = max(DEFAULT_OBSERVATION_ROWS, max(parse_int_list(args.batch_sizes, "--batch-sizes")))
         obs = policy.generate_observations(rows, seed=0, preset=args.preset)
         source = f"{rows} synthetic market observations (preset {args.preset}, seed 0)"
     return Path(artifact.onnx_path), obs, source
+
+
+def _check_memory(model: Path, batch_sizes: str) -> None:
+    from costeff.membound import check_batch_sizes
+
+    check_batch_sizes(model, parse_int_list(batch_sizes, "--batch-sizes"))
 
 
 def _policy_module() -> Any:

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from costeff.cli._common import add_common, emit, parse_int_list
+from costeff.cli._common import add_common, artifact_name, emit, finite_float, parse_int_list
 from costeff.errors import InputError
 
 PRESETS = ("tiny", "default", "large")
@@ -39,24 +39,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gaps", default="0,10ms", metavar="LIST",
                    help="single-call latency after these idle gaps, e.g. 0,10ms,100ms,1s (default 0,10ms)")
     p.add_argument("--calibration-method", default="MinMax", help="MinMax | Entropy | Percentile (int8-static)")
-    p.add_argument("--max-action-drift-pct", type=float, default=0.5, metavar="PCT")
-    p.add_argument("--max-entropy-drift-pct", type=float, default=0.5, metavar="PCT")
-    p.add_argument("--min-action-correlation", type=float, default=0.997, metavar="R")
-    p.add_argument("--max-kl-p99", type=float, metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
-    p.add_argument("--max-value-abs-err", type=float, metavar="X", help="optional gate on the value head")
+    p.add_argument("--max-action-drift-pct", type=finite_float("--max-action-drift-pct"), default=0.5, metavar="PCT")
+    p.add_argument("--max-entropy-drift-pct", type=finite_float("--max-entropy-drift-pct"), default=0.5, metavar="PCT")
+    p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997, metavar="R")
+    p.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
+    p.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X", help="optional gate on the value head")
     p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST", help="profiled batch sizes, e.g. 1,64")
-    p.add_argument("--target-rate", type=float, metavar="R",
+    p.add_argument("--target-rate", type=finite_float("--target-rate"), metavar="R",
                    help="requests/s the policy will get: each variant is replayed open-loop at this rate and the "
                         "cheapest one meeting --latency-budget-ms there is selected")
     p.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
     p.add_argument("--trials", type=int, default=4, help="fallback trials per failing variant (0 = no fallback)")
-    p.add_argument("--window-s", type=float, default=1.0, help="profiling window per point (default 1.0)")
+    p.add_argument("--window-s", type=finite_float("--window-s"), default=1.0, help="profiling window per point (default 1.0)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved profiling passes over all variants (default 2)")
-    p.add_argument("--latency-budget-ms", type=float, metavar="MS", help="p99 budget for each variant's optimal batch")
-    p.add_argument("--min-speedup", type=float, default=1.05, metavar="X",
+    p.add_argument("--latency-budget-ms", type=finite_float("--latency-budget-ms"), metavar="MS", help="p99 budget for each variant's optimal batch")
+    p.add_argument("--min-speedup", type=finite_float("--min-speedup"), default=1.05, metavar="X",
                    help="a variant replaces fp32 only when at least X times faster (default 1.05)")
     p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")
-    p.add_argument("--name", help="model name in <name>_<variant>.onnx (default: the model file's stem)")
+    p.add_argument("--name", type=artifact_name("--name"),
+                   help="model name in <name>_<variant>.onnx (default: the model file's stem)")
     add_common(p)
     p.set_defaults(func=_run)
 
@@ -107,19 +108,35 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Any, str | None]:
     return Path(art.onnx_path), obs, args.name or f"policy_{args.preset}"
 
 
+def _model_files(folder: Path) -> set[Path]:
+    return set(folder.iterdir()) if folder.is_dir() else set()
+
+
 def _run(args: argparse.Namespace) -> int:
+    from costeff.artifacts import Layout
     from costeff.progress import progress
     from costeff.quantization import VARIANTS, quantize
 
+    from costeff.membound import check_batch_sizes
+
     config = _config(args)
     model, obs, name = _inputs(args)
+    check_batch_sizes(model, config.batch_sizes)  # before any variant is built or profiled
     if name and name != config.name:
         import dataclasses
         config = dataclasses.replace(config, name=name)
     n = len(config.variants or VARIANTS)
     steps = n + 2 + config.speed_rounds * (n + 2)
-    with progress("quantize", steps) as task:
-        report = quantize(model, obs, config, out_dir=args.out, progress=task)
+    models = Layout.default().models
+    before = _model_files(models)
+    try:
+        with progress("quantize", steps) as task:
+            report = quantize(model, obs, config, out_dir=args.out, progress=task)
+    except BaseException:
+        # No report, no new models: variants saved before a failed report write are taken back.
+        for path in _model_files(models) - before:
+            path.unlink(missing_ok=True)
+        raise
     emit(args, report, lambda: _human(report))
     return 0 if report.passed_any else 1
 

@@ -68,17 +68,18 @@ def _inputs(args: argparse.Namespace):
 
 
 def _decide(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
+    from costeff.artifacts import Layout, writable_dir
     from costeff.ramp import PROMOTE, DecideConfig, decide, write
     from costeff.ramp.decide import parse_date
 
     layout = Layout.default()
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
-                          as_of=parse_date(args.as_of) if args.as_of else None,
+                          as_of=parse_date(args.as_of) if args.as_of is not None else None,
                           triton_repository=args.triton_repository, model_name=args.model_name,
                           drift_hours=args.drift_hours, projection=_inputs(args))
+    directory = writable_dir(layout.run_dir("ramp", args.out), keep=False)  # before the decision is audited
     decision = decide(config)
-    path = write(decision, layout.run_dir("ramp", args.out))
+    path = write(decision, directory)
     emit(args, decision, lambda: _human(decision, path))
     return 0 if decision.decision == PROMOTE else 1
 

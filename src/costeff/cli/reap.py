@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, existing_file, positive_float
+from costeff.cli._common import add_common, emit, existing_file, port_number, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,8 @@ def _add_live_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true", help="keep running; stop with SIGTERM or SIGINT")
     parser.add_argument("--interval", type=positive_float("--interval"), default=60.0, metavar="S",
                         help="seconds between rounds with --watch (default 60)")
-    parser.add_argument("--metrics-port", type=int, metavar="PORT", help="expose the reaper's metrics on PORT")
+    parser.add_argument("--metrics-port", type=port_number("--metrics-port"), metavar="PORT",
+                        help="expose the reaper's metrics on PORT")
     parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                         help="address the metrics listener binds (default 127.0.0.1: this host only)")
     parser.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: in-cluster or current)")
@@ -85,16 +86,16 @@ def _live(args: argparse.Namespace, config) -> int:
 
     source = PrometheusSource(config.prometheus)
     price = price_for(config).usd_per_gpu_hour
-    audit, actuators = default_log(), Actuators(kube_context=args.kube_context)
+    audit, actuators = default_log(), Actuators(kube_context=args.kube_context, exclude_labels=config.exclude.labels)
     with reaper_lock():
         if args.watch:
             metrics = ReaperMetrics(args.metrics_port, args.metrics_addr)
             try:
-                ticks = watch(config, source, args.apply, actuators, audit, price, args.interval, metrics)
+                result = watch(config, source, args.apply, actuators, audit, price, args.interval, metrics)
             finally:
                 metrics.close()
-            print(f"reaper stopped after {ticks} rounds")
-            return 0
+            print(f"reaper stopped after {result.ticks} rounds")
+            return result.exit_code
         result = _one_round(config, source, args.apply, actuators, audit, price, tick)
     emit(args, result, lambda: _print_round(result))
     return 0

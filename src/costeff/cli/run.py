@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, parse_int_list, positive_float
+from costeff.cli._common import add_common, emit, output_dir, parse_int_list, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,21 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--window-s", type=positive_float("--window-s"), default=0.3,
                         help="profiling measurement window in seconds (default: 0.3)")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="artifacts root for this run (default: $COSTEFF_ARTIFACTS or ./artifacts)")
+    parser.add_argument("--out", type=output_dir("--out"), metavar="DIR",
+                        help="root for everything this run writes: artifacts and the Triton repository "
+                             "(ROOT/model_repository) (default: $COSTEFF_ARTIFACTS or ./artifacts)")
     add_common(parser, out=False)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from costeff.artifacts import ROOT_ENV
+    from costeff.artifacts import REPOSITORY_ENV, ROOT_ENV, writable_dir
     from costeff.pipeline import RunConfig, run_all
     from costeff.progress import progress
     from costeff.stages import STAGES
 
     if args.out is not None:
-        # Every stage resolves its folders through Layout.default(), which reads this variable.
+        writable_dir(args.out)  # an unwritable root fails here, not in every stage
+        # Every stage resolves its folders through Layout.default(), which reads these variables: with
+        # --out, the models, reports, audit trail, Triton repository and pack all go under ROOT.
         os.environ[ROOT_ENV] = str(args.out)
+        os.environ[REPOSITORY_ENV] = str(Path(args.out) / "model_repository")
     config = RunConfig(model=args.model, observations=args.observations, preset=args.preset,
                        batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")),
                        latency_budget_ms=args.latency_budget_ms, target_rate=args.target_rate,

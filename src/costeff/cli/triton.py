@@ -72,7 +72,7 @@ def _validate(args: argparse.Namespace) -> int:
         if report.valid:
             print(f"{report.config_path}: valid")
             return
-        print(f"{report.config_path}: {len(report.problems)} problem(s)", file=sys.stderr)
+        print(f"{report.config_path}: {len(report.problems)} problem(s)")
         for problem in report.problems:
             print(f"error: {report.config_path}: {problem}", file=sys.stderr)
 

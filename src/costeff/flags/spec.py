@@ -1,81 +1,81 @@
-"""The known flags: their types, defaults and how a value typed on a command line is parsed."""
+"""The known flags as pydantic models: each flag's value type, default and how a typed-in value is parsed.
+
+A value from a command line (``"true"``, ``"FP16"``) or from the store is validated
+against the flag's type through pydantic, so the CLI, the reaper and the flag store
+agree on what a valid value is; a wrong one is an InputError naming the flag and
+what was expected, with a did-you-mean for a near miss.
+"""
 
 from __future__ import annotations
 
-import difflib
 import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, TypeAdapter, ValidationError
+
+from costeff.configfile import STRICT_MODEL, did_you_mean
 from costeff.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "mixed", "int8-dynamic", "int8-static", "int8-mixed")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PIPELINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 PIPELINE_PREFIX = "pipeline_paused."
 SERVED_PREFIX = "served_version."
 
 
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise InputError(f"flag {name}: {value!r} is not a boolean; expected true or false")
+def _text(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
 
 
-def _precision(name: str, value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in PRECISIONS:
-        raise InputError(f"flag {name}: {value!r} is not a precision; expected one of {', '.join(PRECISIONS)}"
-                         + _hint(text, PRECISIONS))
-    return text
+def _unset(value: Any) -> Any:
+    value = _text(value)
+    return None if value in ("", "unset", "none") else value
 
 
-def _sha256(name: str, value: Any) -> str | None:
-    if value is None or str(value).strip().lower() in ("", "unset", "none"):
-        return None
-    text = str(value).strip().lower()
-    if not _SHA256.match(text):
-        raise InputError(f"flag {name}: {value!r} is not a SHA-256; expected 64 hex digits or 'unset'")
-    return text
+def _version(value: Any) -> Any:
+    """A Triton version number from the command line ("3") or the store (3); None for unset."""
+    value = _unset(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
 
 
-def _version(name: str, value: Any) -> int | None:
-    if value is None or str(value).strip().lower() in ("", "unset", "none"):
-        return None
-    text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise InputError(f"flag {name}: {value!r} is not a model version; expected a positive integer or 'unset'")
-    return int(text)
+_TYPES: dict[str, tuple[Any, str]] = {
+    # kind -> (pydantic type, what a user must give)
+    "bool": (Annotated[bool, BeforeValidator(_text)], "a boolean; expected true or false"),
+    "precision": (Annotated[Literal[PRECISIONS], BeforeValidator(_text)],  # type: ignore[valid-type]
+                  f"a precision; expected one of {', '.join(PRECISIONS)}"),
+    "sha256": (Annotated[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None,
+                         BeforeValidator(_unset)], "a SHA-256; expected 64 hex digits or 'unset'"),
+    "version": (Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_version)],
+                "a model version; expected a positive integer or 'unset'"),
+}
+_ADAPTERS = {kind: TypeAdapter(t) for kind, (t, _) in _TYPES.items()}
 
 
-@dataclass(frozen=True)
-class FlagSpec:
+class FlagSpec(BaseModel):
+    model_config = STRICT_MODEL
     name: str
-    kind: str  # "bool", "precision", "sha256" or "version"
+    kind: Literal["bool", "precision", "sha256", "version"]
     default: Any
     help: str
-    parse: Callable[[str, Any], Any]
+
+    def parse(self, value: Any) -> Any:
+        try:
+            return _ADAPTERS[self.kind].validate_python(value)
+        except ValidationError:
+            hint = did_you_mean(_text(value), PRECISIONS) if self.kind == "precision" else ""
+            raise InputError(f"flag {self.name}: {value!r} is not {_TYPES[self.kind][1]}{hint}") from None
 
 
 KNOWN: dict[str, FlagSpec] = {s.name: s for s in (
-    FlagSpec("serve_precision", "precision", "fp32", "precision variant the serving stack loads", _precision),
-    FlagSpec("cost_gates_enabled", "bool", True, "ramp decisions apply the cost gates", _bool),
-    FlagSpec("reaper_enabled", "bool", True, "the idle reaper may scale serving capacity down", _bool),
-    FlagSpec("pipeline_paused", "bool", False, "every pipeline is paused", _bool),
-    FlagSpec("deployed_model_sha256", "sha256", None, "SHA-256 of the model actually serving", _sha256),
+    FlagSpec(name="serve_precision", kind="precision", default="fp32",
+             help="precision variant the serving stack loads"),
+    FlagSpec(name="cost_gates_enabled", kind="bool", default=True, help="ramp decisions apply the cost gates"),
+    FlagSpec(name="reaper_enabled", kind="bool", default=True,
+             help="the idle reaper may scale serving capacity down"),
+    FlagSpec(name="pipeline_paused", kind="bool", default=False, help="every pipeline is paused"),
+    FlagSpec(name="deployed_model_sha256", kind="sha256", default=None, help="SHA-256 of the model actually serving"),
 )}
-
-
-def _hint(text: str, choices: Any) -> str:
-    close = difflib.get_close_matches(text, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def spec_for(name: str) -> FlagSpec:
@@ -86,16 +86,15 @@ def spec_for(name: str) -> FlagSpec:
         pipeline = name[len(PIPELINE_PREFIX):]
         if not _PIPELINE.match(pipeline):
             raise InputError(f"flag {name}: pipeline name {pipeline!r} must be letters, digits, '_', '-' or '.'")
-        return FlagSpec(name, "bool", False, f"pipeline {pipeline} is paused", _bool)
+        return FlagSpec(name=name, kind="bool", default=False, help=f"pipeline {pipeline} is paused")
     if name.startswith(SERVED_PREFIX):
         model = name[len(SERVED_PREFIX):]
         if not _PIPELINE.match(model):
             raise InputError(f"flag {name}: model name {model!r} must be letters, digits, '_', '-' or '.'")
-        return FlagSpec(name, "version", None, f"Triton version of model {model} that serves", _version)
+        return FlagSpec(name=name, kind="version", default=None, help=f"Triton version of model {model} that serves")
     raise InputError(f"unknown flag {name!r}; known: {', '.join(KNOWN)}, {PIPELINE_PREFIX}<pipeline>, "
-                     f"{SERVED_PREFIX}<model>"
-                     + _hint(name, KNOWN))
+                     f"{SERVED_PREFIX}<model>" + did_you_mean(name, KNOWN))
 
 
 def parse_value(name: str, value: Any) -> Any:
-    return spec_for(name).parse(name, value)
+    return spec_for(name).parse(value)

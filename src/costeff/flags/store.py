@@ -12,12 +12,36 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from costeff.artifacts import SCHEMA_VERSION, Layout, atomic_write_json, exclusive_lock, iso_utc
 from costeff.audit import AuditLog, default_log
+from costeff.configfile import validate
 from costeff.errors import InputError
 from costeff.flags.spec import KNOWN, parse_value, spec_for
+
+
+class _Change(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: StrictStr
+    version: StrictInt
+    old_value: Any
+    new_value: Any
+    ts: StrictStr
+    actor: StrictStr
+    reason: StrictStr
+    action: Literal["set", "rollback"]
+    rolled_back_to: StrictInt | None = None
+    audit_seq: StrictInt | None = None
+
+
+class _StoreFile(BaseModel):
+    """``flags.json`` as written; a hand-edited entry of the wrong shape is named, not half-read."""
+
+    schema_version: StrictInt
+    history: dict[StrictStr, list[_Change]]
 
 
 @dataclass(frozen=True)
@@ -94,7 +118,7 @@ class FlagStore:
             if not 0 <= version < current:
                 raise InputError(f"flag {name}: --to-version {version} is not an earlier version; "
                                  f"expected 0..{current - 1}")
-            value = spec.default if version == 0 else history[version - 1]["new_value"]
+            value = spec.default if version == 0 else self._verified_value(name, version)
             return value, "rollback", version
 
         return self._change(name, target, actor, reason)
@@ -115,16 +139,28 @@ class FlagStore:
             atomic_write_json(self.path, data)
         return change
 
+    def _verified_value(self, name: str, version: int) -> Any:
+        """The value ``name`` had at ``version``, from a signed record of a trail that verifies: the flag
+        store itself is a plain file, so a value edited into it must never come back through a rollback."""
+        for record in reversed(self.audit_log.verified_records()):
+            payload = record.get("payload") or {}
+            if str(record.get("event", "")).startswith("flag.") and payload.get("flag") == name \
+                    and payload.get("version") == version:
+                return payload.get("new_value")
+        raise InputError(f"flag {name}: version {version} is not in the verified audit trail "
+                         f"{self.audit_log.path}; refusing to roll back to a value nobody can vouch for")
+
     def _load(self) -> dict[str, Any]:
         if not self.path.exists():
             return {"schema_version": SCHEMA_VERSION, "history": {}}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{self.path}: flag store is unreadable ({exc}); restore it from the audit trail") \
                 from None
         if not isinstance(data, dict) or not isinstance(data.get("history"), dict):
             raise InputError(f"{self.path}: not a flag store; expected a JSON object with a 'history' table")
+        validate(_StoreFile, data, str(self.path))
         return data
 
     def _locked(self) -> Any:

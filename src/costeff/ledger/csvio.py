@@ -192,4 +192,9 @@ def _count(v: dict[str, str], field: str) -> int:
         raise _RowError(field, f"{text!r} is not a whole number") from None
     if value < 0:
         raise _RowError(field, f"{value} is negative; expected a count >= 0")
+    if value > _SQLITE_MAX_INT:
+        raise _RowError(field, f"{text} is too large; expected a count up to {_SQLITE_MAX_INT} (SQLite's INTEGER)")
     return value
+
+
+_SQLITE_MAX_INT = 2**63 - 1

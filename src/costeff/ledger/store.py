@@ -75,18 +75,24 @@ class Ledger:
         ``details`` (source, row counts, filters) is recorded in the ``imports`` table
         in the same transaction, so the ledger says where every imported day came from.
         """
-        results = []
-        with closing(self._connect(create=True)) as conn:
-            conn.execute("BEGIN IMMEDIATE")  # hold the write lock from the duplicate check to the commit
-            try:
-                for kind, rows, file in batches:
-                    results.append(self._import(conn, kind, rows, replace, file))
-                if details is not None:
-                    _record(conn, batches, results, details)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        results, created = [], not self.path.exists()
+        try:
+            with closing(self._connect(create=True)) as conn:
+                conn.execute("BEGIN IMMEDIATE")  # hold the write lock from the duplicate check to the commit
+                try:
+                    for kind, rows, file in batches:
+                        results.append(self._import(conn, kind, rows, replace, file))
+                    if details is not None:
+                        _record(conn, batches, results, details)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            if created:  # a failed first import leaves no empty ledger behind
+                for suffix in ("", "-journal", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            raise
         return results
 
     def _import(self, conn: sqlite3.Connection, kind: str, rows: Sequence[Any], replace: bool,

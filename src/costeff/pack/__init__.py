@@ -1,5 +1,6 @@
-"""Packs: one verifiable tarball of the latest report of every stage, with a generated summary."""
+"""Packs: one signed, verifiable tarball of the latest report of every stage, with a generated summary."""
 
-from costeff.pack.bundle import PackResult, VerifyReport, pack, verify_pack
+from costeff.pack.bundle import PackResult, pack
+from costeff.pack.check import VerifyReport, verify_pack
 
 __all__ = ["PackResult", "VerifyReport", "pack", "verify_pack"]

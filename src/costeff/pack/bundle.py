@@ -1,26 +1,30 @@
-"""Build and verify ``artifacts/cost/pack_<UTC ts>.tar.gz``.
+"""Build ``artifacts/cost/pack_<UTC ts>.tar.gz`` (verification: ``costeff.pack.check``).
 
 The tarball holds ``manifest.json`` (every file's SHA-256 and size, paths relative
-to the manifest, plus versions and hardware), ``COMPLETION_SUMMARY.md`` generated
+to the manifest, plus versions and hardware), ``manifest.sig`` (Ed25519 over the
+manifest's exact bytes, with the audit key), ``COMPLETION_SUMMARY.md`` generated
 from the packed reports, the latest report folder of each stage, the Triton model
-repository and the audit trail. Verification reads the tarball in memory and never
-extracts it, so a hostile archive cannot write outside its folder.
+repository and the audit trail. Links are never followed into the pack.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
 import io
-import json
+import os
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from costeff.artifacts import Layout, atomic_write_bytes, atomic_write_text, dumps, provenance, sha256_bytes, utc_stamp
+from costeff.artifacts import Layout, atomic_write_bytes, dumps, provenance, sha256_bytes, utc_stamp
 from costeff.errors import InputError
 
 MANIFEST = "manifest.json"
+MANIFEST_SIG = "manifest.sig"
 SUMMARY = "COMPLETION_SUMMARY.md"
 DEPENDENCIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common", "torch",
                 "tritonclient", "protobuf", "prometheus-client", "kubernetes", "nvidia-ml-py", "mlserver")
@@ -41,23 +45,20 @@ class PackResult:
     manifest: dict[str, Any]
     summary_path: Path
     included: dict[str, str | None]  # stage -> source folder (None when no run has written it)
+    skipped: list[str] = field(default_factory=list)  # links and other files left out, with why
+    key_id: str | None = None
 
 
-@dataclass
-class VerifyReport:
-    ok: bool
-    path: str
-    files_checked: int = 0
-    problems: list[str] = field(default_factory=list)
-
-
-def collect(layout: Layout, repository: Path | None = None,
-            sources: dict[str, Path] | None = None) -> tuple[dict[str, bytes], dict[str, str | None]]:
+def collect(layout: Layout, repository: Path | None = None, sources: dict[str, Path] | None = None,
+            skipped: list[str] | None = None) -> tuple[dict[str, bytes], dict[str, str | None]]:
     """The files to pack, as ``{path in pack: bytes}``, and where each stage came from.
 
     ``sources`` names the exact folder of each stage (``costeff run`` passes the
-    folders it wrote); without it, the latest report of each stage is packed.
+    folders it wrote); without it, the latest report of each stage is packed. Links
+    are never followed: a symlink or a hard link (a second name for a file that may
+    live anywhere) is left out and named in ``skipped``.
     """
+    skipped = skipped if skipped is not None else []
     files: dict[str, bytes] = {}
     if sources is None:
         sources = {}
@@ -68,18 +69,54 @@ def collect(layout: Layout, repository: Path | None = None,
     included: dict[str, str | None] = {name: None for _, _, name in STAGES}
     for name, folder in sources.items():
         included[name] = str(folder)
-        files.update(_folder(Path(folder), name))
+        files.update(_folder(Path(folder), name, skipped))
     repo = repository or Layout.model_repository()
     if repo.is_dir():
-        files.update(_folder(repo, "model_repository"))
+        files.update(_folder(repo, "model_repository", skipped))
     for audit_file in sorted(layout.audit.glob("audit*.jsonl")) if layout.audit.is_dir() else []:
-        files[f"audit/{audit_file.name}"] = audit_file.read_bytes()
+        data = _read_plain(audit_file, skipped)
+        if data is not None:
+            files[f"audit/{audit_file.name}"] = data
     return files, included
 
 
-def _folder(folder: Path, prefix: str) -> dict[str, bytes]:
-    return {f"{prefix}/{p.relative_to(folder).as_posix()}": p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+def _folder(folder: Path, prefix: str, skipped: list[str]) -> dict[str, bytes]:
+    if folder.is_symlink():
+        skipped.append(f"{folder}: a symbolic link; links are never followed")
+        return {}
+    found: dict[str, bytes] = {}
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        for d in sorted(dirs):
+            if (Path(root) / d).is_symlink():
+                skipped.append(f"{Path(root) / d}: a symbolic link; links are never followed")
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith("."):
+                continue
+            data = _read_plain(path, skipped)
+            if data is not None:
+                found[f"{prefix}/{path.relative_to(folder).as_posix()}"] = data
+    return found
+
+
+def _read_plain(path: Path, skipped: list[str]) -> bytes | None:
+    """The bytes of a regular file with one name; None (and why, in ``skipped``) for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})"
+        skipped.append(f"{path}: {reason}; left out")
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            skipped.append(f"{path}: not a regular file; left out")
+            return None
+        if st.st_nlink > 1:
+            skipped.append(f"{path}: a hard link ({st.st_nlink} names for one file, which may live outside the "
+                           f"artifacts); left out")
+            return None
+        return fh.read()
 
 
 def build_manifest(files: dict[str, bytes]) -> dict[str, Any]:
@@ -104,28 +141,41 @@ def _versions() -> dict[str, str]:
 
 def pack(layout: Layout | None = None, out_dir: Path | None = None, repository: Path | None = None,
          sources: dict[str, Path] | None = None) -> PackResult:
-    """Pack the latest artifacts (or ``sources``); the summary is generated from the packed reports only."""
+    """Pack the latest artifacts (or ``sources``); the summary is generated from the packed reports only,
+    and the manifest is signed with the audit key."""
+    from costeff.audit import load_signer
     from costeff.pack.summary import render_summary
 
     layout = layout or Layout.default()
-    files, included = collect(layout, repository, sources)
+    skipped: list[str] = []
+    files, included = collect(layout, repository, sources, skipped)
     if not any(included.values()):
         raise InputError(f"{layout.cost}: no stage reports to pack; run `costeff run` (or a stage) first")
     files[SUMMARY] = render_summary(files).encode("utf-8")
     manifest = build_manifest(files)
+    manifest_bytes = dumps(manifest).encode("utf-8")
+    signer = load_signer(protect=(layout.root,))
+    signature = sign_manifest(manifest_bytes, signer)
     out_dir = Path(out_dir) if out_dir else layout.cost
-    stamp = utc_stamp()
-    tar_path = out_dir / f"pack_{stamp}.tar.gz"
-    atomic_write_bytes(tar_path, _tarball(files, manifest))
-    atomic_write_text(out_dir / MANIFEST, dumps(manifest))
+    tar_path = out_dir / f"pack_{utc_stamp()}.tar.gz"
+    atomic_write_bytes(tar_path, _tarball(files, manifest_bytes, signature))
+    atomic_write_bytes(out_dir / MANIFEST, manifest_bytes)
+    atomic_write_bytes(out_dir / MANIFEST_SIG, signature)
     summary_path = atomic_write_bytes(out_dir / SUMMARY, files[SUMMARY])
-    return PackResult(tar_path, manifest, summary_path, included)
+    return PackResult(tar_path, manifest, summary_path, included, skipped, signer.key_id)
 
 
-def _tarball(files: dict[str, bytes], manifest: dict[str, Any]) -> bytes:
+def sign_manifest(manifest_bytes: bytes, signer: Any) -> bytes:
+    """``manifest.sig``: an Ed25519 signature over the exact bytes of ``manifest.json``."""
+    doc = {"alg": "ed25519", "key_id": signer.key_id, "signed_file": MANIFEST,
+           "sig": base64.b64encode(signer.sign(manifest_bytes)).decode("ascii")}
+    return dumps(doc).encode("utf-8")
+
+
+def _tarball(files: dict[str, bytes], manifest_bytes: bytes, signature: bytes) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in [(MANIFEST, dumps(manifest).encode("utf-8")), *sorted(files.items())]:
+        for name, data in [(MANIFEST, manifest_bytes), (MANIFEST_SIG, signature), *sorted(files.items())]:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
@@ -149,33 +199,3 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> b
     if p.is_absolute() or ".." in p.parts:
         raise InputError(f"{path}: unsafe member path {member.name!r} in pack")
     return tar.extractfile(member).read()
-
-
-def verify_pack(path: Path | str) -> VerifyReport:
-    """Check every file against the manifest: present, same size, same SHA-256, nothing extra."""
-    files = read_pack(path)
-    report = VerifyReport(ok=False, path=str(path))
-    try:
-        manifest = json.loads(files.pop(MANIFEST))
-        listed = {f["path"]: f for f in manifest["files"]}
-    except KeyError:
-        report.problems.append(f"{MANIFEST} is missing or has no 'files' list")
-        return report
-    except (json.JSONDecodeError, TypeError):
-        report.problems.append(f"{MANIFEST} is not valid JSON with a 'files' list")
-        return report
-    for name, entry in sorted(listed.items()):
-        report.problems += _check_file(name, entry, files.get(name))
-    report.problems += [f"{name}: in the pack but not in the manifest" for name in sorted(set(files) - set(listed))]
-    report.files_checked, report.ok = len(listed), not report.problems
-    return report
-
-
-def _check_file(name: str, entry: dict[str, Any], data: bytes | None) -> list[str]:
-    if data is None:
-        return [f"{name}: listed in the manifest but missing from the pack"]
-    if len(data) != entry.get("size"):
-        return [f"{name}: size {len(data)} != manifest {entry.get('size')}"]
-    if sha256_bytes(data) != entry.get("sha256"):
-        return [f"{name}: sha256 differs from the manifest (modified)"]
-    return []

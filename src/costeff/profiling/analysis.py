@@ -85,6 +85,8 @@ def load_compare(path: Path) -> dict[str, Any]:
         raise InputError(f"--compare {path}: cannot read ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"--compare {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--compare {path}: not JSON (not UTF-8 text)") from None
     opt = data.get("optimal") if isinstance(data, dict) else None
     if not isinstance(opt, dict) or "throughput_per_s" not in opt or "hardware" not in data:
         raise InputError(f"--compare {path}: not a gpu_profile.json (expected optimal.throughput_per_s and hardware)")

@@ -91,7 +91,7 @@ def load_report(path: Path) -> QuantReport:
         return QuantReport(str(path), sha256_file(path), _required_time(data, path), _str(data, "model_sha256"),
                            _str(data["selected"], "name"),
                            tuple(_variant(v) for v in data["variants"] if v.get("built", True)))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read quantization report: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: not a quantization report (field {exc}); expected created_at, model_sha256, "

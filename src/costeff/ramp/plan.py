@@ -1,25 +1,61 @@
-"""The ramp plan: ordered influence steps, each with its cost cap and promotion requirements."""
+"""The ramp plan: ordered influence steps, each with its cost cap and promotion requirements.
+
+The file is read into pydantic models (strict types, unknown keys refused with a did-you-mean),
+then resolved into the frozen ``RampPlan`` the decider uses.
+"""
 
 from __future__ import annotations
 
-import difflib
 import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
+from pydantic import BaseModel, Field, StrictFloat, StrictInt
+
+from costeff.configfile import STRICT_MODEL, read_toml, validate
 from costeff.errors import InputError
 
-_TOP = {"window_days", "defaults", "quantization", "steps"}
-_STEP = {"cost_ratio_cap_pct": float, "min_days": int, "min_trades": int,
-         "max_drawdown_usd": float, "max_net_loss_usd": float}
-_QUANT = {"max_action_drift_pct": float, "max_entropy_drift_pct": float}
 # What a plan file may leave out (DESIGN.md section 4 tolerances; the original program's 30 % cap).
 BUILTIN_DEFAULTS = {"cost_ratio_cap_pct": 30.0, "min_days": 7, "min_trades": 1000,
                     "max_drawdown_usd": 10000.0, "max_net_loss_usd": 5000.0}
 BUILTIN_QUANT = {"max_action_drift_pct": 0.5, "max_entropy_drift_pct": 0.5}
+
+Amount = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
+Count = Annotated[StrictInt, Field(ge=0)]
+
+
+class StepLimits(BaseModel):
+    """What a step requires; in [defaults] every field, in [[steps]] any field, may be given."""
+
+    model_config = STRICT_MODEL
+    cost_ratio_cap_pct: Amount | None = None
+    min_days: Count | None = None
+    min_trades: Count | None = None
+    max_drawdown_usd: Amount | None = None
+    max_net_loss_usd: Amount | None = None
+
+
+class StepFile(StepLimits):
+    influence_pct: Annotated[StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class QuantizationFile(BaseModel):
+    model_config = STRICT_MODEL
+    max_action_drift_pct: Amount = BUILTIN_QUANT["max_action_drift_pct"]
+    max_entropy_drift_pct: Amount = BUILTIN_QUANT["max_entropy_drift_pct"]
+
+
+class PlanFile(BaseModel):
+    """The plan file as written (``plan.toml``)."""
+
+    model_config = STRICT_MODEL
+    window_days: Annotated[StrictInt, Field(ge=1)] = 14
+    defaults: StepLimits = StepLimits()
+    quantization: QuantizationFile = QuantizationFile()
+    steps: Annotated[list[StepFile], Field(min_length=2)]
 
 
 @dataclass(frozen=True)
@@ -49,68 +85,25 @@ class RampPlan:
 
 
 def load_plan(path: Path | str | None = None) -> RampPlan:
-    """The shipped plan, or ``path`` (same format); every key validated."""
+    """The shipped plan, or ``path`` (same format); every key validated, errors name file and key."""
     if path is None:
-        text, where = (resources.files("costeff.ramp") / "plan.toml").read_text(encoding="utf-8"), "costeff/ramp/plan.toml"
-    else:
+        where = "costeff/ramp/plan.toml"
         try:
-            text, where = Path(path).read_text(encoding="utf-8"), str(path)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ramp plan: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{where}: not valid TOML: {exc}") from None
-    return _plan(data, where)
+            data = tomllib.loads((resources.files("costeff.ramp") / "plan.toml").read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{where}: not valid TOML: {exc}") from None
+    else:
+        where, data = str(path), read_toml(path, "ramp plan")
+    return _plan(validate(PlanFile, data, where), where)
 
 
-def _plan(data: dict[str, Any], where: str) -> RampPlan:
-    _known(data, _TOP, where, "")
-    defaults = {**BUILTIN_DEFAULTS, **_table(data, "defaults", _STEP, where)}
-    quant = {**BUILTIN_QUANT, **_table(data, "quantization", _QUANT, where)}
-    window = _value(data.get("window_days", 14), int, f"{where}: window_days", lo=1)
-    raw_steps = data.get("steps")
-    if not isinstance(raw_steps, list) or len(raw_steps) < 2:
-        raise InputError(f"{where}: steps: expected at least two [[steps]] tables")
-    steps = tuple(_step(i, s, defaults, where) for i, s in enumerate(raw_steps))
+def _plan(plan: PlanFile, where: str) -> RampPlan:
+    defaults = {**BUILTIN_DEFAULTS, **plan.defaults.model_dump(exclude_none=True)}
+    steps = tuple(Step(influence_pct=s.influence_pct, **{**defaults, **s.model_dump(exclude_none=True,
+                                                                                      exclude={"influence_pct"})})
+                  for s in plan.steps)
     levels = [s.influence_pct for s in steps]
     if any(b <= a for a, b in zip(levels, levels[1:])):
         raise InputError(f"{where}: steps: influence_pct must increase strictly, got {levels}")
-    return RampPlan(steps, window, quant["max_action_drift_pct"], quant["max_entropy_drift_pct"], where)
-
-
-def _step(i: int, raw: Any, defaults: dict[str, Any], where: str) -> Step:
-    if not isinstance(raw, dict):
-        raise InputError(f"{where}: steps[{i}]: expected a table")
-    _known(raw, set(_STEP) | {"influence_pct"}, where, f"steps[{i}].")
-    if "influence_pct" not in raw:
-        raise InputError(f"{where}: steps[{i}].influence_pct is missing")
-    values = {**defaults, **{k: _value(v, _STEP[k], f"{where}: steps[{i}].{k}", lo=0)
-                             for k, v in raw.items() if k in _STEP}}
-    influence = _value(raw["influence_pct"], float, f"{where}: steps[{i}].influence_pct", lo=0, hi=100)
-    return Step(influence_pct=influence, **values)
-
-
-def _table(data: dict[str, Any], name: str, fields: dict[str, type], where: str) -> dict[str, Any]:
-    table = data.get(name, {})
-    if not isinstance(table, dict):
-        raise InputError(f"{where}: {name}: expected a table")
-    _known(table, set(fields), where, f"{name}.")
-    return {k: _value(v, fields[k], f"{where}: {name}.{k}", lo=0) for k, v in table.items()}
-
-
-def _known(table: dict[str, Any], allowed: set[str], where: str, prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise InputError(f"{where}: unknown key {prefix}{key}{hint}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _value(v: Any, kind: type, field: str, lo: float | None = None, hi: float | None = None) -> Any:
-    ok = isinstance(v, int) if kind is int else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok or (kind is float and not math.isfinite(v)):
-        raise InputError(f"{field}: {v!r} is not {'a whole number' if kind is int else 'a number'}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise InputError(f"{field}: {v} is out of range; expected {'>= ' + str(lo) if hi is None else f'{lo}..{hi}'}")
-    return kind(v)
+    return RampPlan(steps, plan.window_days, plan.quantization.max_action_drift_pct,
+                    plan.quantization.max_entropy_drift_pct, where)

@@ -25,6 +25,7 @@ from costeff.errors import DependencyError, InputError
 from costeff.reaper.config import ANNOTATION, Target
 
 MERGE_PATCH = "application/merge-patch+json"
+EXCLUDE_ANNOTATION = "costeff.io/exclude"
 
 
 @dataclass
@@ -45,13 +46,19 @@ class Outcome:
 # ---------------------------------------------------------------- Kubernetes
 
 class KubeScaler:
-    """Scale through ``AppsV1Api`` ``*_scale`` calls; the original count lives in an annotation."""
+    """Scale through ``AppsV1Api`` ``*_scale`` calls; the original count lives in an annotation.
 
-    def __init__(self, api_client: Any = None) -> None:
+    An object that says so itself is never scaled down: the annotation
+    ``costeff.io/exclude: "true"`` (as kube-downscaler's ``downscaler/exclude``), or
+    labels matching ``exclude_labels`` (a selector: every ``key=value`` must match).
+    """
+
+    def __init__(self, api_client: Any = None, exclude_labels: tuple[tuple[str, str], ...] = ()) -> None:
         from kubernetes import client
 
         self.apps = client.AppsV1Api(api_client)
         self.errors = (client.exceptions.ApiException,)
+        self.exclude_labels = tuple(exclude_labels)
 
     @classmethod
     def from_kubeconfig(cls, context: str | None = None) -> "KubeScaler":
@@ -78,13 +85,27 @@ class KubeScaler:
 
     def state(self, target: Target) -> tuple[int, str | None]:
         """(replicas per the scale subresource, the original-replicas annotation or None)."""
+        replicas, original, _ = self._read(target)
+        return replicas, original
+
+    def _read(self, target: Target) -> tuple[int, str | None, str | None]:
         obj = self._call("read", target)
         scale = self._call("read_scale", target)
-        annotations = (obj.metadata.annotations or {}) if obj.metadata else {}
-        return int(scale.spec.replicas or 0), annotations.get(ANNOTATION)
+        meta = obj.metadata
+        annotations, labels = (meta.annotations or {}, meta.labels or {}) if meta else ({}, {})
+        return int(scale.spec.replicas or 0), annotations.get(ANNOTATION), self._excluded(annotations, labels)
+
+    def _excluded(self, annotations: dict[str, str], labels: dict[str, str]) -> str | None:
+        if str(annotations.get(EXCLUDE_ANNOTATION, "")).strip().lower() in ("true", "yes", "1"):
+            return f"excluded by annotation {EXCLUDE_ANNOTATION}={annotations[EXCLUDE_ANNOTATION]!r} on the object"
+        if self.exclude_labels and all(labels.get(k) == v for k, v in self.exclude_labels):
+            return "excluded by label selector " + ",".join(f"{k}={v}" for k, v in self.exclude_labels)
+        return None
 
     def reap(self, target: Target) -> Outcome:
-        replicas, original = self.state(target)
+        replicas, original, excluded = self._read(target)
+        if excluded and original is None:
+            return self._outcome(target, "reap", False, replicas, None, replicas, excluded)
         if original is not None and replicas == 0:
             return self._outcome(target, "reap", False, replicas, original, 0, "already scaled down by the reaper")
         if original is None and replicas == 0:

@@ -1,22 +1,26 @@
-"""Reaper configuration: frozen dataclasses validated on construction, loaded from TOML.
+"""Reaper configuration: frozen pydantic dataclasses (strict scalar types, unknown keys refused), from TOML.
 
 Every threshold has the original programme's default (influence = 0, GPU util < 20 %,
 zero requests, for 30 minutes). A config file may set any subset; unknown keys are
 rejected with a "did you mean" hint, because a misspelt threshold silently falling
-back to its default is exactly how capacity gets reaped by surprise.
+back to its default is exactly how capacity gets reaped by surprise, and a value of
+the wrong type (``names = "policy-a"``, ``prewarm_s = "900"``) is refused, never
+coerced into something else.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, replace
 from datetime import date, time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import BeforeValidator, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
+
+from costeff.configfile import STRICT, did_you_mean, read_toml, validate
 from costeff.errors import InputError
 
 FACTORS = ("influence", "gpu_util", "requests")
@@ -34,31 +38,61 @@ DEFAULT_QUERIES = {
 }
 
 
-def _hint(text: str, choices: Any) -> str:
-    close = difflib.get_close_matches(text, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+_hint = did_you_mean
+
+
+def _time(value: Any) -> Any:
+    """``"HH:MM"`` (or a TOML time) to a ``time``; anything else is left for the type check to refuse."""
+    if isinstance(value, str) and re.fullmatch(r"\d{1,2}:\d{2}", value):
+        hour, minute = map(int, value.split(":"))
+        if hour <= 23 and minute <= 59:
+            return time(hour, minute)
+    return value
+
+
+def _pairs(value: Any) -> Any:
+    """A TOML table of ``label = value`` to sorted pairs (lists of pairs, from the audit trail, pass)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, v) for k, v in value.items()))
+    return value
+
+
+def _days(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and all(isinstance(d, str) for d in value):
+        return tuple(d.lower()[:3] for d in value)
+    return value
+
+
+Seconds = StrictFloat
+HHMM = Annotated[time, BeforeValidator(_time)]
+Labels = Annotated[tuple[tuple[StrictStr, StrictStr], ...], BeforeValidator(_pairs)]
 
 
 def _bad(field_name: str, value: Any, allowed: str) -> InputError:
     return InputError(f"reaper config: {field_name} = {value!r} is not allowed; expected {allowed}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class DecisionConfig:
     """When a resource counts as idle: every factor in ``factors`` holds for ``window_s``."""
 
-    window_s: float = 1800.0
-    max_influence_pct: float = 0.0
-    max_gpu_util_pct: float = 20.0  # idle means strictly below this
-    max_requests: float = 0.0
-    stale_after_s: float = 60.0  # a gap (or a last sample older) than this means: unknown, not idle
-    factors: tuple[str, ...] = FACTORS
+    window_s: Seconds = 1800.0
+    max_influence_pct: StrictFloat = 0.0
+    max_gpu_util_pct: StrictFloat = 20.0  # idle means strictly below this
+    max_requests: StrictFloat = 0.0  # requests per second (a sample's count over its interval)
+    stale_after_s: Seconds = 60.0  # a gap (or a last sample older) than this means: unknown, not idle
+    factors: tuple[StrictStr, ...] = FACTORS
+    # With --watch --apply: signals unavailable this long bring reaped capacity back (demand can no longer
+    # be seen, so fail safe to capacity); None never does.
+    restore_when_blind_s: Seconds | None = 900.0
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
             raise _bad("decision.window_s", self.window_s, "seconds > 0")
         if not self.stale_after_s > 0:
             raise _bad("decision.stale_after_s", self.stale_after_s, "seconds > 0")
+        if self.restore_when_blind_s is not None and not self.restore_when_blind_s >= 0:
+            raise _bad("decision.restore_when_blind_s", self.restore_when_blind_s, "seconds >= 0")
         for name in ("max_influence_pct", "max_gpu_util_pct", "max_requests"):
             if getattr(self, name) < 0:
                 raise _bad(f"decision.{name}", getattr(self, name), "a number >= 0")
@@ -66,17 +100,17 @@ class DecisionConfig:
             raise _bad("decision.factors", list(self.factors), f"a non-empty subset of {list(FACTORS)}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ScheduleConfig:
     """Protected hours (e.g. market hours) when nothing is reaped, in a time zone, minus holidays."""
 
-    timezone: str = "America/New_York"
-    days: tuple[str, ...] = DAYS[:5]
-    start: time = time(9, 30)
-    end: time = time(16, 0)
-    prewarm_s: float = 900.0  # capacity comes back this long before protected hours start
+    timezone: StrictStr = "America/New_York"
+    days: Annotated[tuple[StrictStr, ...], BeforeValidator(_days)] = DAYS[:5]
+    start: HHMM = time(9, 30)
+    end: HHMM = time(16, 0)
+    prewarm_s: Seconds = 900.0  # capacity comes back this long before protected hours start
     holidays: frozenset[date] = frozenset()  # market closed: protection does not apply
-    enabled: bool = True
+    enabled: StrictBool = True
 
     def __post_init__(self) -> None:
         try:
@@ -95,20 +129,20 @@ class ScheduleConfig:
         return ZoneInfo(self.timezone)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class Target:
     """One thing the reaper may act on, driven by the signals of ``resource``."""
 
-    resource: str
-    kind: str = "deployment"
-    name: str = ""
-    namespace: str = "default"
-    labels: tuple[tuple[str, str], ...] = ()
-    gpus_per_replica: float = 1.0
-    gpu_index: int = 0
-    power_limit_w: float | None = None
-    usd_per_hour: float = 0.0  # for pipelines: what a paused pipeline stops spending
-    protected_by_schedule: bool = True
+    resource: StrictStr
+    kind: StrictStr = "deployment"
+    name: StrictStr = ""
+    namespace: StrictStr = "default"
+    labels: Labels = ()
+    gpus_per_replica: StrictFloat = 1.0
+    gpu_index: StrictInt = 0
+    power_limit_w: StrictFloat | None = None
+    usd_per_hour: StrictFloat = 0.0  # for pipelines: what a paused pipeline stops spending
+    protected_by_schedule: StrictBool = True
 
     def __post_init__(self) -> None:
         if not self.resource:
@@ -133,10 +167,10 @@ class Target:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class Exclusions:
-    names: frozenset[str] = frozenset()
-    labels: tuple[tuple[str, str], ...] = ()
+    names: frozenset[StrictStr] = frozenset()
+    labels: Labels = ()
 
     def excludes(self, target: Target) -> str | None:
         if target.resource in self.names or target.name in self.names:
@@ -148,12 +182,18 @@ class Exclusions:
         return None
 
 
-@dataclass(frozen=True)
+def _queries(value: Any) -> Any:
+    """A TOML table of queries replaces the defaults key by key."""
+    return tuple({**DEFAULT_QUERIES, **value}.items()) if isinstance(value, dict) else value
+
+
+@dataclass(frozen=True, config=STRICT)
 class PrometheusConfig:
-    url: str | None = None
-    step_s: float = 15.0
-    timeout_s: float = 10.0
-    queries: tuple[tuple[str, str], ...] = tuple(DEFAULT_QUERIES.items())
+    url: StrictStr | None = None
+    step_s: Seconds = 15.0
+    timeout_s: Seconds = 10.0
+    queries: Annotated[tuple[tuple[StrictStr, StrictStr], ...], BeforeValidator(_queries)] = \
+        tuple(DEFAULT_QUERIES.items())
 
     def __post_init__(self) -> None:
         if not self.step_s > 0 or not self.timeout_s > 0:
@@ -170,18 +210,18 @@ class PrometheusConfig:
         return template.replace("{name}", target.name).replace("{namespace}", target.namespace)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class SavingsConfig:
-    instance: str = "aws-p4d.24xlarge"
-    catalog: str | None = None
-    restore_latency_s: float = 120.0  # time from restore to serving again (pod start + model load)
+    instance: StrictStr = "aws-p4d.24xlarge"
+    catalog: StrictStr | None = None
+    restore_latency_s: Seconds = 120.0  # time from restore to serving again (pod start + model load)
 
     def __post_init__(self) -> None:
         if self.restore_latency_s < 0:
             raise _bad("savings.restore_latency_s", self.restore_latency_s, "seconds >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ReaperConfig:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -189,7 +229,7 @@ class ReaperConfig:
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     savings: SavingsConfig = field(default_factory=SavingsConfig)
     targets: tuple[Target, ...] = ()
-    source: str | None = None
+    source: StrictStr | None = None
 
     def with_prometheus_url(self, url: str) -> "ReaperConfig":
         return replace(self, prometheus=replace(self.prometheus, url=url))
@@ -201,96 +241,19 @@ class ReaperConfig:
         return tuple(Target(resource=r, gpus_per_replica=(gpus or {}).get(r, 1.0)) for r in resources)
 
 
-_SECTIONS = {"decision", "schedule", "exclude", "prometheus", "savings", "targets"}
-
-
 def load_config(path: Path | str | None = None) -> ReaperConfig:
-    """The defaults, or ``path`` (TOML) on top of them."""
+    """The defaults, or ``path`` (TOML) on top of them; any error names the file and the key."""
     if path is None:
         return ReaperConfig()
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read reaper config: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return _from_dict(data, path.parent, str(path))
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-
-
-def _from_dict(data: dict[str, Any], base: Path, source: str) -> ReaperConfig:
-    _check_keys("", data, _SECTIONS)
-    targets = data.get("targets", [])
-    if not isinstance(targets, list):
-        raise _bad("targets", targets, "an array of tables ([[targets]])")
-    return ReaperConfig(
-        decision=_section(DecisionConfig, "decision", data.get("decision", {}), {"factors": tuple}),
-        schedule=_schedule(data.get("schedule", {}), base),
-        exclude=_exclusions(data.get("exclude", {})),
-        prometheus=_section(PrometheusConfig, "prometheus", data.get("prometheus", {}),
-                            {"queries": lambda q: tuple({**DEFAULT_QUERIES, **q}.items())}),
-        savings=_section(SavingsConfig, "savings", data.get("savings", {}), {}),
-        targets=tuple(_section(Target, "targets", t, {"labels": lambda d: tuple(sorted(d.items()))})
-                      for t in targets),
-        source=source,
-    )
-
-
-def _check_keys(section: str, table: Any, allowed: set[str]) -> None:
-    if not isinstance(table, dict):
-        raise _bad(section or "config", table, "a table")
-    for key in table:
-        if key not in allowed:
-            where = f"{section}.{key}" if section else key
-            raise InputError(f"reaper config: unknown key {where!r}{_hint(key, allowed)}; "
-                             f"allowed: {sorted(allowed)}")
-
-
-def _section(cls: Any, name: str, table: dict[str, Any], convert: dict[str, Any]) -> Any:
-    allowed = {f.name for f in fields(cls)}
-    _check_keys(name, table, allowed)
-    values = {k: convert[k](v) if k in convert else v for k, v in table.items()}
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise InputError(f"reaper config: [{name}]: {exc}") from None
-
-
-def _schedule(table: dict[str, Any], base: Path) -> ScheduleConfig:
-    allowed = {f.name for f in fields(ScheduleConfig)}
-    _check_keys("schedule", table, allowed)
-    values = dict(table)
-    for key in ("start", "end"):
-        if key in values:
-            values[key] = _time(f"schedule.{key}", values[key])
-    if "days" in values:
-        values["days"] = tuple(str(d).lower()[:3] for d in values["days"])
-    if "holidays" in values:
-        values["holidays"] = load_holidays(base / values["holidays"])
-    return ScheduleConfig(**values)
-
-
-def _time(field_name: str, value: Any) -> time:
-    if isinstance(value, time):
-        return value
-    if not isinstance(value, str) or not re.fullmatch(r"\d{1,2}:\d{2}", value):
-        raise _bad(field_name, value, "a time of day 'HH:MM'")
-    hour, minute = map(int, value.split(":"))
-    if hour > 23 or minute > 59:
-        raise _bad(field_name, value, "a time of day 'HH:MM'")
-    return time(hour, minute)
-
-
-def _exclusions(table: dict[str, Any]) -> Exclusions:
-    _check_keys("exclude", table, {"names", "labels"})
-    labels = table.get("labels", {})
-    if not isinstance(labels, dict):
-        raise _bad("exclude.labels", labels, "a table of label = value")
-    return Exclusions(frozenset(map(str, table.get("names", []))),
-                      tuple(sorted((str(k), str(v)) for k, v in labels.items())))
+    data = read_toml(path, "reaper config")
+    schedule = data.get("schedule")
+    if isinstance(schedule, dict) and isinstance(schedule.get("holidays"), str):
+        data["schedule"] = {**schedule, "holidays": load_holidays(path.parent / schedule["holidays"])}
+    if "source" in data:
+        raise InputError(f"{path}: source: unknown key; allowed: decision, exclude, prometheus, savings, schedule, "
+                         f"targets")
+    return validate(ReaperConfig, {**data, "source": str(path)}, str(path))
 
 
 def load_holidays(path: Path | str) -> frozenset[date]:

@@ -32,8 +32,8 @@ def sample_blockers(sample: Sample, cfg: DecisionConfig) -> list[str]:
     if "requests" in cfg.factors:
         if sample.requests is None:
             reasons.append("requests missing")
-        elif sample.requests > cfg.max_requests:
-            reasons.append(f"{sample.requests:g} requests > {cfg.max_requests:g}")
+        elif sample.requests_per_s > cfg.max_requests:
+            reasons.append(f"{sample.requests_per_s:g} requests/s > {cfg.max_requests:g}/s")
     return reasons
 
 
@@ -44,7 +44,7 @@ def is_idle_sample(sample: Sample, cfg: DecisionConfig) -> bool:
         return False
     if "gpu_util" in f and (sample.gpu_util_pct is None or sample.gpu_util_pct >= cfg.max_gpu_util_pct):
         return False
-    if "requests" in f and (sample.requests is None or sample.requests > cfg.max_requests):
+    if "requests" in f and (sample.requests is None or sample.requests_per_s > cfg.max_requests):
         return False
     return True
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from costeff.artifacts import Layout
-from costeff.audit import AuditLog, verify
+from costeff.audit import AuditLog
 from costeff.errors import CosteffError, DependencyError, InputError
 from costeff.reaper.actions import KubeScaler, Outcome, PipelinePauser, PowerLimiter
 from costeff.reaper.config import ReaperConfig, Target
@@ -62,9 +62,10 @@ class Actuators:
     """The adapters, created on first use (no Kubernetes credentials are needed for a GPU-only setup)."""
 
     def __init__(self, kube: KubeScaler | None = None, power: PowerLimiter | None = None,
-                 pipelines: PipelinePauser | None = None, kube_context: str | None = None) -> None:
+                 pipelines: PipelinePauser | None = None, kube_context: str | None = None,
+                 exclude_labels: tuple[tuple[str, str], ...] = ()) -> None:
         self._kube, self._power, self._pipelines = kube, power, pipelines
-        self.kube_context = kube_context
+        self.kube_context, self.exclude_labels = kube_context, exclude_labels
 
     def reap(self, target: Target) -> Outcome:
         return self._for(target).reap(target)
@@ -83,7 +84,9 @@ class Actuators:
         if target.kind == "pipeline":
             self._pipelines = self._pipelines or PipelinePauser()
             return self._pipelines
-        self._kube = self._kube or KubeScaler.from_kubeconfig(self.kube_context)
+        if self._kube is None:
+            self._kube = KubeScaler.from_kubeconfig(self.kube_context)
+            self._kube.exclude_labels = self.exclude_labels
         return self._kube
 
 
@@ -96,9 +99,10 @@ class TickResult:
 
 
 def open_actions(audit: AuditLog) -> list[dict[str, Any]]:
-    """Applied reaps without an applied restore, oldest first."""
+    """Applied reaps without an applied restore, oldest first, from a trail that verifies (signatures, anchor):
+    a forged or edited record must never make the reaper change infrastructure."""
     opened: dict[str, dict[str, Any]] = {}
-    for record in audit.records():
+    for record in audit.verified_records():
         payload = record.get("payload", {})
         if record.get("event") != "reaper.action" or payload.get("mode") != "apply":
             continue
@@ -125,12 +129,24 @@ def tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, a
         result.verdicts.append({**asdict(verdict), "target": target.key, "down": target.key in down})
         action = _next_action(target, verdict, signals[target.key], target.key in down, enabled)
         if action:
-            result.actions.append(_act(action, target, verdict, down.get(target.key), apply, actuators, audit,
-                                       usd_per_gpu_hour))
+            try:
+                result.actions.append(_act(action, target, verdict, down.get(target.key), apply, actuators, audit,
+                                           usd_per_gpu_hour))
+            except CosteffError as exc:
+                _record_partial(audit, result, target, exc)
+                raise
             _track(dry_down, target.key, action)
     result.savings_usd_per_hour = sum(p.get("usd_per_hour_saved", 0.0) for p in open_actions(audit)) if apply \
         else sum(a["usd_per_hour_saved"] for a in result.actions if a["action"] == "reap")
     return result
+
+
+def _record_partial(audit: AuditLog, result: TickResult, failed: Target, exc: Exception) -> None:
+    """A round that fails after changing some targets says so, with what it changed, before it fails."""
+    changed = [a["target"] for a in result.actions if a.get("changed")]
+    if changed:
+        audit.append("reaper.round_partial", {"mode": result.mode, "changed": changed, "failed_target": failed.key,
+                                              "error": str(exc)}, actor=ACTOR)
 
 
 def _reaper_enabled() -> bool:
@@ -187,18 +203,15 @@ def _estimate_saving(target: Target, usd_per_gpu_hour: float) -> float:
     return target.usd_per_hour if target.kind == "pipeline" else 0.0
 
 
-def restore_all(audit: AuditLog, apply: bool, actuators: Actuators) -> list[dict[str, Any]]:
+def restore_all(audit: AuditLog, apply: bool, actuators: Actuators,
+                reason: str = "costeff reap restore") -> list[dict[str, Any]]:
     """Undo every open applied action, newest first; a dry run only says what it would undo."""
-    result = verify(audit.directory) if audit.path.exists() else None
-    if result is not None and not result.ok:
-        raise InputError(f"{result.path} line {result.first_bad_line}: {result.reason}; refusing to restore from a "
-                         f"tampered audit trail (run `costeff audit verify`)")
     done = []
     for opened in reversed(open_actions(audit)):
         target = _target_from(opened["target_spec"])
         payload = {"mode": "apply" if apply else "dry-run", "action": "restore", "target": target.key,
                    "resource": target.resource, "target_spec": opened["target_spec"],
-                   "restores": opened["action_id"], "reason": "costeff reap restore"}
+                   "restores": opened["action_id"], "reason": reason}
         if apply:
             payload.update(_outcome_fields(actuators.restore(target, opened["before"]), target, 0.0))
         else:
@@ -230,6 +243,11 @@ class ReaperMetrics:
                           ["resource"], registry=self.registry)
         self.savings = Gauge("costeff_reaper_savings_usd_per_hour", "Spend avoided per hour by reaped capacity",
                              registry=self.registry)
+        self.rounds_failed = Counter("costeff_reaper_rounds_failed_total",
+                                     "Rounds that took no action because signals or an action failed",
+                                     registry=self.registry)
+        self.last_success = Gauge("costeff_reaper_last_success_timestamp_seconds",
+                                  "Unix time of the last round that completed", registry=self.registry)
         self.server = start_http_server(port, addr, registry=self.registry)[0] if port is not None else None
 
     def observe(self, result: TickResult) -> None:
@@ -239,49 +257,92 @@ class ReaperMetrics:
             self.actions.labels(action["action"], action["mode"]).inc()
         self.savings.set(result.savings_usd_per_hour)
 
+    def failed(self) -> None:
+        self.rounds_failed.inc()
+
+    def succeeded(self, now: float) -> None:
+        self.last_success.set(now)
+
     def close(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
 
 
+@dataclass
+class WatchResult:
+    ticks: int
+    signal: int | None = None  # the signal that stopped the watch (SIGTERM, SIGINT), if one did
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, as a shell reports a process ended by it, but only after a clean stop."""
+        return 128 + self.signal if self.signal else 0
+
+
 def watch(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, audit: AuditLog,
           usd_per_gpu_hour: float, interval_s: float, metrics: ReaperMetrics,
-          stop: threading.Event | None = None) -> int:
-    """Tick every ``interval_s`` until SIGTERM/SIGINT (or ``stop``); returns the number of ticks."""
+          stop: threading.Event | None = None) -> WatchResult:
+    """Tick every ``interval_s`` until SIGTERM/SIGINT (or ``stop``), finishing the round in progress."""
     stop = stop or threading.Event()
-    previous = _install_stop_handlers(stop)
-    dry_down: set[str] = set()
+    received: list[int] = []
+    previous = _install_stop_handlers(stop, received)
+    state = _WatchState()
     ticks = 0
     try:
         while not stop.is_set():
-            _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics, dry_down)
+            _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics, state)
             ticks += 1
             stop.wait(interval_s)
     finally:
         _restore_handlers(previous)
-        audit.append("reaper.stopped", {"ticks": ticks, "mode": "apply" if apply else "dry-run"}, actor=ACTOR)
-    return ticks
+        audit.append("reaper.stopped", {"ticks": ticks, "mode": "apply" if apply else "dry-run",
+                                        "signal": received[0] if received else None}, actor=ACTOR)
+    return WatchResult(ticks, received[0] if received else None)
+
+
+@dataclass
+class _WatchState:
+    dry_down: set[str] = field(default_factory=set)
+    unavailable_since: float | None = None  # first round of the current run of rounds without signals
 
 
 def _watch_tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, audit: AuditLog,
-                usd_per_gpu_hour: float, metrics: ReaperMetrics, dry_down: set[str]) -> None:
+                usd_per_gpu_hour: float, metrics: ReaperMetrics, state: Any, now: float | None = None) -> None:
+    state = state if isinstance(state, _WatchState) else _WatchState(dry_down=state)
+    now = time.time() if now is None else now
     try:
-        result = tick(config, source, apply, actuators, audit, usd_per_gpu_hour, dry_down)
+        result = tick(config, source, apply, actuators, audit, usd_per_gpu_hour, state.dry_down)
     except DependencyError as exc:
         # Uncertain data: no action this round; the daemon keeps going and tries again.
         log.error("no action this round: %s", exc)
         audit.append("reaper.signals_unavailable", {"error": str(exc)}, actor=ACTOR)
+        metrics.failed()
+        state.unavailable_since = state.unavailable_since or now
+        _fail_safe(config, apply, actuators, audit, now - state.unavailable_since)
         return
+    state.unavailable_since = None
     metrics.observe(result)
+    metrics.succeeded(now)
 
 
-def _install_stop_handlers(stop: threading.Event) -> dict[int, Any]:
+def _fail_safe(config: ReaperConfig, apply: bool, actuators: Actuators, audit: AuditLog, blind_s: float) -> None:
+    """Signals gone for too long: demand can no longer be seen, so what the reaper took down comes back."""
+    limit = config.decision.restore_when_blind_s
+    if not apply or limit is None or blind_s < limit or not open_actions(audit):
+        return
+    log.warning("no signals for %.0f s (limit %.0f s): restoring reaped capacity", blind_s, limit)
+    restore_all(audit, True, actuators, reason=f"signals unavailable for {blind_s:.0f} s: fail safe to capacity")
+
+
+def _install_stop_handlers(stop: threading.Event, received: list[int] | None = None) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def handler(signum: int, _frame: Any) -> None:
         log.info("received %s: stopping after this round", signal.Signals(signum).name)
+        if received is not None:
+            received.append(signum)
         stop.set()
 
     return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -31,18 +31,21 @@ def reap_trace(trace_path: Path | str, config: ReaperConfig | None = None, out: 
     report = build_report(trace, result, config, instance, load_s + replay_s)
     directory = Layout.default().run_dir("reaper", out)
     dumps(report.to_dict())  # fails here, before the audit trail or any file is touched
-    report.audit = record_replay(audit or default_log(), report, directory)
+    # The report first: an audit record must never point at a report that a failed write never produced.
     write_report(report, directory)
+    report.audit = record_replay(audit or default_log(), report, directory)
+    write_report(report, directory)  # again, now naming its audit records
     return report, directory
 
 
 def record_replay(log: AuditLog, report: ReaperReport, directory: Path) -> dict[str, Any]:
     """Each simulated action is labelled ``mode: replay``: restore never acts on these."""
     first = None
-    for action in report.actions:
-        record = log.append("reaper.action", {"mode": "replay", **action,
-                                              "trace_sha256": report.source["trace_sha256"]}, actor=REPLAY_ACTOR)
-        first = record["seq"] if first is None else first
+    with log.batch():  # one signed checkpoint for the whole replay, not one per simulated action
+        for action in report.actions:
+            record = log.append("reaper.action", {"mode": "replay", **action,
+                                                  "trace_sha256": report.source["trace_sha256"]}, actor=REPLAY_ACTOR)
+            first = record["seq"] if first is None else first
     summary = log.append("reaper.replay", {
         "mode": "replay", "trace": report.source["trace"], "trace_sha256": report.source["trace_sha256"],
         "report": str(directory / "reaper_report.json"), "gpu_hours_without": report.gpu_hours_without,

@@ -16,6 +16,7 @@ import time as _time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, Iterable, Iterator
 
 from costeff.errors import DependencyError, InputError
@@ -38,6 +39,14 @@ class Sample:
     gpus: float = 1.0  # GPUs the resource holds while up
     fb_used_mb: float | None = None
     power_w: float | None = None
+    interval_s: float | None = None  # length of the interval ``requests`` were counted over
+
+    @property
+    def requests_per_s(self) -> float | None:
+        """``requests`` as a rate (thresholds are per second); a count over an unknown interval stays as is."""
+        if self.requests is None or not self.interval_s:
+            return self.requests
+        return self.requests / self.interval_s
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,16 @@ def load_trace(path: Path | str) -> Trace:
         raise InputError(f"{path}: no samples; expected a header and at least one row with columns {list(REQUIRED)}")
     for resource, samples in by_resource.items():
         _check_order(path, resource, samples)
+        _set_intervals(samples)
     return Trace(str(path), by_resource, count)
+
+
+def _set_intervals(samples: list[Sample]) -> None:
+    """Each sample's requests were counted since the one before it (the first: over the next step)."""
+    for before, sample in zip(samples, samples[1:]):
+        sample.interval_s = sample.ts - before.ts or None
+    if len(samples) > 1:
+        samples[0].interval_s = samples[1].interval_s
 
 
 def _is_json(path: Path) -> bool:
@@ -251,6 +269,9 @@ class PrometheusSource:
     def __init__(self, config: PrometheusConfig) -> None:
         if not config.url:
             raise InputError("prometheus.url is not set; pass --prometheus URL or set it in the config")
+        parsed = urlparse(config.url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InputError(f"prometheus.url: {config.url!r} is not an http(s)://HOST[:PORT] address")
         self.config = config
         self.url = config.url.rstrip("/")
 
@@ -273,7 +294,8 @@ class PrometheusSource:
         rate = at("requests_per_s")
         return Sample(ts=t, resource=target.resource, gpu_util_pct=at("gpu_util_pct"),
                       requests=None if rate is None else rate * step, influence_pct=at("influence_pct"),
-                      gpus=target.gpus_per_replica, fb_used_mb=at("fb_used_mb"), power_w=at("power_w"))
+                      gpus=target.gpus_per_replica, fb_used_mb=at("fb_used_mb"), power_w=at("power_w"),
+                      interval_s=step)
 
     def _series(self, key: str, target: Target, start: float, end: float) -> dict[float, float] | None:
         """The one series the query returns, by timestamp; ``None`` when it is not configured."""
@@ -288,7 +310,10 @@ class PrometheusSource:
                                   f"aggregate it to one (e.g. max(...)) in the query")
         if not result:
             return {}
-        return {round(float(ts), 3): float(v) for ts, v in result[0]["values"] if _finite(v)}
+        # A value that cannot be a reading (negative, NaN, a utilisation over 100 %) is unknown, never idle:
+        # it is left out, and a step without a value counts as missing data.
+        top = 100.0 if key in ("gpu_util_pct", "influence_pct") else math.inf
+        return {round(float(ts), 3): float(v) for ts, v in _points(result[0], self.url) if _reading(v, top)}
 
     def get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         import requests
@@ -302,11 +327,25 @@ class PrometheusSource:
         except ValueError:
             raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code} "
                                   f"with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code} with a JSON "
+                                  f"{type(body).__name__}, not a Prometheus API response object")
         if resp.status_code != 200 or body.get("status") != "success":
             raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code}: "
                                   f"{body.get('errorType', '?')}: {body.get('error', '?')} "
                                   f"(query {params.get('query')!r})")
-        return body["data"]["result"]
+        result = (body.get("data") or {}).get("result") if isinstance(body.get("data"), dict) else None
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise DependencyError(f"prometheus at {self.url}{path}: data.result is not a list of series "
+                                  f"(query {params.get('query')!r})")
+        return result
+
+
+def _points(series: dict[str, Any], url: str) -> list[Any]:
+    values = series.get("values")
+    if not isinstance(values, list) or not all(isinstance(p, list) and len(p) == 2 for p in values):
+        raise DependencyError(f"prometheus at {url}: a series has no [timestamp, value] pairs")
+    return [p for p in values if _finite(p[0])]
 
 
 def _finite(value: Any) -> bool:
@@ -314,6 +353,10 @@ def _finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def _reading(value: Any, top: float) -> bool:
+    return _finite(value) and 0.0 <= float(value) <= top
 
 
 # ---------------------------------------------------------------- NVML

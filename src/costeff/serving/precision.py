@@ -82,6 +82,8 @@ def _read_json(path: Path | str) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not valid JSON (not UTF-8 text)") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object")
     return data

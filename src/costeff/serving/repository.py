@@ -131,6 +131,8 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
         data = json.loads(_existing(path, what).read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path}: not valid JSON (not UTF-8 text)") from None
     if not isinstance(data, dict):
         raise InputError(f"{what} {path}: expected a JSON object")
     return data

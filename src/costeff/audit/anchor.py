@@ -1,0 +1,172 @@
+"""Append-only sinks that hold copies of the signed checkpoints, outside the trail.
+
+Deleting the tail of a trail and its local checkpoint file leaves a valid, shorter
+chain; a copy of each checkpoint kept somewhere the writer of the trail cannot
+rewrite is what shows the truncation. Two sinks:
+
+- ``DirectorySink``: one file per checkpoint, created with O_EXCL (never
+  overwritten) and made read-only. Point it at storage that is append-only for the
+  account costeff runs as (another host's mount, ``chattr +a``, a WORM share).
+- ``S3Sink``: one object per checkpoint in a bucket with Object Lock, written in
+  COMPLIANCE mode with a retain-until date (no account, root included, can delete
+  or overwrite it before then) and ``If-None-Match: *`` (never replaces an object).
+
+Each sink stores the exact bytes of a checkpoint line under
+``<trail id>/<seq, 12 digits>.json``; the trail id is the SHA-256 of the trail's
+first record, so one sink can anchor many trails.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlparse
+
+from costeff.errors import DependencyError, InputError
+
+ANCHOR_ENV = "COSTEFF_AUDIT_ANCHOR"
+DEFAULT_RETAIN_DAYS = 2557  # seven years, the usual retention for broker-dealer records
+
+
+class Sink(Protocol):
+    location: str
+
+    def publish(self, trail_id: str, seq: int, data: bytes) -> None: ...
+
+    def checkpoints(self, trail_id: str) -> list[tuple[str, bytes]]: ...
+
+
+def _object_name(trail_id: str, seq: int) -> str:
+    return f"{trail_id}/{seq:012d}.json"
+
+
+class DirectorySink:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def publish(self, trail_id: str, seq: int, data: bytes) -> None:
+        path = self.root / _object_name(trail_id, seq)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileExistsError:
+            if path.read_bytes() == data:
+                return  # the same checkpoint published twice (a retry): nothing to do
+            raise DependencyError(f"{path}: a different checkpoint is already anchored for record {seq}; "
+                                  f"the anchor is never overwritten (run `costeff audit verify`)") from None
+        except OSError as exc:
+            raise DependencyError(f"{path}: cannot anchor the audit checkpoint ({exc.strerror})") from None
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
+
+    def checkpoints(self, trail_id: str) -> list[tuple[str, bytes]]:
+        folder = self.root / trail_id
+        if not folder.is_dir():
+            return []
+        return [(str(p), p.read_bytes()) for p in sorted(folder.glob("*.json"))]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class S3Sink:
+    """Checkpoints as Object Lock (COMPLIANCE) objects; ``client`` is a boto3 S3 client."""
+
+    def __init__(self, bucket: str, prefix: str = "", retain_days: int = DEFAULT_RETAIN_DAYS,
+                 client: Any = None) -> None:
+        self.bucket, self.prefix, self.retain_days = bucket, prefix.strip("/"), retain_days
+        self.location = f"s3://{bucket}/{self.prefix}"
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import boto3
+            except ImportError:
+                raise DependencyError(f"{self.location}: the S3 anchor needs boto3; install costeff[s3]") from None
+            self._client = boto3.client("s3")
+        return self._client
+
+    def _key(self, trail_id: str, seq: int | None = None) -> str:
+        name = _object_name(trail_id, seq) if seq is not None else f"{trail_id}/"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def publish(self, trail_id: str, seq: int, data: bytes) -> None:
+        from costeff.artifacts import utc_now
+
+        params = {"Bucket": self.bucket, "Key": self._key(trail_id, seq), "Body": data,
+                  "ContentType": "application/json",
+                  "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode("ascii"),
+                  "ObjectLockMode": "COMPLIANCE",
+                  "ObjectLockRetainUntilDate": utc_now().replace(microsecond=0) + timedelta(days=self.retain_days),
+                  "IfNoneMatch": "*"}
+        self._call("put_object", params["Key"], **params)
+
+    def checkpoints(self, trail_id: str) -> list[tuple[str, bytes]]:
+        found = []
+        for page in self._pages(self._key(trail_id)):
+            for item in page.get("Contents", []):
+                body = self._call("get_object", item["Key"], Bucket=self.bucket, Key=item["Key"])["Body"]
+                found.append((f"s3://{self.bucket}/{item['Key']}", body.read()))
+        return sorted(found)
+
+    def _pages(self, prefix: str) -> Any:
+        token = None
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+            page = self._call("list_objects_v2", prefix, **kwargs)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def _call(self, operation: str, key: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise DependencyError(f"s3://{self.bucket}/{key}: {operation} failed: {err.get('Code')} "
+                                  f"{err.get('Message', '')}".rstrip()) from None
+        except BotoCoreError as exc:
+            raise DependencyError(f"s3://{self.bucket}/{key}: {operation} failed: {exc}") from None
+
+
+def sink_from_uri(uri: str | None) -> Sink | None:
+    """``none``, a directory (``/path`` or ``file:///path``) or ``s3://bucket/prefix[?retain_days=N]``."""
+    from costeff.audit.keys import costeff_home
+
+    uri = uri if uri is not None else os.environ.get(ANCHOR_ENV) or str(costeff_home() / "anchor")
+    if uri.strip().lower() == "none":
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InputError(f"{ANCHOR_ENV}: {uri!r} names no bucket; expected s3://BUCKET/PREFIX")
+        return S3Sink(parsed.netloc, parsed.path, _retain_days(uri, parse_qs(parsed.query)))
+    if parsed.scheme in ("", "file"):
+        return DirectorySink(parsed.path if parsed.scheme == "file" else uri)
+    raise InputError(f"{ANCHOR_ENV}: {uri!r} is not a directory, file:// or s3:// anchor")
+
+
+def _retain_days(uri: str, query: dict[str, list[str]]) -> int:
+    text = (query.get("retain_days") or [str(DEFAULT_RETAIN_DAYS)])[0]
+    if not text.isdigit() or not 1 <= int(text) <= 36500:
+        raise InputError(f"{ANCHOR_ENV}: retain_days={text!r} in {uri!r}; expected whole days, 1..36500")
+    return int(text)
