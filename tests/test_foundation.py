@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import numpy as np
+import re
+
 import pytest
 
 from costeff.artifacts import atomic_write_json
@@ -46,7 +48,25 @@ def test_shipped_catalog_prices_have_sources():
 def test_catalog_rejects_unknown_fields(tmp_path):
     bad = tmp_path / "c.toml"
     bad.write_text('[instances.x]\nkind="cpu"\nusd_per_hour=1\nsource="s"\nas_of="d"\nprice=2\n')
-    with pytest.raises(InputError, match=r"instances.x: unknown field\(s\) \['price'\]"):
+    with pytest.raises(InputError, match=r"c.toml: instances.x.price: unknown key"):
+        load_catalog(bad)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('gpu_match = "H100"', "instances.x.gpu_match: 'H100' is not allowed; expected an array"),
+    ('usd_per_hour = "0.5"', "instances.x.usd_per_hour: '0.5' is not allowed; expected a number"),
+    ('usd_per_hour = -1', "instances.x.usd_per_hour: -1 is not allowed"),
+    ('cpu_family = "amx"', "instances.x.cpu_family: 'amx' is not allowed; expected a family only together with vcpus"),
+    ('gpus = 1.5', "instances.x.gpus: 1.5 is not allowed; expected a whole number"),
+])
+def test_catalog_values_are_strictly_typed(tmp_path, line, message):
+    """A string where a list belongs would match GPUs by its characters; a quoted price is not a number."""
+    fields = {"kind": '"cpu"', "usd_per_hour": "1", "source": '"s"', "as_of": '"d"'}
+    key = line.split("=")[0].strip()
+    body = "".join(f"{k} = {v}\n" for k, v in fields.items() if k != key) + line + "\n"
+    bad = tmp_path / "c.toml"
+    bad.write_text("[instances.x]\n" + body)
+    with pytest.raises(InputError, match=re.escape(message)):
         load_catalog(bad)
 
 

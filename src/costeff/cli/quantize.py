@@ -70,7 +70,7 @@ def _config(args: argparse.Namespace) -> Any:
     from costeff.profiling.traffic import parse_gaps
 
     return QuantizeConfig(
-        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None,
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants is not None else None,
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()), gaps_s=parse_gaps(args.gaps),
         calibration_method=args.calibration_method, tolerances=tol,
         batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")), target_rate=args.target_rate,

@@ -6,12 +6,13 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
+
+from costeff.configfile import STRICT_MODEL
 from costeff.errors import InputError
 
-_FIELDS = {"kind", "gpu", "gpus", "vcpus", "usd_per_hour", "gpu_match", "cpu_match", "cpu_family", "source",
-           "as_of"}
 CPU_FAMILIES = ("amx", "avx512-vnni", "avx512", "avx2", "amd-avx2")
 
 
@@ -93,49 +94,42 @@ class Catalog:
                         as_of=best.as_of, vcpus=cores, cpu_family=family)
 
 
+class InstanceSpec(BaseModel):
+    """One ``[instances.<name>]`` table as written in the TOML file: strict types, no unknown keys."""
+
+    model_config = STRICT_MODEL
+    kind: Literal["gpu", "cpu"]
+    usd_per_hour: Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+    source: StrictStr
+    as_of: StrictStr
+    gpu: StrictStr | None = None
+    gpus: Annotated[StrictInt, Field(ge=0)] = 0
+    vcpus: Annotated[StrictInt, Field(gt=0)] | None = None
+    gpu_match: tuple[StrictStr, ...] = ()  # a string here would match by its characters: refused
+    cpu_match: StrictBool = False
+    cpu_family: Literal[CPU_FAMILIES] | None = None  # type: ignore[valid-type]
+
+    @field_validator("cpu_family")
+    @classmethod
+    def _family_needs_vcpus(cls, family: str | None, info: ValidationInfo) -> str | None:
+        if family is not None and info.data.get("vcpus") is None:
+            raise ValueError("a family only together with vcpus (it is priced per vCPU)")
+        return family
+
+
+class CatalogFile(BaseModel):
+    model_config = STRICT_MODEL
+    instances: Annotated[dict[str, InstanceSpec], Field(min_length=1)]
+
+
 def load_catalog(path: Path | str | None = None) -> Catalog:
-    """Load the shipped catalog, or ``path`` when given (same TOML format)."""
+    """Load the shipped catalog, or ``path`` when given (same TOML format); errors name file and key."""
+    from costeff.configfile import read_toml, validate
+
     if path is None:
         ref = resources.files("costeff.cost") / "catalog.toml"
-        text, where = ref.read_text(encoding="utf-8"), "costeff/cost/catalog.toml"
+        data, where = tomllib.loads(ref.read_text(encoding="utf-8")), "costeff/cost/catalog.toml"
     else:
-        try:
-            text, where = Path(path).read_text(encoding="utf-8"), str(path)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read price catalog: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{where}: not valid TOML: {exc}") from None
-    table = data.get("instances")
-    if not isinstance(table, dict) or not table:
-        raise InputError(f"{where}: expected an [instances.<name>] table with at least one instance")
-    return Catalog({name: _instance(name, spec, where) for name, spec in table.items()}, where)
-
-
-def _instance(name: str, spec: dict[str, Any], where: str) -> Instance:
-    unknown = set(spec) - _FIELDS
-    if unknown:
-        raise InputError(f"{where}: instances.{name}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
-    for req in ("kind", "usd_per_hour", "source", "as_of"):
-        if req not in spec:
-            raise InputError(f"{where}: instances.{name}.{req} is missing")
-    price = spec["usd_per_hour"]
-    if not isinstance(price, (int, float)) or price <= 0:
-        raise InputError(f"{where}: instances.{name}.usd_per_hour must be a positive number, got {price!r}")
-    if spec["kind"] not in ("gpu", "cpu"):
-        raise InputError(f"{where}: instances.{name}.kind must be 'gpu' or 'cpu', got {spec['kind']!r}")
-    return Instance(name=name, kind=spec["kind"], usd_per_hour=float(price), source=str(spec["source"]),
-                    as_of=str(spec["as_of"]), gpu=spec.get("gpu"), gpus=int(spec.get("gpus", 0)),
-                    vcpus=spec.get("vcpus"), gpu_match=tuple(spec.get("gpu_match", ())),
-                    cpu_match=bool(spec.get("cpu_match", False)), cpu_family=_family(name, spec, where))
-
-
-def _family(name: str, spec: dict[str, Any], where: str) -> str | None:
-    family = spec.get("cpu_family")
-    if family is not None and family not in CPU_FAMILIES:
-        raise InputError(f"{where}: instances.{name}.cpu_family must be one of {', '.join(CPU_FAMILIES)}, "
-                         f"got {family!r}")
-    if family is not None and not (isinstance(spec.get("vcpus"), int) and spec["vcpus"] > 0):
-        raise InputError(f"{where}: instances.{name}.vcpus must be a positive integer with cpu_family")
-    return family
+        data, where = read_toml(path, "price catalog"), str(path)
+    parsed = validate(CatalogFile, data, where)
+    return Catalog({name: Instance(name=name, **spec.model_dump()) for name, spec in parsed.instances.items()}, where)
