@@ -25,7 +25,7 @@ ALTERNATIVES = {
 
 def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instance: Any) -> list[dict[str, Any]]:
     """Try the alternatives for ``variant``; adopt a winner in place. Returns every setting's numbers."""
-    from costeff.quantization.select import _at_target, _beats, _fill
+    from costeff.quantization.select import _at_target, _beats, _fill, _light
     from costeff.quantization.speed import measure_all
 
     base = next(v for v in variants if v.baseline)
@@ -36,12 +36,13 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     for t in tries:
         _fill(t, speeds[t.name], _BaseSpeed(base))
     _at_target(tries, config, instance)
+    light = _light(config.target_rate, base)
     rows = [_row(variant, "default (as timed above)", adopted=False)]
     winner = None
     for t, knobs in zip(tries, ALTERNATIVES[variant.backend]):
-        wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup))
+        wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup, light))
         rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()), adopted=False, beats_default=wins))
-        if wins and (winner is None or _key(t) < _key(winner[0])):
+        if wins and (winner is None or _key(t, light) < _key(winner[0], light)):
             winner = (t, rows[-1])
     if winner:
         _adopt(variant, winner[0])
@@ -62,8 +63,8 @@ def _candidate(v: Any, i: int, knobs: dict[str, Any]) -> Any:
     return dataclasses.replace(v, name=f"{v.name}#knob{i}", runtime={**v.runtime, **knobs}, baseline=False)
 
 
-def _key(v: Any) -> tuple[float, float]:
-    return v.at_target["usd_per_day"], v.open_loop["p50_ms"]
+def _key(v: Any, light: bool) -> tuple[float, float]:
+    return v.at_target["usd_per_day"], v.open_loop["p50_ms"] if light else -v.optimal_throughput_per_s
 
 
 def _adopt(v: Any, t: Any) -> None:

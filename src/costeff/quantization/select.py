@@ -2,9 +2,12 @@
 
 With a target rate the choice is by cost at that traffic: a variant must pass
 every fidelity gate and meet the p99 budget in the open-loop replay at the
-rate; among those, the fewest instances (dollars per day) wins, and among
-equally cheap ones the lowest open-loop p50, i.e. the best served. Without a
-target rate, the fastest passing variant in the closed loop wins, as before.
+rate; among those, the fewest instances (dollars per day) wins. Among equally
+cheap ones: under light traffic (below a tenth of one fp32 instance's capacity,
+where every variant idles) the lowest open-loop p50, i.e. the best served; under
+batched traffic the most throughput per dollar, i.e. the most headroom before
+the next instance is needed. Without a target rate, the fastest passing variant
+in the closed loop wins, as before.
 Either way fp32 stays unless a variant beats it by more than the noise.
 """
 
@@ -18,6 +21,8 @@ import numpy as np
 
 from costeff._jsonable import to_jsonable
 from costeff.quantization.records import VariantResult
+
+LIGHT_LOAD = 0.1  # traffic under this share of one fp32 instance's capacity is light
 
 
 def apply_speed(ctx: Any, model_path: Path, obs: np.ndarray, variants: list[VariantResult], progress: Any) -> str:
@@ -76,30 +81,54 @@ def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate
 def _choose_at_target(base: VariantResult, passing: list[VariantResult], min_speedup: float, rate: float,
                       budget_ms: float | None) -> dict[str, Any]:
     traffic = f"{rate:g}/s" + (f", p99 budget {budget_ms:g} ms" if budget_ms else "")
+    light = _light(rate, base)
     ok = [v for v in passing if v.at_target and v.at_target["meets_budget"]]
-    wins = [v for v in ok if _beats(v, base, min_speedup)]
+    short = not ok and not base.at_target["meets_budget"]
+    if short:  # nothing meets the budget, fp32 included: the variants clearly nearer to it than fp32
+        ok = [v for v in passing if v.at_target and not v.open_loop.get("saturated")
+              and v.at_target["p99_ms"] * min_speedup <= base.at_target["p99_ms"]]
+    wins = [v for v in ok if _beats(v, base, min_speedup, light)]
     if not wins:
         why = "no passing variant meets the budget at the target" if not ok else \
-            "no passing variant is cheaper than fp32 at the target, or better served by more than the noise"
+            "no passing variant is cheaper than fp32 at the target, or better by more than the noise"
         return {"name": base.name, "passed_any": bool(passing), "reason": f"{why} ({traffic}); fp32 stays"}
-    best = min(wins, key=lambda v: (v.at_target["usd_per_day"], v.open_loop["p50_ms"]))
+    tie = (lambda v: v.open_loop["p50_ms"]) if light else (lambda v: -_capacity(v)[0])
+    best = min(wins, key=lambda v: (v.at_target["usd_per_day"], tie(v)))
     t = best.at_target
-    return {"name": best.name, "passed_any": True,
-            "reason": (f"cheapest variant passing every gate at {traffic}: {t['instances']} instance(s), "
-                       f"${t['usd_per_day']:.2f}/day vs fp32's {base.at_target['instances']} "
+    among = "lowest open-loop p50 (light traffic)" if light else "most throughput per dollar (headroom)"
+    head = (f"no variant meets the p99 budget at {traffic} (fp32: {base.at_target['p99_ms']:.2f} ms); of those "
+            f"nearer to it, the cheapest passing every gate (p99 {t['p99_ms']:.2f} ms), then {among}" if short
+            else f"cheapest variant passing every gate at {traffic}, then {among}")
+    return {"name": best.name, "passed_any": True, "load": "light" if light else "batched", "budget_met": not short,
+            "reason": (f"{head}: {t['instances']} "
+                       f"instance(s), ${t['usd_per_day']:.2f}/day vs fp32's {base.at_target['instances']} "
                        f"(${base.at_target['usd_per_day']:.2f}/day); open-loop p50 {best.open_loop['p50_ms']:.3f} ms "
                        f"vs {base.open_loop['p50_ms']:.3f} ms; {best.speedup:.2f}x fp32 throughput at batch "
                        f"{best.optimal_batch}")}
 
 
-def _beats(v: VariantResult, base: VariantResult, min_speedup: float) -> bool:
-    """Cheaper even at its slowest round, or as cheap and answering faster by more than the noise."""
+def _light(rate: float, base: VariantResult) -> bool:
+    """Traffic under a tenth of one fp32 instance: every variant idles, only answer time differs."""
+    return rate < LIGHT_LOAD * base.optimal_throughput_per_s
+
+
+def _capacity(v: VariantResult) -> tuple[float, float]:
+    """(slowest, fastest) round's throughput at the variant's optimal batch."""
+    lo, hi = v.throughput_range_per_s.get(v.optimal_batch, (v.optimal_throughput_per_s,) * 2)
+    return lo, hi
+
+
+def _beats(v: VariantResult, base: VariantResult, min_speedup: float, light: bool = True) -> bool:
+    """Cheaper even at its slowest round; or as cheap and, beyond the noise, answering faster
+    (light traffic) or carrying more per dollar (batched traffic: headroom for growth)."""
     if not base.at_target["meets_budget"]:
         return True
     if v.at_target["instances_worst"] < base.at_target["instances"]:
         return True
     if v.at_target["instances"] > base.at_target["instances"]:
         return False
+    if not light:
+        return _capacity(v)[0] >= min_speedup * _capacity(base)[1]
     best_base = min(base.open_loop_p50_range_ms or (base.open_loop["p50_ms"],))
     worst_v = max(v.open_loop_p50_range_ms or (v.open_loop["p50_ms"],))
     return v.open_loop["p50_ms"] * min_speedup <= base.open_loop["p50_ms"] and worst_v < best_base
