@@ -60,6 +60,7 @@ def _search(model: Path, obs: np.ndarray, rate: float, budget: float, batches: t
 
     cfg = QuantizeConfig(batch_sizes=batches, target_rate=rate, latency_budget_ms=budget, window_s=0.5,
                          speed_rounds=2, gaps_s=(0.0, 0.01, 0.05), name=f"bench_{name}", speed_of_failing=True,
+                         finalists=None,
                          open_loop_s=open_loop_s)
     out = Layout.default().run_dir("quant") / name
     report = quantize(model, obs, cfg, out_dir=out)

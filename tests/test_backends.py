@@ -294,6 +294,23 @@ def test_when_even_fp32_misses_the_budget_a_clearly_nearer_variant_is_served_and
     assert choose([base, barely], target_rate=20, budget_ms=2)["name"] == "fp32"
 
 
+def test_later_rounds_time_fp32_and_the_best_by_capacity_and_by_answer_time():
+    from costeff.quantization.records import VariantResult
+    from costeff.quantization.speed import _finalists
+
+    def run(capacity, p50):
+        return [{"closed_loop": {"64": {"throughput_per_s": capacity, "p99_ms": 5.0}},
+                 "gaps": [{"gap_ms": 0.0, "calls": 10, "p50_ms": p50, "p99_ms": p50}],
+                 "open_loop": {"p50_ms": p50, "p99_ms": 2 * p50, "saturated": False}, "runtime": {}}]
+    numbers = {"fp32": (1000, 2.0), "a": (9000, 3.0), "b": (8000, 3.0), "c": (1500, 0.5), "d": (1200, 2.5),
+               "e": (1100, 2.6)}
+    variants = [VariantResult(n, baseline=(n == "fp32")) for n in numbers]
+    runs = {n: run(*x) for n, x in numbers.items()}
+    cfg = QuantizeConfig(finalists=2, latency_budget_ms=50.0)
+    assert [v.name for v in _finalists(variants, runs, cfg)] == ["fp32", "a", "b", "c"]
+    assert len(_finalists(variants, runs, replace(cfg, finalists=None))) == len(variants)
+
+
 # --- traffic measurements ------------------------------------------------------------------------------
 
 def test_gaps_parse_units_and_refuse_nonsense():

@@ -31,7 +31,9 @@ class QuantizeConfig:
     min_evaluation: int = 256
     seed: int = 0
     window_s: float = 1.0  # per profiled point
-    speed_rounds: int = 2  # interleaved passes over all variants; medians reported
+    speed_rounds: int = 2  # interleaved passes; medians reported
+    finalists: int | None = 3  # rounds after the first time fp32 and the best few by capacity and by
+    # answer time only (None: every variant every round, as benchmarks do)
     latency_budget_ms: float | None = None
     name: str | None = None  # model name in <name>_<variant>.onnx (default: the file's stem)
     outputs: tuple[tuple[str, str], ...] = ()  # (role, output name), e.g. (("logits", "pi"),)

@@ -39,8 +39,10 @@ def apply_speed(ctx: Any, model_path: Path, obs: np.ndarray, variants: list[Vari
     for v in timed:
         _fill(v, speeds[v.name], base)
     cfg = ctx.config
+    later = f" (rounds after the first: fp32 and the best {cfg.finalists} by capacity and by answer time)" \
+        if cfg.finalists is not None and cfg.speed_rounds > 1 else ""
     return (f"each variant in its own process, batch sizes {list(cfg.batch_sizes)}, {cfg.speed_rounds} interleaved "
-            f"round(s), window {cfg.window_s} s per point, provider {cfg.provider}; latency after idle gaps "
+            f"round(s){later}, window {cfg.window_s} s per point, provider {cfg.provider}; latency after idle gaps "
             f"{[g * 1e3 for g in cfg.gaps_s]} ms" + (f"; open loop at {cfg.target_rate:g}/s (Poisson arrivals, "
                                                     "greedy batching up to the optimal batch)"
                                                     if cfg.target_rate else ""))

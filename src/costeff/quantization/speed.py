@@ -47,10 +47,30 @@ def measure_all(variants: list[Any], config: Any, observations: np.ndarray,
         obs_path = Path(tmp) / "observations.npy"
         np.save(obs_path, np.ascontiguousarray(observations[:4096], dtype=np.float32))
         for r in range(config.speed_rounds):
-            for v in (variants if r % 2 == 0 else variants[::-1]):
+            subset = variants if r == 0 else _finalists(variants, runs, config)
+            for v in (subset if r % 2 == 0 else subset[::-1]):
                 runs[v.name].append(run_isolated(_task(v, config, obs_path)))
                 tick()
     return {name: summarise(results, config.latency_budget_ms) for name, results in runs.items()}
+
+
+def _finalists(variants: list[Any], runs: dict[str, list[dict[str, Any]]], config: Any) -> list[Any]:
+    """Who gets the later rounds: the baseline plus the best few of round one by capacity and by
+    answer time (the two ways selection can break a tie); everyone when ``config.finalists`` is None."""
+    keep = getattr(config, "finalists", None)
+    if keep is None or len(variants) <= keep + 1:
+        return variants
+    first = {v.name: summarise(runs[v.name][:1], config.latency_budget_ms) for v in variants}
+    by_capacity = sorted(variants, key=lambda v: -first[v.name].optimal_throughput_per_s)[:keep]
+    by_latency = sorted(variants, key=lambda v: _answer_ms(first[v.name]))[:keep]
+    chosen = {v.name for v in by_capacity + by_latency} | {v.name for v in variants if v.baseline}
+    return [v for v in variants if v.name in chosen]
+
+
+def _answer_ms(speed: Speed) -> float:
+    if speed.open_loop:
+        return speed.open_loop["p50_ms"]
+    return min((g["p50_ms"] for g in speed.latency_by_gap), default=float("inf"))
 
 
 KNOBS = {"onnxruntime": ("threads", "spinning"), "openvino": ("precision", "performance_hint", "streams",
