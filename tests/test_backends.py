@@ -119,6 +119,16 @@ def test_backends_and_provider_restrict_the_search():
     assert all("OpenVINO runs on the CPU" in v.not_tried for v in on_gpu)
 
 
+def test_provider_auto_on_a_cpu_only_host_searches_openvino_too():
+    from costeff.quantization.engine import _resolved_provider
+    from costeff.quantization.variants import plan
+
+    resolved = _resolved_provider("auto")
+    assert resolved == "cpu"  # no CUDA provider in the CPU onnxruntime wheel
+    tried, _ = plan(QuantizeConfig(provider="auto"), _host(AMX), resolved)
+    assert "ov-bf16" in tried and "ov-w8" in tried
+
+
 def test_asking_for_what_the_host_lacks_is_an_error_not_a_silent_skip(monkeypatch):
     from costeff.quantization.variants import plan
 

@@ -95,7 +95,7 @@ def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[s
     from costeff.quantization.fallback import fallbacks
     from costeff.quantization.variants import plan
 
-    names, skipped = plan(ctx.config, detect(), ctx.config.provider)
+    names, skipped = plan(ctx.config, detect(), _resolved_provider(ctx.config.provider))
     ort_names = [n for n in names if not n.startswith("ov-")]
     recipe_info: dict[str, Any] = {"name": None, "reason": "no onnxruntime int8 variant requested", "evidence": []}
     if any(v.startswith("int8") for v in ort_names):
@@ -109,6 +109,16 @@ def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[s
     variants += ov_build.build_variants(ctx, [n for n in names if n.startswith("ov-")],
                                         lambda text: _tick(progress, text))
     return variants + skipped, recipe_info
+
+
+def _resolved_provider(provider: str) -> str:
+    """``auto`` as onnxruntime resolves it: CUDA when onnxruntime-gpu can use it, else the CPU."""
+    if provider != "auto":
+        return provider
+    from costeff.modelio import resolve_provider
+
+    first = resolve_provider("auto")[0]
+    return "cuda" if (first[0] if isinstance(first, tuple) else first) == "CUDAExecutionProvider" else "cpu"
 
 
 def _baseline(ctx: Context) -> VariantResult:
