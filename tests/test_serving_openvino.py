@@ -61,6 +61,28 @@ def test_build_serves_the_selected_ir_on_the_openvino_backend(built, tmp_path):
     assert validate_config(entry / "config.pbtxt").valid
 
 
+def _bf16_host() -> bool:
+    from costeff.runtimes.ov import host_has_bf16
+
+    return host_has_bf16()
+
+
+@pytest.mark.skipif(not _bf16_host(), reason="this CPU has no bf16: a bf16 hint would fail validation here")
+def test_a_shared_ir_is_served_with_the_selected_variants_precision(built, tmp_path):
+    """ov-fp32 and ov-bf16 are one IR with two hints: the selected name decides, not the first match."""
+    data = json.loads(built.report.read_text())
+    twin = dict(next(v for v in data["variants"] if v["name"] == "ov-fp32"), name="ov-bf16", precision="bf16")
+    twin["runtime"] = {**twin["runtime"], "precision": "bf16"}
+    data["variants"].append(twin)
+    data["selected"].update(name="ov-bf16", precision="bf16")
+    report = tmp_path / "q.json"
+    report.write_text(json.dumps(data))
+    assert main(["triton", "build", str(built.model), "--profile", str(built.profile), "--quantization-report",
+                 str(report), "--repository", str(tmp_path / "r"), "--name", "pol"]) == 0
+    record = json.loads((tmp_path / "r" / "pol" / "costeff_build.json").read_text())
+    assert record["variant"] == "ov-bf16" and record["parameters"].get("HINT_BF16") == "YES"
+
+
 def test_a_changed_selected_file_is_refused(built, tmp_path):
     data = json.loads(built.report.read_text())
     data["selected"]["sha256"] = "0" * 64

@@ -65,7 +65,8 @@ def quantize_int8(model: Any, calibration: np.ndarray, xml_path: Path) -> None:
     import openvino as ov
 
     rows = calibration[:CALIBRATION_MAX_ROWS]
-    quantized = nncf.quantize(model, _dataset(rows), subset_size=len(rows))
+    with _progress_to_stderr():
+        quantized = nncf.quantize(model, _dataset(rows), subset_size=len(rows))
     ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
 
 
@@ -78,7 +79,8 @@ def compress_weights(model: Any, xml_path: Path) -> None:
     import nncf
     import openvino as ov
 
-    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    with _progress_to_stderr():
+        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     ov.save_model(compressed, str(xml_path), compress_to_fp16=False)
 
 
@@ -96,10 +98,11 @@ def quantize_int8_ac(model: Any, calibration: np.ndarray, ref_logits: np.ndarray
     n = min(len(calibration), AC_MAX_ROWS)
     items = [(calibration[i:i + AC_CHUNK], ref_logits[i:i + AC_CHUNK]) for i in range(0, n, AC_CHUNK)]
     max_drop = ac_max_drop(tolerances.action_drift_pct)
-    quantized = nncf.quantize_with_accuracy_control(
-        model, _dataset(calibration[:CALIBRATION_MAX_ROWS]), nncf.Dataset(items),
-        _fidelity_fn(logits, _entropy_weight(tolerances)), max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=min(n, CALIBRATION_MAX_ROWS))
+    with _progress_to_stderr():
+        quantized = nncf.quantize_with_accuracy_control(
+            model, _dataset(calibration[:CALIBRATION_MAX_ROWS]), nncf.Dataset(items),
+            _fidelity_fn(logits, _entropy_weight(tolerances)), max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, subset_size=min(n, CALIBRATION_MAX_ROWS))
     kept_float, total = float_matmuls(quantized), _count(quantized, "MatMul")
     if total and len(kept_float) >= total:
         raise NoInt8Left(f"accuracy control restored all {total} MatMuls to float: no layer stays int8 within "
@@ -122,6 +125,18 @@ def _entropy_weight(tolerances: Any) -> float:
     if not tolerances.entropy_drift_pct:
         return 0.0
     return tolerances.action_drift_pct / tolerances.entropy_drift_pct
+
+
+def _progress_to_stderr() -> Any:
+    """NNCF draws progress bars and logs on stdout, where ``--json`` puts the record: send them to stderr."""
+    import contextlib
+    import logging
+    import sys
+
+    for handler in logging.getLogger("nncf").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _dataset(rows: np.ndarray) -> Any:

@@ -56,7 +56,7 @@ def resolve(model: Path, model_sha: str, report_path: Path | None) -> Served:
         path, sha = _selected_file(selected, report_path)
         notes.append(f"serving the quantization report's selected variant {selected.get('name')} "
                      f"({selected.get('backend', 'onnxruntime')}, {selected.get('precision', '?')}) from {path}")
-    variant = _variant(report, sha)
+    variant = _variant(report, sha, selected.get("name"))
     backend = "openvino" if path.suffix == ".xml" else "onnxruntime"
     if backend == "openvino" and not path.with_suffix(".bin").is_file():
         raise InputError(f"{path}: OpenVINO IR without its weights file {path.with_suffix('.bin').name}")
@@ -76,11 +76,11 @@ def _selected_file(selected: dict[str, Any], report_path: Path | None) -> tuple[
     return path, sha
 
 
-def _variant(report: dict[str, Any] | None, sha: str) -> dict[str, Any] | None:
-    for v in (report or {}).get("variants") or []:
-        if isinstance(v, dict) and v.get("sha256") == sha:
-            return v
-    return None
+def _variant(report: dict[str, Any] | None, sha: str, preferred: str | None = None) -> dict[str, Any] | None:
+    """The report's entry for the file ``sha``. Variants can share one file (ov-fp32 and ov-bf16 are the
+    same IR compiled with different precision hints), so the selected one is preferred."""
+    matches = [v for v in (report or {}).get("variants") or [] if isinstance(v, dict) and v.get("sha256") == sha]
+    return next((v for v in matches if v.get("name") == preferred), matches[0] if matches else None)
 
 
 def ov_parameters(variant: dict[str, Any] | None, report: dict[str, Any] | None, notes: list[str]) -> dict[str, str]:
