@@ -50,8 +50,13 @@ class Context:
 
             return run_policy(path, obs, self.logits, self.value, backend="openvino",
                               options=RuntimeOptions(precision=variant.runtime["precision"]))
-        return run_policy(path, obs, self.logits, self.value, provider=self.config.provider,
-                          session_config=session_config)
+        from costeff.quantization.variants import trt_fp16
+        from costeff.runtimes import RuntimeOptions
+
+        name = variant.name if variant is not None else "fp32"
+        return run_policy(path, obs, self.logits, self.value, options=RuntimeOptions(
+            provider=self.config.provider, spinning=False, session_config=tuple((session_config or {}).items()),
+            trt_fp16=trt_fp16(name, self.config.provider)))
 
     def evaluate(self, variant: VariantResult, path: Path) -> VariantResult:
         """Fidelity and gates on the held-out rows only."""

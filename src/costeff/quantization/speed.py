@@ -78,10 +78,12 @@ KNOBS = {"onnxruntime": ("threads", "spinning"), "openvino": ("precision", "perf
 
 
 def _task(v: Any, config: Any, obs_path: Path) -> dict[str, Any]:
+    from costeff.quantization.variants import trt_fp16
+
     knobs = {k: v.runtime[k] for k in KNOBS[v.backend] if v.runtime.get(k) is not None}
     options = knobs if v.backend == "openvino" else {
         "provider": config.provider, "session_config": dict(v.session_config),
-        "trt_fp16": config.provider == "tensorrt" and v.name in ("fp16", "mixed"), **knobs}
+        "trt_fp16": trt_fp16(v.name, config.provider), **knobs}
     return {"path": v.path, "backend": v.backend, "options": options, "observations": str(obs_path),
             "batch_sizes": list(config.batch_sizes), "window_s": config.window_s,
             "warmup_s": min(0.2, config.window_s), "gaps_s": list(config.gaps_s),
