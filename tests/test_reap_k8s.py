@@ -4,6 +4,11 @@ No cluster exists here. The server on 127.0.0.1 records every request and answer
 like the API server for the four calls the reaper makes (read object, read scale,
 merge-patch object, merge-patch scale), so these tests pin the exact method, path,
 content type and body the reaper sends, including the original-replicas annotation.
+
+It also authorizes like the API server: every request is checked against the Role
+that ``costeff reap rbac`` generates for the targets, and answered 403 when that Role
+does not allow it. A new API call in the reaper without a rule therefore fails these
+tests, as it would fail in a cluster deployed from the generated RBAC.
 """
 
 import json
@@ -16,17 +21,24 @@ from costeff.audit import AuditLog
 from costeff.cli import main
 from costeff.reaper.actions import KubeScaler
 from costeff.reaper.config import ANNOTATION, DecisionConfig, ReaperConfig, ScheduleConfig, Target
+from costeff.reaper.rbac import allows, manifests
 from costeff.reaper.live import Actuators, open_actions, restore_all, tick
 from costeff.reaper.signals import Sample
 
 KINDS = {"deployments": ("Deployment", "apps/v1"), "statefulsets": ("StatefulSet", "apps/v1")}
+VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
+# The reaper's targets in these tests; the API server authorizes with the RBAC generated for them.
+RBAC_TARGETS = (Target("policy", namespace="trading"), Target("ghost", namespace="trading"),
+                Target("feature-store", kind="statefulset", namespace="trading"))
 
 
 class FakeApiServer(ThreadingHTTPServer):
-    def __init__(self):
+    def __init__(self, targets=RBAC_TARGETS):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.objects = {}  # (plural, namespace, name) -> {"replicas": int, "annotations": dict}
         self.requests = []
+        self.rbac = manifests(ReaperConfig(targets=targets))
+        self.authorized = set()  # (verb, resource[/subresource]) of every request that passed RBAC
 
     @property
     def url(self):
@@ -42,6 +54,17 @@ class _Handler(BaseHTTPRequestHandler):
         # apis/apps/v1/namespaces/<ns>/<plural>/<name>[/scale]
         key = (parts[5], parts[4], parts[6])
         return key, len(parts) == 8 and parts[7] == "scale"
+
+    def _forbidden(self):
+        """RBAC as the API server applies it; True (and a 403 sent) when the Role does not allow the request."""
+        (plural, namespace, name), scale = self._route()
+        verb, resource = VERBS[self.command], plural + ("/scale" if scale else "")
+        if allows(self.server.rbac, verb, "apps", resource, namespace, name):
+            self.server.authorized.add((verb, resource))
+            return False
+        self._send(403, {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+                         "message": f'{resource} "{name}" is forbidden: cannot {verb} in namespace "{namespace}"'})
+        return True
 
     def _answer(self, key, scale):
         obj = self.server.objects.get(key)
@@ -70,11 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.server.requests.append(("GET", self.path, None, None))
-        self._answer(*self._route())
+        if not self._forbidden():
+            self._answer(*self._route())
 
     def do_PATCH(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(("PATCH", self.path, self.headers["Content-Type"], body))
+        if self._forbidden():
+            return
         key, scale = self._route()
         obj = self.server.objects.get(key)
         if obj is not None and scale:
@@ -154,6 +180,26 @@ def test_missing_object_is_a_dependency_error(scaler):
         scaler.reap(Target("ghost", namespace="trading"))
 
 
+def test_generated_role_grants_exactly_the_calls_the_reaper_makes(api, scaler):
+    for target in (Target("policy", namespace="trading"),
+                   Target("feature-store", kind="statefulset", namespace="trading")):
+        scaler.reap(target)
+        scaler.restore(target)
+    granted = {(verb, resource) for doc in api.rbac if doc["kind"] == "Role"
+               for rule in doc["rules"] for resource in rule["resources"] for verb in rule["verbs"]}
+    assert api.authorized == granted  # every rule is used, and nothing was refused
+    assert not [r for r in api.requests if r[0] not in ("GET", "PATCH")]
+
+
+def test_an_object_outside_the_generated_role_is_forbidden(api, scaler):
+    from costeff.errors import DependencyError
+
+    api.objects[("deployments", "trading", "risk-engine")] = {"replicas": 2, "annotations": {}}
+    with pytest.raises(DependencyError, match="403"):
+        scaler.reap(Target("risk-engine", namespace="trading"))
+    assert api.objects[("deployments", "trading", "risk-engine")]["replicas"] == 2
+
+
 class ListSource:
     def __init__(self, samples):
         self.samples_by_resource = samples
@@ -230,3 +276,21 @@ def test_tampered_audit_trail_blocks_restore(api, scaler, tmp_path):
     audit.path.write_text(audit.path.read_text().replace('"3"', '"30"'))
     with pytest.raises(InputError, match="tampered"):
         restore_all(audit, apply=True, actuators=Actuators(kube=scaler))
+
+
+def test_reap_rbac_prints_one_role_per_namespace_and_refuses_a_config_without_kubernetes_targets(tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "reaper.toml"
+    config.write_text('[[targets]]\nresource = "policy"\nnamespace = "trading"\n'
+                      '[[targets]]\nresource = "batch"\nnamespace = "research"\n'
+                      '[[targets]]\nresource = "gpu0"\nkind = "gpu"\npower_limit_w = 200.0\n')
+    assert main(["reap", "rbac", "--config", str(config), "--service-account-namespace", "costeff"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in docs] == [
+        ("Role", "research"), ("RoleBinding", "research"), ("Role", "trading"), ("RoleBinding", "trading")]
+    assert {n for r in docs[2]["rules"] for n in r["resourceNames"]} == {"policy"}
+    assert docs[3]["subjects"] == [{"kind": "ServiceAccount", "name": "costeff-reaper", "namespace": "costeff"}]
+    config.write_text('[[targets]]\nresource = "gpu0"\nkind = "gpu"\npower_limit_w = 200.0\n')
+    assert main(["reap", "rbac", "--config", str(config)]) == 2
+    assert "no deployment or statefulset target" in capsys.readouterr().err

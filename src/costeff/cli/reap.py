@@ -24,6 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     restore.add_argument("--kube-context", metavar="NAME")
     add_common(restore, out=False)
     restore.set_defaults(func=_restore)
+    rbac = verbs.add_parser("rbac", help="print the least-privilege Role and RoleBinding the config's targets need")
+    rbac.add_argument("--config", type=existing_file("--config"), required=True, metavar="TOML",
+                      help="reaper config whose deployment/statefulset targets the Role names")
+    rbac.add_argument("--service-account", default="costeff-reaper", metavar="NAME",
+                      help="the reaper's ServiceAccount (default costeff-reaper)")
+    rbac.add_argument("--service-account-namespace", metavar="NS",
+                      help="its namespace (default: each target's namespace, where costeff runs beside them)")
+    add_common(rbac, out=False)
+    rbac.set_defaults(func=_rbac)
 
 
 def _add_live_options(parser: argparse.ArgumentParser) -> None:
@@ -137,4 +146,13 @@ def _restore(args: argparse.Namespace) -> int:
             print(f"{a['mode']}: restore {a['target']}: {a['detail']}")
 
     emit(args, {"mode": "apply" if args.apply else "dry-run", "restored": done}, human)
+    return 0
+
+
+def _rbac(args: argparse.Namespace) -> int:
+    from costeff.reaper.config import load_config
+    from costeff.reaper.rbac import manifests, to_yaml
+
+    docs = manifests(load_config(args.config), args.service_account, args.service_account_namespace)
+    emit(args, {"schema_version": 1, "manifests": docs}, lambda: print(to_yaml(docs), end=""))
     return 0

@@ -27,6 +27,13 @@ from costeff.reaper.config import ANNOTATION, Target
 MERGE_PATCH = "application/merge-patch+json"
 EXCLUDE_ANNOTATION = "costeff.io/exclude"
 
+# Every Kubernetes API call KubeScaler makes, as RBAC names it: (verb, subresource), on the
+# target's own object only. ``costeff reap rbac`` grants exactly these, and the API server of the
+# request-level tests refuses anything the generated Role does not allow, so a new call without
+# an entry here fails a test, and an entry no call uses fails another.
+KUBE_API_CALLS = (("get", ""), ("get", "scale"), ("patch", ""), ("patch", "scale"))
+KUBE_RESOURCES = {"deployment": "deployments", "statefulset": "statefulsets"}
+
 
 @dataclass
 class Outcome:
