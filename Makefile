@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prometheus focus-validator chromium run test bench cost-prof quantize idle-reaper cost-pack clean
+.PHONY: setup prometheus focus-validator chromium kubectl run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ focus-validator:
 chromium:
 	./scripts/install-chromium.sh
 
+# kubectl v1.35 (with Kustomize) into .tools/bin, for the tests that render and validate deploy/kubernetes.
+kubectl:
+	./scripts/install-kubectl.sh
+
 run: setup
 	$(BIN)/costeff run
 
-test: setup prometheus focus-validator chromium
+test: setup prometheus focus-validator chromium kubectl
 	$(BIN)/python -m pytest -q
 
 bench: setup
