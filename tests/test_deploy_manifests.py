@@ -403,7 +403,8 @@ def test_the_overlay_runs_the_image_of_this_version(renders):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     for deployment in _deployments(renders[()]):
         assert _container(deployment)["image"] == f"costeff:{version}"
-        assert deployment["metadata"]["namespace"] == "trading"
+    # Every object is namespaced and lands in the overlay's namespace, the Role included.
+    assert {d["metadata"].get("namespace") for d in renders[()]} == {"trading"}
 
 
 # -- Services and the ServiceMonitor select exactly the three parts -----------------------------
