@@ -76,7 +76,7 @@ def promtool():
 
 def test_alerting_rules_pass_promtool_check_and_unit_tests(promtool):
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
-    assert check.returncode == 0 and "SUCCESS: 6 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
     unit = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], cwd=RULE_TESTS.parent,
                           capture_output=True, text=True)
     assert unit.returncode == 0 and "SUCCESS" in unit.stdout, unit.stdout + unit.stderr
@@ -84,9 +84,10 @@ def test_alerting_rules_pass_promtool_check_and_unit_tests(promtool):
 
 def _exported_names() -> set[str]:
     from costeff.drift.watch import DriftMetrics
+    from costeff.reaper.live import ReaperMetrics
 
     names = set()
-    for registry in (DriftMetrics().registry, RampMetrics().registry):
+    for registry in (DriftMetrics().registry, RampMetrics().registry, ReaperMetrics().registry):
         for family in registry.collect():
             names |= {family.name} | ({f"{family.name}_total"} if family.type == "counter" else set())
     return names

@@ -393,3 +393,18 @@ def test_batch_checkpoints_once(tmp_path):
         for i in range(5):
             log.append("e", {"i": i})
     assert len(_lines(log.checkpoint_path)) == 1 and verify(log.directory).ok
+
+
+def test_a_key_named_by_the_environment_is_never_invented(tmp_path, monkeypatch, capsys):
+    """In a pod the key is a mounted Secret: a missing mount must stop the daemon, not start a new key
+    whose records the published public key cannot verify."""
+    from costeff.cli import main
+
+    missing = tmp_path / "secret" / "audit_ed25519"
+    monkeypatch.setenv("COSTEFF_AUDIT_KEY", str(missing))
+    assert main(["flags", "set", "reaper_enabled", "false"]) == 2
+    err = capsys.readouterr().err
+    assert f"COSTEFF_AUDIT_KEY={missing}: no such key" in err and "Traceback" not in err
+    assert not missing.exists() and not missing.parent.exists()
+    assert main(["audit", "keygen", "--key", str(missing)]) == 0
+    assert main(["flags", "set", "reaper_enabled", "false"]) == 0

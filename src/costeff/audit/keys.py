@@ -120,9 +120,15 @@ def load_signer(path: Path | None = None, create: bool = True, protect: tuple[Pa
 
     from costeff.artifacts import Layout
 
+    explicit = path is None and bool(os.environ.get(KEY_ENV))
     path = Path(path or default_key_path())
     refuse_inside(path, Layout.default().root, *protect)
     if not path.exists():
+        if explicit:
+            # A key named by the environment is provisioned (a mounted Secret, say): inventing a new one
+            # would sign records that the published public key cannot verify.
+            raise InputError(f"{KEY_ENV}={path}: no such key; create it with `costeff audit keygen --key FILE` "
+                             "and provide that file here (in a cluster: the Secret mounted at this path)")
         if not create:
             raise InputError(f"{path}: no audit signing key; create one with `costeff audit keygen`")
         _, pub, kid = keygen(path, protect=protect)

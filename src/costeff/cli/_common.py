@@ -126,3 +126,16 @@ def finite_float(field: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{field} must be a finite number, got {text}")
         return value
     return parse
+
+
+def add_listener(parser: argparse.ArgumentParser, port_help: str = "serve Prometheus metrics on PORT") -> None:
+    """``--metrics-port``, ``--metrics-addr`` and ``--stale-after``: what a long-lived command serves to
+    Prometheus and to the probes (``/metrics``, ``/healthz``, ``/readyz``)."""
+    parser.add_argument("--metrics-port", type=port_number("--metrics-port"), metavar="PORT",
+                        help=port_help + "; /healthz and /readyz answer there too")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                        help="address the metrics listener binds (default 127.0.0.1: this host only; "
+                             "0.0.0.0 in a pod, for the kubelet's probes and Prometheus)")
+    parser.add_argument("--stale-after", type=positive_float("--stale-after"), default=3.0, metavar="N",
+                        help="intervals without a successful round before /readyz turns 503, and a round may "
+                             "run before /healthz does (default 3)")

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from costeff.cli._common import add_common, positive_float
+from costeff.cli._common import add_common, add_listener, positive_float
 
 
 def register_watch(verbs: argparse._SubParsersAction, add_models, add_gates) -> None:
@@ -22,9 +22,7 @@ def register_watch(verbs: argparse._SubParsersAction, add_models, add_gates) -> 
     w.add_argument("--apply", action="store_true", help="really roll back (default: audit what would be done)")
     w.add_argument("--state", type=Path, metavar="FILE", help="position file (default: "
                    "artifacts/cost/drift/watch_state.json)")
-    w.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
-    w.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
-                   help="address the metrics listener binds (default 127.0.0.1: this host only)")
+    add_listener(w)
     w.add_argument("--max-cycles", type=int, metavar="N", help="stop after N looks (default: until interrupted)")
     add_gates(w)
     add_common(w, out=False)
@@ -35,13 +33,14 @@ def _watch(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout
     from costeff.cli.drift import parse_outputs, tolerances
     from costeff.drift.watch import DriftMetrics, DriftWatcher, WatchConfig
+    from costeff.health import Heartbeat
 
     model_dir = args.repository / args.name if args.repository and args.name else None
     config = WatchConfig(args.reference, args.observations,
                          args.state or Layout.default().cost / "drift" / "watch_state.json", args.served, model_dir,
                          args.interval, args.fail_windows, args.apply, args.window_s, tolerances(args),
                          parse_outputs(args.outputs), args.ledger)
-    metrics = DriftMetrics(args.metrics_port, args.metrics_addr)
+    metrics = DriftMetrics(args.metrics_port, args.metrics_addr, Heartbeat(config.interval_s, args.stale_after))
     stop = threading.Event()
     try:
         watcher = DriftWatcher(config, metrics)

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from costeff.cli._common import add_common, existing_file, positive_float
+from costeff.cli._common import add_common, add_listener, existing_file, positive_float
 
 
 def register_watch(verbs: argparse._SubParsersAction) -> None:
@@ -23,9 +23,7 @@ def register_watch(verbs: argparse._SubParsersAction) -> None:
     w.add_argument("--triton-repository", type=Path, metavar="DIR", help="hash the served version in DIR/NAME")
     w.add_argument("--model-name", metavar="NAME", help="model name in the Triton repository")
     w.add_argument("--drift-hours", type=float, default=24.0, metavar="H", help="live drift window (default 24)")
-    w.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
-    w.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
-                   help="address the metrics listener binds (default 127.0.0.1: this host only)")
+    add_listener(w)
     add_common(w)
     w.set_defaults(func=_watch)
 
@@ -33,6 +31,7 @@ def register_watch(verbs: argparse._SubParsersAction) -> None:
 def _watch(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout
     from costeff.ramp import DecideConfig
+    from costeff.health import Heartbeat
     from costeff.ramp.watch import RampMetrics, RampWatcher
 
     layout = Layout.default()
@@ -40,7 +39,7 @@ def _watch(args: argparse.Namespace) -> int:
                           triton_repository=args.triton_repository, model_name=args.model_name,
                           drift_hours=args.drift_hours)
     out = args.out or layout.ramp / "watch"
-    metrics = RampMetrics(args.metrics_port, args.metrics_addr)
+    metrics = RampMetrics(args.metrics_port, args.metrics_addr, Heartbeat(args.interval, args.stale_after))
     try:
         print(f"deciding every {args.interval:g} s; latest decision and history.jsonl in {out}", file=sys.stderr)
         rounds = RampWatcher(config, out, metrics).run(threading.Event(), args.interval, args.max_rounds, _print)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, existing_file, port_number, positive_float
+from costeff.cli._common import add_common, add_listener, emit, existing_file, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,10 +42,7 @@ def _add_live_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true", help="keep running; stop with SIGTERM or SIGINT")
     parser.add_argument("--interval", type=positive_float("--interval"), default=60.0, metavar="S",
                         help="seconds between rounds with --watch (default 60)")
-    parser.add_argument("--metrics-port", type=port_number("--metrics-port"), metavar="PORT",
-                        help="expose the reaper's metrics on PORT")
-    parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
-                        help="address the metrics listener binds (default 127.0.0.1: this host only)")
+    add_listener(parser, "with --watch, expose the reaper's metrics on PORT")
     parser.add_argument("--kube-context", metavar="NAME", help="kubeconfig context (default: in-cluster or current)")
 
 
@@ -89,6 +86,7 @@ def _replay(args: argparse.Namespace, config, trace: Path) -> int:
 
 def _live(args: argparse.Namespace, config) -> int:
     from costeff.audit import default_log
+    from costeff.health import Heartbeat
     from costeff.reaper.live import Actuators, ReaperMetrics, reaper_lock, tick, watch
     from costeff.reaper.run import price_for
     from costeff.reaper.signals import PrometheusSource
@@ -98,7 +96,8 @@ def _live(args: argparse.Namespace, config) -> int:
     audit, actuators = default_log(), Actuators(kube_context=args.kube_context, exclude_labels=config.exclude.labels)
     with reaper_lock():
         if args.watch:
-            metrics = ReaperMetrics(args.metrics_port, args.metrics_addr)
+            metrics = ReaperMetrics(args.metrics_port, args.metrics_addr,
+                                    Heartbeat(args.interval, args.stale_after))
             try:
                 result = watch(config, source, args.apply, actuators, audit, price, args.interval, metrics)
             finally:

@@ -81,8 +81,10 @@ class CycleResult:
 class DriftMetrics:
     """The watcher's Prometheus metrics, served on ``port`` (127.0.0.1 unless told otherwise)."""
 
-    def __init__(self, port: int | None = None, addr: str = "127.0.0.1") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+    def __init__(self, port: int | None = None, addr: str = "127.0.0.1", heartbeat: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        from costeff import health
 
         r = self.registry = CollectorRegistry()
         self.action_drift = Gauge("costeff_action_drift_ratio", "Action drift of the last window (0..1)", registry=r)
@@ -97,12 +99,13 @@ class DriftMetrics:
         self.rollbacks = Counter("costeff_drift_rollbacks", "Rollbacks triggered by drift", ["mode"], registry=r)
         self.last_success = Gauge("costeff_drift_last_success_timestamp_seconds",
                                   "When a file was last checked successfully", registry=r)
-        self.server = start_http_server(port, addr, registry=r)[0] if port is not None else None
+        self.heartbeat = heartbeat
+        self.server = health.serve(r, port, addr, heartbeat)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        from costeff import health
+
+        health.close(self.server)
 
 
 class DriftWatcher:
@@ -120,8 +123,13 @@ class DriftWatcher:
     def run(self, stop: threading.Event, max_cycles: int | None = None, on_cycle: Any = None) -> int:
         """Cycle every ``interval_s`` until ``stop`` is set (or ``max_cycles``); returns the cycles run."""
         cycles = 0
+        beat = getattr(self.metrics, "heartbeat", None)
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+            if beat is not None:
+                beat.begin()
             result = self.cycle()
+            if beat is not None:
+                beat.beat(ok=result.error is None)  # a skipped file is the file's problem, not the watcher's
             if on_cycle is not None:
                 on_cycle(result)
             cycles += 1

@@ -28,8 +28,10 @@ HISTORY_NAME = "history.jsonl"
 class RampMetrics:
     """The ramp's gauges, served on ``port`` (127.0.0.1 unless told otherwise)."""
 
-    def __init__(self, port: int | None = None, addr: str = "127.0.0.1") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+    def __init__(self, port: int | None = None, addr: str = "127.0.0.1", heartbeat: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        from costeff import health
 
         r = self.registry = CollectorRegistry()
         self.cost_ratio = Gauge("costeff_ramp_cost_ratio", "Infrastructure cost / gross PnL over the window "
@@ -46,7 +48,8 @@ class RampMetrics:
         self.rounds = Counter("costeff_ramp_rounds", "Ramp watch rounds", ["outcome"], registry=r)
         self.last_success = Gauge("costeff_ramp_last_success_timestamp_seconds",
                                   "When the ramp watcher last decided", registry=r)
-        self.server = start_http_server(port, addr, registry=r)[0] if port is not None else None
+        self.heartbeat = heartbeat
+        self.server = health.serve(r, port, addr, heartbeat)
 
     def observe(self, d: Any) -> None:
         _set(self.cost_ratio, None if d.cost_ratio_pct is None else d.cost_ratio_pct / 100)
@@ -61,9 +64,9 @@ class RampMetrics:
         self.last_success.set(time.time())
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        from costeff import health
+
+        health.close(self.server)
 
 
 @dataclass
@@ -85,8 +88,13 @@ class RampWatcher:
     def run(self, stop: threading.Event, interval_s: float, max_rounds: int | None = None,
             on_round: Any = None) -> int:
         rounds = 0
+        beat = getattr(self.metrics, "heartbeat", None)
         while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
+            if beat is not None:
+                beat.begin()
             result = self.round()
+            if beat is not None:
+                beat.beat(ok=result.ok)
             if on_round is not None:
                 on_round(result)
             rounds += 1

@@ -233,8 +233,10 @@ def _target_from(spec: dict[str, Any]) -> Target:
 class ReaperMetrics:
     """The reaper's own metrics, on ``port`` when given (prometheus-client)."""
 
-    def __init__(self, port: int | None = None, addr: str = "127.0.0.1") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+    def __init__(self, port: int | None = None, addr: str = "127.0.0.1", heartbeat: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        from costeff import health
 
         self.registry = CollectorRegistry()
         self.actions = Counter("costeff_reaper_actions_total", "Reaper actions taken or proposed",
@@ -248,7 +250,8 @@ class ReaperMetrics:
                                      registry=self.registry)
         self.last_success = Gauge("costeff_reaper_last_success_timestamp_seconds",
                                   "Unix time of the last round that completed", registry=self.registry)
-        self.server = start_http_server(port, addr, registry=self.registry)[0] if port is not None else None
+        self.heartbeat = heartbeat
+        self.server = health.serve(self.registry, port, addr, heartbeat)
 
     def observe(self, result: TickResult) -> None:
         for verdict in result.verdicts:
@@ -257,16 +260,24 @@ class ReaperMetrics:
             self.actions.labels(action["action"], action["mode"]).inc()
         self.savings.set(result.savings_usd_per_hour)
 
+    def begin(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.begin()
+
     def failed(self) -> None:
         self.rounds_failed.inc()
+        if self.heartbeat is not None:
+            self.heartbeat.beat(ok=False)
 
     def succeeded(self, now: float) -> None:
         self.last_success.set(now)
+        if self.heartbeat is not None:
+            self.heartbeat.beat(ok=True)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        from costeff import health
+
+        health.close(self.server)
 
 
 @dataclass
@@ -291,6 +302,7 @@ def watch(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, 
     ticks = 0
     try:
         while not stop.is_set():
+            metrics.begin()
             _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics, state)
             ticks += 1
             stop.wait(interval_s)
