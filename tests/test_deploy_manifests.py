@@ -156,6 +156,10 @@ def test_reaper_rbac_is_what_costeff_reap_rbac_prints_for_the_mounted_config(ren
 
     assert main(["reap", "rbac", "--config", str(OVERLAY / "reaper.toml"), "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)["manifests"]
+    # The committed file is the command's output as it prints it: generated, never edited by hand.
+    assert main(["reap", "rbac", "--config", str(OVERLAY / "reaper.toml")]) == 0
+    assert (OVERLAY / "reaper-rbac.yaml").read_text() == capsys.readouterr().out, (
+        "regenerate: costeff reap rbac --config reaper.toml > reaper-rbac.yaml")
     for docs in renders.values():
         rendered = [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
         assert sorted(rendered, key=json.dumps) == sorted(expected, key=json.dumps)
