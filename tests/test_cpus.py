@@ -1,0 +1,100 @@
+"""CPUs a process may use inside a container: its own cgroup and every ancestor, cgroup v2 and v1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from costeff.runtimes import RuntimeOptions
+from costeff.runtimes.cpus import cgroup_cpu_limit, cpu_limit, usable_cpus
+
+HOST_CPUS = len(os.sched_getaffinity(0))
+
+
+def _v2(root: Path, own: str, limits: dict[str, str]) -> Path:
+    """A cgroup v2 mount at ``root`` with ``cpu.max`` per folder, and a /proc/self/cgroup naming ``own``."""
+    (root / "cgroup.controllers").parent.mkdir(parents=True, exist_ok=True)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (root / own.strip("/")).mkdir(parents=True, exist_ok=True)
+    for folder, value in limits.items():
+        (root / folder.strip("/") / "cpu.max").write_text(value + "\n")
+    proc = root.parent / "proc_self_cgroup"
+    proc.write_text(f"0::{own}\n")
+    return proc
+
+
+def test_nested_v2_takes_the_tighter_parent(tmp_path):
+    # A pod limited to 1.5 CPUs whose container says 4: the pod's limit is what the kernel enforces.
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/kubepods/pod1/ctr", {"kubepods/pod1": "150000 100000", "kubepods/pod1/ctr": "400000 100000",
+                                             "kubepods": "max 100000"})
+    limit = cpu_limit(root, proc)
+    assert limit.quota_cpus == 1.5
+    assert limit.cgroup == str(root / "kubepods" / "pod1")
+    assert limit.cpus == min(1.5, HOST_CPUS)
+    assert usable_cpus(root, proc) == min(2, HOST_CPUS)
+
+
+def test_the_process_own_cgroup_limit_is_found_below_the_mount_root(tmp_path):
+    # Without a cgroup namespace the root shows the host (no cpu.max there) and the limit is deeper.
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/system.slice/docker-abc.scope", {"system.slice/docker-abc.scope": "50000 100000"})
+    assert cgroup_cpu_limit(root, proc) == 0.5
+    assert usable_cpus(root, proc) == 1  # half a CPU still needs one thread, never zero
+
+
+def test_max_everywhere_is_no_limit(tmp_path):
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/a/b", {"a": "max 100000", "a/b": "max 100000"})
+    limit = cpu_limit(root, proc)
+    assert limit.quota_cpus is None and limit.cgroup is None
+    assert usable_cpus(root, proc) == HOST_CPUS
+    assert "affinity" in limit.describe()
+
+
+def test_a_path_missing_under_the_mount_falls_back_to_what_the_mount_shows(tmp_path):
+    # In a cgroup namespace-less container the mount is the container's own cgroup while
+    # /proc/self/cgroup still names the host's path to it.
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/", {"/": "200000 100000"})
+    proc.write_text("0::/kubepods/burstable/pod9/ctr\n")
+    assert cgroup_cpu_limit(root, proc) == 2.0
+
+
+def test_unreadable_or_malformed_files_are_no_limit_not_a_crash(tmp_path):
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/a", {"a": "lots 100000"})
+    (root / "cpu.max").mkdir()  # a folder where a file belongs: reading it fails
+    assert cgroup_cpu_limit(root, proc) is None
+    assert cgroup_cpu_limit(root, tmp_path / "no_such_proc_file") is None
+    assert usable_cpus(tmp_path / "no_cgroup_here", tmp_path / "nothing") == HOST_CPUS
+
+
+@pytest.mark.parametrize("controllers", ["cpu,cpuacct", "cpu"])
+def test_v1_cpu_controller_own_cgroup_and_ancestors(tmp_path, controllers):
+    root = tmp_path / "cgroup"
+    mount = root / controllers
+    own = mount / "docker" / "abc"
+    own.mkdir(parents=True)
+    (own / "cpu.cfs_quota_us").write_text("-1\n")  # the container: unlimited
+    (own / "cpu.cfs_period_us").write_text("100000\n")
+    (mount / "docker" / "cpu.cfs_quota_us").write_text("250000\n")  # its parent: 2.5 CPUs
+    (mount / "docker" / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "proc_self_cgroup"
+    proc.write_text(f"5:memory:/docker/abc\n4:{controllers}:/docker/abc\n0::/\n")
+    limit = cpu_limit(root, proc)
+    assert limit.quota_cpus == 2.5
+    assert limit.cpus == min(2.5, HOST_CPUS)
+
+
+def test_threads_left_to_costeff_follow_the_cgroup(tmp_path, monkeypatch):
+    import costeff.runtimes.cpus as cpus
+
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/ctr", {"ctr": "100000 100000"})
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", root)
+    monkeypatch.setattr(cpus, "PROC_CGROUP", proc)
+    assert RuntimeOptions().resolved_threads() == 1
+    assert RuntimeOptions(threads=3).resolved_threads() == 3  # an explicit count is the user's choice
