@@ -98,3 +98,59 @@ def test_threads_left_to_costeff_follow_the_cgroup(tmp_path, monkeypatch):
     monkeypatch.setattr(cpus, "PROC_CGROUP", proc)
     assert RuntimeOptions().resolved_threads() == 1
     assert RuntimeOptions(threads=3).resolved_threads() == 3  # an explicit count is the user's choice
+
+
+@pytest.fixture
+def one_cpu_cgroup(tmp_path, monkeypatch):
+    """This process seen through a cgroup v2 limit of 1 CPU."""
+    import costeff.runtimes.cpus as cpus
+
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/ctr", {"ctr": "100000 100000"})
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", root)
+    monkeypatch.setattr(cpus, "PROC_CGROUP", proc)
+    return root
+
+
+@pytest.fixture
+def torch_threads():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    yield torch
+    torch.set_num_threads(before)
+
+
+def test_export_lowers_torchs_pool_to_the_cgroup_limit(one_cpu_cgroup, torch_threads, tmp_path):
+    from costeff.policy.export import export_module
+
+    torch = torch_threads
+    torch.set_num_threads(2)  # what torch picks on a 2-core host, whatever the container allows
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    export_module(model, tmp_path / "p.onnx", (4, 3))
+    assert torch.get_num_threads() == 1
+
+
+def test_a_smaller_torch_pool_is_never_raised(torch_threads):
+    from costeff.runtimes.cpus import cap_torch_threads
+
+    torch_threads.set_num_threads(1)
+    assert cap_torch_threads() == 1
+
+
+def test_drift_runs_openvino_with_the_cgroup_threads_and_its_usual_precision(one_cpu_cgroup, tiny_policy, tmp_path,
+                                                                             monkeypatch):
+    ov = pytest.importorskip("openvino")
+    import costeff.runtimes.ov as runtime_ov
+    from costeff.drift.runners import open_runner
+    from costeff.quantization.openvino import convert
+
+    xml = tmp_path / "served.xml"
+    convert(Path(tiny_policy.onnx_path), xml)
+    compiled, real = [], runtime_ov.compile_model
+    monkeypatch.setattr(runtime_ov, "compile_model", lambda path, options: compiled.append(real(path, options))
+                        or compiled[-1])
+    served, reference = open_runner(xml), open_runner(xml, reference=True)
+    assert [c.get_property("INFERENCE_NUM_THREADS") for c in compiled] == [1, 1]
+    # a served IR runs at OpenVINO's own precision for this CPU, as the openvino backend serves it
+    default = ov.Core().compile_model(str(xml), "CPU").get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    assert (served.precision, reference.precision) == (f"openvino {default}", "openvino f32")

@@ -152,3 +152,17 @@ def _read(path: Path) -> str | None:
         return path.read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def cap_torch_threads() -> int:
+    """Lower torch's intra-op pool to the usable CPUs when it is larger; the count now in use.
+
+    torch sizes the pool to the host's cores, ignoring the cgroup quota. A smaller
+    count someone chose (``torch.set_num_threads``, ``OMP_NUM_THREADS``) is kept.
+    """
+    import torch
+
+    limit = usable_cpus()
+    if torch.get_num_threads() > limit:
+        torch.set_num_threads(limit)
+    return torch.get_num_threads()
