@@ -108,7 +108,7 @@ def test_the_default_comes_from_this_hosts_cgroup_and_the_build_says_so(tmp_path
     assert threads["serving_cpus"] == expected and threads["threads_per_instance"] == 1
     assert "not stated" in threads["serving_cpus_source"] and "--serving-cpus" in threads["serving_cpus_source"]
     assert _params(tmp_path)["intra_op_thread_count"] == "1"
-    assert "threads sized for" in capsys.readouterr().err
+    assert "serving CPUs (not stated: this host's" in capsys.readouterr().out
 
 
 def test_gpu_instances_get_no_thread_parameters(tmp_path, model):

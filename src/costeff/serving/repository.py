@@ -107,8 +107,6 @@ def build_repository(config: BuildConfig) -> BuildResult:
         raise InputError(f"{served.path}: an OpenVINO IR is served on CPU instances; drop --instance-kind gpu")
     threads = plan_threads(served.backend, kind, config.instances, config.serving_cpus, served.measured_threads)
     parameters = {**served.parameters, **threads.parameters}
-    if config.serving_cpus is None and threads.threads_per_instance is not None:
-        notes.append(f"threads sized for {threads.serving_cpus:g} CPUs, {threads.serving_cpus_source}")
     precision = served.precision or model_precision(served.path)
     accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
     name = config.name or _default_name(config.model_path)
