@@ -154,3 +154,14 @@ def test_drift_runs_openvino_with_the_cgroup_threads_and_its_usual_precision(one
     # a served IR runs at OpenVINO's own precision for this CPU, as the openvino backend serves it
     default = ov.Core().compile_model(str(xml), "CPU").get_property("INFERENCE_PRECISION_HINT").get_type_name()
     assert (served.precision, reference.precision) == (f"openvino {default}", "openvino f32")
+
+
+def test_every_reports_hardware_block_records_the_fractional_limit(tmp_path, monkeypatch):
+    import costeff.runtimes.cpus as cpus
+    from costeff.hardware import detect
+
+    root = tmp_path / "cgroup"
+    proc = _v2(root, "/ctr", {"ctr": "150000 100000"})
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", root)
+    monkeypatch.setattr(cpus, "PROC_CGROUP", proc)
+    assert detect.__wrapped__().to_dict()["cpu_limit"] == min(1.5, HOST_CPUS)
