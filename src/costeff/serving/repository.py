@@ -107,6 +107,9 @@ def build_repository(config: BuildConfig) -> BuildResult:
         raise InputError(f"{served.path}: an OpenVINO IR is served on CPU instances; drop --instance-kind gpu")
     threads = plan_threads(served.backend, kind, config.instances, config.serving_cpus, served.measured_threads)
     parameters = {**served.parameters, **threads.parameters}
+    if threads.pools > 1 and (threads.threads_per_instance or 0) * threads.pools > threads.serving_cpus:
+        notes.append(f"{threads.pools} instances of at least one thread each outnumber {threads.serving_cpus:g} "
+                     "serving CPUs: they will be throttled; fewer --instances fit")
     precision = served.precision or model_precision(served.path)
     accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
     name = config.name or _default_name(config.model_path)
