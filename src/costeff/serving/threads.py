@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 ORT_INTRA = "intra_op_thread_count"
 ORT_INTER = "inter_op_thread_count"
@@ -40,7 +41,7 @@ class ThreadPlan:
     serving_cpus_source: str
     instances: int
     threads_per_instance: int | None  # None: not set (GPU instances)
-    pools: int  # separate thread pools those instances run: threads_per_instance × pools <= serving_cpus
+    pools: int  # separate thread pools those instances run: threads_per_instance × pools threads in all
     reason: str
     parameters: dict[str, str] = field(default_factory=dict)  # the backend parameters that carry it
 
@@ -91,7 +92,7 @@ def describe(plan: ThreadPlan) -> str:
             f"({plan.serving_cpus_source}); {plan.reason}")
 
 
-def check_threads(cfg, serving_cpus: float | None, report, lines) -> None:
+def check_threads(cfg: Any, serving_cpus: float | None, report: Any, lines: Any) -> None:
     """What the backends would refuse (problems) and pools that outnumber the stated CPUs (warnings).
 
     ``cfg`` is a parsed ``ModelConfig``; ``serving_cpus`` the container's limit when known (without
@@ -118,7 +119,7 @@ def check_threads(cfg, serving_cpus: float | None, report, lines) -> None:
                            f"outnumber the CPU limit and are throttled; at most {fit} per pool fits")
 
 
-def _cpu_instances(cfg) -> int:
+def _cpu_instances(cfg: Any) -> int:
     from costeff.serving.config import OV_BACKEND, triton_schema
 
     kinds = triton_schema().ModelInstanceGroup
@@ -127,7 +128,7 @@ def _cpu_instances(cfg) -> int:
     return sum(max(g.count, 1) for g in cfg.instance_group if g.kind in cpu_kinds)
 
 
-def _ort_threads(params: dict[str, str], cpu_instances: int, report, lines) -> int | None:
+def _ort_threads(params: dict[str, str], cpu_instances: int, report: Any, lines: Any) -> int | None:
     from costeff.serving.validate import Problem
 
     for key in (*ORT_THREAD_PARAMETERS, "execution_mode"):
@@ -146,7 +147,7 @@ def _ort_threads(params: dict[str, str], cpu_instances: int, report, lines) -> i
     return intra if intra and intra > 0 else None
 
 
-def _ov_threads(params: dict[str, str], cpu_instances: int, report, lines) -> int | None:
+def _ov_threads(params: dict[str, str], cpu_instances: int, report: Any, lines: Any) -> int | None:
     # A malformed value is already a problem in ov_validate; here only what parses.
     threads = _int(params[OV_THREADS]) if OV_THREADS in params else 0
     if cpu_instances and threads == 0:
