@@ -165,3 +165,45 @@ def test_every_reports_hardware_block_records_the_fractional_limit(tmp_path, mon
     monkeypatch.setattr(cpus, "CGROUP_ROOT", root)
     monkeypatch.setattr(cpus, "PROC_CGROUP", proc)
     assert detect.__wrapped__().to_dict()["cpu_limit"] == min(1.5, HOST_CPUS)
+
+
+def _real_child_cgroup(quota_us: int) -> Path:
+    """A child of this process's real cgroup with a CPU quota (root and a writable cgroupfs only)."""
+    from costeff.runtimes import cpus
+
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    v2 = (cpus.CGROUP_ROOT / "cgroup.controllers").is_file()
+    mounts = [cpus.CGROUP_ROOT] if v2 else cpus._v1_mounts(cpus.CGROUP_ROOT, lines)[:1]
+    if not mounts:
+        pytest.skip("no cpu cgroup controller mounted")
+    own = cpus._locate(mounts[0], cpus._own_path(lines, v2=v2))
+    child = own / f"costeff-test-{os.getpid()}"
+    try:
+        child.mkdir()
+        if v2:
+            (child / "cpu.max").write_text(f"{quota_us} 100000\n")
+        else:
+            (child / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+    except OSError as exc:
+        if child.is_dir():
+            child.rmdir()
+        pytest.skip(f"cannot create a cgroup here: {exc}")
+    return child
+
+
+def test_a_real_kernel_cgroup_quota_is_found(tmp_path):
+    # The kernel's own files, not a fake tree: a child process moved into a 0.5-CPU cgroup.
+    import subprocess
+    import sys
+
+    child = _real_child_cgroup(50000)
+    script = "from costeff.runtimes.cpus import cpu_limit; l = cpu_limit(); print(l.quota_cpus, l.usable)"
+    try:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                             preexec_fn=lambda: (child / "cgroup.procs").write_text(str(os.getpid())))
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"cannot join the cgroup: {exc}")
+    finally:
+        child.rmdir()
+    assert out.stdout.split() == ["0.5", "1"], out.stderr
