@@ -37,6 +37,8 @@ class Hardware:
     onnxruntime_version: str | None = None
     onnxruntime_providers: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # CPUs this process may use (affinity and cgroup quota, fractional): what a container measured on
+    cpu_limit: float | None = None
 
     @property
     def has_vnni(self) -> bool:
@@ -131,4 +133,11 @@ def detect() -> Hardware:
         gpu_unavailable_reason=reason,
         onnxruntime_version=ort_version,
         onnxruntime_providers=providers,
+        cpu_limit=_cpu_limit(),
     )
+
+
+def _cpu_limit() -> float:
+    from costeff.runtimes.cpus import cpu_limit
+
+    return cpu_limit().cpus

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.cli._common import add_common, emit, positive_float, positive_int
 from costeff.cli.triton_serve import register_serving
 
 
@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--instance-kind", choices=("gpu", "cpu"), help="default: gpu when the profile saw a GPU")
     b.add_argument("--quantization-report", type=Path, help="quantization_report.json: allows TensorRT FP16 "
                    "on an fp32 model when its fp16 variant passed")
+    b.add_argument("--serving-cpus", type=positive_float("--serving-cpus"), metavar="N",
+                   help="CPU limit of the Triton container (e.g. 1.5); thread parameters are sized to it "
+                   "(default: this host's usable CPUs, from affinity and the cgroup quota)")
+    b.add_argument("--instances", type=positive_int("--instances"), default=1, metavar="K",
+                   help="model instances in one Triton server (instance_group count; default: 1)")
     b.add_argument("--keep-versions", type=int, default=5, metavar="K",
                    help="versions left on disk after the build, the new one included (default: 5)")
     add_common(b, out=False)
@@ -31,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = verbs.add_parser("validate", help="check a config.pbtxt against Triton's schema and the ONNX model")
     v.add_argument("config", type=Path, metavar="CONFIG", help="config.pbtxt")
     v.add_argument("--model", type=Path, help="the ONNX model (default: the served version's model.onnx)")
+    v.add_argument("--serving-cpus", type=positive_float("--serving-cpus"), metavar="N",
+                   help="CPU limit of the Triton container that thread pools must fit in (default: the one "
+                   "costeff_build.json records; without either, only the values are checked)")
     add_common(v, out=False)
     v.set_defaults(func=_validate)
     register_serving(verbs)
@@ -39,10 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout
     from costeff.serving import BuildConfig, build_repository
+    from costeff.serving.threads import describe
 
     config = BuildConfig(args.model, args.profile, args.repository or Layout.model_repository(), args.name,
                          args.batching, args.instance_kind, args.quantization_report,
-                         keep_versions=args.keep_versions)
+                         keep_versions=args.keep_versions, serving_cpus=args.serving_cpus,
+                         instances=args.instances)
     result = build_repository(config)
 
     def human() -> None:
@@ -52,6 +62,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"  max_batch_size {b.max_batch_size}, preferred {list(b.preferred_batch_size)}, "
               f"queue delay {b.max_queue_delay_us} us, {b.instances} x KIND_{result.instance_kind.upper()}, "
               f"TensorRT {result.tensorrt_precision_mode or 'off'} ({result.accelerator_reason})")
+        print(f"  threads: {describe(result.threads)}")
         for note in result.notes:
             print(f"  note: {note}", file=sys.stderr)
 
@@ -62,9 +73,10 @@ def _build(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from costeff.serving import validate_config
 
-    report = validate_config(args.config, args.model)
+    report = validate_config(args.config, args.model, serving_cpus=args.serving_cpus)
     record = {"config_path": report.config_path, "model_path": report.model_path, "valid": report.valid,
-              "model_precision": report.model_precision, "problems": report.problems, "warnings": report.warnings}
+              "model_precision": report.model_precision, "serving_cpus": report.serving_cpus,
+              "problems": report.problems, "warnings": report.warnings}
 
     def human() -> None:
         for warning in report.warnings:

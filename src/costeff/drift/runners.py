@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from costeff.artifacts import sha256_file
-from costeff.errors import DependencyError, InputError
+from costeff.errors import InputError
 from costeff.quantization.fidelity import PolicyOutputs
 
 KINDS = {".onnx": "onnx", ".xml": "openvino"}
@@ -91,16 +91,16 @@ def _onnx(path: Path, outputs: dict[str, str] | None) -> Runner:
 
 
 def _openvino(path: Path, outputs: dict[str, str] | None, reference: bool) -> Runner:
-    ov = _import_openvino()
-    core = ov.Core()
-    try:
-        model = core.read_model(str(path), str(_bin(path)))
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"} if reference else {})
-    except Exception as exc:  # OpenVINO raises RuntimeError for a malformed IR
-        raise InputError(f"{path}: OpenVINO cannot read this IR ({' '.join(str(exc).split())[:200]})") from None
-    if len(model.inputs) != 1:
-        raise InputError(f"{path}: {len(model.inputs)} inputs; a drift check feeds one observation tensor")
-    port = model.inputs[0]
+    from costeff.runtimes import RuntimeOptions
+    from costeff.runtimes.ov import compile_model
+
+    _bin(path)
+    # The reference is fp32 by definition; a served IR keeps OpenVINO's own precision for this CPU,
+    # as the openvino backend serves it without HINT_BF16. Threads: the CPUs this process may use.
+    compiled = compile_model(path, RuntimeOptions(precision="f32" if reference else None))
+    if len(compiled.inputs) != 1:
+        raise InputError(f"{path}: {len(compiled.inputs)} inputs; a drift check feeds one observation tensor")
+    port = compiled.inputs[0]
     shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
     names = {n: i for i, o in enumerate(compiled.outputs) for n in [_name(o), *sorted(o.get_names())]}
     roles = _ir_roles(list(names), outputs or {}, path)
@@ -135,12 +135,3 @@ def _bin(xml: Path) -> Path:
     if not weights.is_file():
         raise InputError(f"{xml}: OpenVINO IR without its weights {weights.name}; expected both beside each other")
     return weights
-
-
-def _import_openvino() -> Any:
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise DependencyError(f"running an OpenVINO IR needs the openvino package "
-                              f"(pip install 'costeff[openvino]'): {exc}") from None
-    return ov

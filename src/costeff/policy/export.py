@@ -108,7 +108,9 @@ def export_policy(source: str, out: Path | str, *, observation_shape: tuple[int,
 def export_module(model: Any, out: Path | str, observation_shape: tuple[int, ...], *, input_name: str = "obs",
                   source: str = "module", seed: int = 0, atol: float = DEFAULT_ATOL) -> ExportReport:
     from costeff.artifacts import provenance, sha256_file
+    from costeff.runtimes.cpus import cap_torch_threads
 
+    cap_torch_threads()  # the forward passes and the export run on torch's pool, sized to the host by default
     model = model.eval()
     sample = np.random.default_rng(seed).standard_normal((2, *observation_shape)).astype(np.float32)
     names = output_names(model, sample)

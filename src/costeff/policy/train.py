@@ -77,6 +77,9 @@ def fit(spec: PresetSpec, config: TrainConfig, seed: int = 0) -> TrainResult:
     """Generate rows, label them with the strategy, and clone it; evaluate on held-out rows."""
     import torch
 
+    from costeff.runtimes.cpus import cap_torch_threads
+
+    cap_torch_threads()  # evaluation and widening run on torch's own pool, sized to the host by default
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     obs = generate_observations(config.rows, seed=seed, preset=spec.name)

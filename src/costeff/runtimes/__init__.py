@@ -36,13 +36,15 @@ class RuntimeOptions:
     session_config: tuple[tuple[str, str], ...] = ()  # onnxruntime session config entries
     provider: str = "cpu"  # onnxruntime execution provider
     trt_fp16: bool = False  # TensorRT provider only: let it build fp16 engines
-    precision: str = "f32"  # OpenVINO INFERENCE_PRECISION_HINT (its CPU default is bf16 on AMX hosts)
+    # OpenVINO INFERENCE_PRECISION_HINT (its CPU default is bf16 on AMX hosts); None leaves that default,
+    # which is what Triton's openvino backend serves without HINT_BF16.
+    precision: str | None = "f32"
     performance_hint: str = "LATENCY"  # OpenVINO PERFORMANCE_HINT
     streams: int | None = None  # OpenVINO NUM_STREAMS (None: what the hint picks)
     pinning: bool | None = None  # OpenVINO ENABLE_CPU_PINNING (None: the runtime's default)
 
     def __post_init__(self) -> None:
-        if self.precision not in OV_PRECISIONS:
+        if self.precision is not None and self.precision not in OV_PRECISIONS:
             raise InputError(f"precision: {self.precision!r}; expected one of {', '.join(OV_PRECISIONS)}")
         if self.performance_hint not in OV_HINTS:
             raise InputError(f"performance_hint: {self.performance_hint!r}; expected one of {', '.join(OV_HINTS)}")

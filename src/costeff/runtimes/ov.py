@@ -1,8 +1,9 @@
 """OpenVINO behind the :class:`costeff.runtimes.Runner` interface.
 
-The precision hint is always set: on CPUs with AMX or AVX512_BF16 OpenVINO's
-default inference precision is bf16, so a model compiled "as is" would silently
-not be fp32.
+The precision hint is set unless asked for OpenVINO's own default: on CPUs with
+AMX or AVX512_BF16 that default is bf16, so a model compiled "as is" would silently
+not be fp32. The inference threads are always set: OpenVINO's default is the
+host's cores, throttled inside a container limited to fewer.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ class OpenVinoRunner:
 
 
 def compile_config(options: RuntimeOptions) -> dict[str, Any]:
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": options.precision,
-                              "PERFORMANCE_HINT": options.performance_hint,
+    config: dict[str, Any] = {"PERFORMANCE_HINT": options.performance_hint,
                               "INFERENCE_NUM_THREADS": options.resolved_threads()}
+    if options.precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = options.precision
     if options.streams is not None:
         config["NUM_STREAMS"] = options.streams
     if options.pinning is not None:
@@ -57,18 +59,32 @@ def compile_config(options: RuntimeOptions) -> dict[str, Any]:
 
 
 def compile_model(path: Path, options: RuntimeOptions) -> Any:
-    """Compile ``path`` (IR or ONNX) for the CPU; an IR without its ``.bin`` is bad input."""
-    import openvino as ov
-
+    """Compile ``path`` (IR or ONNX) for the CPU: a file OpenVINO cannot read (or an IR without its
+    ``.bin``) is bad input, a model it reads but cannot compile a dependency failure."""
+    ov = import_openvino()
     if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
         raise InputError(f"{path}: OpenVINO IR without its weights file {path.with_suffix('.bin').name}")
     if options.precision == "bf16" and not host_has_bf16():
         raise InputError(f"{path}: bf16 needs a CPU with amx_bf16 or avx512_bf16; this host has neither")
+    core = ov.Core()
     try:
-        return ov.Core().compile_model(str(path), "CPU", compile_config(options))
+        model = core.read_model(str(path))
+    except Exception as exc:  # OpenVINO raises RuntimeError for a malformed file
+        raise InputError(f"{path}: OpenVINO cannot read this model ({' '.join(str(exc).split())[:200]})") from None
+    try:
+        return core.compile_model(model, "CPU", compile_config(options))
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DependencyError(f"{path}: OpenVINO could not compile the model for the CPU: {first}") from None
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise DependencyError(f"running an OpenVINO model needs the openvino package "
+                              f"(pip install 'costeff[openvino]'): {exc}") from None
+    return ov
 
 
 def host_has_bf16() -> bool:

@@ -10,10 +10,11 @@ partial one.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from costeff.artifacts import atomic_write_json, atomic_write_text, provenance, 
 from costeff.errors import InputError
 from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
 from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
+from costeff.serving.threads import ThreadPlan, plan_threads
 from costeff.serving.versions import DEFAULT_KEEP, entry_lock, next_version, pin, stage
 
 INSTANCE_KINDS = ("gpu", "cpu")
@@ -38,8 +40,15 @@ class BuildConfig:
     quantization_report: Path | None = None
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
     keep_versions: int = DEFAULT_KEEP  # versions left on disk, the new one included
+    serving_cpus: float | None = None  # the Triton container's CPU limit; None: this host's usable CPUs
+    instances: int = 1  # model instances in one Triton server (instance_group count)
 
     def __post_init__(self) -> None:
+        if self.serving_cpus is not None and not (isinstance(self.serving_cpus, (int, float))
+                                                  and 0 < self.serving_cpus < math.inf):
+            raise InputError(f"--serving-cpus: {self.serving_cpus!r}; expected a number of CPUs > 0, e.g. 1.5")
+        if not isinstance(self.instances, int) or self.instances < 1:
+            raise InputError(f"--instances: {self.instances!r}; expected an integer >= 1")
         if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
             raise InputError(f"--instance-kind: {self.instance_kind!r}; expected one of {', '.join(INSTANCE_KINDS)}")
         if self.name is not None and not _NAME.match(self.name):
@@ -77,6 +86,7 @@ class BuildResult:
     parameters: dict[str, str] = field(default_factory=dict)  # the backend's config parameters
     version: int = 1
     versions_kept: list[int] = field(default_factory=list)
+    threads: ThreadPlan | None = None  # the serving container's CPUs and the threads per instance
 
 
 def build_repository(config: BuildConfig) -> BuildResult:
@@ -90,16 +100,21 @@ def build_repository(config: BuildConfig) -> BuildResult:
     profile = _load_json(config.profile_path, "--profile")
     _check_hash(profile, served.sha256, served.path, config.profile_path, also=(model_sha, config.model_path))
     notes: list[str] = list(served.notes)
-    batching = _batching(config, profile, served.sha256, notes)
+    batching = replace(_batching(config, profile, served.sha256, notes), instances=config.instances)
     signature = read_signature(served.path)
     kind = config.instance_kind or _default_kind(profile, notes)
     if served.backend == "openvino" and kind == "gpu":
         raise InputError(f"{served.path}: an OpenVINO IR is served on CPU instances; drop --instance-kind gpu")
+    threads = plan_threads(served.backend, kind, config.instances, config.serving_cpus, served.measured_threads)
+    parameters = {**served.parameters, **threads.parameters}
+    if threads.pools > 1 and (threads.threads_per_instance or 0) * threads.pools > threads.serving_cpus:
+        notes.append(f"{threads.pools} instances of at least one thread each outnumber {threads.serving_cpus:g} "
+                     "serving CPUs: they will be throttled; fewer --instances fit")
     precision = served.precision or model_precision(served.path)
     accel = choose_accelerator(precision, kind, fp16_passed(config.quantization_report))
     name = config.name or _default_name(config.model_path)
     message = model_config(name, signature, batching, kind, accel.precision_mode, config.workspace_bytes,
-                           backend=served.backend, parameters=served.parameters)
+                           backend=served.backend, parameters=parameters)
     target = config.repository / name
     result = BuildResult(**provenance(served.path), name=name, model_dir=str(target),
                          config_path=str(target / "config.pbtxt"),
@@ -109,7 +124,7 @@ def build_repository(config: BuildConfig) -> BuildResult:
                          quantization_report=_opt(config.quantization_report), model_precision=precision,
                          instance_kind=kind, batching=batching, tensorrt_precision_mode=accel.precision_mode,
                          accelerator_reason=accel.reason, notes=notes, backend=served.backend,
-                         variant=served.variant, parameters=dict(served.parameters))
+                         variant=served.variant, parameters=parameters, threads=threads)
     _write(target, message, served.files, result, profile.get("hardware"), config.keep_versions)
     return result
 
@@ -250,12 +265,26 @@ def _swap_into_place(entry: Path, target: Path, staging: Path) -> None:
     entry.rename(target)
 
 
+def _cpus_row(plan: ThreadPlan | None) -> str:
+    return "not recorded" if plan is None else f"{plan.serving_cpus:g} ({plan.serving_cpus_source})"
+
+
+def _threads_row(plan: ThreadPlan | None) -> str:
+    if plan is None:
+        return "not recorded"
+    if plan.threads_per_instance is None:
+        return f"not set ({plan.reason})"
+    return f"{plan.threads_per_instance} ({plan.reason})"
+
+
 def render_markdown(result: BuildResult) -> str:
     b = result.batching
     rows = [("model", f"{result.source_model} (sha256 {result.model_sha256[:12]}…, {result.model_precision})"),
             ("version", f"{result.version} (served; on disk: {', '.join(map(str, result.versions_kept))})"),
             ("backend", result.backend + (f" (variant {result.variant})" if result.variant else "")),
             ("backend parameters", ", ".join(f"{k}={v}" for k, v in result.parameters.items()) or "none"),
+            ("serving CPUs", _cpus_row(result.threads)),
+            ("threads per instance", _threads_row(result.threads)),
             ("max_batch_size", b.max_batch_size), ("preferred_batch_size", list(b.preferred_batch_size)),
             ("max_queue_delay_microseconds", b.max_queue_delay_us),
             ("instance_group", f"{b.instances} × KIND_{result.instance_kind.upper()}"),

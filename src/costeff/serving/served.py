@@ -3,8 +3,9 @@
 Given the fp32 MODEL and the quantization report made from it, the entry serves
 the report's selected variant (checked by its SHA-256), on the backend that runs
 it: an ONNX file on Triton's onnxruntime backend, an OpenVINO IR on Triton's
-openvino backend with the precision, hint, streams and threads it was measured
-with as the backend's parameters.
+openvino backend with the precision, hint and streams it was measured with as
+the backend's parameters (its threads are capped to the serving container's CPUs
+by ``serving.threads``).
 
 Why the openvino backend and not the onnxruntime backend's OpenVINO accelerator:
 the accelerator takes ONNX only, so NNCF int8 IR cannot go through it, and its
@@ -36,6 +37,7 @@ class Served:
     precision: str | None  # the report's precision, e.g. "bf16", "int8+bf16"
     parameters: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    measured_threads: int | None = None  # the threads the variant was measured with, when the report says
 
     @property
     def files(self) -> list[tuple[Path, str]]:
@@ -62,7 +64,7 @@ def resolve(model: Path, model_sha: str, report_path: Path | None) -> Served:
         raise InputError(f"{path}: OpenVINO IR without its weights file {path.with_suffix('.bin').name}")
     params = ov_parameters(variant, report, notes) if backend == "openvino" else {}
     return Served(path, sha, backend, (variant or {}).get("name"), (variant or {}).get("precision"), params,
-                  tuple(notes))
+                  tuple(notes), _measured_threads(variant))
 
 
 def _selected_file(selected: dict[str, Any], report_path: Path | None) -> tuple[Path, str]:
@@ -83,13 +85,16 @@ def _variant(report: dict[str, Any] | None, sha: str, preferred: str | None = No
     return next((v for v in matches if v.get("name") == preferred), matches[0] if matches else None)
 
 
-def ov_parameters(variant: dict[str, Any] | None, report: dict[str, Any] | None, notes: list[str]) -> dict[str, str]:
-    """The openvino backend's parameters for the measured runtime settings."""
-    from costeff.runtimes.cpus import usable_cpus
+def _measured_threads(variant: dict[str, Any] | None) -> int | None:
+    threads = ((variant or {}).get("runtime") or {}).get("threads")
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
+
+def ov_parameters(variant: dict[str, Any] | None, report: dict[str, Any] | None, notes: list[str]) -> dict[str, str]:
+    """The openvino backend's parameters for the measured runtime settings (threads: ``serving.threads``)."""
     runtime = (variant or {}).get("runtime") or {}
     hint = str(runtime.get("performance_hint") or "LATENCY")
-    params = {"PERFORMANCE_HINT": hint, "INFERENCE_NUM_THREADS": str(runtime.get("threads") or usable_cpus())}
+    params = {"PERFORMANCE_HINT": hint}
     if hint == "LATENCY":
         params["NUM_STREAMS"] = "1"  # one stream: every request gets all threads (the backend's latency example)
     elif runtime.get("streams"):

@@ -16,6 +16,7 @@ from typing import Any
 from costeff.errors import InputError
 from costeff.serving.config import BACKEND, OV_BACKEND, PLATFORM, triton_schema
 from costeff.serving.precision import PRECISION_MODES, model_precision
+from costeff.serving.threads import check_threads
 
 # Parameters Triton's onnxruntime backend reads for its TensorRT accelerator.
 TRT_PARAMETERS = {"precision_mode", "max_workspace_size_bytes", "max_cached_engines", "minimum_segment_size",
@@ -45,6 +46,7 @@ class ValidationReport:
     model_precision: str | None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    serving_cpus: float | None = None  # the CPU limit thread pools were checked against, when stated
 
     @property
     def valid(self) -> bool:
@@ -52,7 +54,7 @@ class ValidationReport:
 
 
 def validate_config(config_path: Path | str, model_path: Path | str | None = None,
-                    hardware: dict[str, Any] | None = None) -> ValidationReport:
+                    hardware: dict[str, Any] | None = None, serving_cpus: float | None = None) -> ValidationReport:
     """Parse ``config_path`` with Triton's schema and run the semantic checks.
 
     The model defaults to ``<config dir>/<newest version>/model.onnx`` (``model.xml``
@@ -60,6 +62,8 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
     and precision checks are skipped with a warning. ``hardware`` (a report's
     hardware block; default: the ``costeff_build.json`` beside the config, else this
     host) is what backend settings such as a bf16 hint are checked against.
+    ``serving_cpus`` (default: the one recorded in ``costeff_build.json``) is the
+    Triton container's CPU limit that the thread pools must fit in.
     """
     path = Path(config_path)
     text = _read(path)
@@ -74,6 +78,8 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
     _check_versions(cfg, path, report, lines)
     _check_batching(cfg, report, lines)
     _check_instances(cfg, report, lines)
+    report.serving_cpus = serving_cpus or _recorded_cpus(path)
+    check_threads(cfg, report.serving_cpus, report, lines)
     if cfg.backend == OV_BACKEND:
         from costeff.serving.ov_validate import check_openvino
 
@@ -99,16 +105,26 @@ def _check_versions(cfg: Any, path: Path, report: ValidationReport, lines: _Line
                                        lines("versions")))
 
 
+def _build_record(config: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        record = json.loads((config.parent / "costeff_build.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recorded_cpus(config: Path) -> float | None:
+    threads = _build_record(config).get("threads")
+    cpus = threads.get("serving_cpus") if isinstance(threads, dict) else None
+    return float(cpus) if isinstance(cpus, (int, float)) and not isinstance(cpus, bool) and cpus > 0 else None
+
+
 def _hardware(config: Path, given: dict[str, Any] | None) -> dict[str, Any]:
     if given:
         return given
-    import json
-
-    build = config.parent / "costeff_build.json"
-    try:
-        recorded = json.loads(build.read_text()).get("hardware")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
+    recorded = _build_record(config).get("hardware")
     if isinstance(recorded, dict):
         return recorded
     from costeff.hardware import detect
