@@ -207,3 +207,29 @@ def test_a_real_kernel_cgroup_quota_is_found(tmp_path):
     finally:
         child.rmdir()
     assert out.stdout.split() == ["0.5", "1"], out.stderr
+
+
+def test_the_entrypoint_sizes_native_pools_to_the_usable_cpus_and_keeps_a_users_choice(monkeypatch):
+    import costeff.cli as cli
+    import costeff.runtimes.cpus as cpus
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda *a, **k: 3)
+    for name in cli.NATIVE_POOL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "8")
+    cli.size_native_pools()
+    assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    assert os.environ["MKL_NUM_THREADS"] == "8"
+
+
+def test_the_installed_command_starts_with_its_native_pools_sized(tmp_path):
+    import subprocess
+    import sys
+
+    from costeff.runtimes.cpus import usable_cpus
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    code = ("import os, sys; import costeff.cli as c; c.main = lambda: print(os.environ['OPENBLAS_NUM_THREADS'], "
+            "os.environ['OMP_NUM_THREADS']) or 0; c.entrypoint()")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.split() == [str(usable_cpus())] * 2, out.stderr

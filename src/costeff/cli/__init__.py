@@ -139,4 +139,23 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def entrypoint() -> None:
+    size_native_pools()
     sys.exit(main())
+
+
+NATIVE_POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def size_native_pools() -> None:
+    """Size OpenMP/OpenBLAS/MKL pools (numpy, torch) to the CPUs this process may use, before they start.
+
+    They read these variables once, when first loaded, and otherwise take the host's cores:
+    in a container limited to 1 CPU on a 64-core node that is 64 threads throttled by a
+    quota they spend in a millisecond. A value the user set is kept. costeff's own
+    onnxruntime and OpenVINO sessions are sized separately (``costeff.runtimes``).
+    """
+    from costeff.runtimes.cpus import usable_cpus
+
+    cpus = str(usable_cpus())
+    for name in NATIVE_POOL_VARIABLES:
+        os.environ.setdefault(name, cpus)
