@@ -40,7 +40,7 @@ DRIFT_ROWS = 5000  # rows per observation log; drift watch's memory grows with i
 REAPER_TARGETS = ("policy-a", "policy-b", "policy-c")
 SHIPPED_INTERVAL_S = {"reaper": 60.0, "drift-watch": 60.0, "ramp-watch": 3600.0}  # the manifests' --interval
 RECORD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "daemons.json"
-CLI = [sys.executable, "-c", "import sys; from costeff.cli import main; sys.exit(main(sys.argv[1:]))"]
+CLI = [sys.executable, "-c", "from costeff.cli import entrypoint; entrypoint()"]  # as the installed command starts
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -439,3 +439,23 @@ def test_the_service_monitor_scrapes_the_three_services_on_their_metrics_port(re
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["path"] == "/metrics"
         assert all(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in services)
+
+
+def test_resources_cover_what_the_bench_measured_for_each_part(renders):
+    """Requests and limits come from ``python -m benchmarks daemons`` (docs/benchmarks/daemons.json):
+    memory request >= the measured peak, limit >= 1.5x it; CPU request >= the measured use at the
+    interval the manifest runs; a whole CPU as limit, so startup is not throttled."""
+    from kubernetes.utils import parse_quantity
+
+    record = json.loads((ROOT / "docs" / "benchmarks" / "daemons.json").read_text())
+    for deployment in _deployments(renders[()]):
+        part = PARTS[deployment["metadata"]["name"]]
+        measured, container = record["parts"][part], _container(deployment)
+        args = container["args"]
+        assert float(args[args.index("--interval") + 1]) == record["shipped_interval_s"][part], part
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        peak = measured["peak_rss_mib"] * 2**20
+        assert parse_quantity(requests["memory"]) >= peak, (part, requests, measured)
+        assert parse_quantity(limits["memory"]) >= 1.5 * peak, (part, limits, measured)
+        assert parse_quantity(requests["cpu"]) >= measured["cpu_cores_at_shipped_interval"], part
+        assert parse_quantity(limits["cpu"]) >= 1, part

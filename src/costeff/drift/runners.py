@@ -18,7 +18,10 @@ from costeff.errors import InputError
 from costeff.quantization.fidelity import PolicyOutputs
 
 KINDS = {".onnx": "onnx", ".xml": "openvino"}
-CHUNK_ROWS = 4096  # large batches amortise per-call overhead; a policy MLP's activations stay small
+# Rows per inference call. onnxruntime's arena keeps the largest activations it has seen, so
+# the chunk sets drift watch's resident memory: 4096 rows held about 300 MiB more than 512 for
+# the default policy's fp32 + int8 pair, at the same rows per minute (docs/benchmarks/daemons.md).
+CHUNK_ROWS = 512
 
 
 @dataclass
