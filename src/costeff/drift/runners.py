@@ -19,7 +19,7 @@ from costeff.quantization.fidelity import PolicyOutputs
 
 KINDS = {".onnx": "onnx", ".xml": "openvino"}
 # Rows per inference call. onnxruntime's arena keeps the largest activations it has seen, so
-# the chunk sets drift watch's resident memory: 4096 rows held about 300 MiB more than 512 for
+# the chunk sets drift watch's resident memory: 4096 rows held about 210 MiB more than 512 for
 # the default policy's fp32 + int8 pair, at the same rows per minute (docs/benchmarks/daemons.md).
 CHUNK_ROWS = 512
 
