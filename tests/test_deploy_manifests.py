@@ -459,3 +459,12 @@ def test_resources_cover_what_the_bench_measured_for_each_part(renders):
         assert parse_quantity(limits["memory"]) >= 1.5 * peak, (part, limits, measured)
         assert parse_quantity(requests["cpu"]) >= measured["cpu_cores_at_shipped_interval"], part
         assert parse_quantity(limits["cpu"]) >= 1, part
+
+
+def test_an_abbreviated_flag_in_a_manifest_is_refused_not_guessed():
+    from costeff.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        with contextlib.redirect_stderr(io.StringIO()):
+            build_parser().parse_args(["drift", "watch", "--reference", "r.onnx", "--observations", "logs",
+                                       "--served", "s.onnx", "--fail-window", "3"])

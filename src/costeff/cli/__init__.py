@@ -44,7 +44,15 @@ log = logging.getLogger("costeff")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's error format: one ``error:`` line and exit 2, no usage dump."""
+    """argparse with the project's error format: one ``error:`` line and exit 2, no usage dump.
+
+    Abbreviated options are refused: a manifest or script saying ``--fail-window`` must fail,
+    not run as ``--fail-windows`` today and break when another option starts the same way.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
