@@ -210,6 +210,10 @@ def _cases() -> list[tuple[str, list[str], int]]:
     cases += _files("--config", ["reap", "--sample"], ("missing", "dir", "garbage", "text", "json_list", "non_utf8",
                                                       "toml_bad", "toml_types"))
     cases += _numbers(["reap", "--prometheus", "http://127.0.0.1:9"], "--interval", BAD_POSITIVE)
+    cases += _numbers(["reap", "--prometheus", "http://127.0.0.1:9", "--watch"], "--stale-after", BAD_POSITIVE)
+    cases += _numbers(["ramp", "watch", "--max-rounds", "1"], "--stale-after", BAD_POSITIVE)
+    cases += _files("--config", ["reap", "rbac"], ("missing", "dir", "garbage", "text", "json_list", "non_utf8",
+                                                   "toml_bad", "toml_types", "empty"))
     cases += _numbers(["reap", "--prometheus", "http://127.0.0.1:9", "--watch"], "--metrics-port",
                       ("99999", "-1", "abc", "65536"))
     cases += [("reap --apply without a live source", ["reap", "--sample", "--apply"], 2),
