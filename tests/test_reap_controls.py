@@ -118,3 +118,37 @@ def test_trace_samples_know_their_interval(tmp_path):
                      "2025-03-03T00:00:00Z,p,1,30,0\n2025-03-03T00:00:15Z,p,1,30,0\n2025-03-03T00:00:30Z,p,1,30,0\n")
     samples = load_trace(trace).samples["p"]
     assert [s.interval_s for s in samples] == [15.0, 15.0, 15.0] and samples[1].requests_per_s == 2.0
+
+
+def test_a_dry_run_reads_the_object_and_shows_what_applying_would_do(api, scaler, tmp_path):
+    """Deployed, the reaper runs as a dry run for weeks before anyone applies it: its records must say
+    what --apply would do, exclusion annotation and real replica count included, from reads only."""
+    api.objects[("deployments", "trading", "ghost")] = {
+        "replicas": 2, "annotations": {EXCLUDE_ANNOTATION: "true"}}
+    now, audit = 1_700_000_000.0, AuditLog(tmp_path / "audit")
+    targets = (Target("policy", namespace="trading", gpus_per_replica=1.0),
+               Target("ghost", namespace="trading"))
+    source = ListSource({"policy": _idle("policy", now), "ghost": _idle("ghost", now)})
+    dry_down = set()
+    result = tick(_config(*targets), source, False, Actuators(kube=scaler), audit, 2.0, dry_down, now=now)
+    by_target = {a["target"]: a for a in result.actions}
+    policy, excluded = by_target["deployment/trading/policy"], by_target["deployment/trading/ghost"]
+    assert policy["detail"] == "dry run: would scale 3 -> 0" and policy["would_change"] and not policy["changed"]
+    assert policy["usd_per_hour_saved"] == 6.0  # 3 replicas x 1 GPU x $2, read from the object
+    assert not excluded["would_change"] and EXCLUDE_ANNOTATION in excluded["detail"]
+    assert excluded["usd_per_hour_saved"] == 0.0 and result.savings_usd_per_hour == 6.0
+    verdict = next(v for v in result.verdicts if v["target"] == "deployment/trading/ghost")
+    assert EXCLUDE_ANNOTATION in verdict["excluded"]
+    assert dry_down == {"deployment/trading/policy"}
+    assert {r[0] for r in api.requests} == {"GET"}  # nothing written
+    assert api.objects[("deployments", "trading", "policy")]["replicas"] == 3
+
+
+def test_a_dry_run_without_kubernetes_credentials_still_says_what_it_would_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    now = 1_700_000_000.0
+    result = tick(_config(), ListSource({"policy": _idle("policy", now)}), False, Actuators(),
+                  AuditLog(tmp_path / "audit"), 2.0, set(), now=now)
+    assert [a["detail"] for a in result.actions] == ["dry run: would reap"]
+    assert result.actions[0]["usd_per_hour_saved"] == 2.0  # per replica: the count could not be read

@@ -21,6 +21,10 @@ class DependencyError(CosteffError):
     exit_code = 3
 
 
+class NoCredentials(DependencyError):
+    """No credentials for a service at all (not a refusal): a dry run may go on without reading it."""
+
+
 class GateFailed(CosteffError):
     """A gate said no (exit 1). Raised only where a verb cannot return a record instead."""
 

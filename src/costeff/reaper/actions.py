@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from costeff.errors import DependencyError, InputError
+from costeff.errors import DependencyError, InputError, NoCredentials
 from costeff.reaper.config import ANNOTATION, Target
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -78,7 +78,7 @@ class KubeScaler:
                 # KUBECONFIG is read here, not at import time (the client caches it when first imported).
                 config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context)
             except (config.ConfigException, OSError) as exc:
-                raise DependencyError(f"no Kubernetes credentials (in-cluster or kubeconfig): {exc}") from None
+                raise NoCredentials(f"no Kubernetes credentials (in-cluster or kubeconfig): {exc}") from None
         return cls(client.ApiClient())
 
     def _call(self, verb: str, target: Target, *args: Any, **kwargs: Any) -> Any:
@@ -109,14 +109,19 @@ class KubeScaler:
             return "excluded by label selector " + ",".join(f"{k}={v}" for k, v in self.exclude_labels)
         return None
 
-    def reap(self, target: Target) -> Outcome:
+    def reap(self, target: Target, dry_run: bool = False) -> Outcome:
+        """Scale to 0 (annotating first); with ``dry_run``, only read and say what would happen."""
         replicas, original, excluded = self._read(target)
         if excluded and original is None:
-            return self._outcome(target, "reap", False, replicas, None, replicas, excluded)
+            outcome = self._outcome(target, "reap", False, replicas, None, replicas, excluded)
+            outcome.extra["excluded"] = excluded
+            return outcome
         if original is not None and replicas == 0:
             return self._outcome(target, "reap", False, replicas, original, 0, "already scaled down by the reaper")
         if original is None and replicas == 0:
             return self._outcome(target, "reap", False, 0, None, 0, "already at 0 replicas (not by the reaper)")
+        if dry_run:
+            return self._outcome(target, "reap", True, replicas, original, 0, f"would scale {replicas} -> 0")
         if original is None:
             # Annotate first: if we die between the two calls, restore finds the count on a running object.
             original = str(replicas)
@@ -125,12 +130,15 @@ class KubeScaler:
         self._call("patch_scale", target, {"spec": {"replicas": 0}}, _content_type=MERGE_PATCH)
         return self._outcome(target, "reap", True, replicas, original, 0, f"scaled {replicas} -> 0")
 
-    def restore(self, target: Target) -> Outcome:
+    def restore(self, target: Target, dry_run: bool = False) -> Outcome:
         replicas, original = self.state(target)
         if original is None:
             return self._outcome(target, "restore", False, replicas, None, replicas,
                                  f"no {ANNOTATION} annotation: nothing to restore")
         wanted = _replicas(original, target)
+        if dry_run:
+            return self._outcome(target, "restore", True, replicas, original, wanted,
+                                 f"would scale {replicas} -> {wanted}")
         if replicas != wanted:
             self._call("patch_scale", target, {"spec": {"replicas": wanted}}, _content_type=MERGE_PATCH)
         # A merge patch with null deletes the key: the object is exactly as before the reap.

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from costeff.artifacts import Layout
 from costeff.audit import AuditLog
-from costeff.errors import CosteffError, DependencyError, InputError
+from costeff.errors import CosteffError, DependencyError, InputError, NoCredentials
 from costeff.reaper.actions import KubeScaler, Outcome, PipelinePauser, PowerLimiter
 from costeff.reaper.config import ReaperConfig, Target
 from costeff.reaper.decision import Verdict, decide, has_demand
@@ -76,6 +76,19 @@ class Actuators:
         if target.kind == "pipeline":
             return self._for(target).restore(target, bool(before["paused"]))
         return self._for(target).restore(target)
+
+    def preview(self, target: Target, action: str) -> Outcome | None:
+        """What ``action`` would do to a Deployment / StatefulSet, read from the object (GETs only), so a
+        dry run shows what applying would: the exclusion annotation, replicas already at 0, the real count.
+        None where nothing can be read (no Kubernetes credentials here, or not a Kubernetes target)."""
+        if target.kind not in ("deployment", "statefulset"):
+            return None
+        try:
+            scaler = self._for(target)
+        except NoCredentials as exc:
+            log.info("dry run: %s not read (%s)", target.key, exc)
+            return None
+        return scaler.reap(target, dry_run=True) if action == "reap" else scaler.restore(target, dry_run=True)
 
     def _for(self, target: Target) -> Any:
         if target.kind == "gpu":
@@ -135,7 +148,10 @@ def tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, a
             except CosteffError as exc:
                 _record_partial(audit, result, target, exc)
                 raise
-            _track(dry_down, target.key, action)
+            if result.actions[-1].get("excluded"):
+                result.verdicts[-1]["excluded"] = result.actions[-1]["excluded"]
+            if action == "restore" or result.actions[-1].get("would_change", result.actions[-1].get("changed")):
+                _track(dry_down, target.key, action)  # a dry run follows what applying would have done
     result.savings_usd_per_hour = sum(p.get("usd_per_hour_saved", 0.0) for p in open_actions(audit)) if apply \
         else sum(a["usd_per_hour_saved"] for a in result.actions if a["action"] == "reap")
     return result
@@ -181,12 +197,20 @@ def _act(action: str, target: Target, verdict: Verdict, opened: dict[str, Any] |
         outcome = actuators.reap(target) if action == "reap" else actuators.restore(target, opened["before"])
         payload.update(_outcome_fields(outcome, target, usd_per_gpu_hour))
     else:
-        payload.update(changed=False, detail=f"dry run: would {action}",
-                       usd_per_hour_saved=_estimate_saving(target, usd_per_gpu_hour) if action == "reap" else 0.0)
+        payload.update(_preview_fields(actuators.preview(target, action), action, target, usd_per_gpu_hour))
     payload["action_id"] = uuid.uuid4().hex
     audit.append("reaper.action", payload, actor=ACTOR)
     log.info("%s %s %s: %s", payload["mode"], action, target.key, payload["detail"])
     return payload
+
+
+def _preview_fields(preview: Outcome | None, action: str, target: Target, usd_per_gpu_hour: float) -> dict[str, Any]:
+    """A dry run's record: ``would_change`` says whether applying would change the target."""
+    if preview is None:  # nothing read: say what the verdict asks for, with the per-replica estimate
+        return {"changed": False, "would_change": True, "detail": f"dry run: would {action}",
+                "usd_per_hour_saved": _estimate_saving(target, usd_per_gpu_hour) if action == "reap" else 0.0}
+    fields = _outcome_fields(preview, target, usd_per_gpu_hour)
+    return {**fields, "changed": False, "would_change": preview.changed, "detail": f"dry run: {preview.detail}"}
 
 
 def _outcome_fields(outcome: Outcome, target: Target, usd_per_gpu_hour: float) -> dict[str, Any]:
