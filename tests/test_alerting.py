@@ -26,6 +26,7 @@ from costeff.cli import main  # noqa: E402
 from costeff.ledger import Ledger, import_sample  # noqa: E402
 from costeff.ramp import DecideConfig  # noqa: E402
 from costeff.ramp.watch import RampMetrics, RampWatcher, history  # noqa: E402
+from costeff.reaper.live import ReaperMetrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "costeff-alerts.yml"
@@ -84,7 +85,6 @@ def test_alerting_rules_pass_promtool_check_and_unit_tests(promtool):
 
 def _exported_names() -> set[str]:
     from costeff.drift.watch import DriftMetrics
-    from costeff.reaper.live import ReaperMetrics
 
     names = set()
     for registry in (DriftMetrics().registry, RampMetrics().registry, ReaperMetrics().registry):
@@ -107,8 +107,9 @@ def test_rules_and_dashboard_name_only_exported_metrics():
 
 @pytest.fixture(scope="module")
 def exporters(tmp_path_factory):
-    """The real watchers, one round each, serving their metrics: drift (one failing window, a skipped file,
-    a dry-run rollback) and ramp (the synthetic sample ledger, which holds on the cost gate)."""
+    """The real long-lived parts, one round each, serving their metrics: drift (one failing window, a skipped
+    file, a dry-run rollback), ramp (the synthetic sample ledger, which holds on the cost gate) and the reaper
+    (a dry-run round over an idle target: one proposed reap)."""
     from costeff.drift.watch import DriftMetrics, DriftWatcher, WatchConfig
     from test_drift_check import observations, perturbed
     from test_serving import _tiny_policy
@@ -121,17 +122,39 @@ def exporters(tmp_path_factory):
     (work / "logs").mkdir()
     np.save(work / "logs" / "a.npy", observations(300))
     np.save(work / "logs" / "b.npy", np.zeros((3, 2), np.float32))
+    patch.setenv("KUBECONFIG", str(work / "no-kubeconfig"))  # the reaper's dry run reads no cluster here
+    patch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     drift = DriftMetrics(free_port())
     ramp = RampMetrics(free_port())
+    reaper = ReaperMetrics(free_port())
     try:
         DriftWatcher(WatchConfig(ref, work / "logs", work / "state.json", served=far, fail_windows=1),
                      drift).cycle()
         RampWatcher(DecideConfig(ledger=_sample_ledger(work).path), work / "ramp", ramp).round()
-        yield [drift.server.server_address[1], ramp.server.server_address[1]]
+        _reaper_round(reaper, work)
+        yield [m.server.server_address[1] for m in (drift, ramp, reaper)]
     finally:
-        drift.close()
-        ramp.close()
+        for metrics in (drift, ramp, reaper):
+            metrics.close()
         patch.undo()
+
+
+def _reaper_round(metrics, work):
+    from costeff.audit import AuditLog
+    from costeff.reaper.config import DecisionConfig, ReaperConfig, ScheduleConfig, Target
+    from costeff.reaper.live import Actuators, _watch_tick, _WatchState
+    from costeff.reaper.signals import Sample
+
+    now = time.time()
+    idle = [Sample(now - 600 + i * 60, "policy", 1.0, 0.0, 0.0) for i in range(11)]
+    config = ReaperConfig(decision=DecisionConfig(window_s=300, stale_after_s=120),
+                          schedule=ScheduleConfig(enabled=False), targets=(Target("policy", namespace="trading"),))
+
+    class Source:
+        def samples(self, target, window_s, at):
+            return idle
+
+    _watch_tick(config, Source(), False, Actuators(), AuditLog(work / "audit"), 2.0, metrics, _WatchState(), now=now)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +174,7 @@ def prometheus(exporters, tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: len(_query(url, "up == 1")) == 2, 30, "prometheus never scraped both exporters")
+        _wait(lambda: len(_query(url, "up == 1")) == 3, 30, "prometheus never scraped the three exporters")
         yield url
     finally:
         proc.terminate()
@@ -178,7 +201,7 @@ def _wait(check, timeout: float, message: str):
 
 def test_every_dashboard_query_returns_data_from_real_prometheus(prometheus):
     queries = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
-    assert len(queries) >= 14
+    assert len(queries) >= 18
     # rate() and increase() need two scrapes of each series
     _wait(lambda: all(_query(prometheus, q) for q in queries), 30,
           f"queries without data: {[q for q in queries if not _query(prometheus, q)]}")
@@ -186,6 +209,8 @@ def test_every_dashboard_query_returns_data_from_real_prometheus(prometheus):
     assert [r["metric"]["decision"] for r in hold] == ["HOLD"]
     drift = float(_query(prometheus, "costeff_action_drift_ratio")[0]["value"][1])
     assert drift > 0.005  # the far variant drifts: the alert's condition holds in real PromQL
+    proposed = _query(prometheus, "sum by (action, mode) (costeff_reaper_actions_total)")
+    assert [(r["metric"]["action"], r["metric"]["mode"], r["value"][1]) for r in proposed] == [("reap", "dry-run", "1")]
 
 
 def test_prometheus_loads_the_rules_and_evaluates_the_drift_alert(prometheus):
