@@ -24,8 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from costeff.errors import InputError
 
@@ -111,7 +111,7 @@ def app(registry: Any, heartbeat: Heartbeat | None) -> Callable:
         if path in ("/healthz", "/readyz"):
             state = heartbeat.state() if heartbeat else {"live": True, "ready": True}
             ok = state["live"] if path == "/healthz" else state["ready"] and state["live"]
-            state["status"] = "ok" if ok else _why(path, state)
+            state["status"] = "ok" if ok else _why(state)
             body = json.dumps(state).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
@@ -125,7 +125,7 @@ def app(registry: Any, heartbeat: Heartbeat | None) -> Callable:
     return route
 
 
-def _why(path: str, state: dict[str, Any]) -> str:
+def _why(state: dict[str, Any]) -> str:
     if not state["live"]:
         return "stuck"
     return "starting" if state["since_last_success_s"] is None else "stale"
