@@ -8,10 +8,11 @@ from pathlib import Path
 
 from costeff.cli._common import add_common, emit, positive_float, positive_int
 from costeff.cli.triton_serve import register_serving
+from costeff.cli.triton_server import register_server
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("triton", help="write and check the Triton model repository")
+    parser = sub.add_parser("triton", help="write, check and serve the Triton model repository")
     verbs = parser.add_subparsers(dest="triton_command", metavar="VERB", required=True)
     b = verbs.add_parser("build", help="add version N+1 of <repository>/<name> (config.pbtxt pins it) from "
                           "measurements")
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(v, out=False)
     v.set_defaults(func=_validate)
     register_serving(verbs)
+    register_server(verbs)
 
 
 def _build(args: argparse.Namespace) -> int:
