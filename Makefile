@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prometheus focus-validator chromium kubectl run test bench cost-prof quantize idle-reaper cost-pack clean
+.PHONY: setup prometheus focus-validator chromium kubectl triton run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,15 @@ chromium:
 kubectl:
 	./scripts/install-kubectl.sh
 
+# The real Triton 2.51 server, its python backend and perf_analyzer, in their own numpy<2 environment
+# (~/.cache/costeff/triton/...), for the tests that serve through Triton. `costeff triton serve` creates it on first use.
+triton: setup
+	$(BIN)/costeff triton env
+
 run: setup
 	$(BIN)/costeff run
 
-test: setup prometheus focus-validator chromium kubectl
+test: setup prometheus focus-validator chromium kubectl triton
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -1,30 +1,22 @@
-"""Rollback reaches a running server: the model-repository API of a real MLServer.
+"""Rollback reaches a running server: the model-repository API of the real Triton 2.51.
 
 What this exercises: ``costeff triton rollback|promote|sync --url`` calls tritonclient's
 ``load_model`` (POST /v2/repository/models/<name>/load over HTTP, the RepositoryModelLoad
-RPC over gRPC) on a real MLServer, which re-runs the model's ``load``; the server's
-answers afterwards come from the version the rewritten ``config.pbtxt`` pins. MLServer
-does not read ``config.pbtxt`` itself: the test runtime ``TritonEntryPolicy`` reads the
-pinned version the way Triton's ``version_policy`` selects it. Triton itself, and its
-handling of several loaded versions at once, is not exercised here.
+RPC over gRPC) on a real Triton in explicit model-control mode, which re-reads
+``config.pbtxt`` and serves the version its ``version_policy`` pins; the answers afterwards
+come from that version's weights (two versions with different weights).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from test_serving import FEATURES, WINDOW, _profile, _tiny_policy
+from triton_support import free_ports, triton_env
 
-sys.path.insert(0, str(Path(__file__).parent / "mlserver_runtime"))
+from costeff.cli import main
 
-from launcher import free_port, mlserver  # noqa: E402
-from test_serving import FEATURES, WINDOW, _profile, _tiny_policy  # noqa: E402
-
-from costeff.cli import main  # noqa: E402
-
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 OBS = np.random.default_rng(3).standard_normal((5, WINDOW, FEATURES)).astype(np.float32)
 
 
@@ -36,7 +28,9 @@ def _local_logits(model):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """Versions 1 and 2 of ``policy`` in a repository, served by MLServer from that repository entry."""
+    """Versions 1 and 2 of ``policy`` (different weights) in a repository served by real Triton."""
+    from costeff.serving.tritonserver import Ports, TritonServer
+
     work = tmp_path_factory.mktemp("reload")
     models = []
     patch = pytest.MonkeyPatch()
@@ -47,10 +41,7 @@ def served(tmp_path_factory):
         models.append(_tiny_policy(folder / "policy.onnx", seed=seed))
         assert main(["triton", "build", str(models[-1]), "--profile", str(_profile(folder, models[-1])),
                      "--repository", str(work / "repo"), "--instance-kind", "cpu"]) == 0
-    settings = {"name": "policy", "implementation": "onnx_policy_runtime.TritonEntryPolicy",
-                "parameters": {"uri": str(work / "repo" / "policy")},
-                "inputs": [{"name": "obs", "datatype": "FP32", "shape": [-1, WINDOW, FEATURES]}]}
-    with mlserver(work / "mlserver", [settings]) as server:
+    with TritonServer(triton_env(), work / "repo", Ports.from_http(free_ports())) as server:
         yield server, work, models
     patch.undo()
 
@@ -81,7 +72,7 @@ def test_server_down_after_the_config_changed_says_so(served, monkeypatch, capsy
     server, work, _ = served
     monkeypatch.setenv("COSTEFF_ARTIFACTS", str(work / "artifacts"))
     repo = ["--repository", str(work / "repo"), "--name", "policy"]
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{free_ports(1)}"
     assert main(["triton", "rollback", *repo, "--url", dead]) == 3
     err = capsys.readouterr().err
     assert "now serves policy v1" in err and "triton sync" in err and len(err.strip().splitlines()) == 1

@@ -170,3 +170,118 @@ def test_profile_url_measures_through_triton(server, tmp_path):
     report = json.loads((out / "gpu_profile.json").read_text())
     assert [p["batch_size"] for p in report["points"]] == [1, 4]
     assert all(p["throughput_per_s"] > 0 for p in report["points"])
+
+
+def _broken_copy(repo, tmp_path: Path, edit) -> Path:
+    target = tmp_path / "broken"
+    shutil.copytree(repo.path / "pol", target / "pol")
+    edit(target / "pol")
+    return target
+
+
+def _set_config(entry: Path, old: str, new: str) -> None:
+    text = (entry / "config.pbtxt").read_text()
+    assert old in text
+    (entry / "config.pbtxt").write_text(text.replace(old, new, 1))
+
+
+def _bad_parameter(entry: Path) -> None:
+    text = (entry / "config.pbtxt").read_text()
+    (entry / "config.pbtxt").write_text(text + 'parameters {\n  key: "intra_op_thread_count"\n  value {\n'
+                                                '    string_value: "two"\n  }\n}\n')
+
+
+def _no_model_file(entry: Path) -> None:
+    for version in ("1", "2"):
+        (entry / version / "model.onnx").unlink()
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda e: _set_config(e, 'backend: "onnxruntime"', 'backend: "nosuchbackend"'), "nosuchbackend"),
+    (_bad_parameter, "intra_op_thread_count"),
+    (_no_model_file, "model.onnx"),
+], ids=["unknown-backend", "bad-parameter", "missing-model-file"])
+def test_a_repository_triton_refuses_is_one_error_quoting_triton(env, repo, tmp_path, edit, reason):
+    from costeff.serving.tritonserver import Ports, TritonServer
+
+    broken = _broken_copy(repo, tmp_path, edit)
+    server = TritonServer(env, broken, Ports.from_http(free_ports()), ready_timeout_s=90)
+    with pytest.raises(InputError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert "Triton refused" in message and reason in message and "\n" not in message
+    assert not server.alive()
+
+
+def test_a_port_in_use_is_refused_before_starting(env, repo):
+    import socket
+
+    from costeff.serving.tritonserver import Ports, TritonServer
+
+    first = free_ports()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first + 1))
+        taken.listen()
+        server = TritonServer(env, repo.path, Ports.from_http(first))
+        with pytest.raises(InputError, match=r"--grpc-port .*already in use"):
+            server.start()
+    assert server.process is None
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "costeff", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment, **kwargs)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_triton_serve_prints_its_ports_once_ready_and_stops_cleanly_on_sigterm(env, repo, tiny_observations):
+    port = free_ports()
+    proc = _cli("triton", "serve", str(repo.path), "--http-port", str(port), "--env-dir", str(env.root))
+    try:
+        line = proc.stdout.readline()
+        assert f"http 127.0.0.1:{port}" in line and f"grpc 127.0.0.1:{port + 1}" in line
+        assert f"metrics 127.0.0.1:{port + 2}" in line and "pol, pol_ov, pol_x2" in line
+        _, version = _infer(f"127.0.0.1:{port}", "pol", tiny_observations[:1])
+        assert version in ("1", "2")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 30
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _port_open(port), "Triton kept running after costeff triton serve stopped"
+
+
+def test_a_triton_that_dies_mid_run_is_one_error_and_nothing_is_left(env, repo):
+    port = free_ports()
+    proc = _cli("triton", "serve", str(repo.path), "--http-port", str(port), "--env-dir", str(env.root),
+                "--load-model", "pol")
+    try:
+        assert "serving" in proc.stdout.readline()
+        server_pids = subprocess.run(["pgrep", "-f", "--", f"tritonserver.*--http-port={port}"], capture_output=True, text=True)
+        assert server_pids.stdout.split(), "no tritonserver process found"
+        for pid in server_pids.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+        assert proc.wait(60) == 3
+        err = proc.stderr.read()
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Triton exited" in errors[0]
+        assert "Traceback" not in err
+    finally:
+        proc.kill()
+    assert not _port_open(port + 1)
+
+
+def test_serve_refuses_a_folder_that_is_not_a_repository(env, tmp_path):
+    proc = _cli("triton", "serve", str(tmp_path), "--http-port", str(free_ports()), "--env-dir", str(env.root))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().startswith("error:") and "config.pbtxt" in err and len(err.strip().splitlines()) == 1

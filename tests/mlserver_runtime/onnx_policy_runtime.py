@@ -36,26 +36,3 @@ class OnnxPolicy(MLModel):
         outputs.append(NumpyCodec.encode_output("executed_batch", np.full((batch, 1), batch, dtype=np.int32)))
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)
 
-
-class TritonEntryPolicy(OnnxPolicy):
-    """Serves the version a Triton ``config.pbtxt`` pins, from a Triton model-repository entry.
-
-    ``parameters.uri`` is ``<repository>/<name>``. On every (re)load it reads the entry's
-    ``version_policy { specific { versions } }`` and opens ``<N>/model.onnx``, the way
-    Triton picks the version it serves, so a reload through the repository API shows
-    whether a rollback reached the running server.
-    """
-
-    async def load(self) -> bool:
-        import re
-        from pathlib import Path
-
-        # A regex, not tritonclient's ModelConfig: its protos clash with MLServer's own in one process.
-        entry = Path(self.settings.parameters.uri)
-        pinned = [int(v) for v in re.findall(r"versions:\s*(\d+)", (entry / "config.pbtxt").read_text())]
-        version = max(pinned) if pinned else max(int(p.name) for p in entry.iterdir() if p.name.isdigit())
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        self._session = ort.InferenceSession(str(entry / str(version) / "model.onnx"), opts,
-                                             providers=["CPUExecutionProvider"])
-        return True

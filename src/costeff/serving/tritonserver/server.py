@@ -113,7 +113,10 @@ class TritonServer:
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise DependencyError(f"Triton exited while starting on {self.repository}: {self.failure()}")
+                reason = self.failure()
+                if "failed to load" in reason:
+                    raise InputError(f"{self.repository}: Triton refused the repository: {reason}")
+                raise DependencyError(f"Triton exited while starting on {self.repository}: {reason}")
             try:
                 if requests.get(url, timeout=1).status_code == 200:
                     return
