@@ -13,6 +13,12 @@ from costeff.pack.summary import acceptance, render_summary
 QUICK = ["--preset", "tiny", "--batch-sizes", "1,8", "--window-s", "0.05", "--json"]
 
 
+def _triton_env() -> list[str]:
+    from triton_support import triton_env
+
+    return ["--triton-env", str(triton_env().root)]
+
+
 @pytest.fixture(scope="module")
 def run_output(tmp_path_factory, tiny_policy):
     root = tmp_path_factory.mktemp("run")
@@ -26,7 +32,7 @@ def run_output(tmp_path_factory, tiny_policy):
         import io
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = main(["run", *QUICK, "--out", str(root / "out")])
+            code = main(["run", *QUICK, *_triton_env(), "--out", str(root / "out")])
         yield code, json.loads(out.getvalue()), root
     finally:
         mp.undo()
@@ -36,7 +42,8 @@ def test_run_completes_every_stage_and_packs(run_output):
     code, report, root = run_output
     assert code == 0, [s for s in report["stages"] if s["status"] != "ok"]
     assert [s["name"] for s in report["stages"]] == ["policy", "profile", "quantize", "profile-selected",
-                                                    "batching", "triton", "reaper", "ramp", "pack", "report"]
+                                                    "batching", "triton", "verify", "reaper", "ramp", "pack",
+                                                    "report"]
     assert all(s["status"] == "ok" and s["seconds"] >= 0 for s in report["stages"])
     page = next(s for s in report["stages"] if s["name"] == "report")["artifacts"][0]
     assert 'id="k-decision">HOLD<' in open(page).read()
@@ -65,13 +72,18 @@ def test_pack_holds_every_stage_and_the_summary_traces_to_it(run_output):
     files = read_pack(report["pack"])
     for path in ("profile/gpu_profile.json", "profile_fp32/gpu_profile.json", "quant/quantization_report.json",
                  "batching/batching_report.json", "reaper/reaper_report.json", "ramp/ramp_decision.json",
-                 "model_repository/policy/config.pbtxt", "audit/audit.jsonl", "COMPLETION_SUMMARY.md"):
+                 "verify/verify_report.json", "model_repository/policy/config.pbtxt", "audit/audit.jsonl",
+                 "COMPLETION_SUMMARY.md"):
         assert path in files, path
     summary = files["COMPLETION_SUMMARY.md"].decode()
     ramp = json.loads(files["ramp/ramp_decision.json"])
     reaper = json.loads(files["reaper/reaper_report.json"])
     assert f"{ramp['cost_ratio_pct']:.1f} %" in summary
     assert f"{reaper['reduction_pct']:.1f} % less" in summary
+    verified = json.loads(files["verify/verify_report.json"])
+    assert verified["skipped"] is None and verified["measured"]["errors"] == 0
+    assert verified["measured"]["requests"] > 0 and verified["measured"]["mean_batch_size"] >= 1
+    assert "Measured on the real Triton 2.51.0" in summary and "p99 predicted" in summary
     # the synthetic sample is above its cap: the summary must show that criterion failing
     assert "| cost ratio <= cap |" in summary and ramp["decision"] == "HOLD"
     row = next(line for line in summary.splitlines() if line.startswith("| cost ratio <= cap"))

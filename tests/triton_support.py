@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -25,20 +24,6 @@ def triton_env():
 
 def free_ports(count: int = 3) -> int:
     """The first of ``count`` consecutive free ports on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + count >= 65536:
-            continue
-        taken = False
-        for port in range(first, first + count):
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    taken = True
-                    break
-        if not taken:
-            return first
-    raise RuntimeError("no block of free ports")
+    from costeff.serving.tritonserver.server import free_port_block
+
+    return free_port_block(count)

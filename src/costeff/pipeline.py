@@ -38,6 +38,8 @@ class RunConfig:
     provider: str = "auto"
     model_name: str = "policy"
     sample_as_of: Any = None  # ramp decision date for the sample economics (default: today UTC)
+    verify: bool = True  # serve the result on the real Triton and measure it at the target rate
+    triton_env: Path | None = None  # that server's environment (default: the cached one, made on first use)
 
     def __post_init__(self) -> None:
         if (self.model is None) != (self.observations is None):

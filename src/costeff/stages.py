@@ -140,6 +140,41 @@ def stage_triton(ctx: _Context) -> tuple[str, list[str]]:
             f"{result.instance_kind} instances{trt}; validated"), [str(Path(result.config_path).parent)]
 
 
+def stage_verify(ctx: _Context) -> tuple[str, list[str]]:
+    """Serve what the triton stage wrote on the real Triton and measure it at the target rate."""
+    from costeff.errors import DependencyError
+    from costeff.serving import verify as v
+
+    if not ctx.config.verify:
+        return "skipped (--no-verify)", []
+    repository, name, obs = ctx.need("repository", "model_name", "observations")
+    predicted = v.predicted_from(ctx.values.get("batching_report"))
+    rate, out = ctx.config.target_rate, ctx.layout.run_dir("verify")
+    try:
+        report = v.verify(_triton_env(ctx.config.triton_env), repository, name, rate, obs, predicted,
+                          log_path=out / "tritonserver.log")
+    except DependencyError as exc:  # Triton cannot run on this host: the run goes on without the check
+        report = v.skipped(name, repository, rate, predicted, str(exc))
+    ctx.values["verify_report"] = report.write(out)
+    if report.skipped:
+        return f"skipped: {report.skipped}", [str(out)]
+    m, r = report.measured or {}, report.ratios()
+    ratio = (f" (predicted x{r['p99']:.1f})" if r["p99"] else "")
+    return (f"real Triton at {rate:g} req/s: p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms{ratio}, mean batch "
+            f"{m['mean_batch_size'] or 0:.2f}, {m['errors']} errors"), [str(out)]
+
+
+def _triton_env(location: Path | None):
+    """The real Triton's environment, created on first use (its own numpy<2 virtual environment)."""
+    import sys
+
+    from costeff.policy.default import cache_root
+    from costeff.serving.tritonserver import default_location, ensure
+
+    return ensure(location or default_location(cache_root()), log=lambda line: print(line, file=sys.stderr,
+                                                                                      flush=True))
+
+
 def stage_reaper(ctx: _Context) -> tuple[str, list[str]]:
     from costeff.reaper.run import reap_trace
     from costeff.reaper.sample import sample_path
@@ -191,8 +226,8 @@ def stage_pack(ctx: _Context) -> tuple[str, list[str]]:
     default_log().checkpoint()  # the pack carries a head hash that a checkpoint vouches for
     sources = {name: Path(ctx.values[key]).parent for name, key in (
         ("profile_fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
-        ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision"))
-        if key in ctx.values}
+        ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision"),
+        ("verify", "verify_report")) if key in ctx.values}
     result = pack(ctx.layout, repository=ctx.values.get("repository"), sources=sources or None)
     ctx.values.update(pack_path=result.path, summary_path=result.summary_path)
     return f"{result.path.name}: {len(result.manifest['files'])} files; summary {result.summary_path}", \
@@ -217,6 +252,7 @@ STAGES = (
     ("profile-selected", stage_profile_selected),
     ("batching", stage_batching),
     ("triton", stage_triton),
+    ("verify", stage_verify),
     ("reaper", stage_reaper),
     ("ramp", stage_ramp),
     ("pack", stage_pack),

@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--window-s", type=positive_float("--window-s"), default=0.3,
                         help="profiling measurement window in seconds (default: 0.3)")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the verify stage (serving the result on the real Triton and measuring it)")
+    parser.add_argument("--triton-env", type=Path, metavar="DIR", help="the real Triton's environment for the "
+                        "verify stage (default: the one `costeff triton env` creates, made on first use)")
     parser.add_argument("--out", type=output_dir("--out"), metavar="DIR",
                         help="root for everything this run writes: artifacts and the Triton repository "
                              "(ROOT/model_repository) (default: $COSTEFF_ARTIFACTS or ./artifacts)")
@@ -48,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     config = RunConfig(model=args.model, observations=args.observations, preset=args.preset,
                        batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")),
                        latency_budget_ms=args.latency_budget_ms, target_rate=args.target_rate,
-                       window_s=args.window_s, provider=args.provider)
+                       window_s=args.window_s, provider=args.provider, verify=args.verify,
+                       triton_env=args.triton_env)
     with progress("costeff run", total=len(STAGES)) as task:
         report = run_all(config, on_stage=_StageLog(task, quiet=args.json))
     emit(args, report, lambda: _print(report))

@@ -36,6 +36,7 @@ STAGES = (
     ("batching", "batching_report.json", "batching"),
     ("reaper", "reaper_report.json", "reaper"),
     ("ramp", "ramp_decision.json", "ramp"),
+    ("verify", "verify_report.json", "verify"),
 )
 
 

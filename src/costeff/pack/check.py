@@ -55,7 +55,7 @@ def _keep(name: str) -> bool:
     from costeff.pack import summary
 
     reports = {summary.PROFILE, summary.PROFILE_FP32, summary.QUANT, summary.BATCHING, summary.REAPER,
-               summary.RAMP, summary.LEDGER, MANIFEST, MANIFEST_SIG, SUMMARY}
+               summary.RAMP, summary.LEDGER, summary.VERIFY, MANIFEST, MANIFEST_SIG, SUMMARY}
     return name in reports or (name.startswith("model_repository/") and name.endswith("config.pbtxt"))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 PROFILE, PROFILE_FP32 = "profile/gpu_profile.json", "profile_fp32/gpu_profile.json"
 QUANT, BATCHING = "quant/quantization_report.json", "batching/batching_report.json"
 REAPER, RAMP, LEDGER = "reaper/reaper_report.json", "ramp/ramp_decision.json", "ramp/sample_ledger.sqlite"
+VERIFY = "verify/verify_report.json"
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def _selected(quant: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def render_summary(files: dict[str, bytes]) -> str:
     r = {k: _json(files, p) for k, p in (("profile", PROFILE), ("fp32", PROFILE_FP32), ("quant", QUANT),
-                                         ("batching", BATCHING), ("reaper", REAPER), ("ramp", RAMP))}
+                                         ("batching", BATCHING), ("reaper", REAPER), ("ramp", RAMP),
+                                         ("verify", VERIFY))}
     finance = ledger_windows(files.get(LEDGER), (r["ramp"] or {}).get("window", {}).get("days"))
     criteria = acceptance(r, files.get(LEDGER))
     parts = [_header(r, criteria), _executive(r, criteria), _profiler(r), _measurements(r), _precision(r),
@@ -196,7 +198,23 @@ def _serving(r: dict[str, Any], files: dict[str, bytes]) -> str:
         lines.append(f"- No batcher configuration met the SLO (`{BATCHING}`): {b.get('binding')}.")
     configs = sorted(p for p in files if p.startswith("model_repository/") and p.endswith("config.pbtxt"))
     lines += [f"- Triton configuration: `{p}`" for p in configs]
+    lines += _verified(r.get("verify"))
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def _verified(v: dict[str, Any] | None) -> list[str]:
+    """Predicted beside measured on the real Triton server (``costeff run``'s verify stage)."""
+    if not v:
+        return []
+    if v.get("skipped"):
+        return [f"- Not measured on real Triton (`{VERIFY}`): {v['skipped']}"]
+    p, m = v.get("predicted") or {}, v.get("measured") or {}
+    pairs = "; ".join(f"{label} predicted {_num(p.get(key), fmt)}{unit}, measured {_num(m.get(key), fmt)}{unit}"
+                      for label, key, fmt, unit in (("p50", "p50_ms", ",.3g", " ms"), ("p99", "p99_ms", ",.3g", " ms"),
+                                                    ("mean batch", "mean_batch_size", ",.2f", "")))
+    return [f"- Measured on the real Triton {(v.get('server') or {}).get('triton', '')} at {_num(v.get('rate_per_s'), 'g')} "
+            f"req/s (`{VERIFY}`; Python-based backends stand in for the C++ ones): {pairs}; "
+            f"{m.get('errors', 'n/a')} errors, load average {', '.join(map(str, v.get('load_average') or []))}."]
 
 
 def _reaper(r: dict[str, Any]) -> str:

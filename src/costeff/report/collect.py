@@ -17,6 +17,7 @@ STAGES = {
     "batching": ("batching", "batching_report.json"),
     "reaper": ("reaper", "reaper_report.json"),
     "ramp": ("ramp", "ramp_decision.json"),
+    "verify": ("verify", "verify_report.json"),
 }
 
 

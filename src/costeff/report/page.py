@@ -212,10 +212,30 @@ def _serving(p: Page) -> str:
                      f"{p.num((c.get('predicted') or {}).get('p99_ms'), 'batching', '.3f')} ms</p>")
         parts += [_png(p.s.folder("batching") / n) for n in ("p99_vs_queue_delay.png", "cost_vs_p99.png")]
         parts.append(p.source("batching"))
+    parts.append(_verified(p))
     repo = p.s.repository
     for config in sorted(repo.glob("*/config.pbtxt")) if repo and repo.is_dir() else []:
         parts.append(f"<p>Triton configuration <code>{esc(config)}</code>:</p><pre>{esc(config.read_text())}</pre>")
     return "<h2>Batching and Triton</h2>" + "".join(parts) if parts else ""
+
+
+def _verified(p: Page) -> str:
+    """The batcher's prediction beside what the real Triton server measured at the target rate."""
+    v = p.s.reports.get("verify")
+    if not v:
+        return ""
+    if v.get("skipped"):
+        return f"<p>Not measured on real Triton: {esc(v['skipped'])}</p>"
+    pred, meas, ratio = v.get("predicted") or {}, v.get("measured") or {}, v.get("ratios") or {}
+    rows = "".join(f"<tr><td>{label}</td><td>{p.num(pred.get(key), 'verify', '.3g', unit)}</td>"
+                   f"<td>{p.num(meas.get(key), 'verify', '.3g', unit)}</td><td>{esc(_fmt(ratio.get(r), '.2g'))}x</td></tr>"
+                   for label, key, r, unit in (("p50", "p50_ms", "p50", " ms"), ("p99", "p99_ms", "p99", " ms"),
+                                               ("mean batch size", "mean_batch_size", "mean_batch", "")))
+    return (f"<p>Served on the real Triton {esc((v.get('server') or {}).get('triton'))} at "
+            f"{p.num(v.get('rate_per_s'), 'verify', 'g')} requests/s (Python-based backends stand in for the C++ "
+            f"ones; load average {esc(', '.join(map(str, v.get('load_average') or [])))}):</p>"
+            f"<table><tr><th>figure</th><th>predicted</th><th>measured</th><th>measured / predicted</th></tr>"
+            f"{rows}</table>{p.source('verify')}")
 
 
 def _reaper(p: Page) -> str:

@@ -146,11 +146,9 @@ class TritonServer:
                     self.process.wait()
             code = self.process.returncode
             _signal_group(self.process, signal.SIGKILL)  # stubs left behind by a killed server
-        if self._workdir is not None:
-            keep_log = self.log_path is not None and self._workdir in self.log_path.parents
-            shutil.rmtree(self._workdir / "backends", ignore_errors=True)
-            if not keep_log:
-                shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._workdir is not None:  # the backends and, unless a log file was named, Triton's log
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
         return code
 
 
@@ -172,15 +170,32 @@ def repository_models(repository: Path) -> list[str]:
     return models
 
 
+def free_port_block(count: int = 3) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 now (for a server of costeff's own)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            first = probe.getsockname()[1]
+        if first + count < 65536 and all(_free(port) for port in range(first, first + count)):
+            return first
+    raise DependencyError(f"no {count} consecutive free ports on {HOST}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def check_ports_free(ports: Ports) -> None:
     for option, port in ports.named().items():
         if not 0 < port < 65536:
             raise InputError(f"{option} {port}: expected a port number in 1..65535")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((HOST, port))
-            except OSError:
-                raise InputError(f"{option} {port}: {HOST}:{port} is already in use") from None
+        if not _free(port):
+            raise InputError(f"{option} {port}: {HOST}:{port} is already in use")
     if len(set(ports.named().values())) < 3:
         raise InputError(f"ports {ports.named()}: the HTTP, gRPC and metrics ports must differ")
 
