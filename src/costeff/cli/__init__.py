@@ -136,14 +136,22 @@ def _is_file_problem(exc: OSError) -> bool:
 
 
 def _configure_logging(verbose: bool) -> None:
-    # Third-party libraries (onnxruntime.quantization among them) log INFO chatter on
-    # the root logger: keep the root at WARNING and show costeff's own INFO lines.
+    # Third-party libraries (onnxruntime.quantization, NNCF, OpenVINO, torch) log chatter on the
+    # root logger: keep the root at WARNING, show costeff's own INFO lines, and let a library's
+    # record reach the terminal only when it is an error (everything with -v).
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_own_or_error)
+
+
+def _own_or_error(record: logging.LogRecord) -> bool:
+    return record.name == "costeff" or record.name.startswith("costeff.") or record.levelno >= logging.ERROR
 
 
 def entrypoint() -> None:

@@ -16,10 +16,12 @@ the gates judge, so a variant's gate result is not fitted to its own test.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -127,16 +129,33 @@ def _entropy_weight(tolerances: Any) -> float:
     return tolerances.action_drift_pct / tolerances.entropy_drift_pct
 
 
-def _progress_to_stderr() -> Any:
-    """NNCF draws progress bars and logs on stdout, where ``--json`` puts the record: send them to stderr."""
-    import contextlib
-    import logging
-    import sys
+@contextlib.contextmanager
+def _progress_to_stderr() -> Iterator[None]:
+    """NNCF's progress bars, bit-width tables and INFO lines, kept off the terminal.
 
-    for handler in logging.getLogger("nncf").handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
-            handler.setStream(sys.stderr)
-    return contextlib.redirect_stdout(sys.stderr)
+    NNCF writes them on stdout (where ``--json`` puts the record) through its own handler.
+    They go to costeff's debug log instead (shown with ``-v``); NNCF's warnings and errors
+    still reach stderr.
+    """
+    import io
+    import logging
+
+    debug = log.isEnabledFor(logging.DEBUG)
+    handlers = [h for h in logging.getLogger("nncf").handlers if isinstance(h, logging.StreamHandler)]
+    saved = [(h, h.stream, h.level) for h in handlers]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+        handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sys.stderr if debug else captured):
+            yield
+    finally:
+        for handler, stream, level in saved:
+            handler.setStream(stream)
+            handler.setLevel(level)
+        if captured.getvalue().strip():
+            log.debug("NNCF output:\n%s", captured.getvalue().rstrip())
 
 
 def _dataset(rows: np.ndarray) -> Any:
