@@ -29,7 +29,7 @@ KINDS = {b"1": "a hard link", b"2": "a symbolic link", b"3": "a character device
 class PackFormatError(Exception):
     """The archive is not one a pack writer makes; reading stops here.
 
-    ``before_any`` is true when not one byte of tar data could be read (not a gzip file at all)."""
+    ``before_any`` is true when the file is not a gzip file at all (empty, or without the gzip magic number)."""
 
     def __init__(self, message: str, before_any: bool = False) -> None:
         super().__init__(message)
@@ -51,13 +51,14 @@ class Inflater:
 
     def __init__(self, fh: BinaryIO) -> None:
         self.fh, self.z, self.buf, self.produced = fh, zlib.decompressobj(wbits=31), bytearray(), 0
+        self.started = False  # the file begins with the gzip magic number: a gzip file, if perhaps a hostile one
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes (n ≤ BLOCK), or PackFormatError when the stream ends first."""
         while len(self.buf) < n:
             if not self._more():
                 raise PackFormatError(f"the archive ends in the middle (after {self.produced - len(self.buf)} "
-                                      f"bytes of tar data): cut short", before_any=self.produced == 0)
+                                      f"bytes of tar data): cut short", before_any=not self.started)
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
@@ -66,12 +67,13 @@ class Inflater:
         if self.z.eof:
             return False
         data = self.z.unconsumed_tail or self.fh.read(BLOCK)
+        self.started = self.started or data[:2] == b"\x1f\x8b"
         try:
             out = self.z.decompress(data, BLOCK)
         except zlib.error as exc:
-            raise PackFormatError(f"not a valid gzip stream ({exc})", before_any=self.produced == 0) from None
+            raise PackFormatError(f"not a valid gzip stream ({exc})", before_any=not self.started) from None
         if not out and not data and not self.z.eof:
-            raise PackFormatError("the gzip stream is cut short", before_any=self.produced == 0)
+            raise PackFormatError("the gzip stream is cut short", before_any=not self.started)
         self.produced += len(out)
         self.buf += out
         return True
