@@ -92,7 +92,8 @@ class Genuine:
 @pytest.fixture
 def genuine(tmp_path):
     layout = Layout.default()
-    atomic_write_json(layout.quant / "20260101_000001Z" / "quantization_report.json", {"variants": [], "selected": None})
+    report = {"variants": [], "selected": None}
+    atomic_write_json(layout.quant / "20260101_000001Z" / "quantization_report.json", report)
     atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}})
     model = tmp_path / "model_repository" / "policy" / "1" / "model.onnx"
     model.parent.mkdir(parents=True)

@@ -175,8 +175,8 @@ def read_only_query(path: Path, table: str, sql: str, params: Sequence[Any] = ()
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not tables & LEDGER_TABLES:
-                raise InputError(f"{path}: a SQLite file without any ledger table ({', '.join(sorted(LEDGER_TABLES))}); "
-                                 f"not a costeff ledger")
+                raise InputError(f"{path}: a SQLite file without any ledger table "
+                                 f"({', '.join(sorted(LEDGER_TABLES))}); not a costeff ledger")
             if table not in tables:
                 return []
             return conn.execute(sql, params).fetchall()
