@@ -134,3 +134,25 @@ def test_ramp_watch_round_with_a_full_disk_fails_without_half_a_decision(tmp_pat
     assert not result.ok and "No space left on device" in result.error
     assert _decisions() == [] and history(out) == []
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_report_that_fails_after_the_append_is_kept_without_its_number(tmp_path, monkeypatch, caplog):
+    """The rare case (the disk fills between the staged write and the final one): the trail has the decision
+    and the folder has its complete report, without the record's number; never one without the other."""
+    ledger = _ledger(tmp_path)
+    out = tmp_path / "out"
+    real = report.atomic_write_json
+
+    def final_fails(path, *args, **kwargs):
+        if path.name == report.JSON_NAME:
+            _full_disk(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(report, "atomic_write_json", final_fails)
+    assert main(["ramp", "decide", "--ledger", str(ledger.path), "--out", str(out)]) in (0, 1)
+    kept = json.loads((out / report.JSON_NAME).read_text())
+    [record] = _decisions()
+    assert kept["audit_seq"] is None and kept["decision"] == record["payload"]["decision"]
+    assert f"audit record: {record['seq']}" in (out / report.MD_NAME).read_text()
+    assert sorted(p.name for p in out.iterdir()) == [report.JSON_NAME, report.MD_NAME]
+    assert "kept it without the number" in caplog.text

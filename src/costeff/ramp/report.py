@@ -41,13 +41,16 @@ def write_audited(decision: RampDecision, out_dir: Path | str,
     except BaseException:
         _remove(staged.values())
         raise
+    finals = ((out / JSON_NAME, lambda: atomic_write_json(out / JSON_NAME, final)),
+              (out / MD_NAME, lambda: atomic_write_text(out / MD_NAME, markdown(final))))
     try:
-        write(final, out)
-    except OSError as exc:
-        log.warning("%s: could not write the report with its audit record %s (%s); kept it without the number",
-                    out / JSON_NAME, final.audit_seq, exc.strerror or exc)
-        for path, stage in staged.items():
-            os.replace(stage, path)
+        for path, write_final in finals:
+            try:
+                write_final()
+            except OSError as exc:
+                log.warning("%s: could not write it with its audit record %s (%s); kept it without the number",
+                            path, final.audit_seq, exc.strerror or exc)
+                os.replace(staged[path], path)
     finally:
         _remove(staged.values())
     return final
