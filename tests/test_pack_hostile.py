@@ -8,16 +8,22 @@ members after the end-of-archive blocks, setuid modes, pax and GNU headers, and 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import zlib
 
 import pytest
 
 from costeff.artifacts import Layout, atomic_write_json
+from costeff.audit import load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
+from costeff.pack.bundle import read_pack, sign_manifest
 
 MODEL = "model_repository/policy/1/model.onnx"
 EOF = bytes(1024)
@@ -109,6 +115,29 @@ def test_the_header_helper_writes_what_pack_writes(genuine):
     assert header(MODEL, size) == raw[pos:pos + 512]
 
 
+def rebuilt(g: Genuine, change: str, data: bytes, resign: bool = False) -> bytes:
+    """The genuine pack's files with one replaced; with ``resign``, its manifest updated and re-signed by the
+    key holder (so that only the check under test can object)."""
+    files = read_pack(g.path)
+    files[change] = data
+    if resign:
+        manifest = json.loads(files["manifest.json"])
+        for entry in manifest["files"]:
+            if entry["path"] == change:
+                entry.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+        files["manifest.sig"] = sign_manifest(files["manifest.json"], load_signer())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buf.getvalue()
+
+
+QUANT = "quant/quantization_report.json"
+DEEP = b"[" * 100_000
 EVIL = member(MODEL, b"evil model") + EOF
 CASES = {
     # the gzip layer
@@ -177,6 +206,13 @@ CASES = {
     "contiguous file": (lambda g: g.appended(member("quant/c", kind=b"7")), "contiguous file"),
     "directory": (lambda g: g.appended(header("quant/d/", 0, 0o755, b"5")), "a directory"),
     "header type Z": (lambda g: g.appended(header("x", 0, kind=b"Z")), "header type"),
+    # contents that parsers choke on
+    "manifest nested 100,000 deep": (lambda g: rebuilt(g, "manifest.json", DEEP), "manifest.json is not valid"),
+    "signature nested 100,000 deep": (lambda g: rebuilt(g, "manifest.sig", DEEP), "not a signature document"),
+    "signed report nested 100,000 deep": (lambda g: rebuilt(g, QUANT, DEEP, resign=True),
+                                          "cannot be regenerated"),
+    "manifest listing non-objects": (lambda g: rebuilt(g, "manifest.json", b'{"files": [1, [2]]}'),
+                                     "manifest.json is not valid"),
 }
 
 

@@ -182,7 +182,7 @@ def _manifest(seen: _Seen, report: VerifyReport) -> dict[str, dict[str, Any]] | 
         return None
     try:
         listed = {f["path"]: f for f in json.loads(raw)["files"]}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (ValueError, RecursionError, KeyError, TypeError):  # ValueError: bad JSON or UTF-8
         report.problems.append(f"{MANIFEST} is not valid JSON with a 'files' list of {{path, sha256, size}}")
         return None
     return listed
@@ -208,7 +208,7 @@ def _check_signature(seen: _Seen, report: VerifyReport, pubkey: Path | str | Non
     try:
         doc = json.loads(sig_doc)
         sig = base64.b64decode(doc["sig"], validate=True)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, binascii.Error):
+    except (ValueError, RecursionError, KeyError, TypeError, binascii.Error):
         report.problems.append(f"{MANIFEST_SIG} is not a signature document")
         return
     if doc.get("key_id") != verifier.key_id or not verifier.verify(sig, raw):
@@ -253,7 +253,12 @@ def _check_summary(seen: _Seen, report: VerifyReport) -> None:
         report.problems.append(f"{SUMMARY} is missing")
         return
     names = {n: seen.kept.get(n, b"") for n in seen.digests if n not in (MANIFEST, MANIFEST_SIG, SUMMARY)}
-    regenerated = render_summary(names).encode("utf-8")
+    try:
+        regenerated = render_summary(names).encode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - hostile reports (nested 100,000 deep, say) fail the pack, not verify
+        report.problems.append(f"{SUMMARY} cannot be regenerated from the packed reports "
+                               f"({type(exc).__name__}: {str(exc)[:200]})")
+        return
     if regenerated != packed:
         report.problems.append(f"{SUMMARY} differs from the summary regenerated from the packed reports "
                                f"(edited by hand)")
