@@ -84,16 +84,52 @@ def read_signature(path: Path | str, outputs: dict[str, str] | None = None) -> S
         inputs, outs = _ir_tensors(Path(path))
     else:
         model = load_onnx(path, load_weights=False)
+        check_model(model, path)
         inputs = tuple(_spec(v) for v in _graph_inputs(model))
         outs = tuple(_spec(v) for v in model.graph.output)
     if not inputs:
         raise InputError(f"{path}: the graph has no inputs")
+    if not outs:
+        raise InputError(f"{path}: the graph has no outputs; expected the policy's action head (and value)")
+    for spec in inputs:
+        if spec.dtype not in FLOAT_INPUTS:
+            raise InputError(f"{path}: input {spec.name!r} is {spec.dtype}; observations are fed as floating "
+                             f"point ({', '.join(FLOAT_INPUTS)})")
     for spec in inputs:
         if not spec.has_batch_axis:
             raise InputError(f"{path}: input {spec.name!r} has shape {list(spec.shape)} with no dynamic batch "
                              "dimension; expected [batch, ...] (export with a dynamic first axis)")
     roles = _roles(outs, outputs or {}, path)
     return Signature(inputs, outs, roles.get("logits"), roles.get("value"))
+
+
+FLOAT_INPUTS = ("float32", "float16", "float64", "bfloat16")
+# Op domains the runtimes costeff drives implement (beyond the ONNX standard ones, checked op by op).
+RUNTIME_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc", "ai.onnx.preview.training",
+                   "ai.onnx.training", "org.pytorch.aten"}
+
+
+def check_model(model: Any, path: Path | str) -> None:
+    """Bad input, said before any runtime tries the model: an ir_version this onnx cannot read, an op
+    domain or standard op no runtime implements (functions defined in the model itself are fine)."""
+    import onnx
+
+    if not 3 <= model.ir_version <= onnx.IR_VERSION:
+        raise InputError(f"{path}: ir_version {model.ir_version}; expected 3 to {onnx.IR_VERSION} "
+                         f"(re-export the model with a current exporter)")
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        domain = node.domain or ""
+        if (domain, node.op_type) in local:
+            continue
+        label = f"node {node.name or node.op_type!r}"
+        if domain in ("", "ai.onnx", "ai.onnx.ml"):
+            if not onnx.defs.has(node.op_type, "" if domain == "ai.onnx" else domain):
+                raise InputError(f"{path}: {label}: {node.op_type!r} is not an ONNX operator"
+                                 f"{f' in domain {domain!r}' if domain else ''}")
+        elif domain not in RUNTIME_DOMAINS:
+            raise InputError(f"{path}: {label}: op domain {domain!r} is implemented by no runtime costeff uses; "
+                             f"expected the ONNX domains or {', '.join(sorted(RUNTIME_DOMAINS))}")
 
 
 # OpenVINO element type names -> (numpy dtype name, Triton TYPE_*).

@@ -189,7 +189,7 @@ def stage_reaper(ctx: _Context) -> tuple[str, list[str]]:
 def stage_ramp(ctx: _Context) -> tuple[str, list[str]]:
     from costeff.artifacts import utc_now
     from costeff.ledger import Ledger, import_sample
-    from costeff.ramp import DecideConfig, decide, write
+    from costeff.ramp import DecideConfig, decide
 
     out = ctx.layout.run_dir("ramp")
     as_of = ctx.config.sample_as_of or utc_now().date()
@@ -198,8 +198,7 @@ def stage_ramp(ctx: _Context) -> tuple[str, list[str]]:
     deployed = {"triton_repository": ctx.values["repository"], "model_name": ctx.values["model_name"]} \
         if "repository" in ctx.values else {}
     decision = decide(DecideConfig(ledger=ledger.path, quant_report=ctx.values.get("quant_report"),
-                                   as_of=as_of, projection=_projection_inputs(ctx), **deployed))
-    write(decision, out)
+                                   as_of=as_of, projection=_projection_inputs(ctx), **deployed), out_dir=out)
     ctx.values["ramp_decision"] = out / "ramp_decision.json"
     ratio = decision.cost_ratio_pct
     failed = ", ".join(decision.gates_failed) or "none"

@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except OSError as exc:  # an option's check touched the file system (a name too long, a loop of links)
+        return _report(exc, False)
     verbose = getattr(args, "verbose", False)
     _configure_logging(verbose)
     previous = _raise_on_sigterm()

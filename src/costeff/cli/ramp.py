@@ -69,8 +69,9 @@ def _inputs(args: argparse.Namespace):
 
 def _decide(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout, writable_dir
-    from costeff.ramp import PROMOTE, DecideConfig, decide, write
+    from costeff.ramp import PROMOTE, DecideConfig, decide
     from costeff.ramp.decide import parse_date
+    from costeff.ramp.report import JSON_NAME
 
     layout = Layout.default()
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
@@ -78,8 +79,8 @@ def _decide(args: argparse.Namespace) -> int:
                           triton_repository=args.triton_repository, model_name=args.model_name,
                           drift_hours=args.drift_hours, projection=_inputs(args))
     directory = writable_dir(layout.run_dir("ramp", args.out), keep=False)  # before the decision is audited
-    decision = decide(config)
-    path = write(decision, directory)
+    decision = decide(config, out_dir=directory)  # the report is written before the decision is audited
+    path = directory / JSON_NAME
     emit(args, decision, lambda: _human(decision, path))
     return 0 if decision.decision == PROMOTE else 1
 

@@ -78,8 +78,11 @@ def _versions(args: argparse.Namespace) -> int:
     def human() -> None:
         for v in state.versions:
             mark = "*" if v.version == state.served else " "
-            sha = (v.model_sha256 or "")[:12] or "-"
+            sha = (v.sha256 or "")[:12] or "-"
             print(f"{mark} {v.version:>3}  sha256 {sha}  {', '.join(v.files)}  {v.built_at or ''}")
+            if v.bytes_match is False:
+                print(f"      MISMATCH: the model file on disk is not the one built (built as "
+                      f"{v.model_sha256[:12]}); it was replaced after the build")
         how = "pinned by version_policy" if state.pinned else "no version_policy: Triton serves the highest"
         print(f"serving version {state.served} ({how})")
 
@@ -93,6 +96,8 @@ def _print(c) -> None:
               f"v{c.flag_version}, audit record {c.audit_seq})")
     else:
         print(f"{c.name}: config already serves version {c.to_version} (flag {c.flag} v{c.flag_version})")
+    if c.warning:
+        print(f"WARNING: {c.warning}")
     if c.reload is not None:
         state = "ready" if c.reload.ready else "NOT ready"
         print(f"  {c.reload.address}: reloaded {c.reload.model_name} in {c.reload.seconds} s, {state}")

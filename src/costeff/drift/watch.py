@@ -6,6 +6,10 @@ restart neither re-reads old logs nor forgets a failing streak. A file that chan
 after it was read is read again (a writer still appending); write logs with a rename
 to have each read once.
 
+A log is marked read only once its windows are stored in the ledger: when the
+store fails, nothing of that log counts (no streak, no rollback), the round fails
+(``/readyz`` turns 503 once rounds keep failing) and the log is read again next round.
+
 Hysteresis: one failing window does not roll back; ``fail_windows`` consecutive
 failing windows do, once, and the count starts again from zero. Without ``apply``
 the watcher only audits the rollback it would have done. A file that cannot be read
@@ -146,10 +150,20 @@ class DriftWatcher:
             result.error = str(exc)
             return result
         for path in self._new_files():
-            outcome = self._process(path, result)
+            try:
+                outcome = self._process(path, result)
+            except _NotStored as exc:  # the ledger's problem, not the log's: read it again next round
+                log.error("drift watch: %s", exc)
+                result.error = str(exc)
+                break
             result.files.append(outcome)
             self.state["seen"][path.name] = _fingerprint(path)
-            self._save()
+            try:
+                self._save()
+            except OSError as exc:  # the position is kept in memory and written after the next log
+                result.error = f"{self.config.state_path}: cannot save the position ({exc.strerror or exc})"
+                log.error("drift watch: %s", result.error)
+                break
         result.consecutive_failures = self.state["consecutive_failures"]
         return result
 
@@ -166,11 +180,16 @@ class DriftWatcher:
             ref, var = self._models()
             report = evaluate(ref, var, [read_log(path, ref.sample_shape)], str(path), self.config.window_s,
                               self.config.tolerances)
-            record(report, self.config.ledger)
         except CosteffError as exc:
             return self._skip(path, _reason(exc), str(exc))
         except Exception as exc:  # noqa: BLE001 - a foreign file must never stop the watcher
             return self._skip(path, "unreadable", f"{type(exc).__name__}: {exc}")
+        try:
+            record(report, self.config.ledger)
+        except Exception as exc:  # noqa: BLE001 - nothing counts (no streak, no rollback) until it is stored
+            where = self.config.ledger or "the ledger"
+            raise _NotStored(f"{path}: its {len(report.windows)} window(s) could not be stored in {where} "
+                             f"({type(exc).__name__}: {exc}); the log stays unread and this round failed") from None
         self._observe(report)
         for window in report.windows:
             self._count(window.passed, result)
@@ -244,6 +263,10 @@ class DriftWatcher:
 
     def _save(self) -> None:
         atomic_write_json(self.config.state_path, self.state)
+
+
+class _NotStored(Exception):
+    """A log's windows were checked but not stored: the round fails and the log is read again."""
 
 
 def _reason(exc: CosteffError) -> str:

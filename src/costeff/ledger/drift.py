@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from costeff.artifacts import Layout, iso_utc
 from costeff.errors import InputError
+from costeff.ledger.store import read_only_query
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift_windows (
@@ -91,9 +92,8 @@ class DriftLedger:
             clauses.append("served_sha256 = ?")
             params.append(served_sha256)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with closing(self._connect(create=False)) as conn:
-            found = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM drift_windows{where} "
-                                 "ORDER BY window_end, window_start", params).fetchall()
+        sql = f"SELECT {', '.join(COLUMNS)} FROM drift_windows{where} ORDER BY window_end, window_start"
+        found = read_only_query(self.path, "drift_windows", sql, params)
         return [_row(r) for r in found]
 
     def _connect(self, create: bool) -> sqlite3.Connection:

@@ -144,8 +144,7 @@ class Ledger:
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         if not self.path.exists():
             return []
-        with closing(self._connect(create=False)) as conn:
-            return conn.execute(sql, params).fetchall()
+        return read_only_query(self.path, sql.split(" FROM ", 1)[1].split()[0], sql, params)
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if create:
@@ -156,6 +155,33 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path}: not a costeff ledger ({exc})") from None
         return conn
+
+
+LEDGER_TABLES = {"economics", "cost", "imports", "drift_windows"}
+
+
+def read_only_query(path: Path, table: str, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """Rows from an existing ledger, opened read-only: reading never creates, repairs or alters it.
+
+    A ledger truncated to 0 bytes, or a SQLite file without any ledger table, is an InputError
+    (SQLite itself would take an empty file for a new database). ``table``, the one ``sql`` reads, has
+    no rows when it is not there yet (a ledger of drift windows only has no economics).
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: 0 bytes: an empty (truncated?) ledger; restore it from a backup or re-import "
+                         f"with `costeff ledger import` (reading never recreates it)")
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables & LEDGER_TABLES:
+                raise InputError(f"{path}: a SQLite file without any ledger table "
+                                 f"({', '.join(sorted(LEDGER_TABLES))}); not a costeff ledger")
+            if table not in tables:
+                return []
+            return conn.execute(sql, params).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path}: not a costeff ledger ({exc})") from None
 
 
 def _key(kind: str):

@@ -1,6 +1,6 @@
 """Build ``artifacts/cost/pack_<UTC ts>.tar.gz`` (verification: ``costeff.pack.check``).
 
-The tarball holds ``manifest.json`` (every file's SHA-256 and size, paths relative
+The tarball holds ``manifest.json`` (every file's SHA-256, size and mode, paths relative
 to the manifest, plus versions and hardware), ``manifest.sig`` (Ed25519 over the
 manifest's exact bytes, with the audit key), ``COMPLETION_SUMMARY.md`` generated
 from the packed reports, the latest report folder of each stage, the Triton model
@@ -101,9 +101,10 @@ def _folder(folder: Path, prefix: str, skipped: list[str]) -> dict[str, bytes]:
 
 
 def _read_plain(path: Path, skipped: list[str]) -> bytes | None:
-    """The bytes of a regular file with one name; None (and why, in ``skipped``) for anything else."""
+    """The bytes of a regular file with one name; None (and why, in ``skipped``) for a link or an unreadable
+    file. A FIFO, socket or device is an InputError: opened without blocking, it is never read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         reason = "a symbolic link" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})"
         skipped.append(f"{path}: {reason}; left out")
@@ -111,8 +112,9 @@ def _read_plain(path: Path, skipped: list[str]) -> bytes | None:
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
-            skipped.append(f"{path}: not a regular file; left out")
-            return None
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket or device"
+            raise InputError(f"{path}: {kind}, not a regular file; a pack holds regular files only "
+                             f"(remove it or move it out of the packed folder)")
         if st.st_nlink > 1:
             skipped.append(f"{path}: a hard link ({st.st_nlink} names for one file, which may live outside the "
                            f"artifacts); left out")
@@ -126,7 +128,8 @@ def build_manifest(files: dict[str, bytes]) -> dict[str, Any]:
     return {
         **header,
         "dependencies": _versions(),
-        "files": [{"path": p, "sha256": sha256_bytes(b), "size": len(b)} for p, b in sorted(files.items())],
+        "files": [{"path": p, "sha256": sha256_bytes(b), "size": len(b), "mode": "0644"}
+                  for p, b in sorted(files.items())],
     }
 
 

@@ -1,14 +1,19 @@
 """``costeff pack --verify``: check a pack without extracting it, in bounded memory.
 
-The tarball is read once as a stream. Each member is hashed in 1 MiB blocks;
-only the manifest, its signature and the few reports the completion summary is
-made from are kept (each under a size cap). A pack passes only when:
+The tarball is read once as a stream, byte for byte (``costeff.pack.stream``).
+Each member is hashed in 1 MiB blocks; only the manifest, its signature and the
+few reports the completion summary is made from are kept (each under a size cap,
+and all of them under another). A pack passes only when:
 
+- it is exactly one gzip member holding a POSIX ustar/pax archive, with nothing
+  after its end-of-archive blocks but zero padding, and no header (pax or other)
+  larger than a name needs;
 - every member is a regular file with a relative, clean, unique name (no
-  symlink, hard link, device, absolute path or ``..``);
+  symlink, hard link, device, absolute path or ``..``), mode 0644 or 0755 as the
+  manifest says (never setuid, setgid or sticky), owned by 0/0;
 - ``manifest.sig`` is an Ed25519 signature over the exact bytes of
   ``manifest.json``, made by the audit key;
-- every file matches the manifest (size, SHA-256), with nothing missing or extra;
+- every file matches the manifest (size, SHA-256, mode), with nothing missing or extra;
 - ``COMPLETION_SUMMARY.md`` equals the summary regenerated from the packed reports;
 - the packed audit trail verifies (signatures, chain, its packed checkpoints).
 """
@@ -19,19 +24,19 @@ import base64
 import binascii
 import hashlib
 import json
-import tarfile
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterator
 
 from costeff.errors import InputError
 from costeff.pack.bundle import MANIFEST, MANIFEST_SIG, SUMMARY
+from costeff.pack.stream import KINDS, REGULAR, Member, PackFormatError, TarReader
 
-BLOCK = 1 << 20
-MAX_KEPT_BYTES = 64 << 20  # a report larger than this is not a report
-MAX_MEMBERS = 200_000
+MAX_KEPT_BYTES = 8 << 20  # a report (or a manifest) larger than this is not one
+MAX_KEPT_TOTAL = 32 << 20  # all the reports kept to regenerate the summary, together
+MAX_MEMBERS = 20_000
+MODES = (0o644, 0o755)
 AUDIT_FILES = ("audit/audit.jsonl", "audit/audit.checkpoints.jsonl")
 
 
@@ -48,6 +53,8 @@ class VerifyReport:
 class _Seen:
     digests: dict[str, tuple[str, int]] = field(default_factory=dict)
     kept: dict[str, bytes] = field(default_factory=dict)
+    kept_total: int = 0
+    modes: dict[str, int] = field(default_factory=dict)
     spill: Path | None = None  # the packed audit trail goes to disk, to be verified without holding it
 
 
@@ -79,63 +86,86 @@ def verify_pack(path: Path | str, pubkey: Path | str | None = None) -> VerifyRep
 
 def _scan(path: Path, report: VerifyReport, spill: Path) -> _Seen:
     seen = _Seen(spill=spill)
-    try:
-        with tarfile.open(path, "r|gz") as tar:
-            for count, member in enumerate(tar, start=1):
+    with open(path, "rb") as fh:
+        reader = TarReader(fh)
+        try:
+            count = 0
+            while (member := reader.next()) is not None:
+                count += 1
                 if count > MAX_MEMBERS:
                     report.problems.append(f"more than {MAX_MEMBERS} members: not a costeff pack")
                     break
-                _member(tar, member, seen, report)
-    except (tarfile.TarError, zlib.error, EOFError, OSError) as exc:
-        if not seen.digests and not report.problems:
-            raise InputError(f"{path}: not a readable .tar.gz pack ({exc})") from None
-        report.problems.append(f"the archive is cut short or corrupt after {len(seen.digests)} files ({exc})")
+                _member(reader, member, seen, report)
+        except PackFormatError as exc:
+            if exc.before_any:
+                raise InputError(f"{path}: not a readable .tar.gz pack ({exc})") from None
+            report.problems.append(f"{exc} (after {len(seen.digests)} files)")
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror or exc}") from None
     return seen
 
 
-def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, seen: _Seen, report: VerifyReport) -> None:
+def _member(reader: TarReader, member: Member, seen: _Seen, report: VerifyReport) -> None:
     name = member.name
-    problem = _unsafe(name, member)
+    problem = _unsafe(member)
     if problem:
         report.problems.append(f"{name!r}: {problem}")
         return
     if name in seen.digests:
         report.problems.append(f"{name}: appears twice in the pack (a later copy could shadow the checked one)")
         return
+    report.problems += [f"{name}: {p}" for p in _header_problems(member)]
+    keep = _keep(name) and seen.kept_total < MAX_KEPT_TOTAL
     sink = open(seen.spill / PurePosixPath(name).name, "wb") if seen.spill and name in AUDIT_FILES else None
     try:
-        digest, size, data = _read(tar, member, _keep(name), sink)
+        digest, size, data = _read(reader.data(member), keep, sink)
     finally:
         if sink is not None:
             sink.close()
     seen.digests[name] = (digest, size)
+    seen.modes[name] = member.mode
     if data is not None:
         seen.kept[name] = data
+        seen.kept_total += len(data)
     elif _keep(name):
-        report.problems.append(f"{name}: {size} bytes, larger than any report ({MAX_KEPT_BYTES} bytes)")
+        report.problems.append(f"{name}: {size} bytes, larger than any report ({MAX_KEPT_BYTES} bytes, "
+                               f"{MAX_KEPT_TOTAL} for all reports)")
 
 
-def _unsafe(name: str, member: tarfile.TarInfo) -> str | None:
-    if member.issym():
+def _unsafe(member: Member) -> str | None:
+    name = member.name
+    if member.kind == b"2":
         return f"a symbolic link (to {member.linkname!r}); a pack holds regular files only"
-    if member.islnk():
+    if member.kind == b"1":
         return f"a hard link (to {member.linkname!r}); a pack holds regular files only"
-    if not member.isreg():
-        return "not a regular file (directory, device or FIFO); a pack holds regular files only"
+    if member.kind not in REGULAR:
+        return f"not a regular file ({KINDS[member.kind]}); a pack holds regular files only"
     p = PurePosixPath(name)
     if not name or p.is_absolute() or name.startswith("/"):
         return "an absolute path"
     if ".." in p.parts or "\\" in name:
         return "a path that climbs out of the pack ('..')"
-    if p.as_posix() != name or "." in p.parts:
+    if p.as_posix() != name or "." in p.parts or any(ord(c) < 32 for c in name):
         return "a path that is not in canonical form"
     return None
 
 
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool, sink: Any = None) -> tuple[str, int, bytes | None]:
+def _header_problems(member: Member) -> list[str]:
+    """What ``tar -x`` would do beyond writing the bytes: the mode it sets and the owner it gives (as root)."""
+    problems = []
+    if member.mode & 0o7000:
+        problems.append(f"mode {member.mode:04o} sets setuid/setgid/sticky bits; a pack's files are 0644 or 0755")
+    elif member.mode not in MODES:
+        problems.append(f"mode {member.mode:04o}; a pack's files are 0644 or 0755")
+    if member.owner != (0, 0, "", ""):
+        problems.append(f"owner {member.owner[:2]} {member.owner[2:]!r}; a pack's files are owned by 0/0 with no "
+                        f"names (`tar -x` as root would give them to that user)")
+    return problems
+
+
+def _read(blocks: Iterator[bytes], keep: bool, sink: Any = None) -> tuple[str, int, bytes | None]:
     digest, size, chunks = hashlib.sha256(), 0, []
-    fh = tar.extractfile(member)
-    while block := fh.read(BLOCK):
+    for block in blocks:
         digest.update(block)
         size += len(block)
         if sink is not None:
@@ -152,7 +182,7 @@ def _manifest(seen: _Seen, report: VerifyReport) -> dict[str, dict[str, Any]] | 
         return None
     try:
         listed = {f["path"]: f for f in json.loads(raw)["files"]}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (ValueError, RecursionError, KeyError, TypeError):  # ValueError: bad JSON or UTF-8
         report.problems.append(f"{MANIFEST} is not valid JSON with a 'files' list of {{path, sha256, size}}")
         return None
     return listed
@@ -178,7 +208,7 @@ def _check_signature(seen: _Seen, report: VerifyReport, pubkey: Path | str | Non
     try:
         doc = json.loads(sig_doc)
         sig = base64.b64decode(doc["sig"], validate=True)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, binascii.Error):
+    except (ValueError, RecursionError, KeyError, TypeError, binascii.Error):
         report.problems.append(f"{MANIFEST_SIG} is not a signature document")
         return
     if doc.get("key_id") != verifier.key_id or not verifier.verify(sig, raw):
@@ -209,6 +239,8 @@ def _check_files(listed: dict[str, dict[str, Any]], seen: _Seen, report: VerifyR
             report.problems.append(f"{name}: size {got[1]} != manifest {entry.get('size')}")
         elif got[0] != entry.get("sha256"):
             report.problems.append(f"{name}: sha256 differs from the manifest (modified)")
+        elif f"{seen.modes[name]:04o}" != entry.get("mode", "0644"):
+            report.problems.append(f"{name}: mode {seen.modes[name]:04o} != manifest {entry.get('mode', '0644')}")
     report.problems += [f"{name}: in the pack but not in the manifest" for name in sorted(set(files) - set(listed))]
     report.files_checked = len(listed)
 
@@ -221,7 +253,12 @@ def _check_summary(seen: _Seen, report: VerifyReport) -> None:
         report.problems.append(f"{SUMMARY} is missing")
         return
     names = {n: seen.kept.get(n, b"") for n in seen.digests if n not in (MANIFEST, MANIFEST_SIG, SUMMARY)}
-    regenerated = render_summary(names).encode("utf-8")
+    try:
+        regenerated = render_summary(names).encode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - hostile reports (nested 100,000 deep, say) fail the pack, not verify
+        report.problems.append(f"{SUMMARY} cannot be regenerated from the packed reports "
+                               f"({type(exc).__name__}: {str(exc)[:200]})")
+        return
     if regenerated != packed:
         report.problems.append(f"{SUMMARY} differs from the summary regenerated from the packed reports "
                                f"(edited by hand)")

@@ -99,8 +99,11 @@ class RampDecision:
     projection: Any = None  # PROJECTED serving cost and cost ratio (costeff.ramp.projection), never a ledger number
 
 
-def decide(config: DecideConfig, flags=None, audit=None) -> RampDecision:
-    """Read ledgers, plan, quantization evidence and flags; decide; append the decision to the audit trail."""
+def decide(config: DecideConfig, flags=None, audit=None, out_dir: Path | None = None) -> RampDecision:
+    """Read ledgers, plan, quantization evidence and flags; decide; append the decision to the audit trail.
+
+    With ``out_dir``, the report is written there too, all or nothing with the audit record
+    (``costeff.ramp.report.write_audited``): a report that cannot be written leaves no decision in the trail."""
     from costeff.audit import default_log
     from costeff.flags import FlagStore
 
@@ -113,6 +116,10 @@ def decide(config: DecideConfig, flags=None, audit=None) -> RampDecision:
                          "(or --sample for the synthetic sample)")
     as_of = config.as_of or utc_now().date()
     decision = _evaluate(config, plan, ledger, as_of, flags)
+    if out_dir is not None:
+        from costeff.ramp.report import write_audited
+
+        return write_audited(decision, out_dir, lambda d: audit.append("ramp.decision", _audit_payload(d))["seq"])
     record = audit.append("ramp.decision", _audit_payload(decision))
     return _with(decision, audit_seq=record["seq"])
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from costeff.artifacts import atomic_write_json, atomic_write_text
 from costeff.ramp.decide import RampDecision
 
 JSON_NAME = "ramp_decision.json"
 MD_NAME = "ramp_decision.md"
+log = logging.getLogger(__name__)
 
 
 def write(decision: RampDecision, out_dir: Path | str) -> Path:
@@ -17,6 +21,47 @@ def write(decision: RampDecision, out_dir: Path | str) -> Path:
     atomic_write_json(out / JSON_NAME, decision)
     atomic_write_text(out / MD_NAME, markdown(decision))
     return out / JSON_NAME
+
+
+def write_audited(decision: RampDecision, out_dir: Path | str,
+                  append: Callable[[RampDecision], int]) -> RampDecision:
+    """Write the report and append the decision to the audit trail (``append`` returns its seq), both or neither.
+
+    The report is first written and synced under hidden staging names (a full disk fails here, before the
+    trail has the decision), then the record is appended (if that fails, the staged report goes), then the
+    report is written with the record's number. Should that last write fail, the staged report, complete
+    but without the number, is moved into place: the trail never holds a decision whose report is missing.
+    """
+    out = Path(out_dir)
+    staged = {out / JSON_NAME: out / f".{JSON_NAME}.staged", out / MD_NAME: out / f".{MD_NAME}.staged"}
+    try:
+        atomic_write_json(staged[out / JSON_NAME], decision)
+        atomic_write_text(staged[out / MD_NAME], markdown(decision))
+        final = replace(decision, audit_seq=append(decision))
+    except BaseException:
+        _remove(staged.values())
+        raise
+    finals = ((out / JSON_NAME, lambda: atomic_write_json(out / JSON_NAME, final)),
+              (out / MD_NAME, lambda: atomic_write_text(out / MD_NAME, markdown(final))))
+    try:
+        for path, write_final in finals:
+            try:
+                write_final()
+            except OSError as exc:
+                log.warning("%s: could not write it with its audit record %s (%s); kept it without the number",
+                            path, final.audit_seq, exc.strerror or exc)
+                os.replace(staged[path], path)
+    finally:
+        _remove(staged.values())
+    return final
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def markdown(d: RampDecision) -> str:

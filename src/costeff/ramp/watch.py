@@ -1,9 +1,10 @@
 """``RampWatcher``: re-decide on a schedule, export the cost gate as gauges, keep the decision history.
 
 Each round runs the same ``decide`` as ``costeff ramp decide`` (so each decision is
-audited), overwrites the latest ``ramp_decision.json`` and appends one line to
-``history.jsonl``. A round that fails (ledger unreadable, plan broken) is logged and
-counted, and the last-success timestamp stops moving: that is what the
+audited, its report written first), overwrites the latest ``ramp_decision.json`` and
+appends one line to ``history.jsonl``. A round that fails (ledger unreadable or
+truncated to nothing, plan broken, disk full) is logged and counted, leaves the
+watcher not ready, and the last-success timestamp stops moving: that is what the
 "watcher down" alert watches, together with the scrape itself.
 """
 
@@ -103,12 +104,13 @@ class RampWatcher:
         return rounds
 
     def round(self) -> RoundResult:
-        from costeff.ramp import decide, write
+        from costeff.ramp import decide
 
         try:
-            decision = decide(self.config)
-            write(decision, self.out_dir)
-        except CosteffError as exc:  # the next round may find the ledger repaired: keep watching
+            decision = decide(self.config, out_dir=self.out_dir)  # report and audit record: both or neither
+        except (CosteffError, OSError) as exc:  # the next round may find the ledger repaired: keep watching
+            if isinstance(exc, OSError):
+                exc = f"{exc.filename or self.out_dir}: {exc.strerror or exc}"
             log.error("ramp watch: no decision this round: %s", exc)
             self.metrics.rounds.labels("error").inc()
             return RoundResult(False, None, str(exc))

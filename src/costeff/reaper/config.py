@@ -10,7 +10,9 @@ coerced into something else.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import field, replace
 from datetime import date, time
 from pathlib import Path
@@ -259,10 +261,7 @@ def load_config(path: Path | str | None = None) -> ReaperConfig:
 def load_holidays(path: Path | str) -> frozenset[date]:
     """A holiday calendar: one ``YYYY-MM-DD`` per line (anything after it is a name), ``#`` comments."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read holiday calendar: {exc.strerror}") from None
+    lines = _calendar_lines(path)
     days = set()
     for lineno, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
@@ -271,6 +270,28 @@ def load_holidays(path: Path | str) -> frozenset[date]:
         try:
             days.add(date.fromisoformat(text.split()[0]))
         except ValueError:
-            raise InputError(f"{path}: line {lineno}: {text.split()[0]!r} is not a date; expected YYYY-MM-DD") \
-                from None
+            # Never the line itself: the path may name a file that is not a calendar (a secret, say).
+            raise InputError(f"{path}: line {lineno} does not start with a date; expected a holiday calendar, "
+                             f"one YYYY-MM-DD per line") from None
     return frozenset(days)
+
+
+MAX_CALENDAR_BYTES = 1 << 20
+
+
+def _calendar_lines(path: Path) -> list[str]:
+    """The lines of a regular, UTF-8 file of at most MAX_CALENDAR_BYTES (never a FIFO or a device)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise InputError(f"{path}: not a regular file; expected a holiday calendar")
+            raw = fh.read(MAX_CALENDAR_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read holiday calendar: {exc.strerror}") from None
+    if len(raw) > MAX_CALENDAR_BYTES:
+        raise InputError(f"{path}: larger than {MAX_CALENDAR_BYTES} bytes; expected a holiday calendar")
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text; expected a holiday calendar, one YYYY-MM-DD per line") from None

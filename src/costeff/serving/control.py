@@ -46,6 +46,7 @@ class ServeChange:
     model_sha256: str | None
     audit_seq: int | None
     reload: Reload | None = None
+    warning: str | None = None  # the served version's bytes differ from its build record
 
 
 def flag_name(model: str) -> str:
@@ -127,9 +128,11 @@ def _move(action: str, model_dir: Path, current: int, target: int, actor: str, r
     _set_deployed(flags, state, target, actor, action)
     record = audit.append(f"triton.{action}", {"model_dir": str(model_dir), "from_version": current,
                                                "to_version": target, "flag_version": change.version,
-                                               "reason": reason}, actor=actor)
+                                               "model_sha256": _sha(state, target), "reason": reason},
+                          actor=actor)
     return ServeChange(SCHEMA_VERSION, iso_utc(), action, str(model_dir), model_dir.name, current, target,
-                       current != target, change.name, change.version, _sha(state, target), record["seq"])
+                       current != target, change.name, change.version, _sha(state, target), record["seq"],
+                       warning=_replaced(state, target))
 
 
 def _record(action: str, model_dir: Path, previous: int | None, version: int, flags, audit,
@@ -188,7 +191,16 @@ def _numbers(state: versions.ModelVersions) -> list[int]:
 
 
 def _sha(state: versions.ModelVersions, version: Any) -> str | None:
-    return next((v.model_sha256 for v in state.versions if v.version == version), None)
+    """The bytes the version serves, hashed on disk now (a model.onnx replaced after its build included)."""
+    return next((v.sha256 for v in state.versions if v.version == version), None)
+
+
+def _replaced(state: versions.ModelVersions, version: int) -> str | None:
+    info = next((v for v in state.versions if v.version == version), None)
+    if info is None or info.bytes_match is not False:
+        return None
+    return (f"version {version}'s model file was replaced after its build: sha256 {info.disk_sha256} on disk, "
+            f"{info.model_sha256} when built; deployed_model_sha256 records the bytes on disk")
 
 
 def _with_reload(change: ServeChange, url: str | None, protocol: str) -> ServeChange:

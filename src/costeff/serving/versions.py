@@ -31,9 +31,16 @@ DEFAULT_KEEP = 5
 class VersionInfo:
     version: int
     files: list[str]
-    model_sha256: str | None
+    model_sha256: str | None  # as recorded by the build
     source_model: str | None
     built_at: str | None
+    disk_sha256: str | None = None  # of the model file on disk now (model.onnx, else model.xml)
+    bytes_match: bool | None = None  # False: the model file was replaced after the build; None: nothing to compare
+
+    @property
+    def sha256(self) -> str | None:
+        """What this version serves: the bytes on disk, when there are any."""
+        return self.disk_sha256 or self.model_sha256
 
 
 @dataclass(frozen=True)
@@ -155,8 +162,20 @@ def model_files(model_dir: Path, version: int) -> list[Path]:
 
 def _info(model_dir: Path, number: int, build: dict[str, Any]) -> VersionInfo:
     files = build.get("files") or [p.name for p in model_files(model_dir, number)]
-    return VersionInfo(number, list(files), build.get("model_sha256"), build.get("source_model"),
-                       build.get("built_at"))
+    recorded, disk = build.get("model_sha256"), disk_sha256(model_dir, number)
+    match = None if recorded is None or disk is None else recorded == disk
+    return VersionInfo(number, list(files), recorded, build.get("source_model"), build.get("built_at"), disk, match)
+
+
+def disk_sha256(model_dir: Path, number: int) -> str | None:
+    """The SHA-256 of a version's model file as it is on disk now (``model.onnx``, else ``model.xml``)."""
+    from costeff.artifacts import sha256_file
+
+    for name in ("model.onnx", "model.xml"):
+        path = Path(model_dir) / str(number) / name
+        if path.is_file() and not path.is_symlink():
+            return sha256_file(path)
+    return None
 
 
 def _ledger(model_dir: Path) -> dict[str, Any]:
