@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=0.05, metavar="PCT",
                    help="batch invariance: a variant fails when more than PCT %% of the probe rows change action "
                         "alone vs inside a batch of the largest --batch-sizes (default 0.05)")
-    p.add_argument("--probe-rows", type=int, default=256, metavar="N",
+    p.add_argument("--probe-rows", type=int, default=1024, metavar="N",
                    help="held-out rows also run one per call: fidelity at batch 1 and batch invariance "
-                        "(default 256; every held-out row is judged at the largest batch)")
+                        "(default 1024; every held-out row is judged at the largest batch)")
     p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST",
                    help="profiled batch sizes, e.g. 1,64 (default 1,16,64,256); fidelity is gated at batch 1 and "
                         "at the largest, the biggest batch a served configuration can form")

@@ -9,7 +9,8 @@ inside seeded random batches of the largest size (``batch_invariance``).
 
 Cost is bounded: the largest batch runs every held-out row (as many calls as
 before); batch 1 runs a seeded sample of ``probe_rows`` held-out rows, one call
-each, and the invariance figure compares those rows' two answers.
+each, and the invariance figure compares those rows' two answers. The batch-1
+figures are on that sample, so its size trades time against sample noise.
 """
 
 from __future__ import annotations

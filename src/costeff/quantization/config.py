@@ -44,7 +44,10 @@ class QuantizeConfig:
     max_utilisation: float = 0.8  # instances are planned at this share of measured capacity
     speed_of_failing: bool = False  # also time variants that failed a gate (benchmarks)
     tune_knobs: bool = True  # with a target rate, time alternative runtime settings of the selected variant
-    probe_rows: int = 256  # held-out rows also run alone (batch 1): fidelity there and batch invariance
+    # Held-out rows also run alone (batch 1): fidelity there and batch invariance. On the default policy a
+    # variant at a third of the entropy tolerance failed by sample noise alone in 15 % of seeded draws of 256
+    # rows, 0.5 % of draws of 1024; 1024 single calls cost about 0.5 s per variant (0.5 ms each, fp32).
+    probe_rows: int = 1024
 
     def __post_init__(self) -> None:
         if self.variants is not None:
