@@ -76,6 +76,8 @@ def test_parquet_timestamps_give_one_window_per_hour_recorded_in_the_ledger(tmp_
     saved = json.loads((tmp_path / "out" / "drift_report.json").read_text())
     assert printed["action_drift_pct"] == saved["action_drift_pct"] < 0.5 and saved["passed"]
     assert [w["rows"] for w in saved["windows"]] == [1000, 1000, 1000]
+    # an fp32 model answers the same alone and inside a batch of the default largest batch
+    assert saved["batch_invariance"]["max_logit_diff"] <= 1e-5 and saved["batch_invariance"]["batch_sizes"] == [1, 256]
     first = datetime.fromtimestamp(T0, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert [w["start"] for w in saved["windows"]][0] == first
     metrics = saved["windows"][1]["fidelity"]

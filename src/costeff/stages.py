@@ -92,6 +92,9 @@ def stage_quantize(ctx: _Context) -> tuple[str, list[str]]:
         ctx.values.pop("selected_profile", None)  # the fp32 profile no longer describes what is served
     fid = selected.fidelity
     drift = f", action drift {fid.action_drift_pct:.3f} %" if fid is not None else ""
+    inv = selected.batch_invariance
+    if inv is not None:
+        drift += f", actions changed by batch {inv.action_change_pct:.3f} % of {inv.rows} rows"
     speed = f"{selected.speedup:.2f}x fp32" if selected.speedup else "fp32 speed"
     return (f"selected {selected.name} ({selected.backend}, {selected.precision}; {speed}{drift}) for "
             f"{cfg.target_rate:g} req/s, p99 <= {cfg.latency_budget_ms:g} ms; {report.selected.get('reason', '')}",

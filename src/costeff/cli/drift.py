@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--observations", type=Path, required=True, metavar="PATH",
                    help="an observation log (.npy/.npz/.parquet) or a folder of them")
     _add_gates(c)
+    c.add_argument("--batch-size", type=int, metavar="N",
+                   help="the largest batch the server forms: 256 logged rows are answered alone and inside "
+                        "random batches of N (batch invariance) (default: max_batch_size of --repository's "
+                        "config, else 256)")
     add_common(c)
     c.set_defaults(func=_check)
     from costeff.cli.drift_watch import register_watch
@@ -82,7 +86,7 @@ def _check(args: argparse.Namespace) -> int:
     from costeff.progress import progress
 
     config = DriftConfig(args.reference, served_path(args), args.observations, args.window_s, tolerances(args),
-                         parse_outputs(args.outputs), args.ledger)
+                         parse_outputs(args.outputs), args.ledger, batch_size=_batch_size(args))
     with progress("drift check", 2 * len(list_logs(args.observations))) as task:
         report = check_drift(config, task)
     path = write(report, Layout.default().run_dir("drift", args.out))
@@ -90,11 +94,27 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _batch_size(args: argparse.Namespace) -> int:
+    """--batch-size, else the repository's max_batch_size (a config without batching serves batch 1)."""
+    from costeff.drift.check import DEFAULT_BATCH_SIZE
+    from costeff.serving.versions import read_config
+
+    if args.batch_size is not None:
+        return args.batch_size
+    if args.repository is not None and args.name is not None:
+        return max(1, int(read_config(args.repository / args.name).max_batch_size))
+    return DEFAULT_BATCH_SIZE
+
+
 def _human(r, path: Path) -> None:
     verdict = "PASS" if r.passed else "FAIL"
     print(f"{verdict}: {r.rows} rows, {len(r.windows)} window(s), {r.windows_failed} failed; action drift "
           f"{r.action_drift_pct:.3f} %, entropy drift {_f(r.entropy_drift_pct)} %, correlation "
           f"{_f(r.action_correlation)} ({r.rows_per_minute:,.0f} rows/minute)")
+    inv = r.batch_invariance
+    if inv is not None:
+        print(f"  batch invariance (served): {inv.action_change_pct:.3f} % of {inv.rows} rows change action alone "
+              f"vs inside a batch of {max(inv.batch_sizes)}; max logit diff {inv.max_logit_diff:.3g}")
     for w in r.windows:
         if not w.passed:
             failed = ", ".join(f"{g.name} {g.verdict.value} ({_f(g.observed)} {g.comparator} {g.threshold})"

@@ -44,7 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997, metavar="R")
     p.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
     p.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X", help="optional gate on the value head")
-    p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST", help="profiled batch sizes, e.g. 1,64")
+    p.add_argument("--max-batch-action-change-pct", type=finite_float("--max-batch-action-change-pct"),
+                   default=0.05, metavar="PCT",
+                   help="batch invariance: a variant fails when more than PCT %% of the probe rows change action "
+                        "alone vs inside a batch of the largest --batch-sizes (default 0.05)")
+    p.add_argument("--probe-rows", type=int, default=1024, metavar="N",
+                   help="held-out rows also run one per call: fidelity at batch 1 and batch invariance "
+                        "(default 1024; every held-out row is judged at the largest batch)")
+    p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST",
+                   help="profiled batch sizes, e.g. 1,64 (default 1,16,64,256); fidelity is gated at batch 1 and "
+                        "at the largest, the biggest batch a served configuration can form")
     p.add_argument("--target-rate", type=finite_float("--target-rate"), metavar="R",
                    help="requests/s the policy will get: each variant is replayed open-loop at this rate and the "
                         "cheapest one meeting --latency-budget-ms there is selected")
@@ -66,7 +75,7 @@ def _config(args: argparse.Namespace) -> Any:
     from costeff.quantization import QuantizeConfig, Tolerances
 
     tol = Tolerances(args.max_action_drift_pct, args.max_entropy_drift_pct, args.min_action_correlation,
-                     args.max_kl_p99, args.max_value_abs_err)
+                     args.max_kl_p99, args.max_value_abs_err, args.max_batch_action_change_pct)
     from costeff.profiling.traffic import parse_gaps
 
     return QuantizeConfig(
@@ -76,7 +85,7 @@ def _config(args: argparse.Namespace) -> Any:
         batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")), target_rate=args.target_rate,
         provider=args.provider, trials=args.trials, fallback=args.trials > 0, window_s=args.window_s,
         speed_rounds=args.rounds, latency_budget_ms=args.latency_budget_ms, name=args.name,
-        min_speedup=args.min_speedup,
+        min_speedup=args.min_speedup, probe_rows=args.probe_rows,
         outputs=_outputs(args.outputs))
 
 
@@ -147,6 +156,9 @@ def _human(report: Any) -> None:
         status = "PASS" if v.passed else ("FAIL" if v.built else
                                           f"not tried: {v.not_tried}" if v.not_tried else f"not built: {v.error}")
         drift = f"drift {f.action_drift_pct:.3f}% entropy {f.entropy_drift_pct or 0:.3f}%" if f else ""
+        inv = v.batch_invariance
+        drift += f" batch-changed {inv.action_change_pct:.3f}% (max logit diff {inv.max_logit_diff:.2g})" \
+            if inv else ""
         speed = f" speedup {v.speedup:.2f}x" if v.speedup else ""
         target = f" p99 at target {v.at_target['p99_ms']:.2f} ms, {v.at_target['instances']} instance(s)" \
             if v.at_target else ""

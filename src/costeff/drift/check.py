@@ -19,11 +19,14 @@ import numpy as np
 from costeff.artifacts import iso_utc, provenance
 from costeff.errors import InputError
 from costeff.gates import Gate
+from costeff.quantization.batches import BatchInvariance
 from costeff.quantization.fidelity import Fidelity, PolicyOutputs, Tolerances, compare, gates
 from costeff.drift.logs import ObservationLog, list_logs, read_log
 from costeff.drift.runners import Runner, open_runner
 
 DEFAULT_WINDOW_S = 3600.0
+DEFAULT_BATCH_SIZE = 256  # the largest batch the server forms, when no repository says
+PROBE_ROWS = 256  # logged rows run alone and inside a batch: the served model's batch invariance
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,16 @@ class DriftConfig:
     outputs: dict[str, str] | None = None
     ledger: Path | None = None  # None: the default ledger; recording is skipped when record is False
     record: bool = True
+    batch_size: int = DEFAULT_BATCH_SIZE  # largest served batch: batch invariance is judged against it
+    probe_rows: int = PROBE_ROWS
 
     def __post_init__(self) -> None:
         if not (isinstance(self.window_s, (int, float)) and self.window_s > 0):
             raise InputError(f"--window-s: {self.window_s!r}; expected seconds > 0")
+        for name in ("batch_size", "probe_rows"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise InputError(f"--{name.replace('_', '-')}: {value!r}; expected an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class DriftReport:
     rows_per_minute: float
     ledger: str | None = None
     ledger_rows: int = 0
+    batch_invariance: BatchInvariance | None = None  # the served model: rows alone vs inside a served batch
 
 
 def open_pair(reference: Path, served: Path, outputs: dict[str, str] | None = None, *,
@@ -104,6 +114,8 @@ def check_drift(config: DriftConfig, task: Any = None) -> DriftReport:
         logs.append(read_log(path, ref.sample_shape))
         _advance(task, f"read {path.name}")
     report = evaluate(ref, var, logs, str(config.observations), config.window_s, config.tolerances, task)
+    rows = np.concatenate([log.obs for log in logs]) if logs else np.empty((0, *ref.sample_shape))
+    report.batch_invariance = batch_invariance(var, rows, config.batch_size, config.probe_rows)
     if config.record:
         record(report, config.ledger)
     return report
@@ -133,6 +145,25 @@ def evaluate(ref: Runner, var: Runner, logs: list[ObservationLog], source: str, 
         overall.entropy_drift_pct, overall.action_correlation, overall_gates, failed,
         failed == 0 and all(g.passed for g in overall_gates), round(seconds, 4),
         round(rows / seconds * 60, 1) if seconds > 0 else 0.0)
+
+
+def batch_invariance(runner: Runner, obs: np.ndarray, batch: int, probe_rows: int,
+                     seed: int = 0) -> BatchInvariance | None:
+    """``probe_rows`` logged rows answered alone vs inside seeded random batches of ``batch`` logged rows.
+
+    Bounded: at most max(probe_rows, batch) rows, each batched once and the probe rows once alone.
+    """
+    from costeff.quantization.batches import in_random_batches, invariance, probe_index, served_batch_sizes
+
+    if not len(obs):
+        return None
+    pool = probe_index(len(obs), max(probe_rows, batch), seed)
+    rng = np.random.default_rng(seed)
+    probe = np.sort(rng.choice(len(pool), min(probe_rows, len(pool)), replace=False))
+    run = lambda rows, chunk: runner.run(rows, chunk)  # noqa: E731
+    batched = in_random_batches(run, obs[pool], batch, seed + batch)
+    alone = runner.run(obs[pool][probe], 1)
+    return invariance(alone, PolicyOutputs(batched.logits[probe], None), served_batch_sizes([batch]))
 
 
 def record(report: DriftReport, ledger: Path | None) -> None:

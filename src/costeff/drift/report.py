@@ -34,6 +34,12 @@ def markdown(r: DriftReport) -> str:
     lines += ["", "| gate | observed | comparator | threshold | verdict |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {g.name} | {_fmt(g.observed)} | {g.comparator} | {g.threshold} | {g.verdict.value} |"
               for g in r.gates]
+    inv = r.batch_invariance
+    if inv is not None:
+        lines += ["", "## Batch invariance (served model)", "",
+                  f"{inv.rows} logged rows answered alone vs inside seeded random batches of "
+                  f"{max(inv.batch_sizes)}: actions changed on {inv.changed_rows} ({_fmt(inv.action_change_pct)} %), "
+                  f"max logit diff {_fmt(inv.max_logit_diff)}. Reported, not gated here: `costeff quantize` gates it."]
     lines += ["", "## Windows", "", "| start | end | source | rows | " + " | ".join(METRICS) + " | verdict |",
               "| --- | --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " | --- |"]
     for w in r.windows:

@@ -38,11 +38,11 @@ class Runner:
     precision: str  # "graph": onnxruntime computes in the graph's own types; else OpenVINO's precision hint
     _infer: Callable[[np.ndarray], dict[str, np.ndarray]] = field(repr=False, default=None)  # type: ignore
 
-    def run(self, obs: np.ndarray) -> PolicyOutputs:
+    def run(self, obs: np.ndarray, chunk: int = CHUNK_ROWS) -> PolicyOutputs:
         obs = np.ascontiguousarray(obs, dtype=self.input_dtype)
         parts: dict[str, list[np.ndarray]] = {self.logits: [], **({self.value: []} if self.value else {})}
-        for start in range(0, len(obs), CHUNK_ROWS):
-            out = self._infer(obs[start:start + CHUNK_ROWS])
+        for start in range(0, len(obs), chunk):
+            out = self._infer(obs[start:start + chunk])
             for name in parts:
                 parts[name].append(np.asarray(out[name], dtype=np.float32))
         logits = np.concatenate(parts[self.logits]).reshape(len(obs), -1)

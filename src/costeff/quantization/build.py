@@ -88,6 +88,21 @@ def lowerable_nodes(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in LOWERABLE_OPS]
 
 
+def lowers_anything(path: Path) -> bool:
+    """Whether the model at ``path`` computes anything in lower precision than fp32: a quantize op,
+    a 16-bit float weight or a cast to one. A model that does not is fp32 under another name."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    low = {10, 16}  # float16, bfloat16
+    for node in model.graph.node:
+        if node.op_type in QUANT_OPS:
+            return True
+        if node.op_type == "Cast" and any(a.name == "to" and a.i in low for a in node.attribute):
+            return True
+    return any(i.data_type in low for i in model.graph.initializer)
+
+
 def head_nodes(model: Any, outputs: Iterable[str]) -> list[str]:
     """The last lowerable node on the way to each output (the action and value heads)."""
     producer = {o: n for n in model.graph.node for o in n.output}

@@ -17,7 +17,7 @@ from costeff.errors import CosteffError, InputError
 from costeff.gates import all_passed
 from costeff.quantization import build, recipe as recipes
 from costeff.quantization.config import QuantizeConfig
-from costeff.quantization.fidelity import PolicyOutputs, compare, gates, run_policy
+from costeff.quantization.fidelity import PolicyOutputs, compare, run_policy
 from costeff.quantization.records import QuantizationReport, VariantResult, to_markdown
 
 log = logging.getLogger(__name__)
@@ -43,26 +43,49 @@ class Context:
     ov_ac_info: dict[str, Any] | None = None
 
     def outputs(self, path: Path, rows: str = "evaluation", session_config: dict | None = None,
-                variant: VariantResult | None = None) -> PolicyOutputs:
-        obs = self.evaluation if rows == "evaluation" else self.calibration
+                variant: VariantResult | None = None, obs: np.ndarray | None = None,
+                chunk: int = 1024) -> PolicyOutputs:
+        """The model's answers on ``obs`` (default: the named rows), ``chunk`` rows per call."""
+        if obs is None:
+            obs = self.evaluation if rows == "evaluation" else self.calibration
         if variant is not None and variant.backend == "openvino":
             from costeff.runtimes import RuntimeOptions
 
-            return run_policy(path, obs, self.logits, self.value, backend="openvino",
+            return run_policy(path, obs, self.logits, self.value, backend="openvino", chunk=chunk,
                               options=RuntimeOptions(precision=variant.runtime["precision"]))
         from costeff.quantization.variants import trt_fp16
         from costeff.runtimes import RuntimeOptions
 
         name = variant.name if variant is not None else "fp32"
-        return run_policy(path, obs, self.logits, self.value, options=RuntimeOptions(
+        return run_policy(path, obs, self.logits, self.value, chunk=chunk, options=RuntimeOptions(
             provider=self.config.provider, spinning=False, session_config=tuple((session_config or {}).items()),
             trt_fp16=trt_fp16(name, self.config.provider)))
 
     def evaluate(self, variant: VariantResult, path: Path) -> VariantResult:
-        """Fidelity and gates on the held-out rows only."""
-        variant.fidelity = compare(self.ref_eval, self.outputs(path, session_config=variant.session_config,
-                                                               variant=variant))
-        variant.gates = gates(variant.fidelity, self.config.tolerances)
+        """Fidelity gates at batch 1 and at the largest served batch, and batch invariance (held-out rows only).
+
+        The variant passes only if every gate passes at each batch size and its actions do not
+        change with the rows batched beside it. The baseline's invariance is reported, not gated:
+        it is the floor every variant is measured against.
+        """
+        from costeff.quantization.batches import invariance_gate, judge, served_batch_sizes, suffixed
+
+        cfg = self.config
+        run = lambda obs, batch: self.outputs(  # noqa: E731
+            path, session_config=variant.session_config, variant=variant,
+            obs=obs, chunk=batch)
+        sizes = served_batch_sizes(cfg.batch_sizes)
+        variant.fidelity_by_batch, variant.batch_invariance = judge(
+            run, self.ref_eval, self.evaluation, cfg.tolerances, sizes, cfg.probe_rows, cfg.seed)
+        variant.fidelity = variant.fidelity_by_batch[str(max(sizes))].fidelity
+        variant.gates = suffixed(variant.fidelity_by_batch)
+        inv_gate = invariance_gate(variant.batch_invariance, cfg.tolerances)
+        if variant.baseline:
+            if variant.batch_invariance.changed_rows:
+                variant.notes.append(f"fp32 itself changes {variant.batch_invariance.changed_rows} action(s) "
+                                     "with batch composition: the floor for every variant is above zero")
+        else:
+            variant.gates.append(inv_gate)
         variant.passed = all_passed(variant.gates)
         return variant
 
@@ -127,10 +150,8 @@ def _resolved_provider(provider: str) -> str:
 
 
 def _baseline(ctx: Context) -> VariantResult:
-    v = VariantResult("fp32", built=True, baseline=True, fidelity=compare(ctx.ref_eval, ctx.ref_eval))
-    v.gates = gates(v.fidelity, ctx.config.tolerances)
-    v.passed = all_passed(v.gates)
-    return v
+    """fp32 judged like every variant: its batch-1 and batched answers against its own reference run."""
+    return ctx.evaluate(VariantResult("fp32", built=True, baseline=True), ctx.base_fp32)
 
 
 def _choose_recipe(ctx: Context) -> dict[str, Any]:

@@ -82,6 +82,9 @@ def _fallback(ctx: Any, name: str, source: VariantResult) -> VariantResult:
         path = ctx.work / f"{name}_t{trial}.onnx"
         try:
             make(path, excluded, None)
+            if not build.lowers_anything(path):
+                _identical(v, trial + 1, excluded)
+                break
             ctx.evaluate(v, path)
         except Exception as exc:  # noqa: BLE001 - a trial that cannot build ends the search, reported
             v.error = f"trial {trial + 1}: {type(exc).__name__}: {exc}".splitlines()[0][:400]
@@ -91,6 +94,15 @@ def _fallback(ctx: Any, name: str, source: VariantResult) -> VariantResult:
         if v.passed:
             break
     return v
+
+
+def _identical(v: VariantResult, trial: int, excluded: list[str]) -> None:
+    """A trial that keeps every lowered node in float is fp32 itself: never evaluated, timed or selected.
+    The variant stays what its last real trial made it, or is not built when there was none."""
+    why = f"identical to fp32: trial {trial} keeps every lowerable node in float ({len(excluded)} nodes)"
+    v.notes.append(f"search stopped: {why}")
+    if not v.built:
+        v.error = why
 
 
 def _trial(n: int, excluded: list[str], v: VariantResult) -> Trial:

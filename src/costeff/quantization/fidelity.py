@@ -53,11 +53,13 @@ class Tolerances:
     action_correlation: float = 0.997
     kl_p99: float | None = None
     value_max_abs_err: float | None = None
+    batch_action_change_pct: float = 0.05  # rows whose action changes alone vs inside a served batch
 
     def __post_init__(self) -> None:
         from costeff.errors import InputError
 
-        for name in ("action_drift_pct", "entropy_drift_pct", "kl_p99", "value_max_abs_err"):
+        for name in ("action_drift_pct", "entropy_drift_pct", "kl_p99", "value_max_abs_err",
+                     "batch_action_change_pct"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value >= 0):
                 raise InputError(f"tolerance {name}: {value!r}; expected a number >= 0")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from costeff.gates import Gate
+from costeff.quantization.batches import BatchFidelity, BatchInvariance
 from costeff.quantization.fidelity import Fidelity
 
 
@@ -42,9 +43,11 @@ class VariantResult:
     notes: list[str] = field(default_factory=list)
     size_bytes: int | None = None
     size_reduction_pct: float | None = None
-    fidelity: Fidelity | None = None
-    gates: list[Gate] = field(default_factory=list)
+    fidelity: Fidelity | None = None  # at the largest served batch, every held-out row
+    gates: list[Gate] = field(default_factory=list)  # every batch's fidelity gates (name@bN) + batch invariance
     passed: bool = False
+    fidelity_by_batch: dict[str, BatchFidelity] = field(default_factory=dict)  # "1", "<largest served>"
+    batch_invariance: BatchInvariance | None = None  # the same rows alone vs inside a served batch
     trials: list[Trial] = field(default_factory=list)
     throughput_per_s: dict[int, float] = field(default_factory=dict)
     throughput_range_per_s: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -116,6 +119,8 @@ def to_markdown(rep: QuantizationReport) -> str:
             _fmt(v.speedup, ".2f"), _fmt(v.speedup_at_baseline_batch, ".2f"),
             _fmt(v.size_bytes / 1e6 if v.size_bytes else None, ".2f"), _fmt(v.size_reduction_pct, ".1f"),
             _fmt(v.cost and v.cost.get("usd_per_million"), ".4g")]) + " |")
+    lines += ["", "## Fidelity by batch size", ""] + _by_batch_md(rep)
+    lines += ["", "## Batch invariance", ""] + _invariance_md(rep)
     lines += ["", "## Gates", ""] + _gates_md(rep) + ["", "## Recipe evidence (calibration rows)", ""]
     lines += _recipe_md(rep.recipe) + ["", "## Speed (inferences/s, median of interleaved rounds)", ""]
     lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""]
@@ -162,6 +167,38 @@ def _knobs_md(rows: list[dict[str, Any]] | None) -> list[str]:
         out.append(f"| {r['setting']} | {_fmt(r['optimal_batch'])} | {_fmt(r['throughput_per_s'], ',.0f')} | "
                    f"{_fmt(r['p50_ms_at_target'])} / {_fmt(r['p99_ms_at_target'])} | {_fmt(r['instances'])} | "
                    f"{beats} | {'yes' if r['adopted'] else ''} |")
+    return out
+
+
+def _by_batch_md(rep: QuantizationReport) -> list[str]:
+    """Each variant's fidelity at batch 1 and at the largest served batch; it passes only if it passes at each."""
+    out = ["| variant | batch | rows | action drift % | entropy drift % | correlation | KL p99 | verdict |",
+           "|" + "---|" * 8]
+    for v in rep.variants:
+        for key, e in v.fidelity_by_batch.items():
+            f = e.fidelity
+            failed = [g.name for g in e.gates if not g.passed]
+            out.append(f"| {v.name} | {key} | {e.rows} | {_fmt(f.action_drift_pct)} | {_fmt(f.entropy_drift_pct)} | "
+                       f"{_fmt(f.action_correlation, '.5f')} | {_fmt(f.kl_p99, '.2e')} | "
+                       f"{'PASS' if e.passed else 'FAIL: ' + ', '.join(failed)} |")
+    return out
+
+
+def _invariance_md(rep: QuantizationReport) -> list[str]:
+    tol = (rep.config.get("tolerances") or {}).get("batch_action_change_pct")
+    out = [f"The same held-out rows alone vs inside seeded random batches; a variant whose actions change on more "
+           f"than {tol} % of them fails whatever its drift. fp32 is the floor (reported, not gated).", "",
+           "| variant | batch sizes | rows | action change % | rows changed | max logit diff | verdict |",
+           "|" + "---|" * 7]
+    for v in rep.variants:
+        inv = v.batch_invariance
+        if inv is None:
+            continue
+        gate = next((g for g in v.gates if g.name == "batch_action_change_pct"), None)
+        verdict = "floor" if v.baseline else (gate.verdict.value if gate else "-")
+        out.append(f"| {v.name} | {', '.join(map(str, inv.batch_sizes))} | {inv.rows} | "
+                   f"{_fmt(inv.action_change_pct)} | {inv.changed_rows} | {_fmt(inv.max_logit_diff, '.3g')} | "
+                   f"{verdict} |")
     return out
 
 
