@@ -208,6 +208,17 @@ def test_drift_beyond_tolerance_holds(tmp_path, action, entropy, failing):
     assert d.gates_failed == [failing] and d.decision == "HOLD"
 
 
+def test_drift_is_judged_at_the_batch_size_where_it_is_worst(tmp_path):
+    path = _report(tmp_path, action=0.1, entropy=0.1)
+    data = json.loads(path.read_text())
+    data["variants"][1]["fidelity_by_batch"] = {
+        "1": {"fidelity": {"action_drift_pct": 0.9, "entropy_drift_pct": 0.1}},
+        "256": {"fidelity": {"action_drift_pct": 0.1, "entropy_drift_pct": 0.1}}}
+    path.write_text(json.dumps(data))
+    d = _decide(_ledger(tmp_path), path)
+    assert _gate(d, "quant_action_drift_pct").observed == 0.9 and d.decision == "HOLD"
+
+
 def test_report_for_another_model_fails_and_drift_is_no_data(tmp_path):
     d = _decide(_ledger(tmp_path), _report(tmp_path), deployed="12" * 32)
     v = _verdicts(d)

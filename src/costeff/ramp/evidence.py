@@ -109,9 +109,18 @@ def model_time(report: QuantReport, deployed: DeployedModel) -> tuple[datetime |
 
 
 def _variant(v: dict[str, Any]) -> Variant:
-    fidelity = v.get("fidelity") or {}
-    return Variant(_str(v, "name"), _str(v, "sha256"), v.get("path"),
-                   _float_or_none(fidelity.get("action_drift_pct")), _float_or_none(fidelity.get("entropy_drift_pct")))
+    return Variant(_str(v, "name"), _str(v, "sha256"), v.get("path"), _worst(v, "action_drift_pct"),
+                   _worst(v, "entropy_drift_pct"))
+
+
+def _worst(v: dict[str, Any], metric: str) -> float | None:
+    """A drift figure at the batch size where it is worst: Triton forms batches of every size up to
+    the largest, so the served decisions are only as good as the worst of those judged."""
+    by_batch = v.get("fidelity_by_batch")
+    blocks = [b.get("fidelity") or {} for b in by_batch.values() if isinstance(b, dict)] \
+        if isinstance(by_batch, dict) else []
+    values = [x for x in (_float_or_none(b.get(metric)) for b in blocks) if x is not None]
+    return max(values) if values else _float_or_none((v.get("fidelity") or {}).get(metric))
 
 
 def _str(d: dict[str, Any], key: str) -> str:
