@@ -9,10 +9,12 @@ failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -57,6 +59,36 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # argparse (before 3.14) names a mistyped option without a guess: add one, from the command's own options.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            chain = self._chosen(parsed)
+            known = [o for parser in chain for a in parser._actions for o in a.option_strings]
+            chain[-1].error(f"unrecognized arguments: {' '.join(extras)}{_did_you_mean(extras, known)}")
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> list[argparse.ArgumentParser]:
+        """This parser, then each subcommand's parser the parsed line chose."""
+        chain: list[argparse.ArgumentParser] = [self]
+        while True:
+            subs = [a for a in chain[-1]._actions if isinstance(a, argparse._SubParsersAction)]
+            nxt = subs[0].choices.get(getattr(parsed, subs[0].dest, None) or "") if subs else None
+            if nxt is None:
+                return chain
+            chain.append(nxt)
+
+
+def _did_you_mean(extras: Sequence[str], known: Sequence[str]) -> str:
+    hints = []
+    for token in (t.split("=", 1)[0] for t in extras if t.startswith("--")):
+        close = difflib.get_close_matches(token, known, n=1, cutoff=0.6)
+        if close:
+            hints.append((token, close[0]))
+    if len(hints) == 1:
+        return f"; did you mean {hints[0][1]}?"
+    return f"; did you mean {', '.join(f'{c} for {t}' for t, c in hints)}?" if hints else ""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -71,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # the reader closed stdout (`| head`): it has what it wanted; end quietly
+        if not _stdout_gone():
+            raise
+        _quiet_stdout()
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -84,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from costeff.artifacts import writable_dir
 
             writable_dir(args.out, keep=False)  # an unwritable --out fails now, not after minutes of measuring
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError as exc:
+        if _stdout_gone():
+            raise
+        return _report(exc, verbose)  # a socket or a child's pipe: a real failure
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -96,6 +144,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_gone() -> bool:
+    """True when whoever read stdout has closed it (``costeff ledger show | head -2``)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout (captured)
+        return False
+
+
+def _quiet_stdout() -> None:
+    # The Python docs' recipe (library/signal, "Note on SIGPIPE"): point stdout at devnull so the
+    # interpreter's final flush of what is still buffered does not fail a second time.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 class Terminated(BaseException):

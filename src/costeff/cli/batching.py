@@ -29,20 +29,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--p99-ms", type=_number("--p99-ms"), required=True, help="p99 latency SLO (queue + service)")
     opt.add_argument("--instance", help="price-catalog instance (default: from the profile's hardware)")
     opt.add_argument("--catalog", type=Path, help="price catalog TOML (default: the shipped one)")
-    opt.add_argument("--max-instances", type=int, default=8, help="largest instance count to consider")
+    opt.add_argument("--max-instances", type=int, default=8, help="largest instance count to consider (default 8)")
     opt.add_argument("--max-batch-sizes", help="comma list to search (default: the profile's batch sizes)")
     opt.add_argument("--queue-delays-us", help="comma list to search (default: 0..10000 below the SLO)")
-    opt.add_argument("--top", type=int, default=10, help="configurations to list")
+    opt.add_argument("--top", type=int, default=10, help="configurations to list (default 10)")
     add_common(opt)
     opt.set_defaults(func=_optimize)
     sim = verbs.add_parser("simulate", help="predict latency, batch size and utilisation for one setting")
     _shared(sim)
-    sim.add_argument("--max-batch-size", type=int, required=True)
+    sim.add_argument("--max-batch-size", type=int, required=True, metavar="N",
+                     help="largest batch the batcher forms (requests for --policy mlserver)")
     sim.add_argument("--preferred", default="", help="preferred batch sizes, e.g. 8,16,32")
-    sim.add_argument("--max-queue-delay-us", type=_number("--max-queue-delay-us", positive=False), default=0.0)
-    sim.add_argument("--instances", type=int, default=1)
-    sim.add_argument("--default-timeout-us", type=_number("--default-timeout-us", positive=False), default=0.0)
-    sim.add_argument("--max-queue-size", type=int, default=0)
+    sim.add_argument("--max-queue-delay-us", type=_number("--max-queue-delay-us", positive=False), default=0.0,
+                     metavar="US", help="longest a request waits for a batch to fill, in microseconds (default 0)")
+    sim.add_argument("--instances", type=int, default=1, metavar="N",
+                     help="model instances serving in parallel (default 1)")
+    sim.add_argument("--default-timeout-us", type=_number("--default-timeout-us", positive=False), default=0.0,
+                     metavar="US", help="a request queued longer than this is rejected; 0 = never (default 0)")
+    sim.add_argument("--max-queue-size", type=int, default=0, metavar="N",
+                     help="requests beyond this many queued are rejected; 0 = unbounded (default 0)")
     add_common(sim, out=False)
     sim.set_defaults(func=_simulate)
 
@@ -51,10 +56,11 @@ def _shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", type=Path, required=True, help="gpu_profile.json from costeff profile")
     p.add_argument("--rate", type=_number("--rate"), help="Poisson arrival rate, requests/s")
     p.add_argument("--trace", type=Path, help="replay request timestamps (seconds; CSV) instead of Poisson")
-    p.add_argument("--requests", type=int, default=20_000, help="requests per simulation (Poisson)")
-    p.add_argument("--rows", type=int, default=1, help="rows (batch dimension) each request carries")
-    p.add_argument("--policy", choices=("triton", "mlserver"), default="triton")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--requests", type=int, default=20_000, help="requests per simulation (Poisson; default 20000)")
+    p.add_argument("--rows", type=int, default=1, help="rows (batch dimension) each request carries (default 1)")
+    p.add_argument("--policy", choices=("triton", "mlserver"), default="triton",
+                   help="Triton's dynamic batcher or MLServer's adaptive batching (default triton)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrivals and service times (default 0)")
     p.add_argument("--no-jitter", action="store_true", help="deterministic service times")
 
 

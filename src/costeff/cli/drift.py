@@ -41,9 +41,14 @@ def _add_models(parser: argparse.ArgumentParser) -> None:
 def _add_gates(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-s", type=positive_float("--window-s"), default=3600.0, metavar="S",
                         help="time window for rows with timestamps (default: 3600)")
-    parser.add_argument("--max-action-drift-pct", type=float, default=0.5, metavar="PCT")
-    parser.add_argument("--max-entropy-drift-pct", type=float, default=0.5, metavar="PCT")
-    parser.add_argument("--min-action-correlation", type=float, default=0.997, metavar="R")
+    parser.add_argument("--max-action-drift-pct", type=float, default=0.5, metavar="PCT",
+                        help="gate: at most PCT %% of the window's rows may change their top action vs the "
+                             "reference (default 0.5)")
+    parser.add_argument("--max-entropy-drift-pct", type=float, default=0.5, metavar="PCT",
+                        help="gate: the mean policy entropy may move at most PCT %% from the reference's (default 0.5)")
+    parser.add_argument("--min-action-correlation", type=float, default=0.997, metavar="R",
+                        help="gate: correlation of the action probabilities with the reference's must be at least R "
+                             "(default 0.997)")
     parser.add_argument("--ledger", type=Path, metavar="PATH", help="SQLite ledger for the windows "
                         "(default: artifacts/ledger.sqlite)")
 

@@ -14,18 +14,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = verbs.add_parser("get", help="show one flag, or all of them")
     g.add_argument("name", nargs="?", help="flag name (default: every flag)")
     s = verbs.add_parser("set", help="change a flag")
-    s.add_argument("name")
-    s.add_argument("value")
+    s.add_argument("name", help="flag name")
+    s.add_argument("value", help="new value, checked against the flag's type")
     r = verbs.add_parser("rollback", help="restore the previous value, or the value at an earlier version")
-    r.add_argument("name")
+    r.add_argument("name", help="flag name")
     r.add_argument("--to-version", type=int, metavar="N", help="version to restore (0 = the default)")
     h = verbs.add_parser("history", help="every version of a flag")
-    h.add_argument("name")
+    h.add_argument("name", help="flag name")
     for p, func in ((g, _get), (s, _set), (r, _rollback), (h, _history)):
         p.add_argument("--store", type=Path, metavar="FILE", help="flag store (default: artifacts/flags/flags.json)")
         if p in (s, r):
             p.add_argument("--reason", default="", help="why, for the audit trail")
-            p.add_argument("--actor", default="costeff", help="who, for the audit trail")
+            p.add_argument("--actor", default="costeff", help="who, for the audit trail (default: costeff)")
         add_common(p, out=False)
         p.set_defaults(func=func)
 

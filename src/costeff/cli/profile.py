@@ -26,11 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="default", help=f"embedded policy preset when MODEL is omitted: {', '.join(PRESETS)}")
     p.add_argument("--observations", type=Path, metavar="FILE", help=".npy/.npz/.parquet rows to feed (cycled per batch)")
     p.add_argument("--observations-key", metavar="KEY", help="array name inside an .npz")
-    p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128,256", metavar="LIST", help="e.g. 1,8,64")
-    p.add_argument("--concurrency", default="1", metavar="LIST", help="client threads, e.g. 1,2,4")
+    p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128,256", metavar="LIST",
+                   help="batch sizes to sweep, e.g. 1,8,64 (default 1,2,4,...,256)")
+    p.add_argument("--concurrency", default="1", metavar="LIST", help="client threads, e.g. 1,2,4 (default 1)")
     p.add_argument("--latency-budget-ms", type=float, metavar="MS", help="p99 budget per request for the optimal batch")
     p.add_argument("--target-rate", type=float, metavar="R", help="requests/s to serve: instances needed and $/day")
-    p.add_argument("--provider", default="auto", help="auto | cpu | cuda | tensorrt")
+    p.add_argument("--provider", default="auto",
+                   help="auto | cpu | cuda | tensorrt (default auto: CUDA when onnxruntime can use it, else cpu)")
     p.add_argument("--window-ms", type=float, default=500.0, help="measurement window (default 500)")
     p.add_argument("--warmup-ms", type=float, default=200.0, help="discarded warm-up per point (default 200)")
     p.add_argument("--stability-pct", type=float, default=10.0, help="windows agree within this %% (default 10)")

@@ -19,12 +19,18 @@ GENERATED_SEED = 20_000  # generated observations use a seed the policy was not 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="build fp16 / int8 variants, gate their fidelity, select the fastest",
-                       description="Lower a policy to fp16 and int8, measure fidelity on held-out observations "
-                                   "and speed with the profiler; select the fastest variant that passes every gate.")
+    p = sub.add_parser("quantize", help="build fp16 / int8 variants, gate their fidelity, select the cheapest to serve",
+                       description="Lower a policy to fp16 and int8 (onnxruntime) and bf16 / int8 (OpenVINO), measure "
+                                   "fidelity on held-out observations and speed in isolated processes, and select "
+                                   "the variant to serve. With --target-rate: the cheapest at that traffic (fewest "
+                                   "instances) among the variants passing every gate and meeting "
+                                   "--latency-budget-ms in an open-loop replay at the rate; ties go to the lowest "
+                                   "open-loop p50 under light traffic, else the most throughput per dollar. "
+                                   "Without it: the fastest passing variant at its optimal batch. fp32 stays unless "
+                                   "a variant beats it by --min-speedup.")
     p.add_argument("model", nargs="?", type=Path, metavar="MODEL",
                    help="fp32 ONNX policy (default: the embedded policy, see --preset)")
-    p.add_argument("--preset", default="default", help=f"embedded policy when MODEL is omitted: {', '.join(PRESETS)}")
+    p.add_argument("--preset", default="default", help=f"embedded policy when MODEL is omitted: {', '.join(PRESETS)} (default: default)")
     p.add_argument("--observations", type=Path, metavar="FILE",
                    help=".npy/.npz/.parquet observations, split into calibration and held-out rows (required with MODEL)")
     p.add_argument("--observations-key", metavar="KEY", help="array name inside an .npz")
@@ -38,10 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="runtimes to search: onnxruntime, openvino (default both)")
     p.add_argument("--gaps", default="0,10ms", metavar="LIST",
                    help="single-call latency after these idle gaps, e.g. 0,10ms,100ms,1s (default 0,10ms)")
-    p.add_argument("--calibration-method", default="MinMax", help="MinMax | Entropy | Percentile (int8-static)")
-    p.add_argument("--max-action-drift-pct", type=finite_float("--max-action-drift-pct"), default=0.5, metavar="PCT")
-    p.add_argument("--max-entropy-drift-pct", type=finite_float("--max-entropy-drift-pct"), default=0.5, metavar="PCT")
-    p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997, metavar="R")
+    p.add_argument("--calibration-method", default="MinMax", help="MinMax | Entropy | Percentile, for int8-static (default MinMax)")
+    p.add_argument("--max-action-drift-pct", type=finite_float("--max-action-drift-pct"), default=0.5, metavar="PCT",
+                   help="gate: at most PCT %% of held-out rows may change their top action vs fp32 (default 0.5)")
+    p.add_argument("--max-entropy-drift-pct", type=finite_float("--max-entropy-drift-pct"), default=0.5, metavar="PCT",
+                   help="gate: the mean policy entropy may move at most PCT %% from fp32's (default 0.5)")
+    p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997, metavar="R",
+                   help="gate: correlation of the action probabilities with fp32's must be at least R (default 0.997)")
     p.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
     p.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X", help="optional gate on the value head")
     p.add_argument("--max-batch-action-change-pct", type=finite_float("--max-batch-action-change-pct"),
@@ -58,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests/s the policy will get: each variant is replayed open-loop at this rate and the "
                         "cheapest one meeting --latency-budget-ms there is selected")
     p.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
-    p.add_argument("--trials", type=int, default=4, help="fallback trials per failing variant (0 = no fallback)")
+    p.add_argument("--trials", type=int, default=4, help="fallback trials per failing variant (0 = no fallback; default 4)")
     p.add_argument("--window-s", type=finite_float("--window-s"), default=1.0, help="profiling window per point (default 1.0)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved profiling passes over all variants (default 2)")
     p.add_argument("--latency-budget-ms", type=finite_float("--latency-budget-ms"), metavar="MS", help="p99 budget for each variant's optimal batch")

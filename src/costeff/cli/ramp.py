@@ -48,8 +48,10 @@ def _projection_args(parser: argparse.ArgumentParser) -> None:
                    help="gpu_profile.json of the served variant")
     g.add_argument("--baseline-profile", type=existing_file("--baseline-profile"), metavar="FILE",
                    help="gpu_profile.json of fp32")
-    g.add_argument("--batching-report", type=existing_file("--batching-report"), metavar="FILE")
-    g.add_argument("--reaper-report", type=existing_file("--reaper-report"), metavar="FILE")
+    g.add_argument("--batching-report", type=existing_file("--batching-report"), metavar="FILE",
+                   help="batching_report.json of `costeff batching optimize`")
+    g.add_argument("--reaper-report", type=existing_file("--reaper-report"), metavar="FILE",
+                   help="reaper_report.json of `costeff reap`")
     g.add_argument("--catalog", type=existing_file("--catalog"), metavar="FILE", help="price catalog TOML")
 
 

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="reap_command", metavar="VERB")
     restore = verbs.add_parser("restore", help="put back what applied reaps changed, from the audit trail")
     restore.add_argument("--apply", action="store_true", help="really restore (default: say what would be restored)")
-    restore.add_argument("--kube-context", metavar="NAME")
+    restore.add_argument("--kube-context", metavar="NAME",
+                         help="kubeconfig context (default: in-cluster or current)")
     add_common(restore, out=False)
     restore.set_defaults(func=_restore)
     rbac = verbs.add_parser("rbac", help="print the least-privilege Role and RoleBinding the config's targets need")

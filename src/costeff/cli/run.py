@@ -11,9 +11,13 @@ from costeff.cli._common import add_common, emit, output_dir, parse_int_list, po
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    summary = ("profile, quantize, optimize batching, build the Triton repository, replay the reaper, "
+               "decide the ramp and pack, in one go")
     parser = sub.add_parser(
-        "run", help="profile, quantize, optimize batching, build the Triton repository, replay the reaper, "
-                    "decide the ramp and pack, in one go")
+        "run", help=summary,
+        description=f"The whole programme end to end: {summary}, then write report.html. Runs on the embedded "
+                    "default policy, or on yours with --model and --observations. Each stage prints one line on "
+                    "stderr as it ends; a failing stage skips only the stages that need its result.")
     parser.add_argument("--model", type=Path, help="your ONNX policy (default: the embedded default policy)")
     parser.add_argument("--observations", type=Path, help="observations for --model (.npy/.npz/.parquet)")
     parser.add_argument("--preset", default="default", choices=("tiny", "default", "large"),
@@ -25,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="requests/s the fleet must serve (default: 500)")
     parser.add_argument("--window-s", type=positive_float("--window-s"), default=0.3,
                         help="profiling measurement window in seconds (default: 0.3)")
-    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
+                        help="onnxruntime execution provider; auto: CUDA when onnxruntime can use it, else cpu "
+                             "(default: auto)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the verify stage (serving the result on the real Triton and measuring it)")
     parser.add_argument("--triton-env", type=Path, metavar="DIR", help="the real Triton's environment for the "

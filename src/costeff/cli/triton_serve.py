@@ -27,7 +27,7 @@ def register_serving(verbs: argparse._SubParsersAction) -> None:
         if parser in (r, p):
             parser.add_argument("--to", type=int, metavar="N", help="the version to serve")
             parser.add_argument("--reason", default="", help="why, for the audit trail")
-            parser.add_argument("--actor", default="costeff", help="who, for the audit trail")
+            parser.add_argument("--actor", default="costeff", help="who, for the audit trail (default: costeff)")
         add_common(parser, out=False)
         parser.set_defaults(func=func)
 
@@ -35,7 +35,7 @@ def register_serving(verbs: argparse._SubParsersAction) -> None:
 def _add_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", metavar="HOST:PORT", help="also ask this running server to reload the model "
                         "(model-repository API)")
-    parser.add_argument("--protocol", choices=("http", "grpc"), default="http", help="protocol of --url")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http", help="protocol of --url (default: http)")
 
 
 def _model_dir(args: argparse.Namespace) -> Path:

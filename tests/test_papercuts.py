@@ -1,0 +1,127 @@
+"""What a newcomer meets first: help texts, typo hints, pipes into `head`, example inputs."""
+
+import argparse
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from costeff import cli
+from costeff.cli import build_parser, main
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# Flags whose default is simply "off": nothing to show.
+SWITCHES = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+            argparse._CountAction, argparse._AppendConstAction)
+
+
+def _walk(parser, path=("costeff",)):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _walk(child, (*path, name))
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield " ".join(path), action
+
+
+def _name(action) -> str:
+    return action.option_strings[-1] if action.option_strings else action.dest
+
+
+def test_every_option_and_argument_has_a_help_text():
+    missing = [f"{cmd} {_name(a)}" for cmd, a in _walk(build_parser()) if not (a.help or "").strip()]
+    assert not missing, f"no help text: {missing}"
+
+
+def test_every_option_with_a_default_says_what_it_is():
+    hidden = [f"{cmd} {_name(a)} (default {a.default!r})" for cmd, a in _walk(build_parser())
+              if a.option_strings and not isinstance(a, SWITCHES)
+              and a.default is not None and a.default not in ("", [], ())
+              and "default" not in (a.help or "").lower()]
+    assert not hidden, f"help does not show the default: {hidden}"
+
+
+def _help(*argv) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return " ".join(out.getvalue().split())
+
+
+def test_run_has_a_description_and_quantize_says_how_it_selects():
+    assert "end to end" in _help("run")
+    text = _help("quantize")
+    assert "fastest variant that passes" not in text
+    assert "cheapest at that traffic" in text and "--min-speedup" in text
+    assert "(default 0.5)" in text and "(default 0.997)" in text  # the gates show their defaults
+
+
+def _parse_error(argv) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    return exc.value.code, err.getvalue()
+
+
+@pytest.mark.parametrize("argv, wrong, right, prog", [
+    (["quantize", "--max-action-drift", "1"], "--max-action-drift", "--max-action-drift-pct", "costeff quantize"),
+    (["ledger", "show", "--dys", "3"], "--dys", "--days", "costeff ledger show"),
+    (["profile", "--gap=10ms"], "--gap", "--gaps", "costeff profile"),
+])
+def test_a_mistyped_option_gets_a_suggestion_in_the_one_line_error(argv, wrong, right, prog):
+    code, message = _parse_error(argv)
+    assert code == 2
+    lines = message.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {prog}: unrecognized arguments: {wrong}")
+    assert f"did you mean {right}?" in lines[0]
+
+
+def test_no_suggestion_when_nothing_is_close_and_abbreviations_stay_refused():
+    code, message = _parse_error(["profile", "--zzzzzz"])
+    assert code == 2 and "did you mean" not in message and "--zzzzzz" in message
+    # --fail-window is a prefix of drift watch's --fail-windows: refused (with the hint), never taken as it
+    code, message = _parse_error(["drift", "watch", "--reference", "r.onnx", "--observations", "d",
+                                  "--fail-window", "3"])
+    assert code == 2 and "unrecognized arguments: --fail-window 3" in message
+    assert "did you mean --fail-windows?" in message
+
+
+def _into_closed_pipe(*argv, env_extra=None) -> subprocess.CompletedProcess:
+    """Run costeff with stdout a pipe whose reader is already gone (`| head -1` that has read its line)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "PYTHONPATH": str(SRC), **(env_extra or {})}
+    try:
+        return subprocess.run([sys.executable, "-c", "from costeff.cli import entrypoint; entrypoint()", *argv],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("ledger", "show", "--days", "60"), ("ledger", "show", "--json")])
+def test_a_closed_stdout_pipe_ends_quietly_with_exit_0(tmp_path, argv):
+    ledger = tmp_path / "ledger.sqlite"
+    env = {"COSTEFF_ARTIFACTS": str(tmp_path / "artifacts")}
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["ledger", "import", "--sample", "--ledger", str(ledger)]) == 0
+    done = _into_closed_pipe(*argv, *(["--ledger", str(ledger)] if "ledger" in argv else []), env_extra=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_a_failure(monkeypatch, capsys):
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def parser():
+        p = cli._Parser(prog="costeff")
+        p.set_defaults(func=broken)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    assert main([]) == 3
+    assert capsys.readouterr().err.startswith("error: BrokenPipeError")
