@@ -125,3 +125,46 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_a_failure(monkeypatch, capsys
     monkeypatch.setattr(cli, "build_parser", parser)
     assert main([]) == 3
     assert capsys.readouterr().err.startswith("error: BrokenPipeError")
+
+
+# --- `costeff export --observations`: the obs.npy the README's examples use ---------------------------------------
+
+def test_export_writes_seeded_observations_that_quantize_accepts(tiny_policy, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from costeff.policy import generate_observations
+
+    obs_path = tmp_path / "obs.npy"
+    assert main(["export", "--preset", "tiny", "--observations", "2000", "--out", str(obs_path)]) == 0
+    assert "2,000 synthetic market observations" in capsys.readouterr().out
+    obs = np.load(obs_path)
+    assert obs.dtype == np.float32 and obs.shape == (2000, *tiny_policy.observation_shape)
+    # the same rows `costeff quantize` generates for the embedded policy: a seed it was not trained on
+    np.testing.assert_array_equal(obs, generate_observations(2000, seed=20_000, preset="tiny"))
+    again = tmp_path / "again.npy"
+    assert main(["export", "--preset", "tiny", "--observations", "2000", "--seed", "5", "--out", str(again)]) == 0
+    assert not np.array_equal(np.load(again), obs)
+    capsys.readouterr()
+
+    code = main(["quantize", str(tiny_policy.onnx_path), "--observations", str(obs_path), "--backends",
+                 "onnxruntime", "--variants", "fp16", "--batch-sizes", "1,16", "--window-s", "0.05", "--rounds", "1",
+                 "--out", str(tmp_path / "q"), "--json"])
+    assert code in (0, 1)  # a gate's verdict, not bad input
+    record = json.loads(capsys.readouterr().out)
+    assert record["split"]["calibration_rows"] + record["split"]["evaluation_rows"] == 2000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "tiny", "--observations", "10", "--out", "obs.onnx"], "must name a .npy or .npz"),
+    (["--observations", "10", "--out", "obs.npy"], "exactly one of SOURCE"),
+    (["--preset", "tiny", "--seed", "3", "--out", "obs.npy"], "need --preset NAME"),
+    (["--preset", "nope", "--observations", "10", "--out", "obs.npy"], "nope"),
+])
+def test_export_observations_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not list(tmp_path.glob("obs.*"))

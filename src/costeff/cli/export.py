@@ -1,7 +1,8 @@
 """``costeff export SOURCE --out model.onnx``: a PyTorch policy to a checked ONNX file.
 
 SOURCE is ``module:factory`` (a callable returning an ``nn.Module``) or a TorchScript
-file; ``--preset NAME`` writes the embedded default policy instead.
+file; ``--preset NAME`` writes the embedded default policy instead, and
+``--preset NAME --observations N --out obs.npy`` N seeded synthetic observations for it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from costeff.cli._common import add_common, emit, parse_int_list
 from costeff.errors import InputError
 
+OBSERVATION_SUFFIXES = (".npy", ".npz")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("export", help="export a PyTorch policy (module:factory or TorchScript) to checked ONNX")
@@ -20,7 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="module:factory returning an nn.Module, or a TorchScript .pt file")
     parser.add_argument("--preset", metavar="NAME",
                         help="write the embedded default policy of this preset (tiny, default, large) instead")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="the ONNX file to write")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="the ONNX file to write (with --observations: the .npy or .npz)")
+    parser.add_argument("--observations", type=_rows, metavar="N",
+                        help="with --preset: write N seeded synthetic market observations shaped for that "
+                             "policy (float32 [N, window, features]) instead of the policy, the input "
+                             "`costeff quantize/profile MODEL --observations FILE` needs")
+    parser.add_argument("--seed", type=int, default=None, metavar="S",
+                        help="seed of --observations (default: the one `costeff quantize` generates with, "
+                             "which the embedded policy was not trained on)")
     parser.add_argument("--observation-shape", metavar="DIMS",
                         help="observation shape without the batch axis, e.g. 32,16 "
                              "(default: the model's observation_shape attribute)")
@@ -35,12 +46,52 @@ def _export(args: argparse.Namespace) -> int:
     logging.getLogger("costeff.policy").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if bool(args.source) == bool(args.preset):
         raise InputError("export: give exactly one of SOURCE (module:factory or a .pt file) or --preset NAME")
+    if args.observations is not None or args.seed is not None:
+        return _observations(args)
     if args.out.suffix.lower() != ".onnx":
         raise InputError(f"--out: {args.out} must name an .onnx file")
     shape = tuple(parse_int_list(args.observation_shape, "--observation-shape")) \
         if args.observation_shape is not None else None
     record = _from_preset(args) if args.preset else _from_source(args, shape)
     emit(args, record, lambda: _print(record))
+    return 0
+
+
+def _rows(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--observations must be a whole number of rows, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--observations must be > 0 rows, got {value}")
+    return value
+
+
+def _observations(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from costeff.artifacts import atomic_write_bytes
+    from costeff.cli.quantize import GENERATED_SEED
+    from costeff.policy import generate_observations
+    from costeff.policy.nets import preset_spec
+
+    if not args.preset or args.observations is None:
+        raise InputError("export: --observations N (and --seed) need --preset NAME: observations are generated "
+                         "for an embedded policy's shape")
+    if args.out.suffix.lower() not in OBSERVATION_SUFFIXES:
+        raise InputError(f"--out: {args.out} must name a .npy or .npz file for --observations")
+    preset_spec(args.preset)
+    seed = GENERATED_SEED if args.seed is None else args.seed
+    obs = generate_observations(args.observations, seed=seed, preset=args.preset)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, obs=obs) if args.out.suffix.lower() == ".npz" else np.save(buffer, obs)
+    atomic_write_bytes(args.out, buffer.getvalue())
+    record = {"observations_path": args.out, "rows": int(obs.shape[0]), "shape": list(obs.shape),
+              "dtype": str(obs.dtype), "preset": args.preset, "seed": seed}
+    emit(args, record, lambda: print(f"wrote {args.out}: {obs.shape[0]:,} synthetic market observations "
+                                     f"float32 {list(obs.shape)} for preset {args.preset} (seed {seed})"))
     return 0
 
 
