@@ -168,3 +168,34 @@ def test_export_observations_bad_input_is_one_line_and_writes_nothing(argv, mess
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
     assert not list(tmp_path.glob("obs.*"))
+
+
+# --- `costeff profile`: gap latencies and the CSV's path on the terminal -----------------------------------------
+
+def test_profile_prints_gap_latencies_and_where_the_csv_went(tiny_policy, tmp_path, capsys):
+    import json
+
+    out, csv = tmp_path / "prof", tmp_path / "perf.csv"
+    assert main(["profile", str(tiny_policy.onnx_path), "--batch-sizes", "1,4", "--gaps", "0,5ms", "--csv", str(csv),
+                 "--window-ms", "30", "--warmup-ms", "10", "--max-trials", "3", "--provider", "cpu",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    gaps = json.loads((out / "gpu_profile.json").read_text())["latency_by_gap"]
+    assert [g["gap_ms"] for g in gaps] == [0, 5]
+    lines = text.splitlines()
+    start = lines.index("batch-1 latency after idle gaps:")
+    assert lines[start + 1].split()[:4] == ["gap", "ms", "calls", "p50"]
+    for g, line in zip(gaps, lines[start + 2:start + 4]):
+        cells = line.split()
+        assert float(cells[0]) == g["gap_ms"] and int(cells[1]) == g["calls"]
+        assert float(cells[2]) == pytest.approx(g["p50_ms"], abs=5e-4)
+        assert float(cells[3]) == pytest.approx(g["p99_ms"], abs=5e-4)
+    assert lines[start + 3].split()[-1] == f"{gaps[1]['p50_ms'] / gaps[0]['p50_ms']:.2f}x"
+    assert csv.is_file() and f"perf_analyzer CSV {csv}" in text
+
+
+def test_profile_without_gaps_prints_no_gap_table(tiny_policy, tmp_path, capsys):
+    assert main(["profile", str(tiny_policy.onnx_path), "--batch-sizes", "1", "--window-ms", "30", "--warmup-ms",
+                 "10", "--max-trials", "3", "--provider", "cpu", "--out", str(tmp_path / "p")]) == 0
+    text = capsys.readouterr().out
+    assert "after idle gaps" not in text and "CSV" not in text

@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         from costeff.profiling.perf_csv import write_perf_csv
 
         write_perf_csv(report.points, args.csv)
-    emit(args, report, lambda: _print(report, out))
+    emit(args, report, lambda: _print(report, out, args.csv))
     return 0
 
 
@@ -193,12 +193,13 @@ def _rates(text: str) -> tuple[float, ...]:
     return rates
 
 
-def _print(report: Any, out: Path) -> None:
+def _print(report: Any, out: Path, csv: Path | None = None) -> None:
     opt, cost = report.optimal, report.cost
     print(f"{'batch':>6} {'conc':>4} {'inferences/s':>13} {'p50 ms':>9} {'p99 ms':>9} {'stable':>6}")
     for p in report.points:
         print(f"{p.batch_size:>6} {p.concurrency:>4} {p.throughput_per_s:>13,.0f} {p.latency_ms.p50:>9.3f} "
               f"{p.latency_ms.p99:>9.3f} {'yes' if p.stable else 'NO':>6}")
+    _print_gaps(getattr(report, "latency_by_gap", None))
     print(f"optimal: batch {opt.batch_size} ({opt.reason})")
     if cost:
         line = f"cost: {cost['instance']} ${cost['usd_per_hour']:.4g}/h, ${cost['usd_per_million']:.4g} per million"
@@ -207,4 +208,16 @@ def _print(report: Any, out: Path) -> None:
         print(line)
     for rec in report.recommendations:
         print(f"- {rec.kind}: {rec.message}")
-    print(f"wrote {out}/gpu_profile.json, gpu_profile.md and plots")
+    print(f"wrote {out}/gpu_profile.json, gpu_profile.md and plots" + (f"; perf_analyzer CSV {csv}" if csv else ""))
+
+
+def _print_gaps(gaps: list[dict[str, Any]] | None) -> None:
+    """Batch-1 latency after each idle gap, beside back to back (gap 0) when it was measured."""
+    if not gaps:
+        return
+    warm = next((g["p50_ms"] for g in gaps if g["gap_ms"] == 0), None)
+    print("batch-1 latency after idle gaps:")
+    print(f"{'gap ms':>9} {'calls':>6} {'p50 ms':>9} {'p99 ms':>9} {'p50 vs back to back':>20}")
+    for g in gaps:
+        ratio = f"{g['p50_ms'] / warm:.2f}x" if warm and g["gap_ms"] else "-"
+        print(f"{g['gap_ms']:>9g} {g['calls']:>6} {g['p50_ms']:>9.3f} {g['p99_ms']:>9.3f} {ratio:>20}")
