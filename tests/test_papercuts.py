@@ -199,3 +199,37 @@ def test_profile_without_gaps_prints_no_gap_table(tiny_policy, tmp_path, capsys)
                  "10", "--max-trials", "3", "--provider", "cpu", "--out", str(tmp_path / "p")]) == 0
     text = capsys.readouterr().out
     assert "after idle gaps" not in text and "CSV" not in text
+
+
+# --- report plots: "p99 vs queue delay" readable -----------------------------------------------------------------
+
+def _candidate(mbs, delay_us, p99):
+    return {"max_batch_size": mbs, "instances": 1, "max_queue_delay_us": delay_us, "predicted": {"p99_ms": p99}}
+
+
+def test_p99_vs_queue_delay_has_readable_ticks_and_no_line_hidden_under_another():
+    from types import SimpleNamespace
+
+    from costeff.batching.report import _delay_axes
+
+    delays = (0.0, 100.0, 1000.0, 10_000.0)
+    evaluated = [_candidate(1, d, 0.0910) for d in delays] + [_candidate(8, d, 0.0912) for d in delays]
+    evaluated += [_candidate(32, d, 0.09 + d / 1000) for d in delays]
+    evaluated += [_candidate(128, d, 0.2 + d / 500) for d in delays]
+    report = SimpleNamespace(chosen={"instances": 1}, best_achievable=None, evaluated=evaluated,
+                             target={"p99_ms": 50.0, "rate_per_s": 500.0})
+    plt, fig, ax = _delay_axes(report)
+    try:
+        fig.canvas.draw()
+        lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("p99 SLO")]
+        labels = [ln.get_label() for ln in lines]
+        # max batch 1 and 8 draw on top of each other: one line that names both
+        assert labels == ["max batch 1, 8 (p99 within 2%)", "max batch 32", "max batch 128"]
+        styles = {(ln.get_marker(), str(ln.get_linestyle())) for ln in lines}
+        assert len(styles) == len(lines)
+        low, high = ax.get_ylim()
+        shown = [t for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+        assert len(shown) >= 4, [t.get_text() for t in shown]
+        assert all("$" not in t.get_text() for t in shown)  # plain numbers, not 10^x
+    finally:
+        plt.close(fig)

@@ -79,6 +79,11 @@ def artifacts(tmp_path, monkeypatch):
     batching = _write(layout.batching / "20260301_000004Z" / "batching_report.json", {"chosen": {
         "max_batch_size": 8, "preferred_batch_size": [], "max_queue_delay_us": 100.0, "instances": 1,
         "predicted": {"p99_ms": 0.6}}})
+    _write(layout.cost / "verify" / "20260301_000006Z" / "verify_report.json", {
+        "server": {"triton": "2.51.0"}, "rate_per_s": 500.0, "load_average": [0.5, 0.4, 0.3],
+        "predicted": {"p50_ms": 0.31, "p99_ms": 0.6, "mean_batch_size": 1.2},
+        "measured": {"p50_ms": 0.93, "p99_ms": 2.71, "mean_batch_size": 1.1},
+        "ratios": {"p50": 3.0, "p99": 4.5, "mean_batch": 0.92}})
     _, reaper_dir = reap_trace(sample_path(), out=layout.run_dir("reaper"))
     ledger = Ledger(layout.ramp / "20260301_000005Z" / "sample_ledger.sqlite")
     import_sample(ledger, end=AS_OF - timedelta(days=1))
@@ -133,6 +138,9 @@ def test_the_report_is_self_contained_and_every_number_links_to_its_file(artifac
     assert "quant/20260301_000003Z/quantization_report.json" in text and "PROJECTED, not from a bill" in text
     assert "SYNTHETIC sample ledger" in text and "max_batch_size: 8" in text and "<svg" in text
     assert "not tried" in text and "this CPU has no bf16 instructions" in text
+    assert "Served on the real Triton 2.51.0" in text and "2.71 ms" in text
+    # money cards say it is money
+    assert re.search(r'id="k-projected-serving---day"><a class="n"[^>]*>\$0\.86</a>', text)
 
 
 def test_report_refuses_a_folder_without_reports(tmp_path, capsys):

@@ -40,29 +40,78 @@ def _png(plt, fig) -> bytes:
     return buf.getvalue()
 
 
+# Lines that coincide stay visible: each its own marker and dash, drawn bigger first and smaller on top.
+STYLES = (("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", (0, (5, 1))), ("P", (0, (3, 1, 1, 1))))
+
+
 def _plot_delay(report: BatchingReport) -> bytes:
+    plt, fig, ax = _delay_axes(report)
+    return _png(plt, fig)
+
+
+def _delay_axes(report: BatchingReport):
     """p99 against queue delay, one line per max batch size, at the chosen (or best) instance count."""
     plt, (fig, ax) = _figure()
     ref = report.chosen or report.best_achievable or {}
     n = ref.get("instances")
+    series = _delay_series(report.evaluated, n)
+    for i, (label, xs, ys) in enumerate(series):
+        marker, dash = STYLES[i % len(STYLES)]
+        ax.plot([x / 1e3 for x in xs], ys, marker=marker, linestyle=dash, markersize=max(4, 8 - 2 * i),
+                markerfacecolor="none" if i % 2 else None, linewidth=1.6, zorder=2 + i, label=label)
+    ax.axhline(report.target["p99_ms"], color="red", linestyle="--", label="p99 SLO", zorder=1)
+    ax.set_xlabel("max queue delay (ms)")
+    ax.set_ylabel("predicted p99 latency (ms)")
+    _readable_log_y(ax)
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    ax.set_title(f"p99 vs queue delay at {n} instance(s), {report.target['rate_per_s']:.4g} req/s "
+                 "(best preferred sizes)")
+    ax.legend(fontsize=8)
+    return plt, fig, ax
+
+
+def _delay_series(evaluated: list[dict], instances: int | None) -> list[tuple[str, list[float], list[float]]]:
+    """(label, delays in us, best p99 ms) per max batch size; identical curves become one labelled line."""
     lines: dict[int, dict[float, float]] = {}
-    for c in report.evaluated:
-        if c["instances"] != n:
+    for c in evaluated:
+        if c["instances"] != instances:
             continue
         per = lines.setdefault(c["max_batch_size"], {})
         d, p99 = c["max_queue_delay_us"], c["predicted"]["p99_ms"]
         per[d] = min(p99, per.get(d, p99))
+    groups: list[tuple[dict[float, float], list[int]]] = []
     for mbs, per in sorted(lines.items()):
+        same = next((g for g in groups if _coincide(g[0], per)), None)
+        if same is None:
+            groups.append((per, [mbs]))
+        else:
+            same[1].append(mbs)
+    out = []
+    for per, sizes in groups:
+        label = f"max batch {sizes[0]}" if len(sizes) == 1 else \
+            f"max batch {', '.join(map(str, sizes))} (p99 within {SAME_P99:.0%})"
         xs = sorted(per)
-        ax.plot([x / 1e3 for x in xs], [per[x] for x in xs], marker="o", label=f"max batch {mbs}")
-    ax.axhline(report.target["p99_ms"], color="red", linestyle="--", label="p99 SLO")
-    ax.set_xlabel("max queue delay (ms)")
-    ax.set_ylabel("predicted p99 latency (ms)")
+        out.append((label, xs, [per[x] for x in xs]))
+    return out
+
+
+SAME_P99 = 0.02  # curves closer than this everywhere draw on top of each other on a log axis: one line
+
+
+def _coincide(a: dict[float, float], b: dict[float, float]) -> bool:
+    return a.keys() == b.keys() and all(abs(a[x] - b[x]) <= SAME_P99 * max(a[x], b[x]) for x in a)
+
+
+def _readable_log_y(ax) -> None:
+    """A log axis with plain-number ticks at 1-2-5 steps (every digit when the data span less than a decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     ax.set_yscale("log")
-    ax.set_title(f"p99 vs queue delay at {n} instance(s), {report.target['rate_per_s']:.4g} req/s "
-                 "(best preferred sizes)")
-    ax.legend(fontsize=8)
-    return _png(plt, fig)
+    low, high = ax.get_ylim()
+    subs = (1.0, 2.0, 5.0) if high / max(low, 1e-12) >= 10 else tuple(float(s) for s in range(1, 10))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _plot_frontier(report: BatchingReport) -> bytes:

@@ -42,8 +42,10 @@ class Page:
         path = self.s.files.get(key)
         return os.path.relpath(path, self.out) if path else None
 
-    def num(self, value: Any, key: str, fmt: str = ",.2f", unit: str = "") -> str:
+    def num(self, value: Any, key: str, fmt: str = ",.2f", unit: str = "", currency: str = "") -> str:
         text = _fmt(value, fmt) + unit
+        if currency and value is not None:
+            text = currency + text
         href = self.link(key)
         if href is None:
             return html.escape(text)
@@ -108,7 +110,8 @@ def _glance(p: Page) -> str:
                            f'<span class="tag observed">observed</span>'))
         proj = r["ramp"].get("projection") or {}
         if proj.get("available"):
-            cards.append(_card("projected serving / day", p.num(proj.get("serving_usd_per_day"), "ramp", ",.2f"),
+            cards.append(_card("projected serving / day",
+                               p.num(proj.get("serving_usd_per_day"), "ramp", ",.2f", currency="$"),
                                f'on {esc(proj.get("instance"))} <span class="tag projected">projected</span>'))
     if r["reaper"]:
         cards.append(_card("reaper GPU-hours cut", p.num(r["reaper"].get("reduction_pct"), "reaper", ".1f", " %"),
