@@ -233,3 +233,25 @@ def test_p99_vs_queue_delay_has_readable_ticks_and_no_line_hidden_under_another(
         assert all("$" not in t.get_text() for t in shown)  # plain numbers, not 10^x
     finally:
         plt.close(fig)
+
+
+# --- README: the walkthrough's command is the one that printed its paths ------------------------------------------
+
+def test_readme_walkthrough_paths_come_from_the_command_it_shows():
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## A walkthrough: `costeff run`"):text.index("\n## Commands")]
+    block = re.search(r"```text\n(.*?)```", section, flags=re.S).group(1)
+    command = block.splitlines()[0]
+    assert command.startswith("$ costeff run")
+    args = build_parser().parse_args(shlex.split(command)[2:])
+    root = str(args.out) if args.out is not None else "artifacts"
+    repository = f"{root}/model_repository" if args.out is not None else "docker/triton/model_repository"
+    config = re.search(r"(\S+)/policy/config\.pbtxt", block)
+    assert config and config.group(1) == repository
+    for pack in re.findall(r"pack: (\S+\.tar\.gz)", block):
+        assert pack.startswith(f"{root}/cost/"), pack
+    assert f"{root}/report.html" in block
+    assert "INFO:nncf" not in block and "100%" not in block  # the library chatter (log lines, progress bars)
