@@ -11,11 +11,11 @@ from costeff.cli._common import add_common, emit, output_dir, parse_int_list, po
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    summary = ("profile, quantize, optimize batching, build the Triton repository, replay the reaper, "
-               "decide the ramp and pack, in one go")
+    summary = ("profile, quantize, optimize batching, build the Triton repository, serve it on a real Triton "
+               "(verify), replay the reaper, decide the ramp, pack and write report.html, in one go")
     parser = sub.add_parser(
         "run", help=summary,
-        description=f"The whole programme end to end: {summary}, then write report.html. Runs on the embedded "
+        description=f"The whole programme end to end: {summary}. Runs on the embedded "
                     "default policy, or on yours with --model and --observations. Each stage prints one line on "
                     "stderr as it ends; a failing stage skips only the stages that need its result.")
     parser.add_argument("--model", type=Path, help="your ONNX policy (default: the embedded default policy)")
