@@ -7,6 +7,7 @@ against a running Open Inference Protocol server with ``--url``.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,9 @@ def _remote(args: argparse.Namespace, config: Any) -> Any:
         raise InputError(f"--load-generator: {args.load_generator!r}; expected one of {', '.join(GENERATORS)}")
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise InputError(f"--max-in-flight: {args.max_in_flight} must be >= 1")
+    if args.perf_analyzer is not None and not (args.perf_analyzer.is_file() and os.access(args.perf_analyzer, os.X_OK)):
+        raise InputError(f"--perf-analyzer: {args.perf_analyzer} is not an executable file; expected the "
+                         "perf_analyzer binary")
     try:
         from costeff.remote import profile_remote
     except ImportError:

@@ -9,6 +9,14 @@ kind (closed loop over ``--concurrency-range``, open loop over
 its per-rate warnings, and maps each row into the report's points
 (``costeff.remote.perf_analyzer_parse``).
 
+perf_analyzer gives up on a concurrency whose windows never agree within
+``--stability-percentage`` (exit 2, no CSV), which on a busy machine is the common
+case at costeff's defaults. Rather than fail the sweep, each value of that run is
+measured again alone and, if it still does not stabilise, once more over three windows
+with the gate opened (``NO_GATE_PCT``): that point is reported *unstable* with
+perf_analyzer's message, as costeff's own client reports an unstable point. Any other
+non-zero exit is a failure quoting perf_analyzer's own error line.
+
 The inputs are the rows costeff's own client would send (the observations, cycled;
 other inputs seeded standard-normal), written as perf_analyzer's ``--input-data`` JSON:
 one data step per row, so a request of batch B carries B consecutive rows.
@@ -35,6 +43,11 @@ from costeff.errors import DependencyError, InputError
 # NEEDED name -> glob of the renamed copy in nvidia_pytriton.libs
 RENAMED_LIBS = {"libb64.so.0d": "libb64-*.so.0d*", "libcudart.so.12": "libcudart-*.so.12*"}
 MAX_DATA_ROWS = 256  # distinct rows in --input-data (at least the largest batch)
+NO_GATE_PCT = 1000.0  # a stability percentage no three windows miss: perf_analyzer stops after three
+
+
+class Unstable(DependencyError):
+    """perf_analyzer exited because a closed-loop point did not stabilise (it writes no CSV then)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class Run:
     stdout: str = ""
     csv_name: str = ""
     values: list[float] = field(default_factory=list)
+    unstable_note: str | None = None  # set when this run repeats a point without the stability gate
 
 
 def write_input_data(sig: Any, obs: np.ndarray | None, rows: int, path: Path) -> Path:
@@ -126,10 +140,10 @@ def _num(value: float) -> str:
 
 
 def command(pa: PerfAnalyzer, endpoint: Any, config: Any, batch: int, mode: str, load: str, data: Path,
-            csv: Path) -> list[str]:
+            csv: Path, stability_pct: float | None = None) -> list[str]:
     cmd = [str(pa.binary), "-m", endpoint.model_name, "-u", endpoint.url, "-i", endpoint.protocol, "--async",
            "-b", str(batch), "--measurement-interval", str(max(1, int(round(config.window_s * 1000)))),
-           "--stability-percentage", f"{config.stability_pct:g}", "--max-trials", str(config.max_trials),
+           "--stability-percentage", f"{stability_pct or config.stability_pct:g}", "--max-trials", str(config.max_trials),
            "--input-data", str(data), "-f", str(csv), "--verbose-csv", "-v"]
     if endpoint.model_version:
         cmd[3:3] = ["-x", endpoint.model_version]
@@ -150,19 +164,19 @@ def run_one(pa: PerfAnalyzer, cmd: list[str], workdir: Path, csv: Path, timeout_
     except OSError as exc:
         raise DependencyError(f"perf_analyzer could not start ({pa.binary}: {exc.strerror or exc})") from None
     if done.returncode != 0 or not csv.is_file():
-        line = error_line(done.stdout + "\n" + done.stderr)
-        hint = " (costeff: --window-ms, --stability-pct, --max-trials)" if "stable" in line else ""
-        raise DependencyError(f"perf_analyzer failed (exit {done.returncode}): {line}{hint}")
+        line = error_line(done.stderr, done.stdout)
+        error = Unstable if "Failed to obtain stable measurement" in line else DependencyError
+        raise error(f"perf_analyzer failed (exit {done.returncode}): {line}")
     return done.stdout, csv.read_text()
 
 
-def error_line(output: str) -> str:
-    """perf_analyzer's own error: the first line naming an error or failure, else the last line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for line in lines:
-        low = line.lower()
-        if "error" in low or "failed" in low or "unable" in low or "not found" in low:
-            return line[:300]
+def error_line(stderr: str, stdout: str = "") -> str:
+    """perf_analyzer's own error: the most specific line naming one, its error stream first."""
+    lines = [line.strip() for text in (stderr, stdout) for line in text.splitlines() if line.strip()]
+    for marks in (("had error:", "error:"), ("error", "failed", "unable", "not found")):
+        for line in lines:
+            if any(mark in line.lower() for mark in marks):
+                return line[:300]
     return lines[-1][:300] if lines else "no output"
 
 
@@ -175,20 +189,42 @@ def sweep(pa: PerfAnalyzer, endpoint: Any, sig: Any, obs: np.ndarray | None, con
     plan = [("concurrency", tuple(float(c) for c in config.concurrency))]
     if rates:
         plan.append(("request_rate", rates))
-    points: list[Any] = []
     runs: list[Run] = []
-    budget = 60.0 + 4 * config.max_trials * config.window_s
     for batch in config.batch_sizes:
         for mode, values in plan:
             for load, covered in ranges(values):
                 if progress is not None:
                     progress.advance(0, description=f"perf_analyzer batch {batch}, {mode} {load}")
-                csv = workdir / f"perf_analyzer-b{batch}-{mode}-{len(runs)}.csv"
-                cmd = command(pa, endpoint, config, batch, mode, load, Path(data.name), Path(csv.name))
-                stdout, text = run_one(pa, cmd, workdir, csv, budget * len(covered))
-                run = Run(batch, mode, cmd, text, stdout, csv.name, [_value(v) for v in covered])
-                runs.append(run)
-                points += points_from_run(run, config)
+                try:
+                    runs.append(_run(pa, endpoint, config, batch, mode, load, covered, data, workdir, len(runs)))
+                except Unstable as exc:  # each value again; one that still fails is measured ungated
+                    for value in covered:
+                        runs.append(_ungated(pa, endpoint, config, batch, mode, value, data, workdir, len(runs),
+                                             str(exc), retry=len(covered) > 1))
                 if progress is not None:
                     progress.advance(len(covered))
-    return points, runs
+    return [p for run in runs for p in points_from_run(run, config)], runs
+
+
+def _run(pa: PerfAnalyzer, endpoint: Any, config: Any, batch: int, mode: str, load: str, covered: list[float],
+         data: Path, workdir: Path, index: int, stability_pct: float | None = None) -> Run:
+    csv = workdir / f"perf_analyzer-b{batch}-{mode}-{index}.csv"
+    cmd = command(pa, endpoint, config, batch, mode, load, Path(data.name), Path(csv.name), stability_pct)
+    budget = (60.0 + 4 * config.max_trials * config.window_s) * len(covered)
+    stdout, text = run_one(pa, cmd, workdir, csv, budget)
+    return Run(batch, mode, cmd, text, stdout, csv.name, [_value(v) for v in covered])
+
+
+def _ungated(pa: PerfAnalyzer, endpoint: Any, config: Any, batch: int, mode: str, value: float, data: Path,
+             workdir: Path, index: int, first: str, retry: bool) -> Run:
+    """``value`` alone under the stability gate (``retry``), else over three windows without it, unstable."""
+    if retry:
+        try:
+            return _run(pa, endpoint, config, batch, mode, _num(value), [value], data, workdir, index)
+        except Unstable as exc:
+            first = str(exc)
+    run = _run(pa, endpoint, config, batch, mode, _num(value), [value], data, workdir, index, NO_GATE_PCT)
+    run.unstable_note = (f"{first.removeprefix('perf_analyzer failed (exit 2): ')} Measured again over three "
+                         f"windows without perf_analyzer's stability gate (--stability-percentage {NO_GATE_PCT:g}); "
+                         f"to stabilise: longer --window-ms, higher --stability-pct or --max-trials")
+    return run

@@ -9,8 +9,9 @@ count, and for request rates the send rate and share of delayed requests, which
 perf_analyzer prints only when it fell behind its schedule, and its warning that
 latency did not stabilise.
 
-A closed-loop row is stable by construction: perf_analyzer exits non-zero rather than
-write a concurrency it could not stabilise. An open-loop row is marked unstable, with
+perf_analyzer exits non-zero rather than write a concurrency it could not stabilise;
+``costeff.remote.perf_analyzer`` then measures that concurrency again without the gate
+and the row is marked unstable with perf_analyzer's message. An open-loop row is marked unstable, with
 the reasons, when perf_analyzer warned, when more than ``LATE_PCT_MAX`` % of its sends
 were late, or when the achieved rate fell below ``ACHIEVED_MIN_PCT`` % of its send rate.
 """
@@ -101,6 +102,8 @@ def _point(row: dict[str, str], run: Any, section: dict[str, Any], config: Any) 
     requests = section["requests"] if section["requests"] is not None else \
         int(round(ips / batch * section["passes"] * config.window_s))
     reasons = _unstable_reasons(rate, ips / batch, section) if rate is not None else []
+    if getattr(run, "unstable_note", None):
+        reasons.insert(0, run.unstable_note)
     late_pct = (section["delayed_pct"] or 0.0) if rate is not None else None
     point = Point(batch_size=batch, concurrency=int(float(row["Concurrency"])) if rate is None else 0,
                   throughput_per_s=ips, requests_per_s=ips / batch, latency_ms=latency, stable=not reasons,
@@ -108,12 +111,13 @@ def _point(row: dict[str, str], run: Any, section: dict[str, Any], config: Any) 
                   late_requests=int(round((late_pct or 0.0) / 100.0 * requests)),
                   gpu_null_reason="remote server: GPU telemetry is the server's (not sampled by the client)")
     point.extra = {"load_generator": "perf_analyzer", "perf_analyzer_csv": run.csv_name,
-                   "latency_breakdown_us": {key: _int(row.get(col)) for col, key in BREAKDOWN.items()}}
+                   "latency_breakdown_us": {key: _int(row.get(col)) for col, key in BREAKDOWN.items()},
+                   "unstable_reasons": reasons}
     if rate is not None:
         point.extra.update(mode="open-loop Poisson (perf_analyzer --request-distribution poisson)",
                            asked_rate_per_s=rate, offered_rate_per_s=section["send_rate"],
                            achieved_rate_per_s=ips / batch, late_sends=point.late_requests,
-                           late_send_pct=late_pct, unstable_reasons=reasons)
+                           late_send_pct=late_pct)
         if section["send_rate"] is None:
             point.extra["offered_rate_note"] = ("perf_analyzer prints its send rate only when it fell behind "
                                                 "its schedule; none of its sends were delayed")
