@@ -143,7 +143,8 @@ def command(pa: PerfAnalyzer, endpoint: Any, config: Any, batch: int, mode: str,
             csv: Path, stability_pct: float | None = None) -> list[str]:
     cmd = [str(pa.binary), "-m", endpoint.model_name, "-u", endpoint.url, "-i", endpoint.protocol, "--async",
            "-b", str(batch), "--measurement-interval", str(max(1, int(round(config.window_s * 1000)))),
-           "--stability-percentage", f"{stability_pct or config.stability_pct:g}", "--max-trials", str(config.max_trials),
+           "--stability-percentage", f"{stability_pct or config.stability_pct:g}",
+           "--max-trials", str(config.max_trials),
            "--input-data", str(data), "-f", str(csv), "--verbose-csv", "-v"]
     if endpoint.model_version:
         cmd[3:3] = ["-x", endpoint.model_version]
