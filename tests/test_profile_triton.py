@@ -124,6 +124,32 @@ def test_perf_analyzer_errors_are_quoted_by_their_most_specific_line():
     assert error_line("", "Request concurrency: 1\nFailed to obtain stable measurement.\n").startswith("Failed")
 
 
+def test_perf_analyzer_finds_the_libraries_the_wheel_renamed(tmp_path):
+    """The wheel ships libb64 as libb64-<hash>.so.0d; perf_analyzer asks for libb64.so.0d."""
+    import os
+
+    from costeff.remote.perf_analyzer import locate
+    from costeff.serving.tritonserver import TritonEnv
+
+    root = tmp_path / "env"
+    binary = root / "bin" / "perf_analyzer"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    libs = TritonEnv(root).site_packages / "nvidia_pytriton.libs"
+    libs.mkdir(parents=True)
+    (libs / "libb64-98cb6333.so.0d").write_bytes(b"")
+    (libs / "libcudart-09529672.so.12.6.77").write_bytes(b"")
+    pa = locate(binary)
+    assert pa.binary == binary and pa.libs_from == root.resolve()
+    env = pa.process_env(tmp_path / "work")
+    first = Path(env["LD_LIBRARY_PATH"].split(os.pathsep)[0])
+    assert (first / "libb64.so.0d").resolve() == (libs / "libb64-98cb6333.so.0d").resolve()
+    assert (first / "libcudart.so.12").resolve() == (libs / "libcudart-09529672.so.12.6.77").resolve()
+    with pytest.raises(InputError, match="--perf-analyzer"):
+        locate(root / "bin" / "missing")
+
+
 def test_load_values_become_perf_analyzer_ranges():
     assert ranges((1.0, 2.0, 3.0)) == [("1:3:1", [1.0, 2.0, 3.0])]
     assert ranges((1.0, 2.0, 4.0)) == [("1", [1.0]), ("2", [2.0]), ("4", [4.0])]
