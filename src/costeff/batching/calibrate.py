@@ -8,6 +8,8 @@ model's statistics (``/v2/models/NAME/stats``):
 * one client sending requests of several rows (8, 32, ... up to the model's
   ``max_batch_size``): executions of one request carrying ``R`` rows.
 
+The phases run in ``rounds`` interleaved rounds (each with its own snapshots), so a
+burst of other work on the host falls on every kind of phase alike rather than on one.
 The second kind tells rows and requests apart, so the fit
 ``t = a + b * rows + c * requests`` (``costeff.batching.server_stats``) can say what
 a request costs on its own. ``server_costs.json`` keeps the raw snapshots of every
@@ -37,9 +39,10 @@ Z99 = 2.3263478740408408
 class CalibrateConfig:
     concurrencies: tuple[int, ...] = (1, 4, 16)  # one-row requests
     rows: tuple[int, ...] = (8, 32)  # one client, requests of this many rows
-    requests: int = 400  # per phase
-    warmup: int = 20  # per phase, before the first snapshot
+    requests: int = 400  # per phase, over all rounds
+    warmup: int = 20  # per phase and round, before the first snapshot
     protocol: str = "http"
+    rounds: int = 3
 
     def __post_init__(self) -> None:
         for name in ("concurrencies", "rows"):
@@ -50,6 +53,8 @@ class CalibrateConfig:
             raise InputError("--concurrencies: at least one concurrency is needed")
         if isinstance(self.requests, bool) or not isinstance(self.requests, int) or self.requests < 20:
             raise InputError(f"--requests: expected an integer >= 20 per phase, got {self.requests!r}")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or not 1 <= self.rounds <= self.requests:
+            raise InputError(f"--rounds: expected an integer from 1 to --requests, got {self.rounds!r}")
 
 
 def calibrate(url: str, model: str, config: CalibrateConfig | None = None) -> dict[str, Any]:
@@ -63,16 +68,17 @@ def calibrate(url: str, model: str, config: CalibrateConfig | None = None) -> di
     try:
         sig = read_signature(client, endpoint)
         max_bs = _max_batch_size(client, endpoint)
-        phases = [_phase(client, endpoint, sig, f"one-row x{c}", 1, c, config) for c in config.concurrencies]
-        phases += [_phase(client, endpoint, sig, f"{r} rows x1", r, 1, config)
-                   for r in sorted(set(config.rows)) if r <= max_bs]
+        kinds = [(f"one-row x{c}", 1, c) for c in config.concurrencies]
+        kinds += [(f"{r} rows x1", r, 1) for r in sorted(set(config.rows)) if r <= max_bs]
+        phases = [dict(_phase(client, endpoint, sig, name, rows, conc, config), round=k)
+                  for k in range(config.rounds) for name, rows, conc in kinds]
     except CosteffError:
         raise
     except Exception as exc:  # tritonclient raises InferenceServerException, socket and HTTP errors
         raise remote_failure(endpoint, exc) from None
     fit = fit_phases(phases, model)
     header = provenance(None, hardware=False)
-    single = next((p for p in phases if p["rows_per_request"] == 1 and p["concurrency"] == 1), None)
+    single = [p for p in phases if p["rows_per_request"] == 1 and p["concurrency"] == 1]
     return {
         "schema": SCHEMA, "schema_version": header["schema_version"], "created_at": header["created_at"],
         "costeff_version": header["costeff_version"],
@@ -112,7 +118,7 @@ def _phase(client: Any, endpoint: Any, sig: Any, name: str, rows: int, concurren
     from costeff.remote.client import make_call
 
     call = make_call(endpoint, sig, build_feed(sig, rows, None))
-    per_thread = max(1, math.ceil(config.requests / concurrency))
+    per_thread = max(1, math.ceil(config.requests / config.rounds / concurrency))
     warm = max(1, math.ceil(config.warmup / concurrency))
 
     def loop(count: int) -> list[float]:
@@ -146,18 +152,17 @@ def _phase(client: Any, endpoint: Any, sig: Any, name: str, rows: int, concurren
             "before": before, "after": after}
 
 
-def _sigma(phase: dict[str, Any] | None) -> float:
-    """Lognormal spread of one request alone (client p99/p50 at concurrency 1)."""
-    if phase is None:
-        return 0.0
-    p50, p99 = phase["client"]["p50_ms"], phase["client"]["p99_ms"]
-    return math.log(p99 / p50) / Z99 if p50 > 0 and p99 > p50 else 0.0
+def _sigma(phases: list[dict[str, Any]]) -> float:
+    """Lognormal spread of one request alone (client p99/p50 at concurrency 1; median over rounds)."""
+    sigmas = [math.log(p["client"]["p99_ms"] / p["client"]["p50_ms"]) / Z99 for p in phases
+              if 0 < p["client"]["p50_ms"] < p["client"]["p99_ms"]]
+    return float(np.median(sigmas)) if sigmas else 0.0
 
 
-def _overhead(phase: dict[str, Any] | None) -> float | None:
-    if phase is None or phase["server"]["request_ms"] is None:
-        return None
-    return max(0.0, phase["client"]["mean_ms"] - phase["server"]["request_ms"])
+def _overhead(phases: list[dict[str, Any]]) -> float | None:
+    """Client latency beyond the server's own time per request, one-row at concurrency 1 (median over rounds)."""
+    gaps = [p["client"]["mean_ms"] - p["server"]["request_ms"] for p in phases if p["server"]["request_ms"]]
+    return max(0.0, float(np.median(gaps))) if gaps else None
 
 
 def write(record: dict[str, Any], out_dir: Path) -> Path:

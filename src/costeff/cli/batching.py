@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--protocol", choices=("http", "grpc"), default="http")
     cal.add_argument("--concurrencies", default="1,4,16", help="one-row load phases (concurrent clients)")
     cal.add_argument("--rows", default="8,32", help="one-client phases with requests of this many rows")
-    cal.add_argument("--requests", type=int, default=400, help="requests per phase")
+    cal.add_argument("--requests", type=int, default=400, help="requests per phase (over all rounds)")
+    cal.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the phases")
     add_common(cal)
     cal.set_defaults(func=_calibrate)
 
@@ -153,7 +154,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     cfg = CalibrateConfig(tuple(parse_int_list(args.concurrencies, "--concurrencies")),
                           tuple(parse_int_list(args.rows, "--rows")) if args.rows else (), args.requests,
-                          protocol=args.protocol)
+                          protocol=args.protocol, rounds=args.rounds)
     record = calibrate(args.url, args.model, cfg)
     out = Layout.default().run_dir("batching", args.out)
     path = write(record, out)
@@ -164,7 +165,9 @@ def _calibrate(args: argparse.Namespace) -> int:
               f"{f['per_row_ms']:.3g} ms/row + {f['per_request_ms']:.3g} ms/request "
               f"(rms {f['rms_ms']:.3g} ms over {f['executions']} executions)")
         for p in record["phases"]:
-            print(f"  {p['name']}: {p['client']['requests_per_s']:.4g} requests/s, mean batch "
+            if p["round"]:
+                continue
+            print(f"  {p['name']} (round 1): {p['client']['requests_per_s']:.4g} requests/s, mean batch "
                   f"{p['server']['mean_batch_rows'] or 0:.3g} rows, client p50 {p['client']['p50_ms']:.3g} ms")
         print(f"server costs: {path}")
 
