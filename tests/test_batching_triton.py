@@ -9,8 +9,10 @@ The mean executed batch (rows / executions, from the server's counters) is set b
 the batching rule and the rate: with a 5 ms delay it is about 1.7 at 150/s and 3.5 at
 500/s, where a batcher that sent lone requests at once would give about 1. On the
 shared 2-core machine the client's Poisson pacing slips under load (late sends
-arrive together and batch more), so the tolerance is 35 %; in repeated runs the
-agreement was within ~10 %. Latency is compared loosely (a factor of 4 on p50 after
+arrive together and batch more: 5.1 measured against 3.5 for ideal Poisson at
+500/s with a load average of 10), so the simulator is given the requests' actual
+send times, and the tolerance is 35 % for what the network stack and a starved
+server still add. Latency is compared loosely (a factor of 4 on p50 after
 adding the client's own overhead measured by calibrate): timing claims belong in
 ``benchmarks/bench_batching_triton.py``.
 """
@@ -82,7 +84,8 @@ def test_calibrate_reads_rows_and_requests_from_the_servers_statistics(costs):
     # one-row requests from 16 clients are batched by Triton's batcher
     assert max(p["server"]["mean_batch_rows"] for p in costs["phases"] if p["name"] == "one-row x16") > 2.0
     fit = costs["fit"]
-    assert fit["fixed_ms"] > 0 and fit["executions"] == sum(p["server"]["executions"] for p in costs["phases"])
+    assert fit["fixed_ms"] + fit["per_row_ms"] > 0
+    assert fit["executions"] == sum(p["server"]["executions"] for p in costs["phases"])
     # the fit explains each kind of phase: its executions' total time within a factor 2
     for kind in kinds:
         samples = [s for s in fit["samples"] if s["phase"] == kind]
@@ -94,48 +97,36 @@ def test_calibrate_reads_rows_and_requests_from_the_servers_statistics(costs):
     assert costs["batch_sizes"][-1] == MAX_BATCH and costs["max_batch_size"] == MAX_BATCH
 
 
-def _drive(server, rate: float, seed: int):
-    from costeff.batching.calibrate import snapshot
-    from costeff.batching.server_stats import mean_batch_rows
-    from costeff.profiling import build_feed
-    from costeff.remote.client import Endpoint, connect, make_call, read_signature
-    from costeff.remote.openloop import run_open_loop
+def _predict(costs: dict, arrivals_s):
+    from costeff.batching import BatcherConfig, ServiceTimes, simulate
 
-    endpoint = Endpoint(server.grpc_url, "grpc", "pol")
-    client = connect(endpoint)
-    sig = read_signature(client, endpoint)
-    feed = build_feed(sig, 1, None)
-    before = snapshot(client, endpoint)
-    result = run_open_loop(lambda: make_call(endpoint, sig, feed), rate, warmup_s=0.0, window_s=1.0,
-                           stable_windows=4, max_trials=4, stability_pct=1000.0, seed=seed)
-    after = snapshot(client, endpoint)
-    return mean_batch_rows(before, after, "pol"), result
-
-
-def _predict(costs: dict, rate: float, seed: int):
-    from costeff.batching import BatcherConfig, ServiceTimes, poisson_arrivals, simulate
-
-    service = ServiceTimes.from_server_costs(costs)
-    cfg = BatcherConfig(MAX_BATCH, PREFERRED, DELAY_US, 1)
-    return simulate(poisson_arrivals(rate, 40_000, seed=seed), service, cfg, seed=seed)
+    return simulate(arrivals_s, ServiceTimes.from_server_costs(costs), BatcherConfig(MAX_BATCH, PREFERRED, DELAY_US, 1))
 
 
 def test_triton_dynamic_batcher_matches_the_simulator_below_saturation(served, costs):
+    from costeff.batching import poisson_arrivals
+    from costeff.batching.calibrate import observe
+
     measured, predicted = {}, {}
     for i, rate in enumerate(RATES):
         for attempt in range(2):  # the machine is shared: one re-measurement at the same rate
-            mean_batch, result = _drive(served.server, rate, seed=i + 10 * attempt)
-            sim = _predict(costs, rate, seed=i)
-            if abs(mean_batch / sim.mean_batch_size - 1) <= BATCH_TOLERANCE:
+            seen = observe(served.server.grpc_url, "pol", rate, seconds=4, seed=i + 10 * attempt)
+            # the arrivals the server saw: the requests' actual send times
+            sim = _predict(costs, seen["send_times_s"])
+            if abs(seen["mean_batch_rows"] / sim.mean_batch_size - 1) <= BATCH_TOLERANCE:
                 break
-        measured[rate], predicted[rate] = (mean_batch, result), sim
-        assert abs(mean_batch / sim.mean_batch_size - 1) <= BATCH_TOLERANCE, (rate, mean_batch, sim.mean_batch_size)
-        # loose latency check: client latency = simulated queue + service + the client's own overhead
-        p50 = float(np.percentile(result.latencies_ms, 50))
+        assert seen["server_requests"] == seen["requests"] == sim.requests
+        measured[rate], predicted[rate] = seen, sim
+        assert abs(seen["mean_batch_rows"] / sim.mean_batch_size - 1) <= BATCH_TOLERANCE, \
+            (rate, seen["mean_batch_rows"], sim.mean_batch_size)
+        # loose latency check: client latency from the send = simulated queue + service + the client's overhead
+        p50 = float(np.percentile(seen["latencies_ms"] - seen["start_delay_ms"], 50))
         expected = sim.latency_p50_ms + (costs["client_overhead_ms"] or 0.0)
         assert expected / 4 <= p50 <= expected * 4, (rate, p50, expected)
         assert sim.utilisation[0] < 0.5  # well below saturation, as the test means
+        ideal = _predict(costs, poisson_arrivals(rate, 20_000, seed=i))  # the same rate, ideal Poisson
+        assert abs(ideal.mean_batch_size / sim.mean_batch_size - 1) <= 0.5
     low, high = RATES
     # the rule under test: the queue delay holds requests so batches grow with the rate
     assert predicted[low].mean_batch_size > 1.4 and predicted[high].mean_batch_size > predicted[low].mean_batch_size
-    assert measured[high][0] > measured[low][0]
+    assert measured[high]["mean_batch_rows"] > measured[low]["mean_batch_rows"]

@@ -153,9 +153,14 @@ def _phase(client: Any, endpoint: Any, sig: Any, name: str, rows: int, concurren
 
 
 def _sigma(phases: list[dict[str, Any]]) -> float:
-    """Lognormal spread of one request alone (client p99/p50 at concurrency 1; median over rounds)."""
-    sigmas = [math.log(p["client"]["p99_ms"] / p["client"]["p50_ms"]) / Z99 for p in phases
-              if 0 < p["client"]["p50_ms"] < p["client"]["p99_ms"]]
+    """Lognormal spread of one request alone: client p99/p50 at concurrency 1 less the server's mean queue
+    time (a lone request waits out the queue delay: a constant, not spread); median over rounds."""
+    sigmas = []
+    for p in phases:
+        queue = p["server"]["queue_ms"] or 0.0
+        p50, p99 = p["client"]["p50_ms"] - queue, p["client"]["p99_ms"] - queue
+        if 0 < p50 < p99:
+            sigmas.append(math.log(p99 / p50) / Z99)
     return float(np.median(sigmas)) if sigmas else 0.0
 
 
@@ -163,6 +168,34 @@ def _overhead(phases: list[dict[str, Any]]) -> float | None:
     """Client latency beyond the server's own time per request, one-row at concurrency 1 (median over rounds)."""
     gaps = [p["client"]["mean_ms"] - p["server"]["request_ms"] for p in phases if p["server"]["request_ms"]]
     return max(0.0, float(np.median(gaps))) if gaps else None
+
+
+def observe(url: str, model: str, rate_per_s: float, seconds: int, *, protocol: str = "grpc",
+            seed: int = 0) -> dict[str, Any]:
+    """Open-loop Poisson one-row requests at ``rate_per_s`` for ``seconds``: what the server's counters and
+    the client saw. ``send_times_s`` are when requests actually left (a loaded client sends late, and late
+    requests arrive together): the arrival stream to give the simulator for a like-for-like comparison."""
+    from costeff.batching.server_stats import phase_delta
+    from costeff.profiling import build_feed
+    from costeff.remote.client import Endpoint, connect, make_call, read_signature
+    from costeff.remote.openloop import run_open_loop
+
+    endpoint = Endpoint(url, protocol, model)
+    client = connect(endpoint)
+    sig = read_signature(client, endpoint)
+    feed = build_feed(sig, 1, None)
+    sent: list[float] = []  # list.append is atomic: the client threads share it
+    before = snapshot(client, endpoint)
+    result = run_open_loop(lambda: make_call(endpoint, sig, feed, on_send=lambda: sent.append(time.perf_counter())),
+                           rate_per_s, warmup_s=0.0, window_s=1.0, stable_windows=seconds, max_trials=seconds,
+                           stability_pct=1e9, seed=seed)
+    after = snapshot(client, endpoint)
+    delta = phase_delta(before, after, model, "observation")
+    sends = np.sort(np.asarray(sent))
+    return {"rate_per_s": rate_per_s, "requests": len(sent), "server_requests": delta["requests"],
+            "mean_batch_rows": delta["rows"] / delta["executions"] if delta["executions"] else None,
+            "send_times_s": sends - sends[0] if sends.size else sends,
+            "latencies_ms": result.latencies_ms, "start_delay_ms": result.start_delay_ms}
 
 
 def write(record: dict[str, Any], out_dir: Path) -> Path:

@@ -191,12 +191,24 @@ def fit_costs(samples: list[Sample]) -> CostFit:
 
 
 def fit_phases(phases: list[Mapping[str, Any]], model: str) -> CostFit:
+    """Fit over phases; repeated phases (same name, e.g. rounds) are pooled per batch size by their median."""
     samples: list[Sample] = []
     for i, phase in enumerate(phases):
         if not isinstance(phase, Mapping):
             raise InputError(f"phases[{i}]: expected an object with name, rows_per_request, before, after")
         samples += phase_samples(phase, model, f"phases[{i}]")
-    return fit_costs(samples)
+    return fit_costs(pool_rounds(samples))
+
+
+def pool_rounds(samples: list[Sample]) -> list[Sample]:
+    """One sample per (phase, rows): the median of the rounds' means (a burst of other work on the host
+    during one round is outvoted), with every round's executions counted."""
+    groups: dict[tuple[str, int, float], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.phase, s.rows, s.requests), []).append(s)
+    return [Sample(name, rows, requests, sum(s.executions for s in group),
+                   float(np.median([s.mean_ms for s in group])))
+            for (name, rows, requests), group in groups.items()]
 
 
 def mean_batch_rows(before: Any, after: Any, model: str) -> float | None:
