@@ -167,3 +167,30 @@ def test_cli_needs_a_profile_or_server_stats(capsys):
     rc = main(["batching", "simulate", "--rate", "10", "--max-batch-size", "8"])
     err = capsys.readouterr().err
     assert rc == 2 and "--profile" in err and "--server-stats" in err
+
+
+def test_cli_calibrate_names_an_unreachable_server_and_writes_nothing(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    out = tmp_path / "calib"
+    rc = main(["batching", "calibrate", "--url", dead, "--model", "pol", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 3 and err.startswith("error:") and dead in err and "Traceback" not in err
+    assert not (out / "server_costs.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--concurrencies", "0,4"], "--concurrencies"),
+    (["--requests", "5"], "--requests"),
+    (["--rounds", "0"], "--rounds"),
+    (["--url", "not a url"], "--url"),
+])
+def test_cli_calibrate_rejects_bad_settings_before_any_load(tmp_path, capsys, args, message):
+    options = {"--url": "127.0.0.1:1", "--model": "pol", "--out": str(tmp_path / "calib"),
+               **dict(zip(args[::2], args[1::2]))}
+    rc = main(["batching", "calibrate", *[x for pair in options.items() for x in pair]])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.startswith("error:")
