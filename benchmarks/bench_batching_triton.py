@@ -4,8 +4,9 @@ Two batcher settings are served by one Triton (costeff's onnxruntime stand-in ba
 one CPU instance): max batch 64 / preferred 8,16,32 / 5 ms delay, and the settings
 ``costeff batching optimize`` chose from the server's calibrated costs. Each is
 calibrated (``costeff batching calibrate``), then driven open-loop with Poisson
-one-row requests at 10 %, 25 % and 50 % of saturation (the lower of the highest
-one-row throughput calibration reached and the fitted instance's peak), and compared with ``simulate`` on the requests' actual
+one-row requests at 10 %, 25 % and 50 % of saturation (the lowest, over both
+settings, of the highest one-row throughput calibration reached and the fitted
+instance's peak), and compared with ``simulate`` on the requests' actual
 send times (the client's pacing slips on a loaded machine; the prediction for ideal
 Poisson arrivals at the same rate is printed alongside):
 
@@ -143,12 +144,13 @@ def main() -> dict[str, Any]:
         _build(model, profile_path, root, "pol_fixed", FIXED)
         with TritonServer(env, root / "repo", Ports.from_http(_free_ports()), models=["pol_fixed"]) as server:
             fixed = _calibrate(server, "pol_fixed")
-            top = _saturation(fixed, FIXED["max_batch_size"])
-            rates = [round(f * top) for f in FRACTIONS]
-            chosen = _chosen(profile_path, fixed, root, rates[1])
+            chosen = _chosen(profile_path, fixed, root, FRACTIONS[1] * _saturation(fixed, FIXED["max_batch_size"]))
             _build(model, profile_path, root, "pol_chosen", chosen)
             _load(server, "pol_chosen")
             costs = _calibrate(server, "pol_chosen")
+            # below saturation for both settings
+            top = min(_saturation(fixed, FIXED["max_batch_size"]), _saturation(costs, chosen["max_batch_size"]))
+            rates = [round(f * top) for f in FRACTIONS]
             print(f"rates: {rates} requests/s ({', '.join(f'{f:.0%}' for f in FRACTIONS)} of {top:.0f}/s: "
                   "saturation, the lower of the highest one-row throughput calibration reached and the "
                   "fitted instance's peak)")
