@@ -12,8 +12,8 @@ shared 2-core machine the client's Poisson pacing slips under load (late sends
 arrive together and batch more: 5.1 measured against 3.5 for ideal Poisson at
 500/s with a load average of 10), so the simulator is given the requests' actual
 send times, and the tolerance is 35 % for what the network stack and a starved
-server still add. Latency is compared loosely (a factor of 4 on p50 after
-adding the client's own overhead measured by calibrate): timing claims belong in
+server still add. Latency is compared loosely (a factor of 4 on p50 and 10 on p99
+after adding the client's own overhead measured by calibrate): timing claims belong in
 ``benchmarks/bench_batching_triton.py``.
 """
 
@@ -120,9 +120,11 @@ def test_triton_dynamic_batcher_matches_the_simulator_below_saturation(served, c
         assert abs(seen["mean_batch_rows"] / sim.mean_batch_size - 1) <= BATCH_TOLERANCE, \
             (rate, seen["mean_batch_rows"], sim.mean_batch_size)
         # loose latency check: client latency from the send = simulated queue + service + the client's overhead
-        p50 = float(np.percentile(seen["latencies_ms"] - seen["start_delay_ms"], 50))
-        expected = sim.latency_p50_ms + (costs["client_overhead_ms"] or 0.0)
-        assert expected / 4 <= p50 <= expected * 4, (rate, p50, expected)
+        p50, p99 = np.percentile(seen["latencies_ms"] - seen["start_delay_ms"], [50, 99])
+        extra = costs["client_overhead_ms"] or 0.0
+        assert (sim.latency_p50_ms + extra) / 4 <= p50 <= (sim.latency_p50_ms + extra) * 4, (rate, p50, sim)
+        # p99 moves with every descheduling on a shared machine: this only catches a wrong scale or unit
+        assert (sim.latency_p99_ms + extra) / 10 <= p99 <= (sim.latency_p99_ms + extra) * 10, (rate, p99, sim)
         assert sim.utilisation[0] < 0.5  # well below saturation, as the test means
         ideal = _predict(costs, poisson_arrivals(rate, 20_000, seed=i))  # the same rate, ideal Poisson
         assert abs(ideal.mean_batch_size / sim.mean_batch_size - 1) <= 0.5
