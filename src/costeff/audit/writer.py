@@ -1,0 +1,110 @@
+"""The writer's side of trust: where to resume checking, the anchor's identity, and checkpoints.
+
+A checkpoint is trusted as a resume point only when it says ``records_verified``, is
+signed by the writer's own key, names the offset of the record after it, and the anchor
+holds it byte for byte: a checkpoint the anchor does not confirm, or one written by a
+costeff that did not check its records, is never a reason to skip a signature.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from costeff.audit.keyring import public_b64
+from costeff.audit.sealed import BadLine, seal, unseal
+from costeff.audit.tail import Head, genesis, line_ending_at
+from costeff.artifacts import iso_utc
+from costeff.errors import InputError
+
+
+def resume_point(log: Any) -> Head:
+    """The last checkpoint this writer can trust (see the module docstring), else the trail's start."""
+    start = genesis(log.signer.verifier())
+    if log.sink is None or not log.checkpoint_path.exists() or not log.path.exists():
+        return start
+    from costeff.audit.log import _first_line, _last_line
+
+    last = _last_line(log.checkpoint_path)
+    try:
+        cp = unseal(last) if last else None
+        first = unseal(_first_line(log.path) or b"")
+    except BadLine:
+        return start
+    f = cp.fields if cp else {}
+    if (cp is None or f.get("records_verified") is not True or not isinstance(f.get("offset"), int)
+            or f.get("trail") != first.chain or not cp.signed_by(log.signer.verifier())
+            or log.sink.checkpoint(first.chain, f.get("seq")) != last):
+        return start
+    with open(log.path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size < f["offset"]:
+            return start  # shorter than the checkpoint says: the full check names where
+        line = line_ending_at(fh, f["offset"])
+    try:
+        record = unseal(line) if line else None
+    except BadLine:
+        return start
+    if record is None or record.chain != f.get("line_sha256") or record.fields.get("seq") != f.get("seq"):
+        return start
+    start.ring.current, start.ring.seen = log.signer.key_id, [log.signer.key_id]
+    return Head(f["seq"], record.chain, f["offset"], start.ring, first.chain)
+
+
+def identity_line(trail: str, signer: Any) -> bytes:
+    """The anchor's record of which trail ``signer`` writes (deterministic: publishing it twice is a no-op)."""
+    from costeff.audit.log import IDENTITY_KIND
+
+    body = {"identity": IDENTITY_KIND, "trail": trail, "key_id": signer.key_id,
+            "public_key": public_b64(signer.verifier())}
+    return seal(body, signer)[0]
+
+
+def check_identity(log: Any, head: Head) -> None:
+    """Refuse to write when the anchor names another trail for this key (this one emptied or replaced)."""
+    if log.sink is None or not hasattr(log.sink, "identity"):
+        log._identity_checked = True
+        return
+    held = log.sink.identity(log.signer.key_id)
+    if held is not None:
+        _compare(log, held, head.trail)
+    log._identity_checked = held is not None  # else published (and checked) with the next checkpoint
+
+
+def _compare(log: Any, held: bytes, trail: str | None) -> None:
+    try:
+        named = unseal(held)
+    except BadLine as exc:
+        raise InputError(f"{log.sink.location}: identity of key {log.signer.key_id}: {exc}") from None
+    if not named.signed_by(log.signer.verifier()) or named.fields.get("trail") != trail:
+        state = "empty or missing" if trail is None else f"trail {trail[:16]}"
+        raise InputError(f"{log.path}: the anchor {log.sink.location} holds trail "
+                         f"{str(named.fields.get('trail'))[:16]} for key {log.signer.key_id}, but here is "
+                         f"{state}; refusing to write to a trail that was emptied, deleted or replaced "
+                         f"(run `costeff audit verify`)")
+
+
+def write_checkpoint(log: Any, head: Head) -> None:
+    """Sign, anchor, then write locally a checkpoint for ``head`` (whose records this process verified)."""
+    from costeff.audit.log import _append_bytes, _last_line
+
+    if head.seq < 0:
+        return
+    last = _last_line(log.checkpoint_path)
+    try:
+        previous = unseal(last) if last is not None else None
+    except BadLine as exc:
+        raise InputError(f"{log.checkpoint_path}: last checkpoint: {exc}; run `costeff audit verify "
+                         f"{log.directory}`") from None
+    if previous is not None and previous.fields.get("seq") == head.seq:
+        return  # this head is already checkpointed
+    body = {"seq": head.seq, "line_sha256": head.chain, "ts": iso_utc(), "trail": head.trail,
+            "prev_checkpoint_sha256": previous.chain if previous else "0" * 64, "key_id": log.signer.key_id,
+            "records_verified": True, "offset": head.end}
+    line, _, _ = seal(body, log.signer)
+    if log.sink is not None:
+        if not log._identity_checked and hasattr(log.sink, "publish_identity"):
+            _compare(log, log.sink.publish_identity(log.signer.key_id, identity_line(head.trail, log.signer)),
+                     head.trail)
+            log._identity_checked = True
+        log.sink.publish(head.trail, head.seq, line)  # anchored first: a local checkpoint the anchor lacks proves nothing
+    _append_bytes(log.checkpoint_path, line)
