@@ -16,7 +16,7 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from costeff.audit import AuditLog, verify
-from costeff.audit.anchor import S3Sink, sink_from_uri
+from costeff.audit.anchor import S3Sink, sink_from_uri, trail_name
 from costeff.errors import DependencyError, InputError
 
 
@@ -38,7 +38,7 @@ def test_each_checkpoint_is_a_compliance_locked_put(s3, tmp_path):
     client.meta.events.register("before-parameter-build.s3.PutObject", lambda params, **_: sent.append(dict(params)))
     sink = S3Sink("audit-anchor", "prod/costeff", retain_days=30, client=client)
     log = AuditLog(tmp_path / "audit", anchor=sink)
-    kid = log.signer.key_id
+    kid = f"{log.signer.key_id}/{trail_name(log.directory)}"
     # the writer first asks whether the anchor already names a trail for its key (a trail emptied or swapped)...
     stub.add_client_error("get_object", "NoSuchKey", "no such key", http_status_code=404,
                           expected_params={"Bucket": "audit-anchor", "Key": f"prod/costeff/identity/{kid}.json"})
@@ -70,11 +70,12 @@ def test_verify_reads_the_anchor_back_and_sees_truncation(s3, tmp_path):
     sink = S3Sink("audit-anchor", "", client=client)  # ...and read back as the same objects from S3
     keys = [f"{log.trail_id()}/{p.name}" for p in objects]
 
-    identity = (directory / "identity" / f"{log.signer.key_id}.json").read_bytes()
+    ident_key = f"identity/{log.signer.key_id}/{trail_name(log.directory)}.json"
+    identity = (directory / ident_key).read_bytes()
 
     def expect_listing():
         stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(identity), len(identity))},
-                          {"Bucket": "audit-anchor", "Key": f"identity/{log.signer.key_id}.json"})
+                          {"Bucket": "audit-anchor", "Key": ident_key})
         stub.add_response("list_objects_v2", {"IsTruncated": False, "Contents": [{"Key": k} for k in keys]},
                           {"Bucket": "audit-anchor", "Prefix": f"{log.trail_id()}/"})
         for key, path in zip(keys, objects):

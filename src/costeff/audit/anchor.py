@@ -13,10 +13,10 @@ rewrite is what shows the truncation. Two sinks:
 
 Each sink stores the exact bytes of a checkpoint line under
 ``<trail id>/<seq, 12 digits>.json``; the trail id is the SHA-256 of the trail's
-first record. It also stores the trail's identity, once per signing key, under
-``identity/<key id>.json`` (a signed line naming the trail id): a key writes one trail
-per anchor, so an emptied, deleted or swapped trail is seen even with nothing left of
-it locally. An anchor written before identities existed gets one at the next append.
+first record. It also stores the trail's identity, once per signing key and trail
+folder, under ``identity/<key id>/<name>.json`` (a signed line naming the trail id;
+the name is a hash of the trail folder's absolute path, see ``trail_name``): an
+emptied, deleted or swapped trail is seen even with nothing left of it locally. An anchor written before identities existed gets one at the next append.
 """
 
 from __future__ import annotations
@@ -44,17 +44,22 @@ class Sink(Protocol):
 
     def checkpoint(self, trail_id: str, seq: int) -> bytes | None: ...
 
-    def publish_identity(self, key_id: str, data: bytes) -> bytes: ...
+    def publish_identity(self, key_id: str, name: str, data: bytes) -> bytes: ...
 
-    def identity(self, key_id: str) -> bytes | None: ...
+    def identity(self, key_id: str, name: str) -> bytes | None: ...
 
 
 def _object_name(trail_id: str, seq: int) -> str:
     return f"{trail_id}/{seq:012d}.json"
 
 
-def _identity_name(key_id: str) -> str:
-    return f"identity/{key_id}.json"
+def _identity_name(key_id: str, name: str) -> str:
+    return f"identity/{key_id}/{name}.json"
+
+
+def trail_name(directory: Path | str) -> str:
+    """Which trail folder an identity is for: 16 hex digits of the SHA-256 of its absolute path."""
+    return hashlib.sha256(str(Path(directory).resolve()).encode("utf-8")).hexdigest()[:16]
 
 
 class DirectorySink:
@@ -65,9 +70,9 @@ class DirectorySink:
     def publish(self, trail_id: str, seq: int, data: bytes) -> None:
         self._create(self.root / _object_name(trail_id, seq), data, f"checkpoint is already anchored for record {seq}")
 
-    def publish_identity(self, key_id: str, data: bytes) -> bytes:
-        """Record the trail this key writes, once; returns what the anchor holds (maybe another trail's)."""
-        path = self.root / _identity_name(key_id)
+    def publish_identity(self, key_id: str, name: str, data: bytes) -> bytes:
+        """Record the trail this key writes in folder ``name``, once; returns what the anchor holds."""
+        path = self.root / _identity_name(key_id, name)
         if not path.exists():
             try:
                 self._create(path, data, "identity")
@@ -75,8 +80,8 @@ class DirectorySink:
                 pass  # another writer won the race: report what is there
         return path.read_bytes()
 
-    def identity(self, key_id: str) -> bytes | None:
-        path = self.root / _identity_name(key_id)
+    def identity(self, key_id: str, name: str) -> bytes | None:
+        path = self.root / _identity_name(key_id, name)
         return path.read_bytes() if path.is_file() else None
 
     def checkpoint(self, trail_id: str, seq: int) -> bytes | None:
@@ -156,10 +161,10 @@ class S3Sink:
                 "ObjectLockRetainUntilDate": utc_now().replace(microsecond=0) + timedelta(days=self.retain_days),
                 "IfNoneMatch": "*"}
 
-    def publish_identity(self, key_id: str, data: bytes) -> bytes:
+    def publish_identity(self, key_id: str, name: str, data: bytes) -> bytes:
         from botocore.exceptions import ClientError
 
-        key = self._prefixed(_identity_name(key_id))
+        key = self._prefixed(_identity_name(key_id, name))
         try:
             self.client.put_object(**self._put_params(key, data))
             return data
@@ -171,8 +176,8 @@ class S3Sink:
         held = self._get(key)
         return held if held is not None else data
 
-    def identity(self, key_id: str) -> bytes | None:
-        return self._get(self._prefixed(_identity_name(key_id)))
+    def identity(self, key_id: str, name: str) -> bytes | None:
+        return self._get(self._prefixed(_identity_name(key_id, name)))
 
     def checkpoint(self, trail_id: str, seq: int) -> bytes | None:
         return self._get(self._key(trail_id, seq))

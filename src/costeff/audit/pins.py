@@ -7,7 +7,7 @@ confirmed by the anchor, lets the verifier skip the covered records' own signatu
 Older checkpoints still pin the records' bytes, but their records' signatures are checked.
 
 The anchor also holds the trail's identity for each key that signs it
-(``identity/<key id>.json``: the trail id, i.e. the SHA-256 of its first line): a trail
+(``identity/<key id>/<folder name>.json``: the trail id, i.e. the SHA-256 of its first line): a trail
 that is empty, missing or another one than the anchor names for its key fails.
 """
 
@@ -42,9 +42,11 @@ def identity_failure(sink: Any, ring: KeyRing, trail: str | None, path: Path, wa
     """Fail unless every identity the anchor holds for the trail's keys names this trail."""
     if sink is None or not hasattr(sink, "identity"):
         return
-    found = 0
+    from costeff.audit.anchor import trail_name
+
+    found, name = 0, trail_name(path.parent)
     for kid, verifier in list(ring.known.items()):
-        data = sink.identity(kid)
+        data = sink.identity(kid, name)
         if data is None:
             continue
         where = f"{sink.location} identity of key {kid}"

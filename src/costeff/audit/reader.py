@@ -21,6 +21,7 @@ from typing import Any
 
 from costeff.audit.keyring import ROTATED, KeyRing
 from costeff.audit.tail import Head, check_lines
+from costeff.audit.writer import _name
 from costeff.errors import InputError
 
 REFUSING = "refusing to act on"
@@ -75,7 +76,7 @@ def _anchor_agrees(log: Any, head: Head) -> None:
     sink = log.sink
     if sink is None:
         return
-    held = sink.identity(log.signer.key_id) if hasattr(sink, "identity") else None
+    held = sink.identity(log.signer.key_id, _name(log)) if hasattr(sink, "identity") else None
     from costeff.audit.writer import _compare
 
     if held is not None:
@@ -88,7 +89,7 @@ def _anchor_agrees(log: Any, head: Head) -> None:
 def _refuse_if_anchored(log: Any) -> None:
     """An empty or missing trail is only 'nothing to act on' when the anchor names none for this key."""
     sink = log.sink
-    held = sink.identity(log.signer.key_id) if sink is not None and hasattr(sink, "identity") else None
+    held = sink.identity(log.signer.key_id, _name(log)) if sink is not None and hasattr(sink, "identity") else None
     has_checkpoints = log.checkpoint_path.exists() and log.checkpoint_path.stat().st_size > 0
     if held is not None or has_checkpoints:
         where = f"the anchor {sink.location} names a trail for key {log.signer.key_id}" if held is not None \

@@ -50,6 +50,12 @@ def resume_point(log: Any) -> Head:
     return Head(f["seq"], record.chain, f["offset"], start.ring, first.chain)
 
 
+def _name(log: Any) -> str:
+    from costeff.audit.anchor import trail_name
+
+    return trail_name(log.directory)
+
+
 def identity_line(trail: str, signer: Any) -> bytes:
     """The anchor's record of which trail ``signer`` writes (deterministic: publishing it twice is a no-op)."""
     from costeff.audit.log import IDENTITY_KIND
@@ -64,7 +70,7 @@ def check_identity(log: Any, head: Head) -> None:
     if log.sink is None or not hasattr(log.sink, "identity"):
         log._identity_checked = True
         return
-    held = log.sink.identity(log.signer.key_id)
+    held = log.sink.identity(log.signer.key_id, _name(log))
     if held is not None:
         _compare(log, held, head.trail)
     log._identity_checked = held is not None  # else published (and checked) with the next checkpoint
@@ -103,8 +109,8 @@ def write_checkpoint(log: Any, head: Head) -> None:
     line, _, _ = seal(body, log.signer)
     if log.sink is not None:
         if not log._identity_checked and hasattr(log.sink, "publish_identity"):
-            _compare(log, log.sink.publish_identity(log.signer.key_id, identity_line(head.trail, log.signer)),
-                     head.trail)
+            held = log.sink.publish_identity(log.signer.key_id, _name(log), identity_line(head.trail, log.signer))
+            _compare(log, held, head.trail)
             log._identity_checked = True
         log.sink.publish(head.trail, head.seq, line)  # anchored first: a local checkpoint the anchor lacks proves nothing
     _append_bytes(log.checkpoint_path, line)
