@@ -42,6 +42,9 @@ def test_each_checkpoint_is_a_compliance_locked_put(s3, tmp_path):
     # the writer first asks whether the anchor already names a trail for its key (a trail emptied or swapped)...
     stub.add_client_error("get_object", "NoSuchKey", "no such key", http_status_code=404,
                           expected_params={"Bucket": "audit-anchor", "Key": f"prod/costeff/identity/{kid}.json"})
+    # ...looks once for checkpoints anchored but never written locally (a full disk, a crash)...
+    stub.add_response("list_objects_v2", {"IsTruncated": False, "KeyCount": 0}, {"Bucket": "audit-anchor",
+                                                                                 "Prefix": ANY})
     stub.add_response("put_object", {"ETag": '"0"'}, _put_params(ANY))  # ...then records this trail as its identity
     stub.add_response("put_object", {"ETag": '"1"'}, _put_params(ANY))
     stub.add_response("put_object", {"ETag": '"2"'}, _put_params(ANY))

@@ -44,6 +44,8 @@ class Sink(Protocol):
 
     def checkpoint(self, trail_id: str, seq: int) -> bytes | None: ...
 
+    def since(self, trail_id: str, seq: int) -> list[tuple[int, bytes]]: ...
+
     def publish_identity(self, key_id: str, name: str, data: bytes) -> bytes: ...
 
     def identity(self, key_id: str, name: str) -> bytes | None: ...
@@ -87,6 +89,15 @@ class DirectorySink:
     def checkpoint(self, trail_id: str, seq: int) -> bytes | None:
         path = self.root / _object_name(trail_id, seq)
         return path.read_bytes() if path.is_file() else None
+
+    def since(self, trail_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """Anchored checkpoints after record ``seq``, oldest first (one listing)."""
+        folder = self.root / trail_id
+        if not folder.is_dir():
+            return []
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json") and n[:-5].isdigit()
+                       and int(n[:-5]) > seq)
+        return [(int(n[:-5]), (folder / n).read_bytes()) for n in names]
 
     def _create(self, path: Path, data: bytes, what: str) -> None:
         try:
@@ -181,6 +192,19 @@ class S3Sink:
 
     def checkpoint(self, trail_id: str, seq: int) -> bytes | None:
         return self._get(self._key(trail_id, seq))
+
+    def since(self, trail_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """Anchored checkpoints after record ``seq``, oldest first (listed from just after it)."""
+        prefix, found = self._key(trail_id), []
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"StartAfter": self._key(trail_id, seq)}
+                                                              if seq >= 0 else {})}
+        page = self._call("list_objects_v2", prefix, **kwargs)
+        for item in page.get("Contents", []):
+            name = item["Key"].rsplit("/", 1)[-1]
+            if name.endswith(".json") and name[:-5].isdigit():
+                found.append((int(name[:-5]), self._call("get_object", item["Key"], Bucket=self.bucket,
+                                                         Key=item["Key"])["Body"].read()))
+        return sorted(found)
 
     def _get(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError

@@ -66,7 +66,8 @@ class AuditLog:
         self._signer, self._anchor, self._batching = signer, anchor, False
         self._head: Head | None = None  # how far this process verified (and wrote) the trail
         self._identity_checked = False
-        self._read_cache: tuple[Head, list[dict[str, Any]]] | None = None
+        self._anchor_ahead = True  # the anchor may hold checkpoints the local file lacks: look once
+        self._read_cache: tuple[Head, list[dict[str, Any]], bytes] | None = None
 
     @property
     def signer(self) -> Signer:
@@ -226,8 +227,8 @@ def _append_bytes(path: Path, line: bytes) -> None:
             os.fsync(fd)
         except OSError as exc:
             _cut_back(fd, before)
-            raise DependencyError(f"{path}: could not append the audit record ({exc.strerror or exc}); cut back to "
-                                  f"its previous {before} bytes, nothing recorded") from None
+            raise DependencyError(f"{path}: could not append ({exc.strerror or exc}); cut back to its previous "
+                                  f"{before} bytes, so no partial line is left") from None
     finally:
         os.close(fd)
 

@@ -5,9 +5,9 @@ data=...)``) and parses the same bytes: a file swapped in during verification is
 acted on. A trail missing or emptied while the anchor names one for this key is refused.
 
 A long-running reader (the reaper daemon, every round) keeps what it verified: the next
-call re-reads the file, confirms the last verified line is still where it was (its
-SHA-256 chains to every byte before it), checks only the records appended since (each
-signature), the anchor's identity, and that the anchor holds no checkpoint past the
+call re-reads the file, confirms the bytes it verified are still there unchanged (one
+SHA-256 over them: far cheaper than parsing and checking them again), checks only the
+records appended since (each signature), the anchor's identity, and that the anchor holds no checkpoint past the
 head (a tail appended by another process and cut off again). Anything else (a shorter
 file, a different line there) falls back to the full verification.
 """
@@ -33,13 +33,13 @@ def verified_records(log: Any) -> list[dict[str, Any]]:
         _refuse_if_anchored(log)
         return []
     cached = log._read_cache
-    if cached is not None and _still_prefix(data, cached[0]):
+    if cached is not None and _still_prefix(data, cached[0], cached[2]):
         head = check_lines(log.path, data[cached[0].end:], cached[0], REFUSING)
         _anchor_agrees(log, head)
         records = cached[1] + _parse(data[cached[0].end:])
     else:
         records, head = _full(log, data)
-    log._read_cache = (head, records)
+    log._read_cache = (head, records, hashlib.sha256(data).digest())
     return list(records)
 
 
@@ -65,11 +65,8 @@ def _parse(data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in io.BytesIO(data) if line.strip()]
 
 
-def _still_prefix(data: bytes, head: Head) -> bool:
-    if len(data) < head.end or head.end == 0 or data[head.end - 1:head.end] != b"\n":
-        return False
-    start = data.rfind(b"\n", 0, head.end - 1) + 1
-    return hashlib.sha256(data[start:head.end - 1]).hexdigest() == head.chain
+def _still_prefix(data: bytes, head: Head, digest: bytes) -> bool:
+    return len(data) >= head.end > 0 and hashlib.sha256(memoryview(data)[:head.end]).digest() == digest
 
 
 def _anchor_agrees(log: Any, head: Head) -> None:

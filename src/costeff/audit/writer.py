@@ -90,17 +90,16 @@ def _compare(log: Any, held: bytes, trail: str | None) -> None:
 
 
 def write_checkpoint(log: Any, head: Head) -> None:
-    """Sign, anchor, then write locally a checkpoint for ``head`` (whose records this process verified)."""
+    """Sign, anchor, then write locally a checkpoint for ``head`` (whose records this process verified).
+
+    The anchor is written first; should the local write then fail (a full disk, a crash), the
+    anchor holds a checkpoint the local file lacks. The first checkpoint of a process, and the
+    next after such a failure, adopts those into the local file first, so the chain goes on."""
     from costeff.audit.log import _append_bytes, _last_line
 
     if head.seq < 0:
         return
-    last = _last_line(log.checkpoint_path)
-    try:
-        previous = unseal(last) if last is not None else None
-    except BadLine as exc:
-        raise InputError(f"{log.checkpoint_path}: last checkpoint: {exc}; run `costeff audit verify "
-                         f"{log.directory}`") from None
+    previous = _adopt_anchored(log, head, _previous(log, _last_line(log.checkpoint_path)))
     if previous is not None and previous.fields.get("seq") == head.seq:
         return  # this head is already checkpointed
     body = {"seq": head.seq, "line_sha256": head.chain, "ts": iso_utc(), "trail": head.trail,
@@ -113,4 +112,31 @@ def write_checkpoint(log: Any, head: Head) -> None:
             _compare(log, held, head.trail)
             log._identity_checked = True
         log.sink.publish(head.trail, head.seq, line)  # anchored first: a local checkpoint the anchor lacks proves nothing
+    log._anchor_ahead = True
     _append_bytes(log.checkpoint_path, line)
+    log._anchor_ahead = False
+
+
+def _previous(log: Any, last: bytes | None) -> Any:
+    try:
+        return unseal(last) if last is not None else None
+    except BadLine as exc:
+        raise InputError(f"{log.checkpoint_path}: last checkpoint: {exc}; run `costeff audit verify "
+                         f"{log.directory}`") from None
+
+
+def _adopt_anchored(log: Any, head: Head, previous: Any) -> Any:
+    """Anchored checkpoints that follow the local file's last one (their local write failed): append them."""
+    from costeff.audit.log import _append_bytes
+
+    if log.sink is None or not hasattr(log.sink, "since") or not log._anchor_ahead:
+        return previous
+    for seq, data in log.sink.since(head.trail, previous.fields["seq"] if previous else -1):
+        cp = _previous(log, data)
+        if seq > head.seq or cp.fields.get("prev_checkpoint_sha256") != (previous.chain if previous else "0" * 64) \
+                or not cp.signed_by(log.signer.verifier()):
+            break  # not a continuation this writer can vouch for: `audit verify` names it
+        _append_bytes(log.checkpoint_path, data)
+        previous = cp
+    log._anchor_ahead = False
+    return previous
