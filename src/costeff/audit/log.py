@@ -38,7 +38,7 @@ from costeff._jsonable import to_jsonable
 from costeff.artifacts import Layout, exclusive_lock, iso_utc
 from costeff.audit.keys import Signer, load_signer
 from costeff.audit.sealed import BadLine, seal, unseal
-from costeff.audit.tail import GENESIS, Head, check_lines, genesis, line_ending_at, read_from, still_there
+from costeff.audit.tail import GENESIS, Head, check_lines, line_ending_at, read_from, still_there
 from costeff.errors import DependencyError, InputError
 
 LOG_NAME = "audit.jsonl"

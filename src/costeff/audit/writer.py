@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from costeff.artifacts import iso_utc
 from costeff.audit.keyring import public_b64
 from costeff.audit.sealed import BadLine, seal, unseal
 from costeff.audit.tail import Head, genesis, line_ending_at
-from costeff.artifacts import iso_utc
 from costeff.errors import InputError
 
 
