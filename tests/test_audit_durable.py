@@ -226,3 +226,16 @@ def test_a_real_full_filesystem(tmp_path, capsys):
         assert verify(mnt / "audit", anchor=str(tmp_path / "anchor")).ok
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_cut_anchor_write_leaves_nothing_that_blocks_the_retry(tmp_path, monkeypatch):
+    from costeff.audit.anchor import DirectorySink
+
+    sink, real_write = DirectorySink(tmp_path / "anchor"), os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:10]))
+    with pytest.raises(DependencyError, match="short write"):
+        sink.publish("t", 0, b'{"a":1}' * 10 + b"\n")
+    monkeypatch.setattr(os, "write", real_write)
+    assert sink.checkpoint("t", 0) is None
+    sink.publish("t", 0, b'{"a":1}' * 10 + b"\n")
+    assert sink.checkpoint("t", 0) == b'{"a":1}' * 10 + b"\n"

@@ -111,12 +111,13 @@ class DirectorySink:
         except OSError as exc:
             raise DependencyError(f"{path}: cannot anchor the audit checkpoint ({exc.strerror})") from None
         try:
-            if os.write(fd, data) != len(data):
-                os.ftruncate(fd, 0)
-                raise DependencyError(f"{path}: short write while anchoring (disk full?)")
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(28, f"short write, {written} of {len(data)} bytes (disk full?)")
             os.fsync(fd)
         except OSError as exc:
-            raise DependencyError(f"{path}: cannot anchor the audit checkpoint ({exc.strerror})") from None
+            path.unlink(missing_ok=True)  # never leave a cut object that would block the retry
+            raise DependencyError(f"{path}: cannot anchor the audit checkpoint ({exc.strerror or exc})") from None
         finally:
             os.close(fd)
         _fsync_dir(path.parent)
