@@ -239,3 +239,31 @@ def test_a_cut_anchor_write_leaves_nothing_that_blocks_the_retry(tmp_path, monke
     assert sink.checkpoint("t", 0) is None
     sink.publish("t", 0, b'{"a":1}' * 10 + b"\n")
     assert sink.checkpoint("t", 0) == b'{"a":1}' * 10 + b"\n"
+
+
+def test_a_trail_from_before_attested_checkpoints_keeps_verifying(tmp_path):
+    """Checkpoints written by an earlier costeff (no `records_verified`) pin bytes but vouch for no signature:
+    verify checks every record; the first append re-checks them all and attests from then on."""
+    from costeff.audit.anchor import DirectorySink
+    from costeff.audit.log import GENESIS
+    from costeff.audit.sealed import seal
+
+    signer, sink, folder = load_signer(), DirectorySink(tmp_path / "home_anchor"), tmp_path / "old"
+    folder.mkdir()
+    prev, prev_cp, trail, lines, cps = GENESIS, GENESIS, None, [], []
+    for seq in range(6):
+        line, _, prev = seal({"seq": seq, "ts": "t", "event": "e", "actor": "a", "host": "h", "payload": {},
+                              "prev_sha256": prev, "key_id": signer.key_id}, signer)
+        trail = trail or prev
+        cp, _, prev_cp = seal({"seq": seq, "line_sha256": prev, "ts": "t", "trail": trail,
+                               "prev_checkpoint_sha256": prev_cp, "key_id": signer.key_id}, signer)
+        sink.publish(trail, seq, cp)
+        lines.append(line), cps.append(cp)
+    (folder / "audit.jsonl").write_bytes(b"".join(lines))
+    (folder / "audit.checkpoints.jsonl").write_bytes(b"".join(cps))
+    result = verify(folder, anchor=sink)
+    assert result.ok and result.signatures_checked == 6
+    assert any("no identity" in w for w in result.warnings)
+    AuditLog(folder, anchor=sink).append("e", {"new": True})
+    result = verify(folder, anchor=sink)
+    assert result.ok and result.signatures_checked == 0 and not result.warnings  # attested and identified now

@@ -236,15 +236,14 @@ class _Scan:
         if record.chain == pin[0]:
             if pin[2] and not self.all:
                 self.pending = []  # a verified, anchored checkpoint vouches for these through the chain
-                return
-            self._flush_pending()
-        else:
-            self._flush_pending()
+            elif not checked:
+                self._keep(lineno, record, key)  # pinned, but only a later verified checkpoint vouches for it
+            return
+        self._flush_pending()
         if not checked:
             self._check_signature(lineno, record, key)
-        if record.chain != pin[0]:
-            raise Failed(self.path, lineno, f"record {lineno - 1} differs from {pin[1]} (rewritten and re-signed, "
-                                            f"or the trail replaced)")
+        raise Failed(self.path, lineno, f"record {lineno - 1} differs from {pin[1]} (rewritten and re-signed, "
+                                        f"or the trail replaced)")
 
     def result(self, ok: bool, failed: Failed | None, pins: Pins, sink: Any, warnings: list[str]) -> VerifyResult:
         warnings = list(warnings) + ([] if sink is not None else [
