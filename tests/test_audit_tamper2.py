@@ -501,3 +501,18 @@ def test_no_acting_command_acts_on_a_bad_trail(trail, tamper, capsys):
     _refuses(["flags", "set", "cost_gates_enabled", "false"], capsys)
     assert trail.store.path.read_bytes() == flags  # no flag changed: etl stays paused, gates stay on
     assert (trail.log.path.read_bytes() if trail.log.path.exists() else None) == before  # nothing appended
+
+
+@pytest.mark.parametrize("tamper", [_forged_thief_claims_our_key, _laundered(_forged_unsigned, _w_flags_set_cli),
+                                    _emptied_both, _replaced_by_other_trail_same_key_same_anchor,
+                                    _unannounced_key_change], ids=lambda k: k.__name__.lstrip("_"))
+def test_triton_rollback_refuses_a_bad_trail(tmp_path, tamper, capsys):
+    from test_serving_versions import _build, _served
+
+    _build(tmp_path, 1), _build(tmp_path, 2)
+    config = (tmp_path / "repo" / "policy" / "config.pbtxt").read_bytes()
+    t = SimpleNamespace(log=default_log(), store=FlagStore.default(), tmp=tmp_path, anchor=default_log().sink.root)
+    tamper(t)
+    _refuses(["triton", "rollback", "--repository", str(tmp_path / "repo"), "--name", "policy"], capsys)
+    assert _served(tmp_path) == [2] and FlagStore.default().get("served_version.policy") == 2
+    assert (tmp_path / "repo" / "policy" / "config.pbtxt").read_bytes() == config
