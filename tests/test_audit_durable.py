@@ -267,3 +267,16 @@ def test_a_trail_from_before_attested_checkpoints_keeps_verifying(tmp_path):
     AuditLog(folder, anchor=sink).append("e", {"new": True})
     result = verify(folder, anchor=sink)
     assert result.ok and result.signatures_checked == 0 and not result.warnings  # attested and identified now
+
+
+def test_a_writer_refuses_a_trail_cut_back_below_its_checkpoints(tmp_path):
+    log = AuditLog(tmp_path / "audit")
+    for i in range(4):
+        log.append("e", {"i": i})
+    lines = log.path.read_bytes().splitlines(keepends=True)
+    log.path.write_bytes(b"".join(lines[:2]))
+    log.checkpoint_path.write_bytes(b"".join(log.checkpoint_path.read_bytes().splitlines(keepends=True)[:2]))
+    before = log.path.read_bytes()
+    with pytest.raises(InputError, match="truncated"):
+        AuditLog(tmp_path / "audit").append("reaper.stopped", {})  # the anchor still holds record 2's checkpoint
+    assert log.path.read_bytes() == before

@@ -184,12 +184,16 @@ class AuditLog:
         """Check every record since the last trusted point; refuse (InputError) when one does not verify."""
         from costeff.audit.writer import resume_point
 
-        head = self._head
+        head, fresh = self._head, False
         if head is None or not still_there(self.path, head):
-            head = resume_point(self)
+            head, fresh = resume_point(self), True
         size = self.path.stat().st_size if self.path.exists() else 0
         if size != head.end:
             head = check_lines(self.path, read_from(self.path, head.end), head, "refusing to append to")
+        if fresh and head.seq >= 0:
+            from costeff.audit.writer import refuse_if_cut
+
+            refuse_if_cut(self, head)
         if not self._identity_checked:
             from costeff.audit.writer import check_identity
 

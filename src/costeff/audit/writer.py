@@ -50,6 +50,23 @@ def resume_point(log: Any) -> Head:
     return Head(f["seq"], record.chain, f["offset"], start.ring, first.chain)
 
 
+def refuse_if_cut(log: Any, head: Head) -> None:
+    """A trail that ends before its own last local checkpoint, or before a checkpoint the anchor holds for
+    the next record, was cut back: appending would fork its history."""
+    from costeff.audit.log import _last_line
+
+    last = _last_line(log.checkpoint_path)
+    try:
+        local = unseal(last).fields.get("seq") if last else None
+    except BadLine:
+        local = None  # `audit verify` names it; the tail check already vouched for the records
+    anchored = log.sink is not None and hasattr(log.sink, "checkpoint") \
+        and log.sink.checkpoint(head.trail, head.seq + 1) is not None
+    if anchored or (isinstance(local, int) and local > head.seq):
+        raise InputError(f"{log.path}: the trail ends at record {head.seq} but a checkpoint vouches for a later "
+                         f"one (truncated); refusing to append to it (run `costeff audit verify`)")
+
+
 def _name(log: Any) -> str:
     from costeff.audit.anchor import trail_name
 

@@ -12,6 +12,8 @@ disk, a crash between the two) is therefore never lost and never invented: every
 change first reconciles, applying from the verified trail each record made for this
 store (``payload.store``) that the file lacks, in version order. A change whose record
 could not be written changes nothing (the append is cut back and the command fails).
+Reconciling reads the verified trail, so a change is also refused (exit 2, nothing
+appended) on a trail that does not verify.
 """
 
 from __future__ import annotations
