@@ -88,6 +88,16 @@ def test_keygen_force_rotates_the_trail_and_both_keys_verify(tmp_path, capsys):
     assert FlagStore.default().get("cost_gates_enabled") is False
 
 
+def test_keygen_force_on_a_bad_trail_keeps_the_old_key(capsys):
+    FlagStore.default().set("cost_gates_enabled", False)
+    log = default_log()
+    with open(log.path, "ab") as fh:
+        fh.write(_unsigned_line(log))
+    old = load_signer().key_id
+    assert main(["audit", "keygen", "--force"]) == 2
+    assert load_signer().key_id == old and not list(default_key_path().parent.glob("*.new*"))
+
+
 def test_a_new_key_without_rotation_is_refused_by_writers(capsys):
     from costeff.audit import keygen
 

@@ -89,7 +89,11 @@ def _rotate(key: Path) -> tuple[Path, Path, str] | None:
         return None
     staged = key.with_name(key.name + ".new")
     _, staged_pub, kid = keygen(staged, force=True)
-    log.rotate(load_signer(staged, create=False))
+    try:
+        log.rotate(load_signer(staged, create=False))
+    except BaseException:
+        staged.unlink(missing_ok=True), staged_pub.unlink(missing_ok=True)  # the old key stays in force
+        raise
     pub = key.with_name(key.name + ".pub")
     os.replace(staged_pub, pub)
     os.replace(staged, key)
