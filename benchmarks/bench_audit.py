@@ -53,7 +53,7 @@ def write_trail(directory: Path, key: Path, anchor_root: Path, count: int) -> No
 
     directory.mkdir(parents=True)
     signer, sink = load_signer(key, create=False), DirectorySink(anchor_root)
-    prev, prev_cp, trail = GENESIS, GENESIS, None
+    prev, prev_cp, trail, offset = GENESIS, GENESIS, None, 0
     with open(directory / LOG_NAME, "wb") as log, open(directory / CHECKPOINT_NAME, "wb") as cps:
         for seq in range(count):
             line, _, prev = seal({"seq": seq, "ts": "2026-12-01T00:00:00Z", "event": "reaper.action",
@@ -62,10 +62,11 @@ def write_trail(directory: Path, key: Path, anchor_root: Path, count: int) -> No
                                               "usd_per_hour_saved": 2.5},
                                   "prev_sha256": prev, "key_id": signer.key_id}, signer)
             log.write(line)
-            trail = trail or prev
+            trail, offset = trail or prev, offset + len(line)
             if (seq + 1) % CHECKPOINT_EVERY == 0 or seq == count - 1:
                 cp, _, prev_cp = seal({"seq": seq, "line_sha256": prev, "ts": "2026-12-01T00:00:00Z",
-                                       "trail": trail, "prev_checkpoint_sha256": prev_cp, "key_id": signer.key_id},
+                                       "trail": trail, "prev_checkpoint_sha256": prev_cp, "key_id": signer.key_id,
+                                       "records_verified": True, "offset": offset},  # this writer signed them all
                                       signer)
                 sink.publish(trail, seq, cp)
                 cps.write(cp)

@@ -16,7 +16,7 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from costeff.audit import AuditLog, verify
-from costeff.audit.anchor import S3Sink, sink_from_uri
+from costeff.audit.anchor import S3Sink, sink_from_uri, trail_name
 from costeff.errors import DependencyError, InputError
 
 
@@ -38,16 +38,25 @@ def test_each_checkpoint_is_a_compliance_locked_put(s3, tmp_path):
     client.meta.events.register("before-parameter-build.s3.PutObject", lambda params, **_: sent.append(dict(params)))
     sink = S3Sink("audit-anchor", "prod/costeff", retain_days=30, client=client)
     log = AuditLog(tmp_path / "audit", anchor=sink)
+    kid = f"{log.signer.key_id}/{trail_name(log.directory)}"
+    # the writer first asks whether the anchor already names a trail for its key (a trail emptied or swapped)...
+    stub.add_client_error("get_object", "NoSuchKey", "no such key", http_status_code=404,
+                          expected_params={"Bucket": "audit-anchor", "Key": f"prod/costeff/identity/{kid}.json"})
+    # ...looks once for checkpoints anchored but never written locally (a full disk, a crash)...
+    stub.add_response("list_objects_v2", {"IsTruncated": False, "KeyCount": 0}, {"Bucket": "audit-anchor",
+                                                                                 "Prefix": ANY})
+    stub.add_response("put_object", {"ETag": '"0"'}, _put_params(ANY))  # ...then records this trail as its identity
     stub.add_response("put_object", {"ETag": '"1"'}, _put_params(ANY))
     stub.add_response("put_object", {"ETag": '"2"'}, _put_params(ANY))
     log.append("flag.set", {"flag": "cost_gates_enabled", "new_value": False})
     log.append("flag.set", {"flag": "cost_gates_enabled", "new_value": True})
     stub.assert_no_pending_responses()
     trail = log.trail_id()
-    assert [p["Key"] for p in sent] == [f"prod/costeff/{trail}/000000000000.json",
+    assert [p["Key"] for p in sent] == [f"prod/costeff/identity/{kid}.json", f"prod/costeff/{trail}/000000000000.json",
                                         f"prod/costeff/{trail}/000000000001.json"]
+    assert f'"trail":"{trail}"'.encode() in sent[0]["Body"] and sent[0]["ObjectLockMode"] == "COMPLIANCE"
     local = log.checkpoint_path.read_bytes().splitlines(keepends=True)
-    for params, line in zip(sent, local):
+    for params, line in zip(sent[1:], local):
         assert params["Body"] == line  # the exact signed bytes of the local checkpoint
         assert params["ContentMD5"] == base64.b64encode(hashlib.md5(line).digest()).decode()
         until = params["ObjectLockRetainUntilDate"]
@@ -64,7 +73,12 @@ def test_verify_reads_the_anchor_back_and_sees_truncation(s3, tmp_path):
     sink = S3Sink("audit-anchor", "", client=client)  # ...and read back as the same objects from S3
     keys = [f"{log.trail_id()}/{p.name}" for p in objects]
 
+    ident_key = f"identity/{log.signer.key_id}/{trail_name(log.directory)}.json"
+    identity = (directory / ident_key).read_bytes()
+
     def expect_listing():
+        stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(identity), len(identity))},
+                          {"Bucket": "audit-anchor", "Key": ident_key})
         stub.add_response("list_objects_v2", {"IsTruncated": False, "Contents": [{"Key": k} for k in keys]},
                           {"Bucket": "audit-anchor", "Prefix": f"{log.trail_id()}/"})
         for key, path in zip(keys, objects):

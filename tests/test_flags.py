@@ -32,7 +32,8 @@ def test_set_parses_types_and_audits_old_and_new(store):
     [record] = store.audit_log.records()
     assert record["event"] == "flag.set" and record["actor"] == "alice"
     assert record["payload"] == {"flag": "cost_gates_enabled", "old_value": True, "new_value": False,
-                                 "version": 1, "reason": "incident 12", "action": "set", "rolled_back_to": None}
+                                 "version": 1, "reason": "incident 12", "action": "set", "rolled_back_to": None,
+                                 "store": str(store.path.resolve())}
     assert change.audit_seq == record["seq"]
 
 

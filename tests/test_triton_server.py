@@ -280,6 +280,21 @@ def test_a_triton_that_dies_mid_run_is_one_error_and_nothing_is_left(env, repo):
     assert not _port_open(port + 1)
 
 
+def test_a_killed_costeff_leaves_no_triton_behind(env, repo):
+    port = free_ports()
+    proc = _cli("triton", "serve", str(repo.path), "--http-port", str(port), "--env-dir", str(env.root),
+                "--load-model", "pol")
+    try:
+        assert "serving" in proc.stdout.readline()
+    finally:
+        proc.kill()  # SIGKILL: no finally block of costeff's runs
+        proc.wait(30)
+    deadline = time.monotonic() + 30
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _port_open(port), "Triton outlived a SIGKILLed costeff triton serve"
+
+
 def test_serve_refuses_a_folder_that_is_not_a_repository(env, tmp_path):
     proc = _cli("triton", "serve", str(tmp_path), "--http-port", str(free_ports()), "--env-dir", str(env.root))
     _, err = proc.communicate(timeout=60)

@@ -13,7 +13,10 @@ rewrite is what shows the truncation. Two sinks:
 
 Each sink stores the exact bytes of a checkpoint line under
 ``<trail id>/<seq, 12 digits>.json``; the trail id is the SHA-256 of the trail's
-first record, so one sink can anchor many trails.
+first record. It also stores the trail's identity, once per signing key and trail
+folder, under ``identity/<key id>/<name>.json`` (a signed line naming the trail id;
+the name is a hash of the trail folder's absolute path, see ``trail_name``): an
+emptied, deleted or swapped trail is seen even with nothing left of it locally. An anchor written before identities existed gets one at the next append.
 """
 
 from __future__ import annotations
@@ -39,9 +42,26 @@ class Sink(Protocol):
 
     def checkpoints(self, trail_id: str) -> list[tuple[str, bytes]]: ...
 
+    def checkpoint(self, trail_id: str, seq: int) -> bytes | None: ...
+
+    def since(self, trail_id: str, seq: int) -> list[tuple[int, bytes]]: ...
+
+    def publish_identity(self, key_id: str, name: str, data: bytes) -> bytes: ...
+
+    def identity(self, key_id: str, name: str) -> bytes | None: ...
+
 
 def _object_name(trail_id: str, seq: int) -> str:
     return f"{trail_id}/{seq:012d}.json"
+
+
+def _identity_name(key_id: str, name: str) -> str:
+    return f"identity/{key_id}/{name}.json"
+
+
+def trail_name(directory: Path | str) -> str:
+    """Which trail folder an identity is for: 16 hex digits of the SHA-256 of its absolute path."""
+    return hashlib.sha256(str(Path(directory).resolve()).encode("utf-8")).hexdigest()[:16]
 
 
 class DirectorySink:
@@ -50,20 +70,54 @@ class DirectorySink:
         self.location = str(self.root)
 
     def publish(self, trail_id: str, seq: int, data: bytes) -> None:
+        self._create(self.root / _object_name(trail_id, seq), data, f"checkpoint is already anchored for record {seq}")
+
+    def publish_identity(self, key_id: str, name: str, data: bytes) -> bytes:
+        """Record the trail this key writes in folder ``name``, once; returns what the anchor holds."""
+        path = self.root / _identity_name(key_id, name)
+        if not path.exists():
+            try:
+                self._create(path, data, "identity")
+            except DependencyError:
+                pass  # another writer won the race: report what is there
+        return path.read_bytes()
+
+    def identity(self, key_id: str, name: str) -> bytes | None:
+        path = self.root / _identity_name(key_id, name)
+        return path.read_bytes() if path.is_file() else None
+
+    def checkpoint(self, trail_id: str, seq: int) -> bytes | None:
         path = self.root / _object_name(trail_id, seq)
+        return path.read_bytes() if path.is_file() else None
+
+    def since(self, trail_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """Anchored checkpoints after record ``seq``, oldest first (one listing)."""
+        folder = self.root / trail_id
+        if not folder.is_dir():
+            return []
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json") and n[:-5].isdigit()
+                       and int(n[:-5]) > seq)
+        return [(int(n[:-5]), (folder / n).read_bytes()) for n in names]
+
+    def _create(self, path: Path, data: bytes, what: str) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         except FileExistsError:
             if path.read_bytes() == data:
                 return  # the same checkpoint published twice (a retry): nothing to do
-            raise DependencyError(f"{path}: a different checkpoint is already anchored for record {seq}; "
-                                  f"the anchor is never overwritten (run `costeff audit verify`)") from None
+            raise DependencyError(f"{path}: a different {what}; the anchor is never overwritten "
+                                  f"(run `costeff audit verify`)") from None
         except OSError as exc:
             raise DependencyError(f"{path}: cannot anchor the audit checkpoint ({exc.strerror})") from None
         try:
-            os.write(fd, data)
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(28, f"short write, {written} of {len(data)} bytes (disk full?)")
             os.fsync(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)  # never leave a cut object that would block the retry
+            raise DependencyError(f"{path}: cannot anchor the audit checkpoint ({exc.strerror or exc})") from None
         finally:
             os.close(fd)
         _fsync_dir(path.parent)
@@ -107,15 +161,66 @@ class S3Sink:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def publish(self, trail_id: str, seq: int, data: bytes) -> None:
+        params = self._put_params(self._key(trail_id, seq), data)
+        self._call("put_object", params["Key"], **params)
+
+    def _put_params(self, key: str, data: bytes) -> dict[str, Any]:
         from costeff.artifacts import utc_now
 
-        params = {"Bucket": self.bucket, "Key": self._key(trail_id, seq), "Body": data,
-                  "ContentType": "application/json",
-                  "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode("ascii"),
-                  "ObjectLockMode": "COMPLIANCE",
-                  "ObjectLockRetainUntilDate": utc_now().replace(microsecond=0) + timedelta(days=self.retain_days),
-                  "IfNoneMatch": "*"}
-        self._call("put_object", params["Key"], **params)
+        return {"Bucket": self.bucket, "Key": key, "Body": data, "ContentType": "application/json",
+                "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode("ascii"),
+                "ObjectLockMode": "COMPLIANCE",
+                "ObjectLockRetainUntilDate": utc_now().replace(microsecond=0) + timedelta(days=self.retain_days),
+                "IfNoneMatch": "*"}
+
+    def publish_identity(self, key_id: str, name: str, data: bytes) -> bytes:
+        from botocore.exceptions import ClientError
+
+        key = self._prefixed(_identity_name(key_id, name))
+        try:
+            self.client.put_object(**self._put_params(key, data))
+            return data
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                err = exc.response.get("Error", {})
+                raise DependencyError(f"s3://{self.bucket}/{key}: put_object failed: {err.get('Code')} "
+                                      f"{err.get('Message', '')}".rstrip()) from None
+        held = self._get(key)
+        return held if held is not None else data
+
+    def identity(self, key_id: str, name: str) -> bytes | None:
+        return self._get(self._prefixed(_identity_name(key_id, name)))
+
+    def checkpoint(self, trail_id: str, seq: int) -> bytes | None:
+        return self._get(self._key(trail_id, seq))
+
+    def since(self, trail_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """Anchored checkpoints after record ``seq``, oldest first (listed from just after it)."""
+        prefix, found = self._key(trail_id), []
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"StartAfter": self._key(trail_id, seq)}
+                                                              if seq >= 0 else {})}
+        page = self._call("list_objects_v2", prefix, **kwargs)
+        for item in page.get("Contents", []):
+            name = item["Key"].rsplit("/", 1)[-1]
+            if name.endswith(".json") and name[:-5].isdigit():
+                found.append((int(name[:-5]), self._call("get_object", item["Key"], Bucket=self.bucket,
+                                                         Key=item["Key"])["Body"].read()))
+        return sorted(found)
+
+    def _get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            err = exc.response.get("Error", {})
+            raise DependencyError(f"s3://{self.bucket}/{key}: get_object failed: {err.get('Code')} "
+                                  f"{err.get('Message', '')}".rstrip()) from None
+
+    def _prefixed(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
 
     def checkpoints(self, trail_id: str) -> list[tuple[str, bytes]]:
         found = []

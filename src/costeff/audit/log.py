@@ -8,11 +8,21 @@ private key nobody can edit, insert, reorder or append a record that verifies.
 Deleting records from the *end* leaves a valid shorter chain, so every
 ``checkpoint_every`` records (default: every record) a signed checkpoint naming
 the head is appended to ``audit.checkpoints.jsonl`` and published to an
-append-only sink outside the trail (``costeff.audit.anchor``). Checkpoints are
+append-only sink outside the trail (``costeff.audit.anchor``), which also holds the
+trail's identity (its first line's SHA-256) for each signing key. Checkpoints are
 chained too, so one signature authenticates every checkpoint before it.
 
-Writers append with O_APPEND, fsync every line and hold an exclusive lock (fcntl)
-while reading the head and appending, so two processes never fork the chain.
+Before it appends, a writer checks the signature of every record since the last
+point it can trust (``costeff.audit.tail``) and refuses, appending nothing, when one
+fails; its checkpoints say so (``records_verified``), which is what lets a verifier
+skip their records' signatures. A writer whose key is not the one in force refuses
+too: a new key takes over only through ``rotate`` (a record signed by the old key
+naming the new one, then the new key's acceptance).
+
+Writers append with O_APPEND, hold an exclusive lock (fcntl) while reading the head
+and appending, check that the whole line was written and fsync it; a short or failed
+write is cut back off (the file truncated to its previous length) and raised, so the
+trail never keeps half a line.
 """
 
 from __future__ import annotations
@@ -27,14 +37,16 @@ from typing import Any, Iterator
 from costeff._jsonable import to_jsonable
 from costeff.artifacts import Layout, exclusive_lock, iso_utc
 from costeff.audit.keys import Signer, load_signer
-from costeff.audit.sealed import BadLine, Sealed, seal, unseal
-from costeff.errors import InputError
+from costeff.audit.sealed import BadLine, seal, unseal
+from costeff.audit.tail import GENESIS, Head, check_lines, line_ending_at, read_from, still_there
+from costeff.errors import DependencyError, InputError
 
-GENESIS = "0" * 64
 LOG_NAME = "audit.jsonl"
 CHECKPOINT_NAME = "audit.checkpoints.jsonl"
 LOCK_NAME = ".audit.lock"
+IDENTITY_KIND = "costeff audit trail"
 _DEFAULT = object()
+__all__ = ["AuditLog", "GENESIS", "default_log"]
 
 
 class AuditLog:
@@ -52,6 +64,10 @@ class AuditLog:
         self.checkpoint_path = self.directory / CHECKPOINT_NAME
         self.checkpoint_every = max(1, int(checkpoint_every))
         self._signer, self._anchor, self._batching = signer, anchor, False
+        self._head: Head | None = None  # how far this process verified (and wrote) the trail
+        self._identity_checked = False
+        self._anchor_ahead = True  # the anchor may hold checkpoints the local file lacks: look once
+        self._read_cache: tuple[Head, list[dict[str, Any]], bytes] | None = None
 
     @property
     def signer(self) -> Signer:
@@ -68,18 +84,51 @@ class AuditLog:
         return self._anchor
 
     def append(self, event: str, payload: dict[str, Any], actor: str = "costeff") -> dict[str, Any]:
-        """Sign and append one record; return it (with ``seq``, ``prev_sha256`` and ``sha256``)."""
+        """Sign and append one record; return it (with ``seq``, ``prev_sha256`` and ``sha256``).
+
+        InputError (nothing appended) when a record since the last verified point does not verify,
+        or this key is not the one in force; DependencyError when the write or the anchor fails."""
         body_payload = to_jsonable(payload)
         json.dumps(body_payload, allow_nan=False)  # NaN or a non-JSON value fails before anything is written
         with self._locked():
-            head = self._head_sealed()
-            body = {"seq": head.fields["seq"] + 1 if head else 0, "ts": iso_utc(), "event": event, "actor": actor,
-                    "host": socket.gethostname(), "payload": body_payload,
-                    "prev_sha256": head.chain if head else GENESIS, "key_id": self.signer.key_id}
-            line, digest, chain = seal(body, self.signer)
-            _append_bytes(self.path, line)
+            head = self._verified_head()
+            if head.ring.current not in (None, self.signer.key_id) or head.ring.awaiting is not None:
+                raise InputError(f"{self.path}: the trail is signed by key {head.ring.current}, and no rotation "
+                                 f"record announced this key {self.signer.key_id} ({self.signer.path}); rotate "
+                                 f"keys with `costeff audit keygen --force` while the old key is still in place")
+            body = self._write_record(head, event, body_payload, actor, self.signer)
             if not self._batching and (body["seq"] + 1) % self.checkpoint_every == 0:
-                self._checkpoint(body["seq"], chain)
+                self._checkpoint(self._head)
+        return body
+
+    def rotate(self, new: Signer) -> dict[str, Any]:
+        """Hand the trail over to ``new``: a record signed by the current key naming it, then its acceptance."""
+        from costeff.audit.keyring import ACCEPTED, ROTATED, rotation_payload
+
+        with self._locked():
+            head = self._verified_head()
+            old = self.signer
+            if head.ring.current not in (None, old.key_id):
+                raise InputError(f"{self.path}: the trail is signed by key {head.ring.current}, not {old.key_id} "
+                                 f"({old.path}); only the key in force can announce its successor")
+            if head.seq >= 0:
+                self._write_record(head, ROTATED, rotation_payload(old.verifier(), new.verifier()), "costeff", old)
+                body = self._write_record(self._head, ACCEPTED, {"key_id": new.key_id}, "costeff", new)
+            self._signer, self._identity_checked = new, False
+            if head.seq >= 0:
+                self._checkpoint(self._head)
+                return body
+            return {}
+
+    def _write_record(self, head: Head, event: str, payload: Any, actor: str, signer: Signer) -> dict[str, Any]:
+        body = {"seq": head.seq + 1, "ts": iso_utc(), "event": event, "actor": actor,
+                "host": socket.gethostname(), "payload": payload, "prev_sha256": head.chain,
+                "key_id": signer.key_id}
+        line, digest, chain = seal(body, signer)
+        _append_bytes(self.path, line)
+        head.ring.expect(body)
+        head.ring.after(body)
+        self._head = Head(body["seq"], chain, head.end + len(line), head.ring, head.trail or chain)
         return {**body, "sha256": digest, "line_sha256": chain}
 
     @contextlib.contextmanager
@@ -95,11 +144,12 @@ class AuditLog:
     def checkpoint(self) -> dict[str, Any] | None:
         """Checkpoint and anchor the current head (e.g. at the end of a run); returns the head record."""
         with self._locked():
-            head = self._head_sealed()
-            if head is None:
+            if _last_line(self.path) is None:
                 return None
-            self._checkpoint(head.fields["seq"], head.chain)
-            return {**head.fields, "sha256": head.sha256, "line_sha256": head.chain}
+            head = self._verified_head()
+            self._checkpoint(head)
+            last = unseal(_last_line(self.path))
+            return {**last.fields, "sha256": last.sha256, "line_sha256": last.chain}
 
     def records(self) -> list[dict[str, Any]]:
         """Every record as written, unverified (see ``verified_records`` before acting on one)."""
@@ -109,72 +159,88 @@ class AuditLog:
             return [json.loads(line) for line in fh if line.strip()]
 
     def verified_records(self) -> list[dict[str, Any]]:
-        """The records, only if the whole trail verifies against this log's own key and anchor."""
-        from costeff.audit.verify import verify
+        """The records, only if the whole trail verifies against this log's own key and anchor.
 
-        if not self.path.exists():
-            return []
-        result = verify(self.directory, self.signer.verifier(), anchor=self.sink)
-        if not result.ok:
-            raise InputError(f"{result.path} line {result.first_bad_line}: {result.reason}; refusing to act on "
-                             f"an audit trail that does not verify (run `costeff audit verify`)")
-        return self.records()
+        The file is read once; what is verified is what is returned (a file swapped in meanwhile is
+        never acted on). A second call verifies only what was appended since (``costeff.audit.reader``)."""
+        from costeff.audit.reader import verified_records
+
+        return verified_records(self)
 
     def head(self) -> dict[str, Any] | None:
         with self._locked():
-            head = self._head_sealed()
-            return {**head.fields, "sha256": head.sha256, "line_sha256": head.chain} if head else None
+            last = _last_line(self.path)
+            if last is None:
+                return None
+            head = _unseal_or_refuse(self.path, last, "last record")
+            return {**head.fields, "sha256": head.sha256, "line_sha256": head.chain}
 
     def trail_id(self) -> str | None:
         """The SHA-256 of the first line: names this trail in the anchor."""
         first = _first_line(self.path)
-        if first is None:
-            return None
-        try:
-            return unseal(first).chain
-        except BadLine as exc:
-            raise InputError(f"{self.path} line 1: {exc}; run `costeff audit verify {self.directory}`") from None
+        return None if first is None else _unseal_or_refuse(self.path, first, "line 1").chain
 
-    def _head_sealed(self) -> Sealed | None:
-        last = _last_line(self.path)
-        if last is None:
-            return None
-        try:
-            return unseal(last)
-        except BadLine as exc:
-            raise InputError(f"{self.path}: last record: {exc}; run `costeff audit verify {self.directory}` "
-                             f"(an unsigned trail from an earlier costeff must be moved aside to start a signed "
-                             f"one)") from None
+    def _verified_head(self) -> Head:
+        """Check every record since the last trusted point; refuse (InputError) when one does not verify."""
+        from costeff.audit.writer import resume_point
 
-    def _checkpoint(self, seq: int, chain: str) -> None:
-        last = _last_line(self.checkpoint_path)
-        try:
-            previous = unseal(last) if last is not None else None
-        except BadLine as exc:
-            raise InputError(f"{self.checkpoint_path}: last checkpoint: {exc}; run `costeff audit verify "
-                             f"{self.directory}`") from None
-        if previous is not None and previous.fields.get("seq") == seq:
-            return  # this head is already checkpointed
-        trail = self.trail_id()
-        body = {"seq": seq, "line_sha256": chain, "ts": iso_utc(), "trail": trail,
-                "prev_checkpoint_sha256": previous.chain if previous else GENESIS, "key_id": self.signer.key_id}
-        line, _, _ = seal(body, self.signer)
-        if self.sink is not None:
-            self.sink.publish(trail, seq, line)  # anchored first: a local checkpoint the anchor lacks proves nothing
-        _append_bytes(self.checkpoint_path, line)
+        head, fresh = self._head, False
+        if head is None or not still_there(self.path, head):
+            head, fresh = resume_point(self), True
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if size != head.end:
+            head = check_lines(self.path, read_from(self.path, head.end), head, "refusing to append to")
+        if fresh and head.seq >= 0:
+            from costeff.audit.writer import refuse_if_cut
+
+            refuse_if_cut(self, head)
+        if not self._identity_checked:
+            from costeff.audit.writer import check_identity
+
+            check_identity(self, head)
+        self._head = head
+        return head
+
+    def _checkpoint(self, head: Head) -> None:
+        from costeff.audit.writer import write_checkpoint
+
+        write_checkpoint(self, head)
 
     def _locked(self) -> Any:
         return exclusive_lock(self.directory / LOCK_NAME)
 
 
+def _unseal_or_refuse(path: Path, line: bytes, what: str) -> Any:
+    try:
+        return unseal(line)
+    except BadLine as exc:
+        raise InputError(f"{path}: {what}: {exc}; run `costeff audit verify {path.parent}` (an unsigned trail "
+                         f"from an earlier costeff must be moved aside to start a signed one)") from None
+
+
 def _append_bytes(path: Path, line: bytes) -> None:
+    """Append ``line`` whole and durably, or not at all: a short or failed write is truncated away."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
-        os.fsync(fd)
+        before = os.fstat(fd).st_size  # writers hold the trail's lock: nobody else appends meanwhile
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(28, f"short write, {written} of {len(line)} bytes (disk full?)")
+            os.fsync(fd)
+        except OSError as exc:
+            _cut_back(fd, before)
+            raise DependencyError(f"{path}: could not append ({exc.strerror or exc}); cut back to its previous "
+                                  f"{before} bytes, so no partial line is left") from None
     finally:
         os.close(fd)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, size)
+        os.fsync(fd)
 
 
 def _first_line(path: Path) -> bytes | None:
@@ -190,18 +256,7 @@ def _last_line(path: Path) -> bytes | None:
     if not path.exists() or path.stat().st_size == 0:
         return None
     with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        end = pos = fh.tell()
-        buf = b""
-        while pos > 0:
-            step = min(4096, pos)
-            pos -= step
-            fh.seek(pos)
-            buf = fh.read(step) + buf
-            cut = buf.rfind(b"\n", 0, len(buf) - 1)
-            if cut >= 0:
-                return buf[cut + 1:]
-        return buf if end else None
+        return line_ending_at(fh, os.fstat(fh.fileno()).st_size)
 
 
 def default_log() -> AuditLog:

@@ -1,23 +1,31 @@
-"""Verify a signed audit trail: structure, chain, signatures, checkpoints and the anchor.
+"""Verify a signed audit trail: structure, chain, keys, signatures, checkpoints and the anchor.
 
-One pass over the trail, in constant memory except for the checkpoint table.
-A signed checkpoint fixes the SHA-256 of the record it names, and through the
-hash chain the exact bytes of every record before it; so a record that a valid
-checkpoint covers is authenticated by that checkpoint's signature, and its own
-signature is checked only when something disagrees (to name the first bad line)
-or with ``all_signatures``. Records after the last checkpoint are checked one by
-one. The anchored checkpoints show a trail cut back below them as truncated.
+One pass over the trail (plus a quick read-ahead for key rotations). A signed checkpoint
+fixes the SHA-256 of the record it names, and through the hash chain the exact bytes of
+every record before it. A checkpoint that says ``records_verified`` was written by a
+costeff that checked every covered record's signature first, so when the anchor holds it
+those records' own signatures are checked only when something disagrees (to name the
+first bad line) or with ``all_signatures``. Every other record's signature is checked:
+a checkpoint written without checking never launders a forged record. The anchor's
+checkpoints show a trail cut back below them as truncated, and its identity shows a
+trail emptied, deleted or replaced (``costeff.audit.pins``).
+
+``data`` verifies those exact bytes instead of reading the file: a caller that acts on
+the records verifies and parses the same bytes (``AuditLog.verified_records``).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from costeff.audit.anchor import sink_from_uri
+from costeff.audit.keyring import ACCEPTED, ROTATED, ROTATION_MARK, KeyProblem, KeyRing
 from costeff.audit.keys import Verifier, load_verifier
-from costeff.audit.log import CHECKPOINT_NAME, GENESIS, LOG_NAME, _first_line
+from costeff.audit.log import CHECKPOINT_NAME, GENESIS, LOG_NAME
+from costeff.audit.pins import Failed, Pins, identity_failure, load_pins
 from costeff.audit.sealed import BadLine, Sealed, unseal
 from costeff.errors import InputError
 
@@ -43,50 +51,80 @@ class VerifyResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class _Failed(Exception):
-    def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
-        super().__init__(reason)
-        self.path, self.line, self.reason = str(path), line, reason
-
-
-@dataclass
-class _Pins:
-    """seq -> (sha256, where) from every checkpoint source, after each source's own chain verified."""
-
-    table: dict[int, tuple[str, str]] = field(default_factory=dict)
-    local: int = 0
-    anchored: int = 0
-    anchored_max: int | None = None
+def resolve_sink(anchor: Any) -> Any:
+    return sink_from_uri(None) if anchor is _DEFAULT else (sink_from_uri(anchor) if isinstance(anchor, str)
+                                                           else anchor)
 
 
 def verify(directory: Path | str, pubkey: Verifier | Path | str | None = None, anchor: Any = _DEFAULT,
-           all_signatures: bool = False) -> VerifyResult:
+           all_signatures: bool = False, data: bytes | None = None) -> VerifyResult:
     """Check the trail in ``directory``; the result names the first bad line (1-based) and why."""
     directory = Path(directory)
     path = directory / LOG_NAME
-    if not path.exists() and not (directory / CHECKPOINT_NAME).exists():
-        raise InputError(f"{path}: no audit log here; expected {LOG_NAME} in {directory}")
-    legacy = _legacy(path)
+    source = _Source(path, data)
+    legacy = _legacy(path, source.first()) if source.exists else None
     if legacy is not None:
         return legacy
-    sink = sink_from_uri(None) if anchor is _DEFAULT else (sink_from_uri(anchor) if isinstance(anchor, str)
-                                                           else anchor)
-    verifier = pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey)
-    scan, pins = _Scan(path, verifier, all_signatures), _Pins()
+    sink = resolve_sink(anchor)
+    if not source.exists and not (directory / CHECKPOINT_NAME).exists():
+        return _missing(path, pubkey, sink)
+    ring = KeyRing(pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey))
+    ring.learn(source.rotations())
+    scan, pins, warnings = _Scan(path, ring, all_signatures), Pins(), []
     try:
-        trail = _trail_id(path)
-        if trail is None and _has_lines(directory / CHECKPOINT_NAME) and not _has_lines(path):
-            raise _Failed(path, 1, "the trail is empty or missing but checkpoints vouch for its records (truncated)")
-        pins = _load_pins(directory, trail, verifier, sink, all_signatures) if trail else pins
-        scan.run(pins)
-    except _Failed as failed:
-        return scan.result(False, failed, pins, sink)
-    return scan.result(True, None, pins, sink)
+        trail = _trail_id(source.first())
+        identity_failure(sink, ring, trail, path, warnings)
+        if trail is None and _has_lines(directory / CHECKPOINT_NAME):
+            raise Failed(path, 1, "the trail is empty or missing but checkpoints vouch for its records (truncated)")
+        pins = load_pins(directory, trail, ring, sink, all_signatures) if trail else pins
+        scan.run(source.lines(), pins)
+    except Failed as failed:
+        return scan.result(False, failed, pins, sink, warnings)
+    return scan.result(True, None, pins, sink, warnings)
 
 
-def _legacy(path: Path) -> VerifyResult | None:
+def _missing(path: Path, pubkey: Verifier | Path | str | None, sink: Any) -> VerifyResult:
+    """No trail and no checkpoints here: a failure when the anchor names a trail for the key, else bad input."""
+    try:
+        ring = KeyRing(pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey))
+        identity_failure(sink, ring, None, path, [])
+    except Failed as failed:
+        return _Scan(path, ring, False).result(False, failed, Pins(), sink, [])
+    except InputError:
+        pass  # no key either: say what is missing first
+    raise InputError(f"{path}: no audit log here; expected {LOG_NAME} in {path.parent}")
+
+
+class _Source:
+    """The trail's lines, from the file (streamed) or from bytes already read."""
+
+    def __init__(self, path: Path, data: bytes | None) -> None:
+        self.path, self.data = path, data
+        self.exists = data is not None or path.exists()
+
+    def lines(self) -> Iterator[bytes]:
+        if self.data is not None:
+            yield from io.BytesIO(self.data)
+        elif self.path.exists():
+            with open(self.path, "rb") as fh:
+                yield from fh
+
+    def first(self) -> bytes | None:
+        return next(iter(self.lines()), None) or None
+
+    def rotations(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.lines():
+            if ROTATION_MARK in line:
+                try:
+                    found.append(unseal(line).fields.get("payload") or {})
+                except BadLine:
+                    continue  # the scan names it
+        return found
+
+
+def _legacy(path: Path, first: bytes | None) -> VerifyResult | None:
     """A trail from before signatures is reported as such, whatever key is at hand."""
-    first = _first_line(path) if path.exists() else None
     try:
         unseal(first) if first else None
     except BadLine as exc:
@@ -100,165 +138,120 @@ def _has_lines(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
-def _trail_id(path: Path) -> str | None:
-    first = _first_line(path)
+def _trail_id(first: bytes | None) -> str | None:
     try:
         return unseal(first).chain if first else None
     except BadLine:
         return None  # the scan names what is wrong with line 1
 
 
-def _load_pins(directory: Path, trail: str | None, verifier: Verifier, sink: Any, all_sigs: bool) -> _Pins:
-    pins = _Pins()
-    local_path = directory / CHECKPOINT_NAME
-    if local_path.exists():
-        with open(local_path, "rb") as fh:
-            items = [(str(local_path), n, line) for n, line in enumerate(fh, start=1)]
-        pins.local, _ = _add_chain(pins, items, trail, verifier, all_sigs, "local checkpoint")
-    if sink is not None and trail is not None:
-        items = [(where, 1, data) for where, data in sink.checkpoints(trail)]
-        pins.anchored, pins.anchored_max = _add_chain(pins, items, trail, verifier, all_sigs, "anchored checkpoint")
-        if pins.local and not pins.anchored:
-            raise _Failed(sink.location, None, f"no anchored checkpoint for this trail (id {trail[:16]}) although "
-                                               f"{pins.local} local ones exist: the anchor was lost or is not the one "
-                                               f"this trail was written with (pass --anchor, or --no-anchor)")
-    return pins
-
-
-def _add_chain(pins: _Pins, items: list[tuple[str, int, bytes]], trail: str | None, verifier: Verifier,
-               all_sigs: bool, kind: str) -> tuple[int, int | None]:
-    """Check one source's checkpoint chain; the last signature vouches for every checkpoint before it."""
-    prev, prev_seq, last = GENESIS, -1, None
-    for where, line, data in items:
-        cp = _checkpoint_line(where, line, data, kind)
-        f = cp.fields
-        if f.get("prev_checkpoint_sha256") != prev:
-            _blame_previous(last, verifier, kind)
-            raise _Failed(where, line, f"{kind} does not follow the one before it (deleted, inserted or rewritten)")
-        if not isinstance(f.get("seq"), int) or f["seq"] <= prev_seq or not isinstance(f.get("line_sha256"), str):
-            raise _Failed(where, line, f"{kind} has a bad seq or line_sha256 field")
-        if f.get("trail") != trail:
-            raise _Failed(where, line, f"{kind} belongs to another trail ({str(f.get('trail'))[:16]})")
-        if all_sigs and not cp.signed_by(verifier):
-            raise _Failed(where, line, f"{kind} signature does not verify with key {verifier.key_id} (forged)")
-        _pin(pins, f["seq"], f["line_sha256"], f"{kind} {where}" + (f" line {line}" if kind.startswith("local") else ""))
-        prev, prev_seq, last = cp.chain, f["seq"], (where, line, cp)
-    if last is not None and not last[2].signed_by(verifier):
-        raise _Failed(last[0], last[1], f"{kind} signature does not verify with key {verifier.key_id} "
-                                        f"(rewritten or forged without the key)")
-    return len(items), (prev_seq if last is not None else None)
-
-
-def _checkpoint_line(where: str, line: int, data: bytes, kind: str) -> Sealed:
-    try:
-        return unseal(data)
-    except BadLine as exc:
-        raise _Failed(where, line, f"{kind}: {exc}") from None
-
-
-def _blame_previous(last: tuple[str, int, Sealed] | None, verifier: Verifier, kind: str) -> None:
-    if last is not None and not last[2].signed_by(verifier):
-        raise _Failed(last[0], last[1], f"{kind} signature does not verify (edited and re-hashed, or forged)")
-
-
-def _pin(pins: _Pins, seq: int, sha: str, where: str) -> None:
-    known = pins.table.get(seq)
-    if known and known[0] != sha:
-        raise _Failed(where, None, f"checkpoint for record {seq} disagrees with {known[1]} (two signed histories)")
-    if known is None or where.startswith("anchored"):  # name the anchor when it vouches: it is the stronger
-        pins.table[seq] = (sha, where)
-
-
 class _Scan:
     """The single pass over the trail."""
 
-    def __init__(self, path: Path, verifier: Verifier, all_signatures: bool) -> None:
-        self.path, self.verifier, self.all = path, verifier, all_signatures
+    def __init__(self, path: Path, ring: KeyRing, all_signatures: bool) -> None:
+        self.path, self.ring, self.all = path, ring, all_signatures
         self.count, self.head, self.sigs, self.legacy = 0, None, 0, False
-        self.pending: list[tuple[int, Sealed]] = []
+        self.pending: list[tuple[int, Sealed, Verifier]] = []
+        self.prev_key: Verifier = ring.trusted
 
-    def run(self, pins: _Pins) -> None:
+    def run(self, lines: Iterator[bytes], pins: Pins) -> None:
         last_pin = max(pins.table, default=-1)
         prev: Sealed | None = None
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                record = self._record(lineno, line, prev)
-                seq = lineno - 1
-                pin = pins.table.get(seq)
-                if self.all:
-                    self._check_signature(lineno, record)
-                if pin is not None:
-                    self._match_pin(lineno, record, pin)
-                elif seq > last_pin and not self.all:
-                    self._check_signature(lineno, record)
-                else:
-                    self._keep(lineno, record)
-                prev, self.count, self.head = record, lineno, record.chain
+        for lineno, line in enumerate(lines, start=1):
+            record, key = self._record(lineno, line, prev)
+            seq, pin = lineno - 1, pins.table.get(lineno - 1)
+            must = self.all or record.fields.get("event") in (ROTATED, ACCEPTED) or (pin is None and seq > last_pin)
+            if must:
+                self._check_signature(lineno, record, key)
+            if pin is not None:
+                self._match_pin(lineno, record, key, pin, must)
+            elif not must:
+                self._keep(lineno, record, key)
+            self._advance(lineno, record)
+            prev, self.count, self.head = record, lineno, record.chain
         if self.count - 1 < last_pin:
             self._flush_pending()
             where = pins.table[last_pin][1]
-            raise _Failed(self.path, self.count + 1, f"trail ends at record {self.count - 1} but {where} vouches for "
-                                                     f"record {last_pin} (truncated)")
+            raise Failed(self.path, self.count + 1, f"trail ends at record {self.count - 1} but {where} vouches for "
+                                                    f"record {last_pin} (truncated)")
+        self._flush_pending()
+        self._finish()
 
-    def _record(self, lineno: int, line: bytes, prev: Sealed | None) -> Sealed:
+    def _advance(self, lineno: int, record: Sealed) -> None:
+        try:
+            self.ring.after(record.fields)
+        except KeyProblem as exc:
+            raise Failed(self.path, lineno, str(exc)) from None
+
+    def _finish(self) -> None:
+        try:
+            self.ring.finish()
+        except KeyProblem as exc:
+            raise Failed(self.path, 1, str(exc)) from None
+
+    def _record(self, lineno: int, line: bytes, prev: Sealed | None) -> tuple[Sealed, Verifier]:
         try:
             record = unseal(line)
         except BadLine as exc:
             self.legacy = lineno == 1 and str(exc).startswith("unsigned")
-            raise _Failed(self.path, lineno, str(exc)) from None
+            self._flush_pending()
+            raise Failed(self.path, lineno, str(exc)) from None
         f = record.fields
         if f.get("seq") != lineno - 1:
-            raise _Failed(self.path, lineno, f"sequence number {f.get('seq')!r} where {lineno - 1} was expected "
-                                             f"(deleted, inserted or reordered)")
-        if f.get("prev_sha256") != (prev.chain if prev else GENESIS):
-            if prev is not None and not self._signed(prev):
-                self._flush_pending()
-                raise _Failed(self.path, lineno - 1, "signature does not verify (edited and re-hashed, or forged "
-                                                     "without the key)")
-            raise _Failed(self.path, lineno, "prev_sha256 does not match the record before it (deleted, inserted "
-                                             "or reordered)")
-        if f.get("key_id") != self.verifier.key_id:
-            raise _Failed(self.path, lineno, f"signed by key {f.get('key_id')!r}, not {self.verifier.key_id} "
-                                             f"({self.verifier.source})")
-        return record
-
-    def _signed(self, record: Sealed) -> bool:
-        self.sigs += 1
-        return self.verifier.verify(record.sig, record.body)
-
-    def _check_signature(self, lineno: int, record: Sealed) -> None:
-        if not self._signed(record):
             self._flush_pending()
-            raise _Failed(self.path, lineno, "signature does not verify (forged or edited without the key)")
+            raise Failed(self.path, lineno, f"sequence number {f.get('seq')!r} where {lineno - 1} was expected "
+                                            f"(deleted, inserted or reordered)")
+        if f.get("prev_sha256") != (prev.chain if prev else GENESIS):
+            self._flush_pending()
+            if prev is not None and not self.prev_key.verify(prev.sig, prev.body):
+                raise Failed(self.path, lineno - 1, "signature does not verify (edited and re-hashed, or forged "
+                                                    "without the key)")
+            raise Failed(self.path, lineno, "prev_sha256 does not match the record before it (deleted, inserted "
+                                            "or reordered)")
+        try:
+            self.prev_key = self.ring.expect(f)
+        except KeyProblem as exc:
+            self._flush_pending()
+            raise Failed(self.path, lineno, str(exc)) from None
+        return record, self.prev_key
 
-    def _keep(self, lineno: int, record: Sealed) -> None:
-        self.pending.append((lineno, record))
+    def _check_signature(self, lineno: int, record: Sealed, key: Verifier) -> None:
+        self.sigs += 1
+        if not key.verify(record.sig, record.body):
+            self._flush_pending()
+            raise Failed(self.path, lineno, "signature does not verify (forged or edited without the key)")
+
+    def _keep(self, lineno: int, record: Sealed, key: Verifier) -> None:
+        self.pending.append((lineno, record, key))
         if len(self.pending) >= _PENDING_MAX:
             self._flush_pending()
 
     def _flush_pending(self) -> None:
         pending, self.pending = self.pending, []
-        for lineno, record in pending:
-            self._check_signature(lineno, record)
+        for lineno, record, key in pending:
+            self._check_signature(lineno, record, key)
 
-    def _match_pin(self, lineno: int, record: Sealed, pin: tuple[str, str]) -> None:
+    def _match_pin(self, lineno: int, record: Sealed, key: Verifier, pin: tuple[str, str, bool],
+                   checked: bool) -> None:
         if record.chain == pin[0]:
-            self.pending = []  # the checkpoint's signature vouches for these through the chain
+            if pin[2] and not self.all:
+                self.pending = []  # a verified, anchored checkpoint vouches for these through the chain
+            elif not checked:
+                self._keep(lineno, record, key)  # pinned, but only a later verified checkpoint vouches for it
             return
         self._flush_pending()
-        self._check_signature(lineno, record)
-        raise _Failed(self.path, lineno, f"record {lineno - 1} differs from {pin[1]} (rewritten and re-signed, "
-                                         f"or the trail replaced)")
+        if not checked:
+            self._check_signature(lineno, record, key)
+        raise Failed(self.path, lineno, f"record {lineno - 1} differs from {pin[1]} (rewritten and re-signed, "
+                                        f"or the trail replaced)")
 
-    def result(self, ok: bool, failed: _Failed | None, pins: _Pins, sink: Any) -> VerifyResult:
-        warnings = [] if sink is not None else ["no anchor: a tail deleted together with its local checkpoints "
-                                                "would go unseen"]
+    def result(self, ok: bool, failed: Failed | None, pins: Pins, sink: Any, warnings: list[str]) -> VerifyResult:
+        warnings = list(warnings) + ([] if sink is not None else [
+            "no anchor: a tail deleted together with its local checkpoints would go unseen"])
         return VerifyResult(
             ok=ok, path=failed.path if failed else str(self.path), records=self.count,
             checkpoints=pins.local, head_sha256=self.head if ok else None,
             first_bad_line=failed.line if failed else None, reason=failed.reason if failed else None,
-            key_id=self.verifier.key_id, anchor=sink.location if sink is not None else None,
+            key_id=self.ring.trusted.key_id, anchor=sink.location if sink is not None else None,
             anchored_checkpoints=pins.anchored, anchored_through_seq=pins.anchored_max,
             signatures_checked=self.sigs, legacy_unsigned=self.legacy, warnings=warnings)

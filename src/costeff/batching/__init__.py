@@ -16,6 +16,12 @@ Public API::
     report.chosen  # the cheapest configuration meeting p99 <= SLO, or None
     write_report(report, out_dir)  # batching_report.json / .md / .png
 
+A server's own costs (``costeff batching calibrate`` -> ``server_costs.json``, fitted from
+Triton's statistics) replace the profile's, with a per-request cost per batch::
+
+    from costeff.batching.server_stats import load_server_costs
+    service = ServiceTimes.from_server_costs(load_server_costs("server_costs.json"))
+
 ``policy="mlserver"`` simulates MLServer's adaptive batching (``max_batch_size``
 requests or ``max_batch_time`` = ``max_queue_delay_us`` since the batch opened),
 so a measured MLServer can be compared with a prediction for the same settings.

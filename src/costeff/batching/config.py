@@ -99,6 +99,7 @@ class OptimizeConfig:
     top: int = 10
     verify_factor: int = 4
     catalog: Path | None = None
+    server_costs: Path | None = None  # server_costs.json: service times from the server's own statistics
 
     def __post_init__(self) -> None:
         if self.rate_per_s is None and self.trace is None:

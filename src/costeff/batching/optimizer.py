@@ -61,9 +61,15 @@ class _Context:
     price: float
 
 
-def optimize(profile: Path | str | Mapping[str, Any], config: OptimizeConfig) -> BatchingReport:
-    """Choose ``max_batch_size``, preferred sizes, queue delay and instance count."""
-    service = ServiceTimes.from_profile(profile)
+def optimize(profile: Path | str | Mapping[str, Any] | None, config: OptimizeConfig) -> BatchingReport:
+    """Choose ``max_batch_size``, preferred sizes, queue delay and instance count.
+
+    Service times come from ``profile``, or from ``config.server_costs`` (a server's own
+    statistics, with its per-request cost) when given; ``profile`` may then be None.
+    """
+    from costeff.batching.server_stats import load_service
+
+    service = load_service(profile, config.server_costs)
     instance = _instance(service, config)
     arrivals, rate = _arrivals(config, config.requests, config.seed)
     price = instance.usd_per_gpu_hour if instance.kind == "gpu" else instance.usd_per_hour
@@ -181,7 +187,7 @@ def _with(bc: BatcherConfig, instances: int) -> BatcherConfig:
 def _min_instances(ctx: _Context, max_bs: int) -> int:
     """Fewer instances than offered rows / peak throughput can only build an endless queue."""
     max_rows = max_bs * (ctx.rows if ctx.cfg.policy == "mlserver" else 1)
-    peak = ctx.service.peak_throughput_per_s(max_rows)
+    peak = ctx.service.peak_throughput_per_s(max_rows, ctx.rows)
     return max(1, math.ceil(ctx.rate * ctx.rows / peak))
 
 
@@ -215,7 +221,7 @@ def _binding(ctx: _Context, evaluated: list[dict]) -> dict:
     best = min(evaluated, key=lambda c: (c["predicted"]["rejected"], c["predicted"]["p99_ms"]))
     floor_ms = _floor_ms(svc, cfg)
     largest = max(svc.batch_sizes)
-    capacity = cfg.max_instances * svc.peak_throughput_per_s(largest)
+    capacity = cfg.max_instances * svc.peak_throughput_per_s(largest, cfg.rows_per_request)
     if floor_ms > cfg.p99_ms:
         name, detail = "service_time", (f"one request alone takes {floor_ms:.3g} ms at p99 "
                                         f"(batch {cfg.rows_per_request}), above the {cfg.p99_ms:g} ms SLO")
@@ -237,7 +243,7 @@ def _report(profile, ctx: _Context, instance, grid, evaluated, verified) -> Batc
     chosen = verified[0] if verified and verified[0]["meets_slo"] else None
     ranked = verified + sorted((c for c in evaluated if not c["meets_slo"]), key=_rank_key)
     best = None if chosen else min(evaluated, key=lambda c: (c["predicted"]["rejected"], c["predicted"]["p99_ms"]))
-    path = None if isinstance(profile, Mapping) else str(profile)
+    path = None if profile is None or isinstance(profile, Mapping) else str(profile)
     return BatchingReport(
         schema_version=header["schema_version"], created_at=header["created_at"],
         costeff_version=header["costeff_version"], model_sha256=svc.model_sha256,
@@ -250,7 +256,8 @@ def _report(profile, ctx: _Context, instance, grid, evaluated, verified) -> Batc
         instance={"name": instance.name, "kind": instance.kind, "usd_per_instance_hour": ctx.price,
                   "price_source": f"{instance.source}, {instance.as_of}"},
         service_times={"batch_sizes": list(svc.batch_sizes), "mean_ms": list(svc.mean_ms),
-                       "lognormal_sigma": svc.sigma, "extrapolated_above": svc.extrapolated_above},
+                       "lognormal_sigma": svc.sigma, "extrapolated_above": svc.extrapolated_above,
+                       "per_request_ms": svc.per_request_ms, "source": svc.source},
         feasible=chosen is not None, chosen=chosen, best_achievable=best,
         binding=None if chosen else _binding(ctx, evaluated),
         top=ranked[: cfg.top], evaluated=evaluated,

@@ -152,6 +152,9 @@ def render_markdown(report: BatchingReport) -> str:
         f"- target: {t['rate_per_s']:.6g} requests/s ({t['arrivals']}), p99 <= {t['p99_ms']:g} ms, "
         f"batcher {t['policy']}, {t['rows_per_request']} row(s) per request",
         f"- profile: {report.profile['path'] or '(in memory)'} (model sha256 {report.model_sha256})",
+        *([f"- service times: {report.service_times['source']}, "
+           f"{report.service_times['per_request_ms']:.3g} ms per extra request in a batch"]
+          if report.service_times.get("per_request_ms") else []),
         f"- price: {inst['name']} at ${inst['usd_per_instance_hour']:.4g} per instance-hour ({inst['price_source']})",
         f"- simulated {report.search['simulations']} runs over {report.search['batcher_settings']} batcher settings; "
         f"screening on {t['requests']} requests, finalists re-checked on {t['verify_requests']}",

@@ -27,6 +27,11 @@ class ServiceTimes:
     first point (never faster than measured); above the last the last segment's
     slope is extended (``extrapolated_above`` says from where).
     ``sigma`` is the lognormal spread of one execution, from the measured p99/p50.
+    ``per_request_ms`` is what every request of a batch beyond the first adds to its
+    execution (the points were measured with one request per batch): a server that
+    handles requests one by one (protocol, per-request tensors and responses) makes
+    ``B`` one-row requests cost more than one ``B``-row request. 0 (the default)
+    models a backend whose cost depends on rows only.
     """
 
     batch_sizes: tuple[int, ...]
@@ -41,8 +46,11 @@ class ServiceTimes:
     # batch-1 latency after idle gaps (threads asleep, caches cold): (idle s, extra s).
     cold_idle_s: tuple[float, ...] = ()
     cold_extra_s: tuple[float, ...] = ()
+    per_request_ms: float = 0.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.per_request_ms, (int, float)) or not 0 <= self.per_request_ms < math.inf:
+            raise InputError(f"{self.source}: per_request_ms: expected a number >= 0, got {self.per_request_ms!r}")
         if not self.batch_sizes or len(self.batch_sizes) != len(self.mean_ms):
             raise InputError(f"{self.source}: points: need at least one point with batch_size and latency")
         if list(self.batch_sizes) != sorted(set(self.batch_sizes)):
@@ -65,6 +73,27 @@ class ServiceTimes:
         idle, extra = _cold(data.get("latency_by_gap"), where)
         return cls(tuple(sizes), tuple(means), float(np.median(sigmas)) if sigmas else 0.0, where,
                    data.get("model_sha256"), hardware, cost.get("instance"), data.get("provider"), idle, extra)
+
+    @classmethod
+    def from_server_costs(cls, costs: Mapping[str, Any], profile: "ServiceTimes | None" = None) -> "ServiceTimes":
+        """Service times fitted to a server's own statistics (``server_costs.json``, checked by
+        ``costeff.batching.server_stats.load_server_costs``).
+
+        One request of ``R`` rows takes ``fixed + per_request + per_row * R``; every further
+        request of a batch adds ``per_request``. ``profile`` (optional) lends the model hash,
+        hardware, price-catalog instance and the lognormal spread; the times are the server's.
+        """
+        from costeff.batching.server_stats import ladder, table_points
+
+        fit = costs["fit"]
+        sizes, means = table_points(fit, costs.get("batch_sizes") or ladder(64))
+        where = f"server statistics {costs.get('_path', '<dict>')}"
+        sigma = profile.sigma if profile is not None else float(costs.get("sigma") or 0.0)
+        if profile is None:
+            return cls(sizes, means, sigma, where, costs.get("model_sha256"),
+                       per_request_ms=float(fit["per_request_ms"]))
+        return cls(sizes, means, sigma, where, profile.model_sha256, profile.hardware, profile.profile_instance,
+                   profile.provider, per_request_ms=float(fit["per_request_ms"]))
 
     def cold_penalty(self) -> Any:
         """``f(idle_s) -> extra seconds`` for a batch started after ``idle_s`` of idleness (0 when unmeasured)."""
@@ -113,10 +142,12 @@ class ServiceTimes:
     def time_ms(self, rows: int) -> float:
         return float(self.table_s(rows)[rows] * 1e3)
 
-    def peak_throughput_per_s(self, max_rows: int) -> float:
-        """Best rows/s of one instance with batches of at most ``max_rows``."""
-        table = self.table_s(max_rows)
-        return float(np.max(np.arange(1, max_rows + 1) / table[1:]))
+    def peak_throughput_per_s(self, max_rows: int, rows_per_request: int = 1) -> float:
+        """Best rows/s of one instance with batches of at most ``max_rows`` (requests of ``rows_per_request``)."""
+        rows = np.arange(1, max_rows + 1)
+        requests = np.maximum(1, np.ceil(rows / rows_per_request))
+        seconds = self.table_s(max_rows)[1:] + self.per_request_ms * 1e-3 * (requests - 1)
+        return float(np.max(rows / seconds))
 
 
 def _cold(gaps: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

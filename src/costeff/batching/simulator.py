@@ -25,6 +25,10 @@ batches wait FIFO for the next free worker (``instances``).
 The loop walks batches, not requests: arrival counts come from ``bisect`` on the
 sorted arrival times, instances sit in a small heap, and per-request latencies are
 rebuilt afterwards with numpy.
+
+A batch of ``k`` requests carrying ``rows`` rows takes ``table[rows]`` (one request of
+that many rows, as profiled) plus ``per_request_ms`` for each of the other ``k - 1``
+requests (``ServiceTimes.per_request_ms``; 0 unless calibrated against a server).
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ def simulate(arrivals_s, service: ServiceTimes, config: BatcherConfig, *, rows=1
     table = service.table_s(max_rows).tolist()
     jit = _jitter(service.sigma if jitter else 0.0, arr.size, seed)
     loop = _triton_loop if config.policy == "triton" else _mlserver_loop
-    trace = loop(arr.tolist(), prefix, config, table, jit, service.cold_penalty())
+    trace = loop(arr.tolist(), prefix, config, table, jit, service.cold_penalty(), service.per_request_ms * 1e-3)
     return _summarise(arr, row_counts, trace, config, service)
 
 
@@ -116,7 +120,7 @@ def _jitter(sigma: float, n: int, seed: int) -> list | None:
 
 
 def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit: list | None,
-                 cold: Any = None) -> dict:
+                 cold: Any = None, per: float = 0.0) -> dict:
     free = [(0.0, i) for i in range(cfg.instances)]
     delay = cfg.max_queue_delay_us * 1e-6
     timeout = cfg.default_timeout_us * 1e-6
@@ -152,7 +156,9 @@ def _triton_loop(raw: list, C: list | None, cfg: BatcherConfig, table: list, jit
         if h >= n:
             break
         rows = k if C is None else C[h + k] - C[h]
-        s = table[rows] * jit[b] if jit is not None else table[rows]
+        s = table[rows] + per * (k - 1)  # every request beyond the first adds its own cost
+        if jit is not None:
+            s *= jit[b]
         if cold is not None:
             s += cold(t - f)  # the instance sat idle since f: a cold call takes longer
         heapq.heapreplace(free, (t + s, inst))
@@ -201,7 +207,7 @@ def _decide_rows(A, C, h, q, t, delay, cfg) -> tuple[int, float]:
 
 
 def _mlserver_loop(A: list, C: list | None, cfg: BatcherConfig, table: list, jit: list | None,
-                   cold: Any = None) -> dict:
+                   cold: Any = None, per: float = 0.0) -> dict:
     n, max_bs = len(A), cfg.max_batch_size
     window = cfg.max_queue_delay_us * 1e-6
     free = [(0.0, i) for i in range(cfg.instances)]
@@ -214,7 +220,9 @@ def _mlserver_loop(A: list, C: list | None, cfg: BatcherConfig, table: list, jit
         f, inst = free[0]
         t = closed if closed > f else f
         rows = k if C is None else C[h + k] - C[h]
-        s = table[rows] * jit[b] if jit is not None else table[rows]
+        s = table[rows] + per * (k - 1)  # every request beyond the first adds its own cost
+        if jit is not None:
+            s *= jit[b]
         if cold is not None:
             s += cold(t - f)
         heapq.heapreplace(free, (t + s, inst))

@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     k = verbs.add_parser("keygen", help="create the Ed25519 key that signs the trail, checkpoints and packs")
     k.add_argument("--key", type=Path, metavar="FILE",
                    help="private key path, outside the artifacts folder (default: ~/.costeff/keys/audit_ed25519)")
-    k.add_argument("--force", action="store_true", help="replace an existing key (old records then fail to verify)")
+    k.add_argument("--force", action="store_true",
+                   help="replace an existing key; with a trail signed by it, the old key first signs a rotation "
+                        "record naming the new one, so the trail keeps verifying with either public key")
     add_common(k, out=False)
     k.set_defaults(func=_keygen)
 
@@ -57,10 +59,42 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     from costeff.audit import keygen
+    from costeff.audit.keys import default_key_path
 
-    key, pub, kid = keygen(args.key, force=args.force)
-    record = {"private_key": key, "public_key": pub, "key_id": kid}
+    target = Path(args.key or default_key_path())
+    rotated = _rotate(target) if args.force and target.exists() and args.key is None else None
+    key, pub, kid = rotated or keygen(args.key, force=args.force)
+    record = {"private_key": key, "public_key": pub, "key_id": kid, "rotated_trail": rotated is not None}
     emit(args, record, lambda: print(f"wrote {key} (private, 0600) and {pub}; key id {kid}\n"
                                      f"give {pub} to whoever verifies the trail; keep {key} off the artifacts "
-                                     f"folder and its backups"))
+                                     f"folder and its backups"
+                                     + ("\nthe old key signed a rotation record naming this one in the audit "
+                                        "trail: it verifies with either public key" if rotated else "")))
     return 0
+
+
+def _rotate(key: Path) -> tuple[Path, Path, str] | None:
+    """Replace the default key under a trail it signs: the old key announces the new one in the trail first.
+
+    The new key is staged beside the old (``<key>.new``), the rotation records are appended,
+    then the staged files replace the old ones. Should costeff stop between the last two
+    steps, the trail already names the staged key: move ``<key>.new`` (and ``.new.pub``) into place."""
+    import os
+
+    from costeff.audit import AuditLog, keygen, load_signer
+    from costeff.artifacts import Layout
+
+    log = AuditLog(Layout.default().audit, signer=load_signer(key, create=False))
+    if not log.path.exists() or log.path.stat().st_size == 0:
+        return None
+    staged = key.with_name(key.name + ".new")
+    _, staged_pub, kid = keygen(staged, force=True)
+    try:
+        log.rotate(load_signer(staged, create=False))
+    except BaseException:
+        staged.unlink(missing_ok=True), staged_pub.unlink(missing_ok=True)  # the old key stays in force
+        raise
+    pub = key.with_name(key.name + ".pub")
+    os.replace(staged_pub, pub)
+    os.replace(staged, key)
+    return key, pub, kid

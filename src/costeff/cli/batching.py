@@ -1,4 +1,5 @@
-"""``costeff batching optimize|simulate``: choose dynamic-batching settings from a profile."""
+"""``costeff batching optimize|simulate|calibrate``: choose dynamic-batching settings from a profile or from a
+server's own statistics."""
 
 from __future__ import annotations
 
@@ -50,10 +51,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="requests beyond this many queued are rejected; 0 = unbounded (default 0)")
     add_common(sim, out=False)
     sim.set_defaults(func=_simulate)
+    cal = verbs.add_parser("calibrate", help="measure a Triton server's per-batch and per-request cost from its "
+                                             "statistics (server_costs.json for --server-stats)")
+    cal.add_argument("--url", required=True, help="HOST:PORT of the server (HTTP port, or gRPC with --protocol)")
+    cal.add_argument("--model", required=True, help="model name on the server (dynamic batching on)")
+    cal.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                     help="protocol of --url (default http)")
+    cal.add_argument("--concurrencies", default="1,4,16", help="one-row load phases (concurrent clients; default 1,4,16)")
+    cal.add_argument("--rows", default="8,32", help="one-client phases with requests of this many rows (default 8,32)")
+    cal.add_argument("--requests", type=int, default=400, help="requests per phase (over all rounds; default 400)")
+    cal.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the phases (default 3)")
+    add_common(cal)
+    cal.set_defaults(func=_calibrate)
 
 
 def _shared(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", type=Path, required=True, help="gpu_profile.json from costeff profile")
+    p.add_argument("--profile", type=Path, help="gpu_profile.json from costeff profile (required unless "
+                                                "--server-stats is given)")
+    p.add_argument("--server-stats", type=Path, metavar="FILE",
+                   help="server_costs.json from `costeff batching calibrate`: service times and per-request cost "
+                        "measured by the server itself (the profile, if given, lends hardware and spread)")
     p.add_argument("--rate", type=_number("--rate"), help="Poisson arrival rate, requests/s")
     p.add_argument("--trace", type=Path, help="replay request timestamps (seconds; CSV) instead of Poisson")
     p.add_argument("--requests", type=int, default=20_000, help="requests per simulation (Poisson; default 20000)")
@@ -76,7 +93,8 @@ def _optimize(args: argparse.Namespace) -> int:
         rows_per_request=args.rows, jitter=not args.no_jitter, top=args.top, catalog=args.catalog,
         max_batch_sizes=tuple(parse_int_list(args.max_batch_sizes, "--max-batch-sizes"))
         if args.max_batch_sizes else (),
-        queue_delays_us=_delays(args.queue_delays_us) if args.queue_delays_us else ())
+        queue_delays_us=_delays(args.queue_delays_us) if args.queue_delays_us else (),
+        server_costs=args.server_stats)
     report = optimize(args.profile, cfg)
     out = Layout.default().run_dir("batching", args.out)
     write_report(report, out)
@@ -111,13 +129,14 @@ def _print_optimize(report, out: Path) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from costeff.batching import BatcherConfig, ServiceTimes, load_trace, poisson_arrivals, simulate
+    from costeff.batching import BatcherConfig, load_trace, poisson_arrivals, simulate
+    from costeff.batching.server_stats import load_service
     from costeff.errors import InputError
 
     prefs = tuple(parse_int_list(args.preferred, "--preferred")) if args.preferred else ()
     cfg = BatcherConfig(args.max_batch_size, prefs, args.max_queue_delay_us, args.instances, args.policy,
                         args.default_timeout_us, args.max_queue_size)
-    service = ServiceTimes.from_profile(args.profile)
+    service = load_service(args.profile, args.server_stats)
     if args.trace is not None:
         arrivals = load_trace(args.trace)
     elif args.rate is None:
@@ -133,4 +152,31 @@ def _simulate(args: argparse.Namespace) -> int:
               f"throughput {result.throughput_per_s:.4g}/s, utilisation {util}, rejected {result.rejected}")
 
     emit(args, result, human)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from costeff.artifacts import Layout
+    from costeff.batching.calibrate import CalibrateConfig, calibrate, write
+
+    cfg = CalibrateConfig(tuple(parse_int_list(args.concurrencies, "--concurrencies")),
+                          tuple(parse_int_list(args.rows, "--rows")) if args.rows else (), args.requests,
+                          protocol=args.protocol, rounds=args.rounds)
+    record = calibrate(args.url, args.model, cfg)
+    out = Layout.default().run_dir("batching", args.out)
+    path = write(record, out)
+
+    def human() -> None:
+        f = record["fit"]
+        print(f"{args.model} at {record['server']['url']}: one execution takes {f['fixed_ms']:.3g} ms + "
+              f"{f['per_row_ms']:.3g} ms/row + {f['per_request_ms']:.3g} ms/request "
+              f"(rms {f['rms_ms']:.3g} ms over {f['executions']} executions)")
+        for p in record["phases"]:
+            if p["round"]:
+                continue
+            print(f"  {p['name']} (round 1): {p['client']['requests_per_s']:.4g} requests/s, mean batch "
+                  f"{p['server']['mean_batch_rows'] or 0:.3g} rows, client p50 {p['client']['p50_ms']:.3g} ms")
+        print(f"server costs: {path}")
+
+    emit(args, record, human)
     return 0

@@ -7,6 +7,7 @@ against a running Open Inference Protocol server with ``--url``.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     remote.add_argument("--model-name", help="model name on the server")
     remote.add_argument("--protocol", default="grpc", help="http | grpc (default grpc)")
     remote.add_argument("--request-rate", metavar="LIST", help="fixed request rates to sweep, e.g. 100,500")
+    remote.add_argument("--load-generator", default="auto", metavar="NAME",
+                        help="auto | perf_analyzer | costeff (default auto: perf_analyzer when installed and "
+                             "the server is Triton, else costeff's own client)")
+    remote.add_argument("--perf-analyzer", type=Path, metavar="PATH",
+                        help="the perf_analyzer binary (default: the Triton environment's, `costeff triton env`)")
+    remote.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                        help="costeff's client, open loop: most requests outstanding at once "
+                             "(default 512; when it binds the point says so and is unstable)")
     add_common(p)
     p.set_defaults(func=_run)
 
@@ -166,6 +175,16 @@ def _remote(args: argparse.Namespace, config: Any) -> Any:
     if args.protocol not in ("http", "grpc"):
         raise InputError(f"--protocol: {args.protocol!r} is not supported; expected http or grpc")
     rates = _rates(args.request_rate) if args.request_rate else None
+    from costeff.remote.loadgen import GENERATORS
+    from costeff.remote.openloop import DEFAULT_MAX_IN_FLIGHT
+
+    if args.load_generator not in GENERATORS:
+        raise InputError(f"--load-generator: {args.load_generator!r}; expected one of {', '.join(GENERATORS)}")
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        raise InputError(f"--max-in-flight: {args.max_in_flight} must be >= 1")
+    if args.perf_analyzer is not None and not (args.perf_analyzer.is_file() and os.access(args.perf_analyzer, os.X_OK)):
+        raise InputError(f"--perf-analyzer: {args.perf_analyzer} is not an executable file; expected the "
+                         "perf_analyzer binary")
     try:
         from costeff.remote import profile_remote
     except ImportError:
@@ -177,10 +196,12 @@ def _remote(args: argparse.Namespace, config: Any) -> Any:
         obs = load_observations(args.observations, args.observations_key)
     from costeff.progress import progress
 
-    total = len(config.batch_sizes) * (len(rates) if rates else len(config.concurrency))
+    total = len(config.batch_sizes) * (len(rates or ()) + len(config.concurrency))
     with progress("profiling server", total) as task:
         return profile_remote(url=args.url, model_name=args.model_name, protocol=args.protocol, config=config,
-                              request_rates=rates, observations=obs, progress=task)
+                              request_rates=rates, observations=obs, progress=task,
+                              max_in_flight=args.max_in_flight or DEFAULT_MAX_IN_FLIGHT,
+                              load_generator=args.load_generator, perf_analyzer=args.perf_analyzer)
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -208,7 +229,12 @@ def _print(report: Any, out: Path, csv: Path | None = None) -> None:
         print(line)
     for rec in report.recommendations:
         print(f"- {rec.kind}: {rec.message}")
-    print(f"wrote {out}/gpu_profile.json, gpu_profile.md and plots" + (f"; perf_analyzer CSV {csv}" if csv else ""))
+    load = getattr(report, "load_generator", None)
+    if load:
+        print(f"load generator: {load['name']} ({load['reason']})")
+    print(f"wrote {out}/gpu_profile.json, gpu_profile.md and plots"
+          + (", perf_analyzer.csv" if load and load.get("name") == "perf_analyzer" else "")
+          + (f"; perf_analyzer CSV {csv}" if csv else ""))
 
 
 def _print_gaps(gaps: list[dict[str, Any]] | None) -> None:

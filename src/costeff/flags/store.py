@@ -5,6 +5,15 @@ value can be restored. A rollback is itself a new version: history only grows, a
 the audit trail shows who went back, when and why. Writers hold an exclusive lock
 while reading, appending to the audit trail and replacing the file atomically, so
 two processes never lose each other's change.
+
+Order and recovery: the signed record is made durable first, then ``flags.json`` is
+replaced. A change whose record is in the trail but whose file write failed (a full
+disk, a crash between the two) is therefore never lost and never invented: every later
+change first reconciles, applying from the verified trail each record made for this
+store (``payload.store``) that the file lacks, in version order. A change whose record
+could not be written changes nothing (the append is cut back and the command fails).
+Reconciling reads the verified trail, so a change is also refused (exit 2, nothing
+appended) on a trail that does not verify.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from costeff.artifacts import SCHEMA_VERSION, Layout, atomic_write_json, exclusive_lock, iso_utc
 from costeff.audit import AuditLog, default_log
 from costeff.configfile import validate
-from costeff.errors import InputError
+from costeff.errors import DependencyError, InputError
 from costeff.flags.spec import KNOWN, parse_value, spec_for
 
 
@@ -127,17 +136,45 @@ class FlagStore:
         spec_for(name)
         with self._locked():
             data = self._load()
+            self._reconcile(data)
             history = data["history"].setdefault(name, [])
             new_value, action, to_version = decide(history)
             old_value = history[-1]["new_value"] if history else spec_for(name).default
             change = FlagChange(name, len(history) + 1, old_value, new_value, iso_utc(), actor,
                                 reason, action, to_version)
             # Audit first: a change that is not in the trail must not take effect.
-            record = self.audit_log.append(f"flag.{action}", _payload(change), actor=actor)
+            record = self.audit_log.append(f"flag.{action}", {**_payload(change), "store": self._store_id()},
+                                           actor=actor)
             change = FlagChange(**{**change.__dict__, "audit_seq": record["seq"]})
             history.append(change.__dict__)
-            atomic_write_json(self.path, data)
+            self._write(data, f"audit record {record['seq']} holds {name} v{change.version}")
         return change
+
+    def _write(self, data: dict[str, Any], what: str) -> None:
+        try:
+            atomic_write_json(self.path, data)
+        except OSError as exc:
+            raise DependencyError(f"{self.path}: not written ({exc.strerror or exc}); the {what}, and the next "
+                                  f"flag change applies it from the trail") from None
+
+    def _store_id(self) -> str:
+        return str(self.path.resolve())
+
+    def _reconcile(self, data: dict[str, Any]) -> None:
+        """Apply changes the trail holds for this store but the file lacks (see the module docstring)."""
+        mine, missing = self._store_id(), []
+        for record in self.audit_log.verified_records() if self.audit_log.path.exists() else []:
+            payload = record.get("payload") or {}
+            if str(record.get("event", "")).startswith("flag.") and payload.get("store") == mine:
+                history = data["history"].setdefault(str(payload.get("flag")), [])
+                if payload.get("version") == len(history) + 1:
+                    history.append(FlagChange(
+                        payload["flag"], payload["version"], payload.get("old_value"), payload.get("new_value"),
+                        record.get("ts", ""), record.get("actor", ""), payload.get("reason", ""),
+                        payload.get("action", "set"), payload.get("rolled_back_to"), record.get("seq")).__dict__)
+                    missing.append(f"{payload['flag']} v{payload['version']}")
+        if missing:
+            self._write(data, f"reconciled {', '.join(missing)} from the audit trail")
 
     def _verified_value(self, name: str, version: int) -> Any:
         """The value ``name`` had at ``version``, from a signed record of a trail that verifies: the flag

@@ -120,8 +120,11 @@ def _spec(tensor: dict[str, Any], endpoint: Endpoint) -> Any:
 
 
 def make_call(endpoint: Endpoint, signature: Any, feed: dict[str, np.ndarray],
-              outputs: tuple[str, ...] | None = None) -> Callable[[], Any]:
-    """A zero-argument call sending ``feed`` on a client of its own (one per thread)."""
+              outputs: tuple[str, ...] | None = None, on_send: Callable[[], None] | None = None) -> Callable[[], Any]:
+    """A zero-argument call sending ``feed`` on a client of its own (one per thread).
+
+    ``on_send`` runs just before each request leaves (after the thread's client exists).
+    """
     module = _module(endpoint.protocol)
     binary = {} if endpoint.protocol == "grpc" else {"binary_data": False}
     inputs = []
@@ -142,6 +145,8 @@ def make_call(endpoint: Endpoint, signature: Any, feed: dict[str, np.ndarray],
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = connect(endpoint)
+        if on_send is not None:
+            on_send()
         return client.infer(name, inputs, model_version=version, outputs=requested)
 
     return call

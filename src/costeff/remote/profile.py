@@ -9,8 +9,9 @@ latency from the scheduled send time, see ``costeff.remote.openloop``).
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from costeff.errors import CosteffError, InputError
 from costeff.remote.client import Endpoint, connect, make_call, read_signature, remote_failure
-from costeff.remote.openloop import OpenLoopResult, run_open_loop
+from costeff.remote.openloop import DEFAULT_MAX_IN_FLIGHT, OpenLoopResult, run_open_loop
 
 
 @functools.cache
@@ -27,18 +28,29 @@ def _report_class() -> type:
 
     @dataclass
     class RemoteProfileReport(ProfileReport):
-        """A ProfileReport of a remote server, optionally with the batching-simulator comparison."""
+        """A ProfileReport of a remote server: which load generator measured it, optionally the
+        batching-simulator comparison."""
 
         simulator_comparison: Any = None
+        load_generator: dict[str, Any] = field(default_factory=dict)
 
         def write(self, out_dir: Path | str) -> list[Path]:
+            from costeff.artifacts import atomic_write_text
+            from costeff.remote import loadgen
+
+            runs = getattr(self, "_runs", [])
+            if runs:  # before the JSON: a folder holding gpu_profile.json is complete
+                loadgen.write_runs(Path(out_dir), runs, getattr(self, "_input_data", None))
             written = super().write(out_dir)
+            md = Path(out_dir) / "gpu_profile.md"
+            text = md.read_text()
+            if self.load_generator:
+                text += "\n" + loadgen.markdown(self.load_generator, self.points)
             if self.simulator_comparison is not None:
-                from costeff.artifacts import atomic_write_text
                 from costeff.remote.comparison import to_markdown
 
-                md = Path(out_dir) / "gpu_profile.md"
-                atomic_write_text(md, md.read_text() + "\n" + to_markdown(self.simulator_comparison))
+                text += "\n" + to_markdown(self.simulator_comparison)
+            atomic_write_text(md, text)
             return written
 
     return RemoteProfileReport
@@ -47,13 +59,18 @@ def _report_class() -> type:
 def profile_remote(url: str, model_name: str, protocol: str = "http", config: Any = None,
                    request_rates: list[float] | tuple[float, ...] | None = None,
                    observations: np.ndarray | None = None, *, model_version: str = "",
-                   max_in_flight: int = 64, progress: Any = None) -> Any:
+                   max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, progress: Any = None,
+                   load_generator: str = "costeff", perf_analyzer: Path | None = None) -> Any:
     """Measure ``model_name`` at ``url``; returns a ProfileReport (``provider`` ``remote:<protocol>``).
 
     Inputs come from the server's model metadata; ``observations`` fill the first input
     (cycled to each batch size), other inputs are seeded standard-normal.
+    ``load_generator`` is ``costeff`` (this package's client), ``perf_analyzer`` or
+    ``auto`` (perf_analyzer when installed and the server is Triton, see
+    ``costeff.remote.loadgen``).
     """
     from costeff.profiling import ProfileConfig, assemble_report, check_observations
+    from costeff.remote import loadgen
 
     config = config or ProfileConfig()
     rates = _rates(request_rates)
@@ -62,14 +79,26 @@ def profile_remote(url: str, model_name: str, protocol: str = "http", config: An
     client = connect(endpoint)
     sig = read_signature(client, endpoint)
     obs = check_observations(sig, observations, "observations")
-    points = _run(endpoint, sig, obs, config, rates, max_in_flight, progress)
-    inputs = {"source": "observations" if obs is not None else "seeded standard-normal inputs",
-              "tensors": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in sig.inputs]}
-    target = {"kind": "remote", "url": endpoint.url, "protocol": protocol, "model_name": model_name,
-              "model_version": model_version, "server": _server_metadata(client, endpoint)}
-    report = assemble_report(points, config, model_path=None, provider=f"remote:{protocol}", inputs=inputs,
-                             duration_s=time.perf_counter() - started, target=target)
-    return _report_class()(**{f: getattr(report, f) for f in report.__dataclass_fields__})
+    server = _server_metadata(client, endpoint)
+    pa, reason = loadgen.choose(load_generator, perf_analyzer, server)
+    with tempfile.TemporaryDirectory(prefix="costeff-perf-analyzer-") as tmp:
+        if pa is None:
+            points, runs = _run(endpoint, sig, obs, config, rates, max_in_flight, progress), []
+        else:
+            from costeff.remote.perf_analyzer import sweep
+
+            points, runs = sweep(pa, endpoint, sig, obs, config, rates, Path(tmp), progress)
+        inputs = {"source": "observations" if obs is not None else "seeded standard-normal inputs",
+                  "tensors": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in sig.inputs]}
+        target = {"kind": "remote", "url": endpoint.url, "protocol": protocol, "model_name": model_name,
+                  "model_version": model_version, "server": server}
+        report = assemble_report(points, config, model_path=None, provider=f"remote:{protocol}", inputs=inputs,
+                                 duration_s=time.perf_counter() - started, target=target)
+        remote = _report_class()(**{f: getattr(report, f) for f in report.__dataclass_fields__},
+                                 load_generator=loadgen.record(pa, reason, runs, max_in_flight))
+        remote._runs = runs
+        remote._input_data = (Path(tmp) / "input_data.json").read_bytes() if runs else None
+    return remote
 
 
 def _rates(request_rates: Any) -> tuple[float, ...]:
@@ -104,6 +133,7 @@ def _closed_loop(endpoint: Endpoint, sig: Any, obs: Any, config: Any, progress: 
             feed = build_feed(sig, batch, obs)
             point = measure(None, batch, config.measure_config(conc), infer_factory=lambda f=feed: make_call(endpoint, sig, f))
             point.gpu_null_reason = "remote server: GPU telemetry is the server's (not sampled by the client)"
+            point.extra["load_generator"] = "costeff"
             points.append(point)
             if progress is not None:
                 progress.advance(1)
@@ -111,7 +141,7 @@ def _closed_loop(endpoint: Endpoint, sig: Any, obs: Any, config: Any, progress: 
 
 
 def open_loop(endpoint: Endpoint, sig: Any, obs: Any, config: Any, rate: float, batch: int,
-              max_in_flight: int = 64, outputs: tuple[str, ...] | None = None, extract: Any = None,
+              max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, outputs: tuple[str, ...] | None = None, extract: Any = None,
               seed: int = 0) -> tuple[Any, OpenLoopResult]:
     """One open-loop Point at ``rate`` requests/s of ``batch`` rows, and the per-request result."""
     from costeff.profiling import build_feed
@@ -126,19 +156,24 @@ def open_loop(endpoint: Endpoint, sig: Any, obs: Any, config: Any, rate: float, 
 
 
 def _point(result: OpenLoopResult, batch: int, rate: float, max_in_flight: int) -> Any:
+    """The open-loop Point: throughput is the achieved reply rate, latency from the scheduled send time."""
     from costeff.profiling import Point, latency_stats
 
     pooled = result.latencies_ms
-    seconds = result.duration_s
-    late = int((result.start_delay_ms > 1.0).sum())
-    point = Point(batch_size=batch, concurrency=max_in_flight, throughput_per_s=pooled.size * batch / seconds,
-                  requests_per_s=pooled.size / seconds, latency_ms=latency_stats(pooled * 1e6),
-                  stable=result.stable, trials=len(result.windows), requests=int(pooled.size),
-                  windows=result.windows, request_rate=rate, late_requests=late,
+    point = Point(batch_size=batch, concurrency=max_in_flight,
+                  throughput_per_s=result.achieved_rate_per_s * batch, requests_per_s=result.achieved_rate_per_s,
+                  latency_ms=latency_stats(pooled * 1e6), stable=result.stable, trials=len(result.windows),
+                  requests=int(pooled.size), windows=result.windows, request_rate=rate,
+                  late_requests=result.late_sends,
                   gpu_null_reason="remote server: GPU telemetry is the server's (not sampled by the client)")
-    point.extra = {"mode": "open-loop Poisson", "latency_from": "scheduled send time",
-                   "in_flight_peak": result.in_flight_peak,
-                   "start_delay_p99_ms": float(np.percentile(result.start_delay_ms, 99)) if pooled.size else None}
+    point.extra = {"load_generator": "costeff", "mode": "open-loop Poisson", "latency_from": "scheduled send time",
+                   "asked_rate_per_s": rate, "scheduled_rate_per_s": result.scheduled_rate_per_s,
+                   "offered_rate_per_s": result.offered_rate_per_s, "achieved_rate_per_s": result.achieved_rate_per_s,
+                   "late_sends": result.late_sends, "late_send_pct": result.late_send_pct,
+                   "late_send_threshold_ms": result.late_threshold_ms, "max_in_flight": max_in_flight,
+                   "in_flight_peak": result.in_flight_peak, "cap_waits": result.cap_waits,
+                   "start_delay_p99_ms": float(np.percentile(result.start_delay_ms, 99)) if pooled.size else None,
+                   "unstable_reasons": result.unstable_reasons}
     return point
 
 

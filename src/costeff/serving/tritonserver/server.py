@@ -88,7 +88,8 @@ class TritonServer:
         command = self.command(assemble_backends(self.env, self._workdir / "backends"))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.env.process_env(), start_new_session=True)
+                                            env=self.env.process_env(), start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         try:
             self._wait_ready()
         except BaseException:
@@ -150,6 +151,16 @@ class TritonServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return code
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when costeff dies, even by SIGKILL, so no server is orphaned."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
