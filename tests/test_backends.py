@@ -332,15 +332,22 @@ def test_gaps_parse_units_and_refuse_nonsense():
             parse_gaps(bad)
 
 
-def test_open_loop_counts_queueing_and_sees_saturation():
+def test_open_loop_counts_queueing_and_sees_saturation(monkeypatch):
+    from fake_clock import FakeClock
+
+    from costeff.profiling import traffic
     from costeff.profiling.traffic import open_loop
 
+    clock = FakeClock()  # the batcher's rules, not the scheduler: a call takes exactly 2 ms
+    monkeypatch.setattr(traffic, "time", clock)
+
     def call(b: int) -> None:  # 2 ms per call whatever the batch: a batcher can keep up by batching
-        time.sleep(0.002)
+        clock.work(0.002)
     easy = open_loop(call, rate=50, max_batch=8, requests=40)
     assert easy.p50_ms >= 2.0 and not easy.saturated
     jammed = open_loop(call, rate=2000, max_batch=1, requests=300)  # 500/s capacity for 2000/s arriving
     assert jammed.saturated and jammed.p99_ms > 50
+    assert jammed.achieved_per_s == pytest.approx(500, rel=0.01) and jammed.mean_batch == 1
     batched = open_loop(call, rate=2000, max_batch=64, requests=300)
     assert not batched.saturated and batched.mean_batch > 2
 
