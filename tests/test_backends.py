@@ -338,7 +338,7 @@ def test_open_loop_counts_queueing_and_sees_saturation(monkeypatch):
     from costeff.profiling import traffic
     from costeff.profiling.traffic import open_loop
 
-    clock = FakeClock()  # the batcher's rules, not the scheduler: a call takes exactly 2 ms
+    clock = FakeClock(tick_ns=5_000)  # the batcher's rules, not the scheduler: a call takes exactly 2 ms
     monkeypatch.setattr(traffic, "time", clock)
 
     def call(b: int) -> None:  # 2 ms per call whatever the batch: a batcher can keep up by batching
@@ -347,7 +347,7 @@ def test_open_loop_counts_queueing_and_sees_saturation(monkeypatch):
     assert easy.p50_ms >= 2.0 and not easy.saturated
     jammed = open_loop(call, rate=2000, max_batch=1, requests=300)  # 500/s capacity for 2000/s arriving
     assert jammed.saturated and jammed.p99_ms > 50
-    assert jammed.achieved_per_s == pytest.approx(500, rel=0.01) and jammed.mean_batch == 1
+    assert jammed.achieved_per_s == pytest.approx(500, rel=0.02) and jammed.mean_batch == 1
     batched = open_loop(call, rate=2000, max_batch=64, requests=300)
     assert not batched.saturated and batched.mean_batch > 2
 
