@@ -75,6 +75,7 @@ def promtool():
     return binary
 
 
+@pytest.mark.slow
 def test_alerting_rules_pass_promtool_check_and_unit_tests(promtool):
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
@@ -199,6 +200,8 @@ def _wait(check, timeout: float, message: str):
     pytest.fail(message)
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_every_dashboard_query_returns_data_from_real_prometheus(prometheus):
     queries = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
     assert len(queries) >= 18
@@ -213,6 +216,8 @@ def test_every_dashboard_query_returns_data_from_real_prometheus(prometheus):
     assert [(r["metric"]["action"], r["metric"]["mode"], r["value"][1]) for r in proposed] == [("reap", "dry-run", "1")]
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_prometheus_loads_the_rules_and_evaluates_the_drift_alert(prometheus):
     def pending():
         alerts = requests.get(f"{prometheus}/api/v1/alerts", timeout=5).json()["data"]["alerts"]

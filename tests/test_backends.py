@@ -155,6 +155,7 @@ def test_cli_exit_codes_for_a_precision_the_host_lacks_and_a_missing_backend(pol
 
 # --- the quantization search across backends ------------------------------------------------------
 
+@pytest.mark.slow
 def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tmp_path):
     cfg = QuantizeConfig(variants=("ov-fp32", "ov-int8"), target_rate=200.0, latency_budget_ms=50.0,
                          speed_of_failing=True, **FAST)
@@ -185,6 +186,7 @@ def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tm
     assert "### Runtime settings of the selected variant" in md
 
 
+@pytest.mark.slow
 def test_int8_weights_keep_float_activations_and_the_decisions(policy, obs, tmp_path):
     rep = quantize(policy, obs, QuantizeConfig(variants=("ov-w8",), **FAST), out_dir=tmp_path / "q")
     w8 = rep.variant("ov-w8")
@@ -195,6 +197,7 @@ def test_int8_weights_keep_float_activations_and_the_decisions(policy, obs, tmp_
     assert weights < 0.5 * rep.variant("fp32").size_bytes  # the weights really are int8 on disk
 
 
+@pytest.mark.slow
 def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs, tmp_path):
     rep = quantize(policy, obs, QuantizeConfig(variants=("ov-int8-ac",), **FAST), out_dir=tmp_path / "q")
     ac = rep.variant("ov-int8-ac")
@@ -208,6 +211,7 @@ def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs,
 
 # --- timing in isolated processes --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_each_variant_is_timed_in_its_own_process_and_failures_are_one_line(policy, ir, obs, tmp_path):
     from costeff.quantization.speed import run_isolated
 

@@ -151,6 +151,7 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
+@pytest.mark.server
 def test_ramp_watch_process_is_ready_then_unready_when_its_ledger_breaks(tmp_path):
     from test_alerting import _sample_ledger
 
@@ -173,6 +174,7 @@ def test_ramp_watch_process_is_ready_then_unready_when_its_ledger_breaks(tmp_pat
     assert code == 143
 
 
+@pytest.mark.server
 def test_reaper_process_without_signals_is_live_but_never_ready(tmp_path):
     from test_reap_daemon import _config, _free_port
 
@@ -194,6 +196,7 @@ def test_reaper_process_without_signals_is_live_but_never_ready(tmp_path):
     assert code == 143
 
 
+@pytest.mark.server
 def test_drift_watch_process_is_ready_after_its_first_look(tmp_path):
     import numpy as np
 

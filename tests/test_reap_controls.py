@@ -92,6 +92,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_ends_any_command_with_143_after_cleanup(tmp_path):
     import os
     import signal

@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from costeff.cli import main
 
 
@@ -29,6 +31,7 @@ def _records(tmp_path):
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+@pytest.mark.server
 def test_daemon_stops_on_sigterm_and_a_second_reaper_is_refused(tmp_path, capsys):
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens: every round fails, nothing is reaped
     metrics_port = _free_port()

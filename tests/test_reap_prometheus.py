@@ -13,7 +13,7 @@ from costeff.reaper.config import DecisionConfig, PrometheusConfig, Target
 from costeff.reaper.decision import decide
 from costeff.reaper.signals import PrometheusSource
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 QUERIES = (
     ("gpu_util_pct", 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="{namespace}", pod=~"{name}-.*"})'),

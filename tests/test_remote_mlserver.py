@@ -28,7 +28,7 @@ from costeff.errors import DependencyError  # noqa: E402
 from costeff.profiling import ProfileConfig  # noqa: E402
 from costeff.remote import profile_remote  # noqa: E402
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 MAX_BATCH, BATCH_TIME_MS, RATE = 8, 10.0, 300.0
 FAST = ProfileConfig(batch_sizes=(1, 4), concurrency=(1, 2), warmup_s=0.2, window_s=0.25, max_trials=4,
                      stable_windows=2, stability_pct=20.0, provider="cpu")

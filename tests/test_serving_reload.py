@@ -24,7 +24,7 @@ from test_serving import FEATURES, WINDOW, _profile, _tiny_policy  # noqa: E402
 
 from costeff.cli import main  # noqa: E402
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 OBS = np.random.default_rng(3).standard_normal((5, WINDOW, FEATURES)).astype(np.float32)
 
 
