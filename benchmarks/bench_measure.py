@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-FAST = dict(warmup_s=0.05, window_s=0.2, min_requests=3)
+FAST = {"warmup_s": 0.05, "window_s": 0.2, "min_requests": 3}
 
 
 def _busy(seconds: float) -> None:

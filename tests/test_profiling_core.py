@@ -91,7 +91,7 @@ def test_drifting_workload_is_reported_unstable_with_its_numbers(clock):
     assert point.trials == 4 and len(point.windows) == 4
     assert point.throughput_per_s > 0 and point.latency_ms.p99 > point.latency_ms.p50 > 0
     p99s = [w.latency_p99_ms for w in point.windows]
-    assert p99s == sorted(p99s) and p99s[-1] > 4 * p99s[0]  # every window slower than the last
+    assert p99s == sorted(p99s) and p99s[-1] > 4 * p99s[0]  # each window slower than the one before
 
 
 def test_concurrency_runs_calls_in_parallel_threads():
