@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from fake_clock import FakeClock
 
 from costeff.errors import InputError
