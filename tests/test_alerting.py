@@ -75,6 +75,7 @@ def promtool():
     return binary
 
 
+@pytest.mark.slow
 def test_alerting_rules_pass_promtool_check_and_unit_tests(promtool):
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert check.returncode == 0 and "SUCCESS: 7 rules found" in check.stdout, check.stdout + check.stderr
@@ -174,7 +175,7 @@ def prometheus(exporters, tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: len(_query(url, "up == 1")) == 3, 30, "prometheus never scraped the three exporters")
+        _wait(lambda: len(_query(url, "up == 1")) == 3, 120, "prometheus never scraped the three exporters")
         yield url
     finally:
         proc.terminate()
@@ -199,11 +200,13 @@ def _wait(check, timeout: float, message: str):
     pytest.fail(message)
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_every_dashboard_query_returns_data_from_real_prometheus(prometheus):
     queries = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
     assert len(queries) >= 18
     # rate() and increase() need two scrapes of each series
-    _wait(lambda: all(_query(prometheus, q) for q in queries), 30,
+    _wait(lambda: all(_query(prometheus, q) for q in queries), 120,
           f"queries without data: {[q for q in queries if not _query(prometheus, q)]}")
     hold = _query(prometheus, "costeff_ramp_decision == 1")
     assert [r["metric"]["decision"] for r in hold] == ["HOLD"]
@@ -213,11 +216,13 @@ def test_every_dashboard_query_returns_data_from_real_prometheus(prometheus):
     assert [(r["metric"]["action"], r["metric"]["mode"], r["value"][1]) for r in proposed] == [("reap", "dry-run", "1")]
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_prometheus_loads_the_rules_and_evaluates_the_drift_alert(prometheus):
     def pending():
         alerts = requests.get(f"{prometheus}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
         return {a["labels"]["alertname"]: a["state"] for a in alerts}
 
-    _wait(lambda: pending().get("CosteffActionDriftHigh") == "pending", 30, "drift alert never went pending")
+    _wait(lambda: pending().get("CosteffActionDriftHigh") == "pending", 120, "drift alert never went pending")
     rules = requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} >= {"CosteffCostRatioAboveCap", "CosteffDriftWatcherDown"}

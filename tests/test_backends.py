@@ -155,6 +155,7 @@ def test_cli_exit_codes_for_a_precision_the_host_lacks_and_a_missing_backend(pol
 
 # --- the quantization search across backends ------------------------------------------------------
 
+@pytest.mark.slow
 def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tmp_path):
     cfg = QuantizeConfig(variants=("ov-fp32", "ov-int8"), target_rate=200.0, latency_budget_ms=50.0,
                          speed_of_failing=True, **FAST)
@@ -185,6 +186,7 @@ def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tm
     assert "### Runtime settings of the selected variant" in md
 
 
+@pytest.mark.slow
 def test_int8_weights_keep_float_activations_and_the_decisions(policy, obs, tmp_path):
     rep = quantize(policy, obs, QuantizeConfig(variants=("ov-w8",), **FAST), out_dir=tmp_path / "q")
     w8 = rep.variant("ov-w8")
@@ -195,6 +197,7 @@ def test_int8_weights_keep_float_activations_and_the_decisions(policy, obs, tmp_
     assert weights < 0.5 * rep.variant("fp32").size_bytes  # the weights really are int8 on disk
 
 
+@pytest.mark.slow
 def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs, tmp_path):
     rep = quantize(policy, obs, QuantizeConfig(variants=("ov-int8-ac",), **FAST), out_dir=tmp_path / "q")
     ac = rep.variant("ov-int8-ac")
@@ -208,6 +211,7 @@ def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs,
 
 # --- timing in isolated processes --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_each_variant_is_timed_in_its_own_process_and_failures_are_one_line(policy, ir, obs, tmp_path):
     from costeff.quantization.speed import run_isolated
 
@@ -332,15 +336,22 @@ def test_gaps_parse_units_and_refuse_nonsense():
             parse_gaps(bad)
 
 
-def test_open_loop_counts_queueing_and_sees_saturation():
+def test_open_loop_counts_queueing_and_sees_saturation(monkeypatch):
+    from fake_clock import FakeClock
+
+    from costeff.profiling import traffic
     from costeff.profiling.traffic import open_loop
 
+    clock = FakeClock(tick_ns=5_000)  # the batcher's rules, not the scheduler: a call takes exactly 2 ms
+    monkeypatch.setattr(traffic, "time", clock)
+
     def call(b: int) -> None:  # 2 ms per call whatever the batch: a batcher can keep up by batching
-        time.sleep(0.002)
+        clock.work(0.002)
     easy = open_loop(call, rate=50, max_batch=8, requests=40)
     assert easy.p50_ms >= 2.0 and not easy.saturated
     jammed = open_loop(call, rate=2000, max_batch=1, requests=300)  # 500/s capacity for 2000/s arriving
     assert jammed.saturated and jammed.p99_ms > 50
+    assert jammed.achieved_per_s == pytest.approx(500, rel=0.02) and jammed.mean_batch == 1
     batched = open_loop(call, rate=2000, max_batch=64, requests=300)
     assert not batched.saturated and batched.mean_batch > 2
 

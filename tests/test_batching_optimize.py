@@ -52,6 +52,7 @@ def test_impossible_rate_names_the_instance_limit():
     assert report.chosen is None and report.binding["constraint"] == "max_instances"
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report_the_repository_builder_reads(tmp_path, capsys):
     prof = profile(tmp_path / "gpu_profile.json")
     out = tmp_path / "run"

@@ -122,6 +122,7 @@ def _validate(doc: dict) -> None:
         assert used == version, f"kubernetes-validate used the {used} schema for {version}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "+".join(c) or "example")
 def test_every_rendered_manifest_validates_strictly(renders, combo):
     docs = renders[combo]

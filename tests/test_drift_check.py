@@ -67,6 +67,7 @@ def _check(models, served, obs_path, out, *extra):
                  "--observations", str(obs_path), "--out", str(out), "--json", *extra])
 
 
+@pytest.mark.slow
 def test_parquet_timestamps_give_one_window_per_hour_recorded_in_the_ledger(tmp_path, models, capsys):
     obs = observations(3000)
     stamps = T0 + np.linspace(0, 3 * HOUR - 1, len(obs))

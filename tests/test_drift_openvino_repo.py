@@ -14,6 +14,7 @@ from test_serving_openvino import built  # noqa: F401  (the fixture: an IR selec
 pytest.importorskip("openvino")
 
 
+@pytest.mark.slow
 def test_drift_and_ramp_follow_the_served_ir(built, tmp_path, capsys):  # noqa: F811
     from costeff.artifacts import utc_now
     from costeff.ledger import Ledger, import_sample

@@ -127,7 +127,7 @@ def test_stale_after_must_be_positive(capsys):
 
 # ---------------------------------------------------------------- the real daemons
 
-def _wait(port: int, path: str, want: int, proc: subprocess.Popen, timeout: float = 60) -> dict:
+def _wait(port: int, path: str, want: int, proc: subprocess.Popen, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         assert proc.poll() is None, proc.communicate()
@@ -151,6 +151,7 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
+@pytest.mark.server
 def test_ramp_watch_process_is_ready_then_unready_when_its_ledger_breaks(tmp_path):
     from test_alerting import _sample_ledger
 
@@ -173,6 +174,7 @@ def test_ramp_watch_process_is_ready_then_unready_when_its_ledger_breaks(tmp_pat
     assert code == 143
 
 
+@pytest.mark.server
 def test_reaper_process_without_signals_is_live_but_never_ready(tmp_path):
     from test_reap_daemon import _config, _free_port
 
@@ -183,7 +185,7 @@ def test_reaper_process_without_signals_is_live_but_never_ready(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
         _wait(port, "/healthz", 200, proc)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while (body := _get(port, "/readyz")[1])["failures_in_a_row"] < 2:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
@@ -194,6 +196,7 @@ def test_reaper_process_without_signals_is_live_but_never_ready(tmp_path):
     assert code == 143
 
 
+@pytest.mark.server
 def test_drift_watch_process_is_ready_after_its_first_look(tmp_path):
     import numpy as np
 

@@ -167,6 +167,7 @@ def _validate(path: Path, tmp_path: Path) -> str:
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_generated_focus_files_pass_the_focus_validator(tmp_path):
     from costeff.ledger.focus_sample import synthetic_table
 
@@ -176,6 +177,7 @@ def test_generated_focus_files_pass_the_focus_validator(tmp_path):
         assert "Validation succeeded" in out, out[-2000:]
 
 
+@pytest.mark.slow
 def test_the_validator_check_can_fail(tmp_path):
     text = write_charges(_charges(), tmp_path / "ok.csv").read_text()
     bad = tmp_path / "bad.csv"

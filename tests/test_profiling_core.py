@@ -1,12 +1,18 @@
-"""The measurement rules (stability, percentiles, optimal batch) on controlled fake workloads."""
+"""The measurement rules (stability, percentiles, optimal batch) on controlled fake workloads.
+
+Rules are tested on a controlled clock (tests/fake_clock.py); how close the harness comes to
+the truth on the real clock is a timing claim and lives in ``make bench`` (benchmarks/bench_measure.py).
+"""
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 
 import numpy as np
 import pytest
+from fake_clock import FakeClock
 
 from costeff.errors import InputError
 from costeff.profiling import (Latency, MeasureConfig, Point, ProfileConfig, Window, is_stable, latency_stats,
@@ -46,47 +52,78 @@ def test_percentiles_are_per_request_in_milliseconds():
     assert lat.p99 == pytest.approx(99.01)
 
 
-def test_constant_latency_workload_is_stable_and_measured_right():
-    point = measure(lambda: _busy(0.002), batch_size=4, config=MeasureConfig(max_trials=20, **FAST))
-    assert point.stable
-    assert 3 <= point.trials <= 20
-    assert point.latency_ms.p50 == pytest.approx(2.0, rel=0.5)
+@pytest.fixture
+def clock(monkeypatch):
+    """The harness on a controlled clock: a workload takes exactly what it says, whatever the load."""
+    fake = FakeClock()
+    monkeypatch.setattr(importlib.import_module("costeff.profiling.measure"), "time", fake)
+    return fake
+
+
+def test_constant_latency_workload_is_stable_and_measured_right(clock):
+    point = measure(lambda: clock.work(0.002), batch_size=4, config=MeasureConfig(max_trials=20, **FAST))
+    assert point.stable and point.trials == 3 and len(point.windows) == 3  # stops at the first 3 agreeing windows
+    # each call is timed between two clock reads: 2 ms of work plus one read
+    assert point.latency_ms.p50 == pytest.approx(2.0, rel=0.01)
+    assert point.latency_ms.p99 == pytest.approx(2.0, rel=0.01)
     # rows per second = batch size x requests per second
     assert point.throughput_per_s == pytest.approx(4 * point.requests_per_s)
-    assert point.requests_per_s == pytest.approx(1000 / point.latency_ms.mean, rel=0.3)
+    assert point.requests_per_s == pytest.approx(1000 / point.latency_ms.mean, rel=0.01)
+    assert point.requests == sum(w.requests for w in point.windows) and point.requests >= 3 * FAST["min_requests"]
 
 
-def test_drifting_workload_is_reported_unstable_with_its_numbers():
-    start = time.perf_counter()
+def test_a_real_sleep_is_measured_no_shorter_than_it_lasted():
+    # on the real clock, a loaded machine can only make a call look slower, never faster
+    point = measure(lambda: time.sleep(0.002), batch_size=4, config=MeasureConfig(max_trials=3, **FAST))
+    assert point.trials == 3 and point.requests >= 3 * FAST["min_requests"]
+    assert point.latency_ms.mean >= 2.0 and point.latency_ms.p99 >= point.latency_ms.p50 >= 2.0
+    assert point.requests_per_s <= 500  # one lane, every call >= 2 ms
+    assert point.throughput_per_s == pytest.approx(4 * point.requests_per_s)
 
+
+def test_drifting_workload_is_reported_unstable_with_its_numbers(clock):
     def slower_every_window() -> None:  # latency doubles every 50 ms window
-        _busy(0.0003 * 2 ** ((time.perf_counter() - start) / 0.05))
+        clock.work(0.0003 * 2 ** (clock.seconds / 0.05))
 
     point = measure(slower_every_window, batch_size=1, config=MeasureConfig(max_trials=4, **FAST))
     assert not point.stable
     assert point.trials == 4 and len(point.windows) == 4
     assert point.throughput_per_s > 0 and point.latency_ms.p99 > point.latency_ms.p50 > 0
-    assert point.windows[-1].latency_p99_ms > point.windows[0].latency_p99_ms
+    p99s = [w.latency_p99_ms for w in point.windows]
+    assert p99s == sorted(p99s) and p99s[-1] > 4 * p99s[0]  # each window slower than the one before
 
 
 def test_concurrency_runs_calls_in_parallel_threads():
-    seen, lock = set(), threading.Lock()
+    seen, lock, state, all_in = set(), threading.Lock(), {"in_flight": 0, "peak": 0}, threading.Event()
+    first = threading.local()
 
     def infer() -> None:
         with lock:
             seen.add(threading.get_ident())
+            state["in_flight"] += 1
+            state["peak"] = max(state["peak"], state["in_flight"])
+            if state["in_flight"] == 4:
+                all_in.set()
+        if not getattr(first, "done", False):  # each thread's first call waits for the other three
+            first.done = True
+            all_in.wait(timeout=30)
         time.sleep(0.002)  # releases the GIL like onnxruntime does
+        with lock:
+            state["in_flight"] -= 1
 
-    one = measure(infer, 1, MeasureConfig(max_trials=3, **FAST))
-    seen.clear()
     four = measure(infer, 1, MeasureConfig(max_trials=3, concurrency=4, **FAST))
-    assert len(seen) == 4 and four.concurrency == 4
-    assert four.throughput_per_s > 2 * one.throughput_per_s
+    # four calls were in flight at once: only four parallel threads can get there
+    assert len(seen) == 4 and state["peak"] == 4 and four.concurrency == 4
+    seen.clear()
+    one = measure(infer, 1, MeasureConfig(max_trials=3, **FAST))
+    assert len(seen) == 1 and one.concurrency == 1
 
 
-def test_request_rate_paces_requests():
+def test_request_rate_paces_requests(clock):
     point = measure(lambda: None, 1, MeasureConfig(max_trials=3, request_rate=200.0, **FAST))
-    assert point.requests_per_s == pytest.approx(200.0, rel=0.3)
+    assert point.requests_per_s == pytest.approx(200.0, rel=0.15) and point.late_requests == 0
+    # between requests the client sleeps out the 5 ms slot instead of sending early
+    assert clock.sleeps and max(clock.sleeps) == pytest.approx(0.005, rel=0.01)
 
 
 def test_client_errors_surface_instead_of_being_counted():

@@ -107,6 +107,7 @@ def report(policy, obs, tmp_path_factory):
         del os.environ["COSTEFF_ARTIFACTS"]
 
 
+@pytest.mark.slow
 def test_fp16_passes_on_a_confident_policy(policy, obs, tmp_path):
     rep = quantize(policy, obs, QuantizeConfig(variants=("fp16",), **FAST), out_dir=tmp_path / "run")
     fp16 = rep.variant("fp16")
@@ -115,6 +116,7 @@ def test_fp16_passes_on_a_confident_policy(policy, obs, tmp_path):
     assert fp16.speedup is not None and fp16.size_reduction_pct > 0
 
 
+@pytest.mark.slow
 def test_fallback_keeps_heads_first_and_lists_excluded_nodes(report):
     mixed = report.variant("int8-mixed")
     assert not report.variant("int8-dynamic").passed
@@ -136,6 +138,7 @@ def test_fallback_keeps_heads_first_and_lists_excluded_nodes(report):
     assert entry["excluded_nodes"] == mixed.excluded_nodes
 
 
+@pytest.mark.slow
 def test_report_fields_and_models_on_disk(report):
     saved = json.loads((Path(report.report_dir) / "quantization_report.json").read_text())
     for v in saved["variants"]:
@@ -150,6 +153,7 @@ def test_report_fields_and_models_on_disk(report):
     assert (Path(report.report_dir) / "quantization_report.md").is_file()
 
 
+@pytest.mark.slow
 def test_verdicts_recompute_from_saved_models_and_held_out_rows(report, obs, policy):
     from costeff.observations import split
     from costeff.quantization.batches import in_random_batches, probe_index, take
@@ -193,6 +197,7 @@ def obs_file(obs, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cli_exit_0_when_a_variant_passes_and_1_when_none_does(policy, obs_file, tmp_path, capsys):
     assert _cli(str(policy), "--observations", str(obs_file), "--variants", "fp16", "--out",
                 str(tmp_path / "a"), "--json") == 0
@@ -246,6 +251,7 @@ def test_cli_bad_input_exits_2_with_one_line(case, message, policy, obs, tmp_pat
     assert not (tmp_path / "out").exists()  # nothing written on bad input
 
 
+@pytest.mark.slow
 def test_a_failed_report_write_takes_back_the_models_it_saved(policy, obs_file, tmp_path, monkeypatch, capsys):
     import errno
 

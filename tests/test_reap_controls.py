@@ -76,6 +76,23 @@ def test_a_successful_round_sets_the_last_success_time(api, scaler, tmp_path):
     assert metrics.last_success._value.get() == now and metrics.rounds_failed._value.get() == 0
 
 
+# The child replays the trace again and again, after saying it has started: the signal lands while a
+# replay is running however slowly the machine imports or replays, so the test never races it.
+_SIGTERM_CHILD = """
+import pathlib, sys
+import costeff.reaper.run as run
+from costeff.cli import main
+real = run.replay
+def replay(*args, **kwargs):
+    pathlib.Path(sys.argv[1]).touch()
+    while True:
+        real(*args, **kwargs)
+run.replay = replay
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
 def test_sigterm_ends_any_command_with_143_after_cleanup(tmp_path):
     import os
     import signal
@@ -83,17 +100,21 @@ def test_sigterm_ends_any_command_with_143_after_cleanup(tmp_path):
     import sys
     import time
 
-    trace = tmp_path / "trace.csv"
+    trace, started = tmp_path / "trace.csv", tmp_path / "started"
     from costeff.reaper.sample import generate
     generate(trace, days=30)
-    code = ("import sys; from costeff.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "reap", "--trace", str(trace), "--out", str(tmp_path / "r")],
+    proc = subprocess.Popen([sys.executable, "-c", _SIGTERM_CHILD, str(started), "reap", "--trace", str(trace),
+                             "--out", str(tmp_path / "r")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the replay finished before the signal arrived")
+    try:
+        deadline = time.monotonic() + 120  # only a hung child gets near this
+        while not started.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the replay never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 143 and "terminated" in err
     assert not list((tmp_path / "r").glob(".*.tmp")) if (tmp_path / "r").exists() else True
 

@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from costeff.cli import main
 
 
@@ -29,6 +31,7 @@ def _records(tmp_path):
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+@pytest.mark.server
 def test_daemon_stops_on_sigterm_and_a_second_reaper_is_refused(tmp_path, capsys):
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens: every round fails, nothing is reaped
     metrics_port = _free_port()
@@ -37,7 +40,7 @@ def test_daemon_stops_on_sigterm_and_a_second_reaper_is_refused(tmp_path, capsys
            "--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not any(r["event"] == "reaper.signals_unavailable" for r in _records(tmp_path)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "daemon never completed a round"

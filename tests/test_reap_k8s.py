@@ -116,7 +116,7 @@ def api():
     server = FakeApiServer()
     server.objects[("deployments", "trading", "policy")] = {"replicas": 3, "annotations": {"owner": "rl"}}
     server.objects[("statefulsets", "trading", "feature-store")] = {"replicas": 2, "annotations": {}}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield server
     server.shutdown()

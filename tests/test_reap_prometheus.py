@@ -13,7 +13,7 @@ from costeff.reaper.config import DecisionConfig, PrometheusConfig, Target
 from costeff.reaper.decision import decide
 from costeff.reaper.signals import PrometheusSource
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 QUERIES = (
     ("gpu_util_pct", 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="{namespace}", pod=~"{name}-.*"})'),
@@ -65,7 +65,7 @@ def prometheus(exporter, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: requests.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=1)
-              .json()["data"]["result"], 30, "prometheus never scraped the exporter")
+              .json()["data"]["result"], 120, "prometheus never scraped the exporter")
         yield url
     finally:
         proc.terminate()
@@ -93,15 +93,15 @@ def _verdict(url, target):
 
 def test_idle_then_busy_through_real_promql(prometheus, exporter):
     target = Target("policy", namespace="trading")
-    verdict = _wait(lambda: (v := _verdict(prometheus, target)).idle and v, 40,
+    verdict = _wait(lambda: (v := _verdict(prometheus, target)).idle and v, 120,
                     "never idle although util 3 %, no requests, influence 0")
     assert verdict.idle_for_s >= WINDOW.window_s
     exporter["util"].set(55)  # one busy scrape resets the window
-    busy = _wait(lambda: (v := _verdict(prometheus, target)) and not v.idle and v, 10, "busy GPU still idle")
+    busy = _wait(lambda: (v := _verdict(prometheus, target)) and not v.idle and v, 60, "busy GPU still idle")
     assert any("GPU util" in r for r in busy.reasons)
     exporter["util"].set(3)
     exporter["served"].inc(40)  # requests served: rate > 0
-    busy = _wait(lambda: (v := _verdict(prometheus, target)) and any("requests" in r for r in v.reasons) and v, 10,
+    busy = _wait(lambda: (v := _verdict(prometheus, target)) and any("requests" in r for r in v.reasons) and v, 60,
                  "requests not seen")
     assert not busy.idle
 

@@ -24,6 +24,7 @@ def test_endpoint_validates_protocol_and_address():
         Endpoint("127.0.0.1", "http", "m")
 
 
+@pytest.mark.slow
 def test_open_loop_latency_counts_from_the_scheduled_time():
     import time
 

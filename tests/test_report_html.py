@@ -166,6 +166,7 @@ def _screenshot_dir() -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install-chromium.sh)")
 def test_chromium_renders_the_report_without_console_errors(artifacts, capsys, tmp_path):
     page = _report(artifacts, capsys)
@@ -184,6 +185,7 @@ def test_chromium_renders_the_report_without_console_errors(artifacts, capsys, t
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install-chromium.sh)")
 def test_the_console_check_catches_a_page_that_errs(tmp_path):
     bad = tmp_path / "bad.html"

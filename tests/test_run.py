@@ -38,6 +38,7 @@ def run_output(tmp_path_factory, tiny_policy):
         mp.undo()
 
 
+@pytest.mark.slow
 def test_run_completes_every_stage_and_packs(run_output):
     code, report, root = run_output
     assert code == 0, [s for s in report["stages"] if s["status"] != "ok"]
@@ -50,6 +51,7 @@ def test_run_completes_every_stage_and_packs(run_output):
     assert verify_pack(report["pack"], root / "home" / "keys" / "audit_ed25519.pub").ok
 
 
+@pytest.mark.slow
 def test_run_out_puts_everything_it_writes_under_root(run_output):
     _, report, root = run_output
     # Only the run's root and, by design outside it, the signing key and the checkpoint anchor.
@@ -59,6 +61,7 @@ def test_run_out_puts_everything_it_writes_under_root(run_output):
     assert any((out / "cost" / "models").glob("*.onnx")) and report["pack"].startswith(str(out))
 
 
+@pytest.mark.slow
 def test_written_reports_and_configs_are_world_readable(run_output):
     import stat
     _, _, root = run_output
@@ -67,6 +70,7 @@ def test_written_reports_and_configs_are_world_readable(run_output):
         [f for f in files if stat.S_IMODE(f.stat().st_mode) & 0o044 != 0o044]
 
 
+@pytest.mark.slow
 def test_pack_holds_every_stage_and_the_summary_traces_to_it(run_output):
     _, report, _ = run_output
     files = read_pack(report["pack"])

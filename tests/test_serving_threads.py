@@ -74,6 +74,7 @@ def test_a_share_is_the_floor_and_never_zero(tmp_path, model, cpus, instances, e
     assert any("outnumber" in n for n in _record(tmp_path)["notes"]) == oversubscribed
 
 
+@pytest.mark.slow
 def test_openvino_instances_share_one_pool_capped_by_the_cpus(tmp_path, model):
     # The openvino backend compiles the model once and every instance infers on it, so the
     # limit bounds INFERENCE_NUM_THREADS itself, never divided by the instance count.
@@ -86,6 +87,7 @@ def test_openvino_instances_share_one_pool_capped_by_the_cpus(tmp_path, model):
     assert (threads["threads_per_instance"], threads["pools"], threads["instances"]) == (4, 1, 2)
 
 
+@pytest.mark.slow
 def test_openvino_keeps_fewer_measured_threads_and_a_fraction_gets_one(tmp_path, model):
     report = _ir_report(tmp_path, model, threads=2)
     assert _build(tmp_path, model, "--quantization-report", str(report), "--serving-cpus", "16") == 0
@@ -166,6 +168,7 @@ def test_more_threads_than_the_stated_cpus_is_a_warning(tmp_path, model, capsys)
     assert record["serving_cpus"] == 8.0 and record["warnings"] == []
 
 
+@pytest.mark.slow
 def test_openvino_threads_above_the_cpus_warn_once_not_per_instance(tmp_path, model):
     report = _ir_report(tmp_path, model, threads=None)
     assert _build(tmp_path, model, "--quantization-report", str(report), "--serving-cpus", "4",

@@ -2,8 +2,8 @@
 
 A config file is TOML validated by a pydantic model (or pydantic dataclass) whose
 scalar fields are strict (``StrictFloat``, ``StrictInt``, ``StrictStr``,
-``StrictBool``: ``"900"`` is not a number, ``"policy-a"`` is not a list) and which
-refuses unknown keys (``extra="forbid"``). Whatever is wrong becomes one
+``StrictBool``: ``"900"`` is not a number, ``"policy-a"`` is not a list), which
+refuses unknown keys (``extra="forbid"``) and TOML's ``nan`` and ``inf`` (``allow_inf_nan=False``). Whatever is wrong becomes one
 ``InputError`` (exit 2) naming the file, the dotted key, what was found and what
 was expected, with a did-you-mean for a misspelt key::
 
@@ -29,10 +29,11 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from costeff.errors import InputError
 
-# For pydantic dataclasses read from files (freeze them in the decorator): unknown keys refused.
-STRICT = ConfigDict(extra="forbid")
-# For pydantic models read from files: unknown keys refused, values frozen.
-STRICT_MODEL = ConfigDict(extra="forbid", frozen=True)
+# For pydantic dataclasses read from files (freeze them in the decorator): unknown keys refused, and
+# TOML's nan and inf refused wherever a number is read (a NaN threshold makes every comparison false).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# For pydantic models read from files: unknown keys refused, values frozen, numbers finite.
+STRICT_MODEL = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 _EXPECTED = {
     "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from costeff.batching.arrivals import MAX_REQUESTS
 from costeff.errors import InputError
 
 POLICIES = ("triton", "mlserver")
@@ -114,6 +115,10 @@ class OptimizeConfig:
             _positive_int(name, getattr(self, name))
         if self.requests < 1000:
             raise InputError(f"requests: at least 1000 are needed for a p99, got {self.requests}")
+        if self.requests * self.verify_factor > MAX_REQUESTS:
+            raise InputError(f"--requests: {self.requests} is too many; expected at most "
+                             f"{MAX_REQUESTS // self.verify_factor:,} (finalists are re-checked on "
+                             f"{self.verify_factor}x as many, at most {MAX_REQUESTS:,})")
         if self.policy not in POLICIES:
             raise InputError(f"policy: {self.policy!r} is not one of {', '.join(POLICIES)}")
         for b in self.max_batch_sizes:

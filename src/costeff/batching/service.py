@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from costeff.errors import InputError
+from costeff.numbers import loads_finite
 
 # z-score of the 99th percentile of a standard normal: a lognormal with median p50
 # reaches p99 at exp(Z99 * sigma).
@@ -170,13 +171,15 @@ def _read_profile(profile: Path | str | Mapping[str, Any]) -> tuple[dict, str]:
         return dict(profile), "<profile>"
     path = Path(profile)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_finite(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such profile file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read profile: {exc}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    except ValueError as exc:  # NaN, Infinity or a number too large for a float
+        raise InputError(f"{path}: {exc}; a profile holds finite numbers only") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object with a 'points' list")
     return data, str(path)

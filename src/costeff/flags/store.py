@@ -198,10 +198,24 @@ class FlagStore:
         if not isinstance(data, dict) or not isinstance(data.get("history"), dict):
             raise InputError(f"{self.path}: not a flag store; expected a JSON object with a 'history' table")
         validate(_StoreFile, data, str(self.path))
+        _check_values(data["history"], str(self.path))
         return data
 
     def _locked(self) -> Any:
         return exclusive_lock(self.path.with_name(f".{self.path.name}.lock"))
+
+
+def _check_values(history: dict[str, list[dict[str, Any]]], where: str) -> None:
+    """Every value in the store against its flag's spec, on every read: a hand-edited value of the wrong
+    type is an error (the reaper then does not reap), not something to coerce."""
+    for name, changes in history.items():
+        try:
+            spec = spec_for(name)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        for index, change in enumerate(changes):
+            for key in ("old_value", "new_value"):
+                spec.check_stored(change[key], f"{where}: history.{name}[{index}].{key}")
 
 
 def _payload(change: FlagChange) -> dict[str, Any]:

@@ -11,12 +11,14 @@ import csv
 import difflib
 import io
 import math
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
 from costeff.errors import InputError
+from costeff.numbers import MAX_USD, is_number_text
 
 ECONOMICS = "economics"
 COST = "cost"
@@ -172,12 +174,11 @@ def _date(text: str) -> str:
 
 def _number(v: dict[str, str], field: str, lo: float | None = None, hi: float | None = None) -> float:
     text = v.get(field, "")
-    try:
-        value = float(text)
-    except ValueError:
-        raise _RowError(field, f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise _RowError(field, f"{text!r} is not finite")
+    if not is_number_text(text):  # float() would take "0_0", "٠", "nan" and "inf"
+        raise _RowError(field, f"{text!r} is not a number; expected ASCII digits such as 12.5")
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_USD:
+        raise _RowError(field, f"{text!r} is not finite or beyond {MAX_USD:g}; expected a finite amount")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
         raise _RowError(field, f"{text} is out of range; expected {bounds}")
@@ -186,10 +187,9 @@ def _number(v: dict[str, str], field: str, lo: float | None = None, hi: float | 
 
 def _count(v: dict[str, str], field: str) -> int:
     text = v.get(field, "")
-    try:
-        value = int(text)
-    except ValueError:
-        raise _RowError(field, f"{text!r} is not a whole number") from None
+    if not re.fullmatch(r"[+-]?[0-9]+", text):  # int() would take "1_000" and other scripts' digits
+        raise _RowError(field, f"{text!r} is not a whole number; expected ASCII digits")
+    value = int(text)
     if value < 0:
         raise _RowError(field, f"{value} is negative; expected a count >= 0")
     if value > _SQLITE_MAX_INT:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from costeff.errors import InputError
+from costeff.ledger.spans import check_spans
+from costeff.numbers import MAX_USD
 
 START, END, CATEGORY, CURRENCY = "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "BillingCurrency"
 RESOURCE, TAGS = "ResourceId", "Tags"
@@ -90,6 +92,7 @@ def read_focus(config: FocusConfig) -> FocusDays:
     starts, ends = _seconds(table, START, name), _seconds(table, END, name)
     cost = _costs(table, config.cost_column, name)
     _check_periods(starts, ends, name)
+    check_spans(starts, ends, name)
     mask = _selection(table, config, name)
     matched = int(mask.sum())
     if matched == 0:
@@ -227,7 +230,21 @@ def _costs(table, column: str, name: str):
     if col.null_count:
         row = _first(pc.is_null(col))
         raise InputError(f"{name}: row {row + 1}: column {column} is empty; FOCUS costs are never null")
-    return pc.cast(col, pa.float64()).to_numpy()
+    values = pc.cast(col, pa.float64()).to_numpy()
+    _check_costs(values, column, name)
+    return values
+
+
+def _check_costs(values, column: str, name: str) -> None:
+    """Every cost finite and at most ``MAX_USD`` either way (credits are negative): an infinite or absurd
+    cost would pass or fail every gate downstream for the wrong reason."""
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) > MAX_USD))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(f"{name}: row {i + 1}: column {column}: {values[i]!r} is not a cost; expected a finite "
+                         f"number from -{MAX_USD:g} to {MAX_USD:g} USD")
 
 
 def _first(mask) -> int:

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from costeff.errors import DependencyError, InputError
+from costeff.errors import InputError
+from costeff.ledger.spans import check_span, check_spans
+from costeff.numbers import MAX_USD, finite
 
 PATH = "/allocation/compute"
 _WINDOW = re.compile(r"^(\d+[mhdw]|today|yesterday|week|lastweek|month|lastmonth|\S+,\S+)$")
@@ -69,16 +71,17 @@ class OpencostDays:
 
 def fetch(config: OpencostConfig) -> dict[str, Any]:
     """The decoded JSON answer of ``/allocation/compute``; raises on an error answer or an unreachable server."""
-    import requests
+    from costeff import httpget
 
     url = config.url.rstrip("/") + PATH
-    try:
-        resp = requests.get(url, params=config.params(), timeout=config.timeout_s)
-    except requests.RequestException as exc:
-        raise DependencyError(f"OpenCost at {config.url} is unreachable: {type(exc).__name__}: {exc}") from None
+    # timeout_s is a deadline for the whole call; a trickling or bloated answer is refused (exit 3)
+    resp = httpget.get(url, config.params(), config.timeout_s, "OpenCost")
     try:
         body = resp.json()
-    except ValueError:
+    except ValueError as exc:
+        if resp.status_code == 200:
+            raise InputError(f"OpenCost {url} answered HTTP 200 with a body that is not valid JSON ({exc}); "
+                             "expected finite numbers") from None
         body = None
     if resp.status_code != 200 or not isinstance(body, dict) or body.get("code", 200) != 200:
         raise InputError(f"OpenCost {url} answered HTTP {resp.status_code}: {_message(resp.text, body)}")
@@ -114,6 +117,7 @@ def read_opencost(config: OpencostConfig, body: dict[str, Any] | None = None) ->
                          f"{config.window} ({read} allocations in {len(sets)} sets, aggregate {config.aggregate}); "
                          "nothing to import")
     starts, ends, costs = (np.array(c) for c in zip(*rows))
+    check_spans(starts.astype(np.int64), ends.astype(np.int64), f"OpenCost {config.url}", "matching allocation")
     days, _ = split_by_day(starts.astype(np.int64), ends.astype(np.int64), costs.astype(float))
     return OpencostDays(config.url, config.window, config.aggregate, config.describe(), len(sets), read, len(rows),
                         other, days, partial_days_of(starts.astype(np.int64), ends.astype(np.int64), days))
@@ -140,13 +144,19 @@ def _allocation(alloc: Any, name: str, index: int, config: OpencostConfig) -> tu
     if not isinstance(cost, (int, float)) or isinstance(cost, bool):
         raise InputError(f"{where}.totalCost is {cost!r}; expected a number (OpenCost writes null when it "
                          "could not compute a cost)")
-    return _epoch(start, f"{where}.start"), _epoch(end, f"{where}.end"), float(cost)
+    if finite(cost) is None or not 0 <= cost <= MAX_USD:
+        raise InputError(f"{where}.totalCost is {cost!r}; expected a finite cost from 0 to {MAX_USD:g} USD")
+    first, last = _epoch(start, f"{where}.start"), _epoch(end, f"{where}.end")
+    check_span(first, last, f"{where}.window")
+    return first, last, float(cost)
 
 
 def _epoch(text: Any, where: str) -> int:
     try:
+        if not str(text).isascii():
+            raise ValueError(text)
         return int(datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp())
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InputError(f"{where} is {text!r}; expected an RFC 3339 time") from None
 
 

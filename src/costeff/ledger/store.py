@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from costeff.artifacts import Layout, iso_utc
 from costeff.errors import InputError
 from costeff.ledger.csvio import COST, ECONOMICS, CostRow, EconomicsRow
+from costeff.numbers import MAX_USD, finite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS economics (
@@ -98,6 +99,7 @@ class Ledger:
     def _import(self, conn: sqlite3.Connection, kind: str, rows: Sequence[Any], replace: bool,
                 file: str) -> ImportResult:
         key = _key(kind)
+        _check_amounts(kind, rows, file)
         clashes = _existing(conn, kind, [key(r) for r in rows])
         if clashes and not replace:
             raise InputError(_clash_message(self.path, file, kind, clashes))
@@ -190,6 +192,17 @@ def _key(kind: str):
     if kind == COST:
         return lambda r: (r.date, r.component)
     raise InputError(f"ledger kind {kind!r} is not one of economics, cost")
+
+
+def _check_amounts(kind: str, rows: Sequence[Any], file: str) -> None:
+    """The last guard before the ledger: every amount finite and within ``MAX_USD`` (whatever the importer)."""
+    fields = ("gross_pnl_usd", "influence_pct") if kind == ECONOMICS else ("usd", "instance_hours")
+    for row in rows:
+        for name in fields:
+            value = getattr(row, name)
+            if value is not None and (finite(value) is None or abs(value) > MAX_USD):
+                raise InputError(f"{file or 'import'}: {kind} day {row.date}: {name} = {value!r}; expected a finite "
+                                 f"amount within {MAX_USD:g} (nothing was imported)")
 
 
 def _existing(conn: sqlite3.Connection, kind: str, keys: list[tuple]) -> list[tuple]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.errors import InputError
+from costeff.numbers import finite, loads_finite
 from costeff.profiling.measure import Point
 
 
@@ -80,16 +81,22 @@ def cost_for(throughput_per_s: float | None, gpu_name: str | None, *, catalog_pa
 def load_compare(path: Path) -> dict[str, Any]:
     """A ``gpu_profile.json`` measured elsewhere, checked for the fields right-sizing reads."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = loads_finite(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"--compare {path}: cannot read ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"--compare {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
     except UnicodeDecodeError:
         raise InputError(f"--compare {path}: not JSON (not UTF-8 text)") from None
+    except ValueError as exc:  # NaN, Infinity or a number too large for a float
+        raise InputError(f"--compare {path}: {exc}; a profile holds finite numbers only") from None
     opt = data.get("optimal") if isinstance(data, dict) else None
     if not isinstance(opt, dict) or "throughput_per_s" not in opt or "hardware" not in data:
         raise InputError(f"--compare {path}: not a gpu_profile.json (expected optimal.throughput_per_s and hardware)")
+    throughput = opt["throughput_per_s"]
+    if throughput is not None and (finite(throughput) is None or isinstance(throughput, str) or throughput < 0):
+        raise InputError(f"--compare {path}: optimal.throughput_per_s is {throughput!r}; expected a finite "
+                         "number >= 0")
     return data
 
 

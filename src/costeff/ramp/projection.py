@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.errors import InputError
+from costeff.numbers import loads_finite
 
 LABEL = "PROJECTED from measured throughput, the batching optimizer, the reaper replay and catalog prices; not a bill"
 HOURS_PER_DAY = 24.0
@@ -123,8 +124,8 @@ def _notes(instance: str, observed: Observed | None) -> list[str]:
 
 def _load(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        return loads_finite(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: not JSON, NaN or Infinity in it
         raise InputError(f"{path}: cannot read report for the projection: {exc}") from None
 
 

@@ -10,6 +10,7 @@ coerced into something else.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -74,6 +75,18 @@ def _bad(field_name: str, value: Any, allowed: str) -> InputError:
     return InputError(f"reaper config: {field_name} = {value!r} is not allowed; expected {allowed}")
 
 
+WEEK_S = 7 * 86400.0
+MAX_RATE = 1e9  # requests/s: a threshold above this is a typo, not a policy
+MAX_TIMEOUT_S = 600.0
+
+
+def _within(field_name: str, value: float, low: float, high: float, allowed: str, low_open: bool = False) -> None:
+    """``low <= value <= high`` (``low < value`` when ``low_open``); NaN and infinities never pass."""
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        raise _bad(field_name, value, allowed)
+
+
 @dataclass(frozen=True, config=STRICT)
 class DecisionConfig:
     """When a resource counts as idle: every factor in ``factors`` holds for ``window_s``."""
@@ -89,15 +102,14 @@ class DecisionConfig:
     restore_when_blind_s: Seconds | None = 900.0
 
     def __post_init__(self) -> None:
-        if not self.window_s > 0:
-            raise _bad("decision.window_s", self.window_s, "seconds > 0")
-        if not self.stale_after_s > 0:
-            raise _bad("decision.stale_after_s", self.stale_after_s, "seconds > 0")
-        if self.restore_when_blind_s is not None and not self.restore_when_blind_s >= 0:
-            raise _bad("decision.restore_when_blind_s", self.restore_when_blind_s, "seconds >= 0")
-        for name in ("max_influence_pct", "max_gpu_util_pct", "max_requests"):
-            if getattr(self, name) < 0:
-                raise _bad(f"decision.{name}", getattr(self, name), "a number >= 0")
+        _within("decision.window_s", self.window_s, 0, WEEK_S, "seconds, > 0 and at most a week", low_open=True)
+        _within("decision.stale_after_s", self.stale_after_s, 0, WEEK_S, "seconds, > 0 and at most a week",
+                low_open=True)
+        if self.restore_when_blind_s is not None:
+            _within("decision.restore_when_blind_s", self.restore_when_blind_s, 0, WEEK_S, "seconds, 0 to a week")
+        _within("decision.max_influence_pct", self.max_influence_pct, 0, 100, "a percentage from 0 to 100")
+        _within("decision.max_gpu_util_pct", self.max_gpu_util_pct, 0, 100, "a percentage from 0 to 100")
+        _within("decision.max_requests", self.max_requests, 0, MAX_RATE, f"requests/s from 0 to {MAX_RATE:g}")
         if not self.factors or any(f not in FACTORS for f in self.factors):
             raise _bad("decision.factors", list(self.factors), f"a non-empty subset of {list(FACTORS)}")
 
@@ -123,8 +135,7 @@ class ScheduleConfig:
             raise _bad("schedule.days", list(self.days), f"days from {list(DAYS)}")
         if not self.start < self.end:
             raise _bad("schedule.end", self.end.isoformat("minutes"), f"a time after start {self.start}")
-        if self.prewarm_s < 0:
-            raise _bad("schedule.prewarm_s", self.prewarm_s, "seconds >= 0")
+        _within("schedule.prewarm_s", self.prewarm_s, 0, 86400, "seconds from 0 to 86400")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -153,11 +164,11 @@ class Target:
             raise _bad("targets.kind", self.kind, f"one of {list(TARGET_KINDS)}" + _hint(self.kind, TARGET_KINDS))
         if not self.name:
             object.__setattr__(self, "name", self.resource)
-        if self.kind == "gpu" and (self.power_limit_w is None or self.power_limit_w <= 0):
+        if self.kind == "gpu" and (self.power_limit_w is None or not 0 < self.power_limit_w <= 10_000):
             raise _bad(f"targets[{self.resource}].power_limit_w", self.power_limit_w,
-                       "watts > 0 for a 'gpu' target")
-        if self.gpus_per_replica < 0 or self.usd_per_hour < 0:
-            raise _bad(f"targets[{self.resource}].gpus_per_replica", self.gpus_per_replica, "a number >= 0")
+                       "watts, > 0 and at most 10000, for a 'gpu' target")
+        _within(f"targets[{self.resource}].gpus_per_replica", self.gpus_per_replica, 0, 4096, "GPUs from 0 to 4096")
+        _within(f"targets[{self.resource}].usd_per_hour", self.usd_per_hour, 0, 1e6, "USD/h from 0 to 1e6")
 
     @property
     def key(self) -> str:
@@ -198,8 +209,9 @@ class PrometheusConfig:
         tuple(DEFAULT_QUERIES.items())
 
     def __post_init__(self) -> None:
-        if not self.step_s > 0 or not self.timeout_s > 0:
-            raise _bad("prometheus.step_s", self.step_s, "seconds > 0")
+        _within("prometheus.step_s", self.step_s, 0, 3600, "seconds, > 0 and at most 3600", low_open=True)
+        _within("prometheus.timeout_s", self.timeout_s, 0, MAX_TIMEOUT_S,
+                f"seconds, > 0 and at most {MAX_TIMEOUT_S:g} (a deadline for each whole HTTP call)", low_open=True)
         for key, _ in self.queries:
             if key not in DEFAULT_QUERIES:
                 raise _bad("prometheus.queries", key, f"keys from {list(DEFAULT_QUERIES)}" + _hint(key, DEFAULT_QUERIES))
@@ -219,8 +231,7 @@ class SavingsConfig:
     restore_latency_s: Seconds = 120.0  # time from restore to serving again (pod start + model load)
 
     def __post_init__(self) -> None:
-        if self.restore_latency_s < 0:
-            raise _bad("savings.restore_latency_s", self.restore_latency_s, "seconds >= 0")
+        _within("savings.restore_latency_s", self.restore_latency_s, 0, 86400, "seconds from 0 to 86400")
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -1,4 +1,4 @@
-"""Signals the reaper decides on: a replayable trace, Prometheus (PromQL), or NVML.
+"""Signals the reaper decides on: a replayable trace, Prometheus (PromQL, in ``prometheus.py``), or NVML.
 
 Every source yields the same ``Sample`` per resource and time. A value of ``None``
 means the metric was missing for that sample; the decision treats it as "not
@@ -16,11 +16,10 @@ import time as _time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import Any, Iterable, Iterator
 
 from costeff.errors import DependencyError, InputError
-from costeff.reaper.config import PrometheusConfig, Target
+from costeff.numbers import finite, is_number_text
 
 REQUIRED = ("timestamp", "resource", "gpu_util_pct", "requests", "influence_pct")
 OPTIONAL = ("gpus", "fb_used_mb", "power_w")
@@ -131,6 +130,8 @@ def _csv_samples(path: Path) -> Iterator[Sample]:
 
 
 def _fast_sample(row: list[str], index: list[int | None], stamps: dict[str, float]) -> Sample | None:
+    if "_" in (joined := ",".join(row)) or not joined.isascii():
+        return None  # float() reads "0_0" and other scripts' digits: the strict parser names the cell
     try:
         ts_text = row[index[0]]
         ts = stamps.get(ts_text)
@@ -141,7 +142,7 @@ def _fast_sample(row: list[str], index: list[int | None], stamps: dict[str, floa
         extra = [float(row[i]) if i is not None else None for i in index[5:8]]
     except (ValueError, IndexError):
         return None
-    if not (0 <= util <= 100 and 0 <= influence <= 100 and 0 <= requests < math.inf and row[index[1]]
+    if not (EARLIEST_TS <= ts <= LATEST_TS and 0 <= util <= 100 and 0 <= influence <= 100 and 0 <= requests < math.inf and row[index[1]]
             and all(v is None or 0 <= v < math.inf for v in extra)):
         return None
     return Sample(ts, row[index[1]], util, requests, influence, 1.0 if extra[0] is None else extra[0],
@@ -197,32 +198,46 @@ def _number(value: Any, name: str, where: str, upper: float | None = None) -> fl
     """A non-negative finite number; empty means missing (None), anything else unparsable is an error."""
     if value is None or value == "":
         return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: field {name!r}: {value!r} is not a number") from None
-    if not math.isfinite(number) or number < 0 or (upper is not None and number > upper):
+    number = finite(value)
+    if number is None and not _nonfinite_text(value):
+        # booleans, "0_0", other scripts' digits: float() would read them; a reading never is one
+        raise InputError(f"{where}: field {name!r}: {value!r} is not a number; expected ASCII digits") from None
+    if number is None or number < 0 or (upper is not None and number > upper):
         bound = f"0..{upper:g}" if upper is not None else ">= 0"
         raise InputError(f"{where}: field {name!r}: {value!r} is out of range; expected {bound}")
     return number
 
 
+def _nonfinite_text(value: Any) -> bool:
+    """NaN, an infinity or an overflowing number: a number, but out of every range."""
+    if isinstance(value, float):
+        return True
+    text = value.strip().lower().lstrip("+-") if isinstance(value, str) else ""
+    return text in ("nan", "inf", "infinity") or (is_number_text(text) and not math.isfinite(float(text)))
+
+
+# A sample's time lies in 1970-01-01 .. 2100-01-01 UTC (reports turn every time into a date).
+EARLIEST_TS, LATEST_TS = 0.0, 4102444800.0
+
+
 def parse_timestamp(value: Any, where: str) -> float:
-    """ISO 8601 with a zone (``2025-03-12T13:30:00Z``) or epoch seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    """ISO 8601 with a zone (``2025-03-12T13:30:00Z``) or epoch seconds, in 1970 .. 2100."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(f"{where}: field 'timestamp': {value!r} is not ISO 8601 or epoch seconds")
     text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{where}: field 'timestamp': {text!r} is not ISO 8601 or epoch seconds") from None
-    if moment.tzinfo is None:
-        raise InputError(f"{where}: field 'timestamp': {text!r} has no time zone; write it in UTC with 'Z'")
-    return moment.timestamp()
+    number = finite(value)
+    if number is None and text.isascii() and not _nonfinite_text(value):
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise InputError(f"{where}: field 'timestamp': {text!r} is not ISO 8601 or epoch seconds") from None
+        if moment.tzinfo is None:
+            raise InputError(f"{where}: field 'timestamp': {text!r} has no time zone; write it in UTC with 'Z'")
+        number = moment.timestamp()
+    if number is None or not EARLIEST_TS <= number <= LATEST_TS:
+        raise InputError(f"{where}: field 'timestamp': {text!r} is not a time from 1970 to 2100 "
+                         "(ISO 8601 with a zone, or epoch seconds)")
+    return number
 
 
 def _check_order(path: Path, resource: str, samples: list[Sample]) -> None:
@@ -261,104 +276,6 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
-# ---------------------------------------------------------------- Prometheus
-
-class PrometheusSource:
-    """Reads each factor of a target over the decision window through PromQL ``query_range``."""
-
-    def __init__(self, config: PrometheusConfig) -> None:
-        if not config.url:
-            raise InputError("prometheus.url is not set; pass --prometheus URL or set it in the config")
-        parsed = urlparse(config.url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise InputError(f"prometheus.url: {config.url!r} is not an http(s)://HOST[:PORT] address")
-        self.config = config
-        self.url = config.url.rstrip("/")
-
-    def samples(self, target: Target, window_s: float, now: float | None = None) -> list[Sample]:
-        """One sample per step over ``window_s`` ending now; a step without a value has ``None`` there."""
-        end = _time.time() if now is None else now
-        step = self.config.step_s
-        start = end - window_s
-        columns = {key: self._series(key, target, start, end) for key in
-                   ("gpu_util_pct", "requests_per_s", "influence_pct", "fb_used_mb", "power_w")}
-        steps = [start + i * step for i in range(int(window_s // step) + 1)]
-        return [self._sample(target, t, columns, step) for t in steps]
-
-    def _sample(self, target: Target, t: float, columns: dict[str, dict[float, float] | None],
-                step: float) -> Sample:
-        def at(key: str) -> float | None:
-            values = columns.get(key)
-            return None if values is None else values.get(round(t, 3))
-
-        rate = at("requests_per_s")
-        return Sample(ts=t, resource=target.resource, gpu_util_pct=at("gpu_util_pct"),
-                      requests=None if rate is None else rate * step, influence_pct=at("influence_pct"),
-                      gpus=target.gpus_per_replica, fb_used_mb=at("fb_used_mb"), power_w=at("power_w"),
-                      interval_s=step)
-
-    def _series(self, key: str, target: Target, start: float, end: float) -> dict[float, float] | None:
-        """The one series the query returns, by timestamp; ``None`` when it is not configured."""
-        query = self.config.query(key, target)
-        if query is None:
-            return None
-        result = self.get("/api/v1/query_range",
-                          {"query": query, "start": start, "end": end, "step": self.config.step_s})
-        if len(result) > 1:
-            # Several series would need a reduction the operator did not choose; refuse to pick one.
-            raise DependencyError(f"prometheus query {key} for {target.resource} returned {len(result)} series; "
-                                  f"aggregate it to one (e.g. max(...)) in the query")
-        if not result:
-            return {}
-        # A value that cannot be a reading (negative, NaN, a utilisation over 100 %) is unknown, never idle:
-        # it is left out, and a step without a value counts as missing data.
-        top = 100.0 if key in ("gpu_util_pct", "influence_pct") else math.inf
-        return {round(float(ts), 3): float(v) for ts, v in _points(result[0], self.url) if _reading(v, top)}
-
-    def get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        import requests
-
-        try:
-            resp = requests.get(self.url + path, params=params, timeout=self.config.timeout_s)
-        except requests.RequestException as exc:
-            raise DependencyError(f"prometheus at {self.url} is unreachable: {type(exc).__name__}: {exc}") from None
-        try:
-            body = resp.json()
-        except ValueError:
-            raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code} "
-                                  f"with a body that is not JSON") from None
-        if not isinstance(body, dict):
-            raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code} with a JSON "
-                                  f"{type(body).__name__}, not a Prometheus API response object")
-        if resp.status_code != 200 or body.get("status") != "success":
-            raise DependencyError(f"prometheus at {self.url}{path} answered HTTP {resp.status_code}: "
-                                  f"{body.get('errorType', '?')}: {body.get('error', '?')} "
-                                  f"(query {params.get('query')!r})")
-        result = (body.get("data") or {}).get("result") if isinstance(body.get("data"), dict) else None
-        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
-            raise DependencyError(f"prometheus at {self.url}{path}: data.result is not a list of series "
-                                  f"(query {params.get('query')!r})")
-        return result
-
-
-def _points(series: dict[str, Any], url: str) -> list[Any]:
-    values = series.get("values")
-    if not isinstance(values, list) or not all(isinstance(p, list) and len(p) == 2 for p in values):
-        raise DependencyError(f"prometheus at {url}: a series has no [timestamp, value] pairs")
-    return [p for p in values if _finite(p[0])]
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _reading(value: Any, top: float) -> bool:
-    return _finite(value) and 0.0 <= float(value) <= top
-
-
 # ---------------------------------------------------------------- NVML
 
 def nvml_samples(resource_prefix: str = "gpu") -> list[Sample]:
@@ -387,3 +304,9 @@ def _nvml_sample(pynvml: Any, index: int, resource: str, now: float) -> Sample:
     # NVML knows nothing of requests or influence: those stay missing, so NVML alone never reaps.
     return Sample(ts=now, resource=resource, gpu_util_pct=float(util), requests=None, influence_pct=None,
                   fb_used_mb=memory, power_w=power)
+
+
+from costeff.reaper.prometheus import PrometheusSource  # noqa: E402  (re-exported; it builds on Sample)
+
+__all__ = ["COLUMNS", "PrometheusSource", "Sample", "Trace", "iso", "load_trace", "nvml_samples", "parse_row",
+           "parse_timestamp", "write_trace"]
