@@ -129,6 +129,7 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_a_failure(monkeypatch, capsys
 
 # --- `costeff export --observations`: the obs.npy the README's examples use ---------------------------------------
 
+@pytest.mark.slow
 def test_export_writes_seeded_observations_that_quantize_accepts(tiny_policy, tmp_path, capsys):
     import json
 
@@ -172,11 +173,34 @@ def test_export_observations_bad_input_is_one_line_and_writes_nothing(argv, mess
 
 # --- `costeff profile`: gap latencies and the CSV's path on the terminal -----------------------------------------
 
-def test_profile_prints_gap_latencies_and_where_the_csv_went(tiny_policy, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory) -> Path:
+    """A two-layer ONNX policy over [batch, 4, 5] observations: profiles in well under a second."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((20, 16)).astype(np.float32), "w1"),
+               numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float32), "w2"),
+               numpy_helper.from_array(np.array([-1, 20], dtype=np.int64), "flat")]
+    nodes = [helper.make_node("Reshape", ["obs", "flat"], ["x"]), helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["logits"])]
+    graph = helper.make_graph(nodes, "policy", [helper.make_tensor_value_info("obs", TensorProto.FLOAT,
+                                                                              ["batch", 4, 5])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("small") / "policy.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_profile_prints_gap_latencies_and_where_the_csv_went(small_onnx, tmp_path, capsys):
     import json
 
     out, csv = tmp_path / "prof", tmp_path / "perf.csv"
-    assert main(["profile", str(tiny_policy.onnx_path), "--batch-sizes", "1,4", "--gaps", "0,5ms", "--csv", str(csv),
+    assert main(["profile", str(small_onnx), "--batch-sizes", "1,4", "--gaps", "0,5ms", "--csv", str(csv),
                  "--window-ms", "30", "--warmup-ms", "10", "--max-trials", "3", "--provider", "cpu",
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -194,8 +218,8 @@ def test_profile_prints_gap_latencies_and_where_the_csv_went(tiny_policy, tmp_pa
     assert csv.is_file() and f"perf_analyzer CSV {csv}" in text
 
 
-def test_profile_without_gaps_prints_no_gap_table(tiny_policy, tmp_path, capsys):
-    assert main(["profile", str(tiny_policy.onnx_path), "--batch-sizes", "1", "--window-ms", "30", "--warmup-ms",
+def test_profile_without_gaps_prints_no_gap_table(small_onnx, tmp_path, capsys):
+    assert main(["profile", str(small_onnx), "--batch-sizes", "1", "--window-ms", "30", "--warmup-ms",
                  "10", "--max-trials", "3", "--provider", "cpu", "--out", str(tmp_path / "p")]) == 0
     text = capsys.readouterr().out
     assert "after idle gaps" not in text and "CSV" not in text
