@@ -19,7 +19,8 @@ import numpy as np
 PREFIX_OPS = {"Flatten", "Reshape", "Sub", "Div", "Mul", "Add", "Cast", "Identity"}
 DENSE_OPS = {"Gemm", "MatMul"}
 ACTIVATIONS = {"Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu", "Gelu", "Softplus"}
-ALLOWED = PREFIX_OPS | DENSE_OPS | ACTIVATIONS
+POSTFIX_OPS = {"Mul", "Add", "Sub", "Div", "Identity", "Softmax", "LogSoftmax", "Tanh", "Sigmoid"}
+ALLOWED = PREFIX_OPS | DENSE_OPS | ACTIVATIONS | POSTFIX_OPS | {"Constant"}
 
 
 class NotEligible(Exception):
@@ -49,7 +50,8 @@ class Mlp:
     hidden: list[Dense]
     activations: list[Any]  # one activation node per hidden layer
     heads: list[Dense]
-    head_outputs: list[str]  # graph outputs the heads write
+    head_outputs: list[str]  # tensors the heads write: graph outputs, or the inputs of ``postfix``
+    postfix: list[Any] = field(default_factory=list)  # per-head output-side nodes (a scale, a softmax)
     initializers: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -69,6 +71,9 @@ def read(path: Path | str) -> Mlp:
     model = onnx.load(str(path))
     g = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:  # Constant nodes are initializers by another name
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
     _check_ops(g)
     _check_shared(g, inits)
     if len(g.input) - sum(i.name in inits for i in g.input) != 1:
@@ -78,7 +83,7 @@ def read(path: Path | str) -> Mlp:
         for t in n.input:
             consumers.setdefault(t, []).append(n)
     prefix, t = _prefix(g.input[0].name, consumers)
-    mlp = Mlp(model, prefix, t, [], [], [], [], inits)
+    mlp = Mlp(model, prefix, t, [], [], [], [], initializers=inits)
     _walk(mlp, t, consumers, {o.name for o in g.output})
     if not mlp.hidden:
         raise NotEligible("no hidden layer between the input and the heads")
@@ -116,8 +121,10 @@ def _walk(mlp: Mlp, t: str, consumers: dict[str, list[Any]], outputs: set[str]) 
         if not cons or any(n.op_type not in DENSE_OPS for n in cons):
             raise NotEligible(f"tensor {t} feeds {[n.op_type for n in cons] or 'nothing'}; expected dense layers")
         layers = [_dense(n, mlp.initializers, consumers) for n in cons]
-        if all(out in outputs for _, out in layers):
+        tails = [_postfix(out, consumers, outputs, mlp.initializers) for _, out in layers]
+        if all(t is not None for t in tails):
             mlp.heads, mlp.head_outputs = [d for d, _ in layers], [out for _, out in layers]
+            mlp.postfix = [n for t in tails for n in t]
             return
         if len(layers) != 1:
             raise NotEligible(f"tensor {t} branches into {len(layers)} dense layers that are not all output heads")
@@ -128,6 +135,18 @@ def _walk(mlp: Mlp, t: str, consumers: dict[str, list[Any]], outputs: set[str]) 
         mlp.hidden.append(dense)
         mlp.activations.append(act[0])
         t = act[0].output[0]
+
+
+def _postfix(t: str, consumers: dict[str, list[Any]], outputs: set[str], inits: dict[str, Any]) -> list[Any] | None:
+    """The elementwise nodes (with constant operands) from ``t`` to a graph output, or None if none reach one."""
+    nodes: list[Any] = []
+    while t not in outputs:
+        cons = consumers.get(t, [])
+        if len(cons) != 1 or cons[0].op_type not in POSTFIX_OPS or any(i != t and i not in inits for i in cons[0].input):
+            return None
+        nodes.append(cons[0])
+        t = cons[0].output[0]
+    return nodes
 
 
 def _dense(node: Any, inits: dict[str, np.ndarray], consumers: dict[str, list[Any]]) -> tuple[Dense, str]:
@@ -224,7 +243,6 @@ def write(mlp: Mlp, hidden: list[Dense], heads: list[Dense], path: Path | str) -
     g = mlp.model.graph
     nodes, inits = [onnx.NodeProto.FromString(n.SerializeToString()) for n in mlp.prefix], []
     used = {i for n in mlp.prefix for i in n.input}
-    inits += [numpy_helper.from_array(v, k) for k, v in mlp.initializers.items() if k in used]
     t = mlp.trunk_input
     for i, (d, act) in enumerate(zip(hidden, mlp.activations)):
         z = _emit(d, t, f"hidden{i}", f"hidden{i}_z", nodes, inits)
@@ -233,6 +251,10 @@ def write(mlp: Mlp, hidden: list[Dense], heads: list[Dense], path: Path | str) -
         t = f"hidden{i}_h"
     for i, (d, out) in enumerate(zip(heads, mlp.head_outputs)):
         _emit(d, t, f"head{i}", out, nodes, inits)
+    nodes += [onnx.NodeProto.FromString(n.SerializeToString()) for n in mlp.postfix]
+    used |= {i for n in mlp.postfix for i in n.input}
+    inits += [numpy_helper.from_array(v, k) for k, v in mlp.initializers.items()
+              if k in used and k not in {i.name for i in inits}]
     graph = helper.make_graph(nodes, g.name or "policy", list(g.input), list(g.output), inits)
     model = helper.make_model(graph, opset_imports=list(mlp.model.opset_import))
     model.ir_version = mlp.model.ir_version

@@ -18,6 +18,7 @@ other variant.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,9 @@ KINDS = ("prune", "lowrank")
 STEPS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
 PROBE_BUDGET_S = 60.0  # a probe stops trying smaller sizes once it has spent this long
 CHECK_EVERY = 4  # every 4th calibration row judges a step; the others fit it
+# A step must pass with this share of each tolerance (as OpenVINO accuracy control aims): the check
+# rows are a quarter of the calibration rows, and a size that only just passes them fails held-out ones.
+SAFETY = 0.6
 
 
 @dataclass
@@ -208,21 +212,32 @@ def probe_variant(ctx: Any, kind: str) -> Any:
     return v
 
 
+def tighter(tol: Any, share: float = SAFETY) -> Any:
+    """``tol`` with every threshold moved ``share`` of the way from perfect (0 drift, correlation 1)."""
+    def scale(x: float | None) -> float | None:
+        return None if x is None else x * share
+    return dataclasses.replace(tol, action_drift_pct=tol.action_drift_pct * share,
+                               entropy_drift_pct=tol.entropy_drift_pct * share,
+                               action_correlation=1 - (1 - tol.action_correlation) * share,
+                               kl_p99=scale(tol.kl_p99), value_max_abs_err=scale(tol.value_max_abs_err))
+
+
 def _judge(ctx: Any, check: np.ndarray) -> Callable[[Any], Any]:
     from costeff.quantization.fidelity import PolicyOutputs, compare, gates
+
+    tol = tighter(ctx.config.tolerances)
 
     def rows(o: Any) -> Any:
         return PolicyOutputs(o.logits[check], None if o.value is None else o.value[check])
 
     def judge(path: Any) -> tuple[list[Any], Any]:
         fid = compare(rows(ctx.ref_cal), rows(ctx.outputs(path, "calibration")))
-        return gates(fid, ctx.config.tolerances), fid
+        return gates(fid, tol), fid
     return judge
 
 
 def stack(ctx: Any, name: str, source: Any) -> Any:
     """A precision variant built from the structural variant ``source``, judged against the original fp32."""
-    import dataclasses
     from pathlib import Path
 
     from costeff.quantization import build
