@@ -2,7 +2,7 @@
 
 ``prune`` keeps, in every hidden layer, the units a pivoted QR of their
 activations picks first (the most linearly independent ones), then refits the
-next layer by least squares so it rebuilds the original next layer's input from
+next layer by least squares (solved with that same QR) so it rebuilds the original next layer's input from
 the kept units alone. ``lowrank`` factors each hidden layer's weight into two
 thinner ones along the top singular directions of its output on real inputs.
 
@@ -37,6 +37,7 @@ CHECK_EVERY = 4  # every 4th calibration row judges a step; the others fit it
 # A step must pass with this share of each tolerance (as OpenVINO accuracy control aims): the check
 # rows are a quarter of the calibration rows, and a size that only just passes them fails held-out ones.
 SAFETY = 0.6
+RCOND = 1e-8  # a kept unit whose QR diagonal is below this share of the first one adds nothing new
 
 
 @dataclass
@@ -68,35 +69,51 @@ class Probe:
         return asdict(self)
 
 
-def pivots(acts: np.ndarray, keep: int) -> np.ndarray:
-    """Indices of the ``keep`` columns a pivoted QR of the centred activations takes first, sorted."""
+def select(acts: np.ndarray, target: np.ndarray, keep: int, qr_of: Any = None) -> tuple[np.ndarray, Dense]:
+    """(the ``keep`` units a pivoted QR of the centred activations takes first, the least-squares
+    layer rebuilding ``target`` from them).
+
+    The least squares reuses the selection's own QR (A P = Q R, so the kept columns are Q₁ R₁₁):
+    no second factorisation. Columns past the numerical rank get zero weights, as a rank-revealing
+    solver (LAPACK gelsy) would give them; ``qr_of`` is a QR already computed for ``acts``."""
+    from scipy.linalg import solve_triangular
+
+    q, r, order = qr_of if qr_of is not None else pivoted_qr(acts)
+    units = order[:keep]
+    diag = np.abs(np.diag(r))[:keep]
+    rank = int((diag > RCOND * diag[0]).sum()) if len(diag) and diag[0] > 0 else 0
+    y_mean = target.mean(axis=0)
+    weight = np.zeros((keep, target.shape[1]))
+    weight[:rank] = solve_triangular(r[:rank, :rank], q[:, :rank].T @ (target - y_mean))
+    bias = y_mean - acts[:, units].mean(axis=0) @ weight
+    return units, Dense(weight, bias)
+
+
+def pivoted_qr(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from scipy.linalg import qr
 
-    _, _, order = qr(acts - acts.mean(axis=0), mode="economic", pivoting=True)
-    return np.sort(order[:keep])
+    return qr(acts - acts.mean(axis=0), mode="economic", pivoting=True)
 
 
-def refit(inputs: np.ndarray, target: np.ndarray) -> Dense:
-    """Least-squares weight and bias mapping ``inputs`` to ``target``."""
-    from scipy.linalg import lstsq
+def prune(mlp: Mlp, x: np.ndarray, fraction: float,
+          cache: dict[str, Any] | None = None) -> tuple[list[Dense], list[Dense], list[int]]:
+    """(hidden layers, heads, widths) keeping ``fraction`` of every hidden layer's units.
 
-    a = np.hstack([inputs, np.ones((len(inputs), 1))])
-    coef = lstsq(a, target, lapack_driver="gelsy")[0]  # QR-based: an order faster than gelsd here, as exact
-    return Dense(coef[:-1], coef[-1])
-
-
-def prune(mlp: Mlp, x: np.ndarray, fraction: float) -> tuple[list[Dense], list[Dense], list[int]]:
-    """(hidden layers, heads, widths) keeping ``fraction`` of every hidden layer's units."""
-    pre, post = om.forward(mlp, x)
-    targets = pre[1:] + [om.heads_out(mlp.heads, post[-1])]
+    ``cache`` keeps what does not depend on ``fraction`` (the first layer's activations and their QR)
+    between the steps of one search."""
+    cache = {} if cache is None else cache
+    if "pre" not in cache:
+        pre, post = om.forward(mlp, x)
+        cache.update(pre=pre, heads=om.heads_out(mlp.heads, post[-1]), first=post[0], qr=pivoted_qr(post[0]))
+    targets = cache["pre"][1:] + [cache["heads"]]
     hidden: list[Dense] = []
     incoming, inputs = mlp.hidden[0], x
-    for act, target in zip(mlp.activations, targets):
-        acts = om.activate(act, om.dense(incoming, inputs))
-        keep = pivots(acts, max(1, round(acts.shape[1] * fraction)))
-        hidden.append(Dense(incoming.weight[:, keep], incoming.bias[keep]))
-        inputs = acts[:, keep]
-        incoming = refit(inputs, target)
+    for i, (act, target) in enumerate(zip(mlp.activations, targets)):
+        acts = cache["first"] if i == 0 else om.activate(act, om.dense(incoming, inputs))
+        keep = max(1, round(acts.shape[1] * fraction))
+        units, next_layer = select(acts, target, keep, cache["qr"] if i == 0 else None)
+        hidden.append(Dense(incoming.weight[:, units], incoming.bias[units]))
+        inputs, incoming = acts[:, units], next_layer
     return hidden, _split_heads(incoming, mlp.heads), [d.bias.size for d in hidden]
 
 
@@ -105,15 +122,21 @@ def _split_heads(joint: Dense, heads: list[Dense]) -> list[Dense]:
     return [Dense(joint.weight[:, a:b], joint.bias[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-def lowrank(mlp: Mlp, x: np.ndarray, fraction: float) -> tuple[list[Dense], list[Dense], list[int]]:
+def lowrank(mlp: Mlp, x: np.ndarray, fraction: float,
+            cache: dict[str, Any] | None = None) -> tuple[list[Dense], list[Dense], list[int]]:
     """(hidden layers, heads, ranks): each hidden weight W as (W Q)(Qᵀ), Q the top right singular
     vectors of the layer's output X W on the low-rank network's own inputs X; rank = ``fraction``
     of break-even (where two factors cost as much as W)."""
+    cache = {} if cache is None else cache
     hidden, ranks = [], []
-    for d, act in zip(mlp.hidden, mlp.activations):
+    for i, (d, act) in enumerate(zip(mlp.hidden, mlp.activations)):
         n_in, n_out = d.weight.shape
         rank = max(1, int(fraction * n_in * n_out / (n_in + n_out)))
-        _, _, vt = np.linalg.svd(x @ d.weight, full_matrices=False)
+        if i == 0 and "vt" in cache:  # the first layer's inputs are the same at every step
+            vt = cache["vt"]
+        else:
+            vt = np.linalg.svd(x @ d.weight, full_matrices=False)[2]
+            cache.setdefault("vt", vt)
         q = vt[:rank].T
         low = Dense(d.weight, d.bias, (d.weight @ q, q.T))
         hidden.append(low)
@@ -122,7 +145,7 @@ def lowrank(mlp: Mlp, x: np.ndarray, fraction: float) -> tuple[list[Dense], list
     return hidden, mlp.heads, ranks
 
 
-BUILDERS: dict[str, Callable[[Mlp, np.ndarray, float], tuple[list[Dense], list[Dense], list[int]]]] = {
+BUILDERS: dict[str, Callable[..., tuple[list[Dense], list[Dense], list[int]]]] = {
     "prune": prune, "lowrank": lowrank}
 
 
@@ -134,13 +157,13 @@ def search(kind: str, mlp: Mlp, x_fit: np.ndarray, judge: Callable[[Any], Any], 
     from costeff.gates import all_passed
 
     probe = Probe(kind, mlp.widths, mlp.params)
-    started, best = time.perf_counter(), None
+    started, best, cache = time.perf_counter(), None, {}
     for fraction in STEPS:
         t0 = time.perf_counter()
         if probe.steps and t0 - started + probe.steps[-1].seconds > budget_s:
             probe.stopped = f"the next step would pass the {budget_s:g} s budget"
             break
-        hidden, heads, sizes = BUILDERS[kind](mlp, x_fit, fraction)
+        hidden, heads, sizes = BUILDERS[kind](mlp, x_fit, fraction, cache)
         path = work / f"{kind}_{len(probe.steps)}.onnx"
         om.write(mlp, hidden, heads, path)
         gates, fid = judge(path)
