@@ -201,3 +201,21 @@ def test_output_side_nodes_are_kept_and_a_full_width_refit_reproduces_the_model(
     assert sizes == [192, 192]
     for x, y in zip(a, b):
         assert np.abs(x - y).max() < 1e-3 * max(1.0, np.abs(x).max())
+
+
+def test_a_probe_that_would_keep_every_unit_builds_nothing(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones((4, 1), np.float32), "w1"),
+             numpy_helper.from_array(np.ones((1, 3), np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["h"]),
+             helper.make_node("MatMul", ["h", "w2"], ["logits"])]
+    graph = helper.make_graph(nodes, "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3])], inits)
+    mlp = om.read(_save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "o.onnx"))
+
+    def judge(path):
+        raise AssertionError("a model identical to fp32 must not be judged")
+
+    probe, best = structural.search("prune", mlp, np.random.default_rng(0).standard_normal((50, 4)), judge, tmp_path)
+    assert best is None and probe.chosen is None and not probe.steps and "keep every unit" in probe.stopped

@@ -2,18 +2,20 @@
 
 ``prune`` keeps, in every hidden layer, the units a pivoted QR of their
 activations picks first (the most linearly independent ones), then refits the
-next layer by least squares (solved with that same QR) so it rebuilds the original next layer's input from
-the kept units alone. ``lowrank`` factors each hidden layer's weight into two
-thinner ones along the top singular directions of its output on real inputs.
+next layer by least squares (solved with that same QR) so that it rebuilds the
+original next layer's input from the kept units alone. ``lowrank`` factors each
+hidden layer's weight into two thinner ones along the top singular directions
+of its output on real inputs.
 
 Both search a size by geometric steps, largest first (half the width or half
 the break-even rank, then a quarter, ...), and keep the smallest that passes
 every fidelity gate. The refit is fitted on three quarters of the calibration
-rows and each step judged on the remaining quarter: judged on the rows it was
-fitted to, an underdetermined refit would pass anything. The largest step
-failing ends the probe at once (a policy without slack is found out in one
-step). The held-out rows, never seen here, judge the chosen model like any
-other variant.
+rows and each step judged on the other quarter (judged on the rows it was
+fitted to, an underdetermined refit would pass anything), with a margin
+(``SAFETY`` of each tolerance) since that quarter is a small sample. The
+largest step failing ends the probe at once: a policy without slack is found
+out in one step. The held-out rows, never seen here, then judge the chosen
+model like any other variant.
 """
 
 from __future__ import annotations
@@ -164,6 +166,9 @@ def search(kind: str, mlp: Mlp, x_fit: np.ndarray, judge: Callable[[Any], Any], 
             probe.stopped = f"the next step would pass the {budget_s:g} s budget"
             break
         hidden, heads, sizes = BUILDERS[kind](mlp, x_fit, fraction, cache)
+        if kind == "prune" and sizes == mlp.widths:
+            probe.stopped = f"widths {sizes} keep every unit"
+            break
         path = work / f"{kind}_{len(probe.steps)}.onnx"
         om.write(mlp, hidden, heads, path)
         gates, fid = judge(path)
@@ -173,7 +178,7 @@ def search(kind: str, mlp: Mlp, x_fit: np.ndarray, judge: Callable[[Any], Any], 
         probe.steps.append(step)
         log.info("%s %s: %s on calibration rows", kind, sizes, "pass" if step.passed else "fail")
         if not step.passed:
-            probe.stopped = f"{_size_words(kind, step)} failed {', '.join(step.failed_gates)}"
+            probe.stopped = f"{_size_words(kind, step)} failed {', '.join(step.failed_gates)} on calibration rows"
             break
         probe.chosen, best = step, path
     else:
@@ -225,7 +230,7 @@ def probe_variant(ctx: Any, kind: str) -> Any:
         return v
     v.structure = probe.to_dict()
     if best is None:
-        v.error = f"not built: identical to fp32 ({probe.stopped} on calibration rows, {probe.seconds:.1f} s)"
+        v.error = f"not built: identical to fp32 ({probe.stopped}; {probe.seconds:.1f} s)"
         return v
     c = probe.chosen
     v.notes.append(f"{kind}: sizes {c.sizes} (from {probe.original_sizes}), {c.params:,} parameters (from "
