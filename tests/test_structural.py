@@ -94,28 +94,34 @@ def test_written_model_runs_with_the_same_outputs_and_a_dynamic_batch(widened, t
 
 
 def test_exact_duplicates_are_removed_without_error(tmp_path):
-    """Units copied with split outgoing weights (no noise): half the width computes the same function."""
+    """Units copied with split outgoing weights (no noise) behind an input normalisation (Sub, Div):
+    half the width computes the same function, and the written model keeps the normalisation."""
+    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w1, b1, w2, b2 = rng.standard_normal((6, 10)), rng.standard_normal(10), rng.standard_normal((10, 3)), np.zeros(3)
-    share = rng.uniform(0.2, 0.8, 10)
+    mean, std, share = rng.standard_normal(6), rng.uniform(0.5, 2, 6), rng.uniform(0.2, 0.8, 10)
     wide_w1, wide_b1 = np.hstack([w1, w1]), np.concatenate([b1, b1])
     wide_w2 = np.vstack([w2 * share[:, None], w2 * (1 - share)[:, None]])
     inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in
-             ((wide_w1, "w1"), (wide_b1, "b1"), (wide_w2, "w2"), (b2, "b2"))]
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["z"]), helper.make_node("Add", ["z", "b1"], ["zb"]),
+             ((wide_w1, "w1"), (wide_b1, "b1"), (wide_w2, "w2"), (b2, "b2"), (mean, "mean"), (std, "std"))]
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["c"]), helper.make_node("Div", ["c", "std"], ["n"]),
+             helper.make_node("MatMul", ["n", "w1"], ["z"]), helper.make_node("Add", ["z", "b1"], ["zb"]),
              helper.make_node("Tanh", ["zb"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"]),
              helper.make_node("Add", ["y", "b2"], ["logits"])]
     graph = helper.make_graph(nodes, "dup", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], inits)
-    mlp = om.read(_save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "d.onnx"))
-    x = rng.standard_normal((200, 6))
+    path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "d.onnx")
+    mlp = om.read(path)
+    assert [n.op_type for n in mlp.prefix] == ["Sub", "Div"] and mlp.widths == [20]
+    x = om.trunk_input(mlp, path, rng.standard_normal((200, 6)).astype(np.float32))
     hidden, heads, sizes = structural.prune(mlp, x, 0.5)
-    new = rng.standard_normal((50, 6))
-    want = np.tanh(new @ w1 + b1) @ w2 + b2
-    got = om.dense(heads[0], om.activate(mlp.activations[0], om.dense(hidden[0], new)))
-    assert sizes == [10] and np.abs(got - want).max() < 1e-5  # float32 weights in the file
+    om.write(mlp, hidden, heads, tmp_path / "half.onnx")
+    new = rng.standard_normal((50, 6)).astype(np.float32)
+    want = np.tanh((new - mean) / std @ w1 + b1) @ w2 + b2
+    got = ort.InferenceSession(str(tmp_path / "half.onnx")).run(None, {"x": new})[0]
+    assert sizes == [10] and np.abs(got - want).max() < 1e-4  # float32 weights in the file
 
 
 def _save(model, path: Path) -> Path:
