@@ -24,7 +24,7 @@ def main() -> dict[str, Any]:
     art = default_policy("default")
     obs = generate_observations(ROWS, seed=SEED, preset="default")
     config = QuantizeConfig(variants=("prune", "lowrank", "prune+int8-dynamic"), backends=("onnxruntime",),
-                            batch_sizes=BATCHES, window_s=1.0, speed_rounds=3, finalists=None,
+                            batch_sizes=BATCHES, window_s=1.0, speed_rounds=5, finalists=None,
                             name="policy_default", tune_knobs=False)
     report = quantize(art.onnx_path, obs, config, out_dir=Layout.default().run_dir("quant"))
     base = report.variant("fp32")
