@@ -97,10 +97,9 @@ def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: 
 def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
     from costeff.hardware import detect
     from costeff.quantization import openvino as ov_build
+    from costeff.quantization import structural
     from costeff.quantization.fallback import fallbacks
     from costeff.quantization.variants import plan
-
-    from costeff.quantization import structural
 
     names, skipped = plan(ctx.config, detect(), _resolved_provider(ctx.config.provider))
     shaped = [n for n in names if n.split("+")[0] in structural.KINDS]

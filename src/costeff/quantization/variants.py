@@ -20,7 +20,7 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 def trt_fp16(name: str, provider: str) -> bool:
     """TensorRT builds fp16 engines only for the fp16 variants: fidelity and timing must agree on it."""
-    return provider == "tensorrt" and name in ("fp16", "mixed")
+    return provider == "tensorrt" and name.split("+")[-1] in ("fp16", "mixed")
 
 
 def backend_of(name: str) -> str:
