@@ -75,6 +75,17 @@ def test_prune_recovers_the_narrow_width_and_passes_held_out_gates(widened, tiny
     assert Path(stacked.path).is_file() and stacked.path != v.path
 
 
+def test_prune_stacks_with_an_openvino_variant(widened, tiny_observations, tmp_path):
+    pytest.importorskip("openvino")
+    rep = quantize(widened, tiny_observations[:1200],
+                   QuantizeConfig(variants=("prune+ov-fp32",), **dict(FAST, backends=("onnxruntime", "openvino"))),
+                   out_dir=tmp_path / "q")
+    v = rep.variant("prune+ov-fp32")
+    assert v.built and v.backend == "openvino" and v.derived_from == "prune", v.error
+    assert v.structure["chosen"]["sizes"] and Path(v.path).suffix == ".xml"
+    assert v.passed and v.fidelity.rows == rep.split["evaluation_rows"]
+
+
 def test_written_model_runs_with_the_same_outputs_and_a_dynamic_batch(widened, tiny_observations, tmp_path):
     import onnxruntime as ort
 
