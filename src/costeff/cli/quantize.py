@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", metavar="LIST",
                    help="restrict to these variants (default: every one this host can try): onnxruntime fp16, "
                         "int8-dynamic, int8-static (fallbacks mixed / int8-mixed added when needed); OpenVINO "
-                        "ov-fp32, ov-bf16, ov-int8, ov-int8-ac, ov-int8-ac-bf16, ov-w8, ov-w8-bf16")
+                        "ov-fp32, ov-bf16, ov-int8, ov-int8-ac, ov-int8-ac-bf16, ov-w8, ov-w8-bf16; structural "
+                        "prune, lowrank, stacked as <prune|lowrank>+<variant>, e.g. prune+int8-dynamic")
     p.add_argument("--backends", default="onnxruntime,openvino", metavar="LIST",
                    help="runtimes to search: onnxruntime, openvino (default both)")
     p.add_argument("--gaps", default="0,10ms", metavar="LIST",

@@ -10,9 +10,17 @@ from costeff.quantization.fidelity import Tolerances
 
 ORT_VARIANTS = ("fp16", "int8-dynamic", "int8-static")
 OV_VARIANTS = ("ov-fp32", "ov-bf16", "ov-int8", "ov-int8-ac", "ov-int8-ac-bf16", "ov-w8", "ov-w8-bf16")
-VARIANTS = ORT_VARIANTS + OV_VARIANTS
+STRUCTURAL = ("prune", "lowrank")  # fewer units / lower rank, fp32 (see quantization.structural)
+# Precision variants built on a structural one; any "<structural>+<precision variant>" can be asked for.
+STACKED = ("prune+int8-dynamic", "prune+ov-int8")
+VARIANTS = ORT_VARIANTS + OV_VARIANTS + STRUCTURAL + STACKED
 BACKENDS = ("onnxruntime", "openvino")
 PROVIDERS = ("cpu", "cuda", "tensorrt", "auto")
+
+
+def known_variant(name: str) -> bool:
+    kind, _, lower = name.partition("+")
+    return name in VARIANTS or (kind in STRUCTURAL and lower in ORT_VARIANTS + OV_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,10 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:
         if self.variants is not None:
-            bad = [v for v in self.variants if v not in VARIANTS]
+            bad = [v for v in self.variants if not known_variant(v)]
             if bad or not self.variants:
-                raise InputError(f"variants: {bad or 'none'}; allowed: {', '.join(VARIANTS)}")
+                raise InputError(f"variants: {bad or 'none'}; allowed: {', '.join(VARIANTS)}, or "
+                                 "<prune|lowrank>+<precision variant>")
         bad_backends = [b for b in self.backends if b not in BACKENDS]
         if bad_backends or not self.backends:
             raise InputError(f"backends: {bad_backends or 'none'}; allowed: {', '.join(BACKENDS)}")

@@ -120,13 +120,15 @@ def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: 
 def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
     from costeff.hardware import detect
     from costeff.quantization import openvino as ov_build
+    from costeff.quantization import structural
     from costeff.quantization.fallback import fallbacks
     from costeff.quantization.variants import plan
 
     names, skipped = plan(ctx.config, detect(), _resolved_provider(ctx.config.provider))
-    ort_names = [n for n in names if not n.startswith("ov-")]
+    shaped = [n for n in names if n.split("+")[0] in structural.KINDS]
+    ort_names = [n for n in names if not n.startswith("ov-") and n not in shaped]
     recipe_info: dict[str, Any] = {"name": None, "reason": "no onnxruntime int8 variant requested", "evidence": []}
-    if any(v.startswith("int8") for v in ort_names):
+    if any(v.split("+")[-1].startswith("int8") for v in ort_names + shaped):
         recipe_info = _choose_recipe(ctx)
     variants = [_baseline(ctx)]
     for name in ort_names:
@@ -136,6 +138,7 @@ def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[s
         variants += fallbacks(ctx, variants)
     variants += ov_build.build_variants(ctx, [n for n in names if n.startswith("ov-")],
                                         lambda text: _tick(progress, text))
+    variants += structural.build_variants(ctx, shaped, lambda text: _tick(progress, text))
     return variants + skipped, recipe_info
 
 

@@ -49,6 +49,7 @@ class VariantResult:
     fidelity_by_batch: dict[str, BatchFidelity] = field(default_factory=dict)  # "1", "<largest served>"
     batch_invariance: BatchInvariance | None = None  # the same rows alone vs inside a served batch
     trials: list[Trial] = field(default_factory=list)
+    structure: dict[str, Any] | None = None  # prune / lowrank: the sizes tried on calibration rows, seconds
     throughput_per_s: dict[int, float] = field(default_factory=dict)
     throughput_range_per_s: dict[int, tuple[float, float]] = field(default_factory=dict)
     latency_p99_ms: dict[int, float] = field(default_factory=dict)
@@ -122,7 +123,8 @@ def to_markdown(rep: QuantizationReport) -> str:
     lines += ["", "## Fidelity by batch size", ""] + _by_batch_md(rep)
     lines += ["", "## Batch invariance", ""] + _invariance_md(rep)
     lines += ["", "## Gates", ""] + _gates_md(rep) + ["", "## Recipe evidence (calibration rows)", ""]
-    lines += _recipe_md(rep.recipe) + ["", "## Speed (inferences/s, median of interleaved rounds)", ""]
+    lines += _recipe_md(rep.recipe) + _structure_md(rep)
+    lines += ["", "## Speed (inferences/s, median of interleaved rounds)", ""]
     lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""]
     lines += _cost_md(rep.cost)
     return "\n".join(lines) + "\n"
@@ -218,6 +220,20 @@ def _recipe_md(recipe: dict[str, Any]) -> list[str]:
     for e in recipe.get("evidence", []):
         out.append(f"| {e['recipe']} | {_fmt(e.get('action_drift_pct'))} | {_fmt(e.get('kl_mean'), '.2e')} | "
                    f"{e.get('session_config') or '-'} | {e.get('error') or e.get('note', '')} |")
+    return out
+
+
+def _structure_md(rep: QuantizationReport) -> list[str]:
+    probes = [v for v in rep.variants if v.structure and "+" not in v.name]
+    out = ["", "## Structural probes (a quarter of the calibration rows, at 60 % of each tolerance)", "", "| variant | sizes | parameters | passed | action drift % "
+           "| failed gates | seconds |", "|---|---|---|---|---|---|---|"] if probes else []
+    for v in probes:
+        s = v.structure
+        out.append(f"| {v.name} | {s['original_sizes']} (fp32) | {s['original_params']:,} | | | | |")
+        out += [f"| {v.name} | {t['sizes']} | {t['params']:,} | {'yes' if t['passed'] else 'no'} | "
+                f"{_fmt(t['action_drift_pct'])} | {', '.join(t['failed_gates']) or '-'} | {t['seconds']:.1f} |"
+                for t in s["steps"]]
+        out.append(f"| {v.name} | search ended: {s['stopped']} | | | | | {s['seconds']:.1f} |")
     return out
 
 

@@ -20,19 +20,21 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 def trt_fp16(name: str, provider: str) -> bool:
     """TensorRT builds fp16 engines only for the fp16 variants: fidelity and timing must agree on it."""
-    return provider == "tensorrt" and name in ("fp16", "mixed")
+    return provider == "tensorrt" and name.split("+")[-1] in ("fp16", "mixed")
 
 
 def backend_of(name: str) -> str:
-    return "openvino" if name.startswith("ov-") else "onnxruntime"
+    return "openvino" if name.split("+")[-1].startswith("ov-") else "onnxruntime"
 
 
 def precision_of(name: str) -> str:
     from costeff.quantization.openvino import OV_VARIANTS
 
+    name = name.split("+")[-1]  # prune+int8-dynamic: the precision of int8-dynamic
     if name in OV_VARIANTS:
         return OV_VARIANTS[name].precision
-    return {"int8-dynamic": "int8", "int8-static": "int8", "int8-mixed": "int8+fp32", "mixed": "fp16+fp32"}.get(
+    return {"int8-dynamic": "int8", "int8-static": "int8", "int8-mixed": "int8+fp32", "mixed": "fp16+fp32",
+            "prune": "fp32", "lowrank": "fp32"}.get(
         name, name)
 
 
@@ -75,4 +77,5 @@ def why_not(name: str, config: Any, hw: Any, provider: str) -> InputError | Depe
 def _needs_bf16(name: str) -> bool:
     from costeff.quantization.openvino import OV_VARIANTS
 
+    name = name.split("+")[-1]
     return name in OV_VARIANTS and OV_VARIANTS[name].needs_bf16
