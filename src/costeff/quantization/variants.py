@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from costeff.errors import DependencyError, InputError
-from costeff.quantization.config import VARIANTS
+from costeff.quantization.config import ON_REQUEST, VARIANTS
 from costeff.quantization.records import VariantResult
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -43,7 +43,8 @@ def plan(config: Any, hw: Any, provider: str) -> tuple[list[str], list[VariantRe
     explicit = config.variants is not None
     tried, skipped = [], []
     for name in (config.variants if explicit else VARIANTS):
-        reason = why_not(name, config, hw, provider)
+        reason = why_not(name, config, hw, provider) if explicit or name not in ON_REQUEST \
+            else InputError(ON_REQUEST[name])
         if reason is None:
             tried.append(name)
         elif explicit:
