@@ -338,10 +338,10 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def parse_date(text: str) -> date:
+def parse_date(text: str, option: str = "--as-of") -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise InputError(f"--as-of: {text!r} is not a date; expected YYYY-MM-DD") from None
+        raise InputError(f"{option}: {text!r} is not a date; expected YYYY-MM-DD") from None
 
 
