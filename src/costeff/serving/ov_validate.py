@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from costeff.errors import DependencyError
+from costeff.serving.ir_precision import ir_precision
 from costeff.serving.served import OV_PARAMETERS
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -36,7 +38,10 @@ def check_openvino(cfg: Any, config: Path, model: Path | None, hardware: dict[st
         report.problems.append(Problem("model", f"{model} has no weights file {model.with_suffix('.bin').name}",
                                        lines("backend")))
         return
-    report.model_precision = "int8" if "FakeQuantize" in model.read_text(errors="replace") else "float"
+    try:
+        report.model_precision = ir_precision(model)  # from the graph: op types and Constant element types
+    except DependencyError as exc:
+        report.warnings.append(f"precision not read: {exc}")
     _check_tensors(cfg, model, report, lines)
 
 
