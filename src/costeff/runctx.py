@@ -2,7 +2,7 @@
 
 ``pipeline`` runs the stages and ``stages`` implements them; both import this module
 and neither imports the other at module level, so there is no import cycle between them
-(docs/architecture.md, "Stages of costeff run").
+(docs/architecture.md#stages-of-costeff-run).
 """
 
 from __future__ import annotations
