@@ -18,10 +18,8 @@ ROOT = Path(costeff.__file__).parent
 KNOWN_LAZY_CYCLES = {
     frozenset({"costeff.runtimes", "costeff.runtimes.ort", "costeff.runtimes.ov"}),
     frozenset({"costeff.quantization.knobs", "costeff.quantization.select"}),
-    frozenset({"costeff.serving.ov_validate", "costeff.serving.threads", "costeff.serving.validate"}),
     frozenset({"costeff.audit.log", "costeff.audit.verify"}),
     frozenset({"costeff.remote.comparison", "costeff.remote.profile"}),
-    frozenset({"costeff.ramp.decide", "costeff.ramp.report"}),
     frozenset({"costeff.cli.drift", "costeff.cli.drift_watch"}),
 }
 
@@ -55,12 +53,22 @@ def _imported(node: ast.AST, package: str) -> list[str]:
     return []
 
 
+def _type_checking_only(node: ast.AST) -> bool:
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _import_nodes(tree: ast.AST, top_level_only: bool) -> list[ast.AST]:
     """Every import; with ``top_level_only`` those that run on import (not inside a function)."""
     found, todo = [], [tree]
     while todo:
         node = todo.pop()
         if top_level_only and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if _type_checking_only(node):  # never runs: annotations only
             continue
         found.append(node)
         todo.extend(ast.iter_child_nodes(node))
@@ -143,6 +151,12 @@ def test_no_module_level_import_cycle():
 def test_run_stages_and_pipeline_do_not_import_each_other_both_ways():
     every = import_graph(False)
     assert "costeff.pipeline" not in every["costeff.stages"]
+
+
+def test_imports_for_annotations_only_are_not_edges(tmp_path):
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import costeff.x\nimport costeff.y\n")
+    found = [n for n in _import_nodes(tree, True) if isinstance(n, ast.Import)]
+    assert [a.name for n in found for a in n.names] == ["costeff.y"]
 
 
 def test_no_new_lazy_import_cycle():
