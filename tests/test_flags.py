@@ -16,7 +16,7 @@ def store(tmp_path):
 
 
 def test_defaults_before_any_change(store):
-    assert store.get("serve_precision") == "fp32"
+    assert store.get("served_version.policy") is None
     assert store.get("cost_gates_enabled") is True
     assert store.get("reaper_enabled") is True
     assert store.get("pipeline_paused") is False
@@ -38,12 +38,12 @@ def test_set_parses_types_and_audits_old_and_new(store):
 
 
 def test_rollback_to_previous_and_to_any_earlier_version(store):
-    for value in ("fp16", "int8-dynamic", "int8-static"):
-        store.set("serve_precision", value)
-    assert store.rollback("serve_precision").new_value == "int8-dynamic"
-    assert store.rollback("serve_precision", to_version=1).new_value == "fp16"
-    assert store.rollback("serve_precision", to_version=0).new_value == "fp32"
-    history = store.history("serve_precision")
+    for value in ("1", "2", "3"):
+        store.set("served_version.policy", value)
+    assert store.rollback("served_version.policy").new_value == 2
+    assert store.rollback("served_version.policy", to_version=1).new_value == 1
+    assert store.rollback("served_version.policy", to_version=0).new_value is None
+    history = store.history("served_version.policy")
     assert [c.version for c in history] == [1, 2, 3, 4, 5, 6]
     assert [c.rolled_back_to for c in history[3:]] == [2, 1, 0]
     assert len(store.audit_log.records()) == 6 and verify(store.audit_log.directory).ok
@@ -58,8 +58,8 @@ def test_rollback_without_history_or_to_future_is_rejected(store):
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("serve_precison", "fp16", "did you mean 'serve_precision'"),
-    ("serve_precision", "int8-dynaimc", "did you mean 'int8-dynamic'"),
+    ("reaper_enabeld", "true", "did you mean 'reaper_enabled'"),
+    ("served_version.policy", "0", "a positive integer or 'unset'"),
     ("reaper_enabled", "maybe", "not a boolean"),
     ("deployed_model_sha256", "xyz", "64 hex digits"),
     ("pipeline_paused.a b", "true", "pipeline name"),
@@ -89,19 +89,19 @@ def test_corrupt_store_is_an_input_error(store):
     store.path.parent.mkdir(parents=True)
     store.path.write_text("{not json")
     with pytest.raises(InputError, match="unreadable"):
-        store.get("serve_precision")
+        store.get("reaper_enabled")
 
 
 def test_cli_set_get_rollback_history(capsys):
-    assert main(["flags", "set", "serve_precision", "int8-dynamic", "--reason", "quantized"]) == 0
-    assert main(["flags", "set", "serve_precision", "fp16"]) == 0
-    assert main(["flags", "rollback", "serve_precision"]) == 0
+    assert main(["flags", "set", "cost_gates_enabled", "false", "--reason", "incident 12"]) == 0
+    assert main(["flags", "set", "cost_gates_enabled", "true"]) == 0
+    assert main(["flags", "rollback", "cost_gates_enabled"]) == 0
     capsys.readouterr()
-    assert main(["flags", "get", "serve_precision", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["value"] == "int8-dynamic"
-    assert main(["flags", "history", "serve_precision", "--json"]) == 0
-    assert [c["new_value"] for c in json.loads(capsys.readouterr().out)] == ["int8-dynamic", "fp16", "int8-dynamic"]
-    assert FlagStore.default().get("serve_precision") == "int8-dynamic"
+    assert main(["flags", "get", "cost_gates_enabled", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"] is False
+    assert main(["flags", "history", "cost_gates_enabled", "--json"]) == 0
+    assert [c["new_value"] for c in json.loads(capsys.readouterr().out)] == [False, True, False]
+    assert FlagStore.default().get("cost_gates_enabled") is False
     assert [r["event"] for r in default_log().records()] == ["flag.set", "flag.set", "flag.rollback"]
 
 
@@ -109,3 +109,11 @@ def test_cli_unknown_flag_exits_2_with_hint(capsys):
     assert main(["flags", "get", "reaper_enabeld"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown flag") and "did you mean 'reaper_enabled'" in err
+
+
+def test_served_precision_is_not_a_flag(capsys):
+    """What is served is served_version.<model> and that version's costeff_build.json; a flag
+    that claimed a precision and changed nothing is gone, and setting it is refused, not stored."""
+    assert main(["flags", "set", "serve_precision", "int8-mixed"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown flag 'serve_precision'")
+    assert not FlagStore.default().path.exists()

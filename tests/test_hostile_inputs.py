@@ -239,8 +239,8 @@ def _cases() -> list[tuple[str, list[str], int]]:
     cases += _numbers(["ledger", "show"], "--days", ("0", "-1", "abc"))
     cases += _files("--ledger", ["ledger", "show"], ("dir", "garbage", "text", "non_utf8"))
 
-    for name, value in (("reaper_enabled", "maybe"), ("reaper_enabled", "2"), ("serve_precision", "fp64"),
-                        ("serve_precision", ""), ("deployed_model_sha256", "xyz"), ("nope", "true"),
+    for name, value in (("reaper_enabled", "maybe"), ("reaper_enabled", "2"), ("served_version.policy", "-1"),
+                        ("served_version.policy", "1.5"), ("deployed_model_sha256", "xyz"), ("nope", "true"),
                         ("pipeline_paused.a b", "true"), ("pipeline_paused.", "true"), ("cost_gates_enabled", "nan")):
         cases.append((f"flags set {name} {value!r}", ["flags", "set", name, value], 2))
     cases += [(f"flags get {n!r}", ["flags", "get", n], 2) for n in ("nope", "", "pipeline_paused.../x")]

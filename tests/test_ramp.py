@@ -397,3 +397,51 @@ def test_cli_bad_input_exits_2_without_artifacts(tmp_path, capsys):
     assert main(["ramp", "decide", "--ledger", str(tmp_path / "ledger.sqlite"), "--as-of", "2026-13-01",
                  "--out", str(out)]) == 2
     assert not out.exists() and default_log().records() == []
+
+
+# -- paused pipelines are held, never promoted -----------------------------------------------------
+
+def test_pipeline_paused_by_the_reaper_holds_and_restore_releases(good):
+    from costeff.reaper.actions import PipelinePauser
+    from costeff.reaper.config import Target
+
+    target = Target(resource="book-a", kind="pipeline", name="book-a")
+    pauser = PipelinePauser(FlagStore.default())
+    assert pauser.reap(target).changed
+    d = _decide(*good, pipeline="book-a")
+    gate = _gate(d, "pipeline_not_paused")
+    assert d.decision == "HOLD" and gate.verdict.value == "FAIL" and d.gates_failed == ["pipeline_not_paused"]
+    assert "pipeline_paused.book-a is true" in gate.detail and "costeff-reaper" in gate.detail
+    assert _decide(*good, pipeline="book-b").decision == "PROMOTE"  # another pipeline's pause is not ours
+    pauser.restore(target, False)
+    assert _decide(*good, pipeline="book-a").decision == "PROMOTE"
+
+
+def test_pipeline_defaults_to_the_model_name(tmp_path):
+    now = datetime.now(timezone.utc)
+    _, sha = _triton_model(tmp_path, now - timedelta(days=2))
+    report = _report(tmp_path, sha=sha, created=now - timedelta(days=1))
+    FlagStore.default().set("pipeline_paused.policy", True, reason="maintenance")
+    d = _decide(_ledger(tmp_path), report, deployed=None, live_sha=sha, triton_repository=tmp_path / "repo",
+                model_name="policy")
+    assert d.decision == "HOLD" and d.gates_failed == ["pipeline_not_paused"]
+    assert "maintenance" in _why_held(d)
+
+
+def test_every_pipeline_paused_holds_without_a_name_and_a_hard_breach_still_rolls_back(tmp_path):
+    FlagStore.default().set("pipeline_paused", True)
+    d = _decide(_ledger(tmp_path), _report(tmp_path))
+    assert d.decision == "HOLD" and _gate(d, "pipeline_not_paused").verdict.value == "FAIL"
+    breach = _decide(_ledger(tmp_path / "loss", pnl=100.0, cost=600.0, influence=10.0), _report(tmp_path))
+    assert breach.decision == "ROLLBACK"  # a pause stops promotion, never a rollback
+
+
+def test_cli_bad_pipeline_name_exits_2(tmp_path, capsys):
+    _ledger(tmp_path)
+    assert main(["ramp", "decide", "--ledger", str(tmp_path / "ledger.sqlite"), "--pipeline", "a b"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: flag pipeline_paused.a b: pipeline name") and default_log().records() == []
+
+
+def _why_held(decision):
+    return " ".join(decision.reasons)

@@ -32,7 +32,7 @@ def run_output(tmp_path_factory, tiny_policy):
         import io
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = main(["run", *QUICK, *_triton_env(), "--out", str(root / "out")])
+            code = main(["run", *QUICK, *_triton_env(), "--sample-as-of", "2026-03-10", "--out", str(root / "out")])
         yield code, json.loads(out.getvalue()), root
     finally:
         mp.undo()
@@ -81,6 +81,7 @@ def test_pack_holds_every_stage_and_the_summary_traces_to_it(run_output):
         assert path in files, path
     summary = files["COMPLETION_SUMMARY.md"].decode()
     ramp = json.loads(files["ramp/ramp_decision.json"])
+    assert ramp["as_of"] == "2026-03-10"  # --sample-as-of reached the ramp stage
     reaper = json.loads(files["reaper/reaper_report.json"])
     assert f"{ramp['cost_ratio_pct']:.1f} %" in summary
     assert f"{reaper['reduction_pct']:.1f} % less" in summary

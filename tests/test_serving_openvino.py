@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -130,6 +131,25 @@ def test_ir_tensors_must_match_the_config(built, tmp_path):
     problems = [str(p) for p in validate_config(cfg).problems]
     assert any("actions" in p and "not in the model" in p for p in problems)
 
+
+
+def test_validation_reads_the_served_irs_precision_from_its_graph(built, tmp_path):
+    """A weight-compressed IR (u8 weights, no FakeQuantize) is reported as int8 weights, not float."""
+    import nncf
+    import openvino as ov
+
+    from costeff.serving import validate_config
+
+    assert _build(built, tmp_path) == 0
+    cfg, version = tmp_path / "pol" / "config.pbtxt", tmp_path / "pol" / "1"
+    assert validate_config(cfg).model_precision == "fp32"
+    compressed = nncf.compress_weights(ov.Core().read_model(str(version / "model.xml")))
+    ov.save_model(compressed, str(tmp_path / "w8.xml"), compress_to_fp16=False)
+    for suffix in (".xml", ".bin"):  # renamed, never rewritten in place: the read model maps the old weights
+        os.replace(tmp_path / f"w8{suffix}", version / f"model{suffix}")
+    report = validate_config(cfg)
+    assert report.valid and report.model_precision == "int8 weights"
+    assert "FakeQuantize" not in (version / "model.xml").read_text()
 
 # --- CPU hosts are priced by their ISA family ---------------------------------------------------------
 

@@ -40,7 +40,7 @@ def iso_utc(when: datetime | None = None) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where artifacts live (DESIGN.md section 5). ``root`` defaults to ``./artifacts``."""
+    """Where artifacts live (docs/architecture.md#records). ``root`` defaults to ``./artifacts``."""
 
     root: Path
 

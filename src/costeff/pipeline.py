@@ -16,39 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from costeff.artifacts import Layout, utc_stamp
-from costeff.errors import CosteffError, InputError
+from costeff.errors import CosteffError
+from costeff.runctx import RunConfig, RunContext, Skip, Stage
+
+__all__ = ["RunConfig", "RunReport", "StageResult", "run_all"]
 
 log = logging.getLogger("costeff.run")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    model: Path | None = None
-    observations: Path | None = None
-    preset: str = "default"
-    rows: int = 4096  # generated observations for the embedded policy
-    batch_sizes: tuple[int, ...] = (1, 8, 32, 128)
-    window_s: float = 0.3
-    latency_budget_ms: float = 50.0
-    target_rate: float = 500.0
-    provider: str = "auto"
-    model_name: str = "policy"
-    sample_as_of: Any = None  # ramp decision date for the sample economics (default: today UTC)
-    verify: bool = True  # serve the result on the real Triton and measure it at the target rate
-    triton_env: Path | None = None  # that server's environment (default: the cached one, made on first use)
-
-    def __post_init__(self) -> None:
-        if (self.model is None) != (self.observations is None):
-            raise InputError("--model and --observations go together: a user policy needs its observations")
-        if self.rows < 512:
-            raise InputError(f"--rows: {self.rows}; need at least 512 generated observations")
-        for name in ("window_s", "latency_budget_ms", "target_rate"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"--{name.replace('_', '-')}: {getattr(self, name)} must be > 0")
 
 
 @dataclass
@@ -71,33 +47,12 @@ class RunReport:
     exit_code: int = 0
 
 
-@dataclass
-class _Context:
-    config: RunConfig
-    layout: Layout
-    stamp: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def need(self, *keys: str) -> list[Any]:
-        missing = [k for k in keys if k not in self.values]
-        if missing:
-            raise _Skip(f"needs {', '.join(missing)} from an earlier stage")
-        return [self.values[k] for k in keys]
-
-
-class _Skip(Exception):
-    """A stage cannot run because an earlier one it depends on failed."""
-
-
-Stage = Callable[[_Context], tuple[str, list[str]]]
-
-
 def run_all(config: RunConfig, on_stage: Callable[[StageResult, int, int], None] | None = None) -> RunReport:
     """Run every stage in order; ``on_stage(result, index, total)`` reports progress."""
     from costeff.artifacts import iso_utc
     from costeff.stages import STAGES
 
-    ctx = _Context(config, Layout.default(), utc_stamp())
+    ctx = RunContext(config, Layout.default(), utc_stamp())
     report = RunReport(started_at=iso_utc(), stages=[StageResult(name) for name, _ in STAGES])
     for index, ((name, stage), result) in enumerate(zip(STAGES, report.stages)):
         if on_stage:
@@ -111,12 +66,12 @@ def run_all(config: RunConfig, on_stage: Callable[[StageResult, int, int], None]
     return report
 
 
-def _run_stage(stage: Stage, ctx: _Context, result: StageResult) -> None:
+def _run_stage(stage: Stage, ctx: RunContext, result: StageResult) -> None:
     started = time.perf_counter()
     try:
         result.summary, result.artifacts = stage(ctx)
         result.status = "ok"
-    except _Skip as skip:
+    except Skip as skip:
         result.status, result.summary = "skipped", str(skip)
     except KeyboardInterrupt:
         raise

@@ -10,13 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from costeff.pipeline import _Context
+from costeff.runctx import RunContext
 
 QUANT_ROWS_SEED = 20000  # same seed as `costeff quantize` on the embedded policy
 PROFILE_GAPS_S = (0.0, 0.001, 0.01, 0.1)
 
 
-def stage_policy(ctx: _Context) -> tuple[str, list[str]]:
+def stage_policy(ctx: RunContext) -> tuple[str, list[str]]:
     cfg = ctx.config
     if cfg.model is not None:
         from costeff.modelio import read_signature
@@ -36,7 +36,7 @@ def stage_policy(ctx: _Context) -> tuple[str, list[str]]:
             f"confident (top-1 margin >= 0.1) on {100 * art.confident_share:.1f} % of rows"), [str(art.onnx_path)]
 
 
-def _profile(ctx: _Context, model: Path, runtime: dict[str, Any] | None = None) -> tuple[Any, Path]:
+def _profile(ctx: RunContext, model: Path, runtime: dict[str, Any] | None = None) -> tuple[Any, Path]:
     """Profile ``model``; an OpenVINO IR with the precision and hint it was selected with."""
     from costeff.membound import check_batch_sizes
     from costeff.profiling import ProfileConfig, profile
@@ -66,14 +66,14 @@ def _profile_line(report: Any) -> str:
             + (f"; {unstable} unstable point(s)" if unstable else ""))
 
 
-def stage_profile(ctx: _Context) -> tuple[str, list[str]]:
+def stage_profile(ctx: RunContext) -> tuple[str, list[str]]:
     (model,) = ctx.need("model")
     report, path = _profile(ctx, model)
     ctx.values.update(baseline_profile=path, selected_model=model, selected_profile=path)
     return "fp32: " + _profile_line(report), [str(path.parent)]
 
 
-def stage_quantize(ctx: _Context) -> tuple[str, list[str]]:
+def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.quantization import QuantizeConfig, quantize
 
     model, obs = ctx.need("model", "observations")
@@ -101,7 +101,7 @@ def stage_quantize(ctx: _Context) -> tuple[str, list[str]]:
             [str(out)])
 
 
-def stage_profile_selected(ctx: _Context) -> tuple[str, list[str]]:
+def stage_profile_selected(ctx: RunContext) -> tuple[str, list[str]]:
     (model,) = ctx.need("selected_model")
     if "selected_profile" in ctx.values:
         return "the selected variant is the fp32 model profiled above", []
@@ -110,7 +110,7 @@ def stage_profile_selected(ctx: _Context) -> tuple[str, list[str]]:
     return f"{model.stem}: " + _profile_line(report), [str(path.parent)]
 
 
-def stage_batching(ctx: _Context) -> tuple[str, list[str]]:
+def stage_batching(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.batching import OptimizeConfig, optimize, write_report
 
     (profile,) = ctx.need("selected_profile")
@@ -128,7 +128,7 @@ def stage_batching(ctx: _Context) -> tuple[str, list[str]]:
             f"{c['predicted']['p99_ms']:.2f} ms at {cfg.target_rate:g} req/s"), [str(out)]
 
 
-def stage_triton(ctx: _Context) -> tuple[str, list[str]]:
+def stage_triton(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.artifacts import Layout
     from costeff.serving import BuildConfig, build_repository
 
@@ -143,7 +143,7 @@ def stage_triton(ctx: _Context) -> tuple[str, list[str]]:
             f"{result.instance_kind} instances{trt}; validated"), [str(Path(result.config_path).parent)]
 
 
-def stage_verify(ctx: _Context) -> tuple[str, list[str]]:
+def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
     """Serve what the triton stage wrote on the real Triton and measure it at the target rate."""
     from costeff.errors import DependencyError
     from costeff.serving import verify as v
@@ -178,7 +178,7 @@ def _triton_env(location: Path | None):
                                                                                       flush=True))
 
 
-def stage_reaper(ctx: _Context) -> tuple[str, list[str]]:
+def stage_reaper(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.reaper.run import reap_trace
     from costeff.reaper.sample import sample_path
 
@@ -189,7 +189,7 @@ def stage_reaper(ctx: _Context) -> tuple[str, list[str]]:
             f"({d['reduction_pct']:.1f} % less), {d['reaps_while_active']} reaps while active"), [str(out)]
 
 
-def stage_ramp(ctx: _Context) -> tuple[str, list[str]]:
+def stage_ramp(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.artifacts import utc_now
     from costeff.ledger import Ledger, import_sample
     from costeff.ramp import DecideConfig, decide
@@ -212,7 +212,7 @@ def stage_ramp(ctx: _Context) -> tuple[str, list[str]]:
             f"{ratio:.1f} % vs cap {decision.cost_ratio_cap_pct:.0f} %; failed gates: {failed}{projected}"), [str(out)]
 
 
-def _projection_inputs(ctx: _Context):
+def _projection_inputs(ctx: RunContext):
     """This run's own reports, so the projection never mixes in an older run's."""
     from costeff.ramp.projection import ProjectionInputs
 
@@ -221,7 +221,7 @@ def _projection_inputs(ctx: _Context):
                             v.get("reaper_report"))
 
 
-def stage_pack(ctx: _Context) -> tuple[str, list[str]]:
+def stage_pack(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.audit import default_log
     from costeff.pack import pack
 
@@ -236,7 +236,7 @@ def stage_pack(ctx: _Context) -> tuple[str, list[str]]:
         [str(result.path)]
 
 
-def stage_report(ctx: _Context) -> tuple[str, list[str]]:
+def stage_report(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.report import build_report
 
     folders = {name: Path(ctx.values[key]).parent for name, key in (

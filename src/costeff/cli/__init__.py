@@ -2,7 +2,7 @@
 
 Each command lives in its own module with ``register(subparsers)``; the module sets
 ``func(args) -> int`` on its parser. Errors become exit codes here and only here
-(DESIGN.md section 3): 0 done, 1 a gate said no, 2 bad input, 3 a dependency
+(docs/architecture.md#exit-codes): 0 done, 1 a gate said no, 2 bad input, 3 a dependency
 failed, 130 interrupted.
 """
 

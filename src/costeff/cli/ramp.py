@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--triton-repository", type=Path, metavar="DIR",
                    help="hash the served version's DIR/NAME/<N>/model.onnx (default: flag deployed_model_sha256)")
     d.add_argument("--model-name", metavar="NAME", help="model name in the Triton repository")
+    d.add_argument("--pipeline", metavar="NAME",
+                   help="hold (never promote) while flag pipeline_paused.NAME is true, as the reaper's pipeline "
+                   "action sets it; pipeline_paused is always consulted (default NAME: --model-name)")
     d.add_argument("--drift-hours", type=float, default=24.0, metavar="H",
                    help="gate on the ledger's live drift windows of the deployed model over the last H hours "
                    "(default 24)")
@@ -79,7 +82,8 @@ def _decide(args: argparse.Namespace) -> int:
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           as_of=parse_date(args.as_of) if args.as_of is not None else None,
                           triton_repository=args.triton_repository, model_name=args.model_name,
-                          drift_hours=args.drift_hours, projection=_inputs(args))
+                          drift_hours=args.drift_hours, projection=_inputs(args),
+                          pipeline=args.pipeline)
     directory = writable_dir(layout.run_dir("ramp", args.out), keep=False)  # before the decision is audited
     decision = decide(config, out_dir=directory)  # the report is written before the decision is audited
     path = directory / JSON_NAME

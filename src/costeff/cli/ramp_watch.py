@@ -22,6 +22,9 @@ def register_watch(verbs: argparse._SubParsersAction) -> None:
                    help="quantization_report.json (default: newest under artifacts/cost/quant)")
     w.add_argument("--triton-repository", type=Path, metavar="DIR", help="hash the served version in DIR/NAME")
     w.add_argument("--model-name", metavar="NAME", help="model name in the Triton repository")
+    w.add_argument("--pipeline", metavar="NAME",
+                   help="hold (never promote) while flag pipeline_paused.NAME is true, as the reaper's pipeline "
+                   "action sets it; pipeline_paused is always consulted (default NAME: --model-name)")
     w.add_argument("--drift-hours", type=float, default=24.0, metavar="H", help="live drift window (default 24)")
     add_listener(w)
     add_common(w)
@@ -37,7 +40,7 @@ def _watch(args: argparse.Namespace) -> int:
     layout = Layout.default()
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           triton_repository=args.triton_repository, model_name=args.model_name,
-                          drift_hours=args.drift_hours)
+                          drift_hours=args.drift_hours, pipeline=args.pipeline)
     out = args.out or layout.ramp / "watch"
     metrics = RampMetrics(args.metrics_port, args.metrics_addr, Heartbeat(args.interval, args.stale_after))
     try:

@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, output_dir, parse_int_list, positive_float
+from costeff.cli._common import add_common, emit, output_dir, parse_int_list, positive_float, positive_int
+from costeff.runctx import MIN_ROWS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--observations", type=Path, help="observations for --model (.npy/.npz/.parquet)")
     parser.add_argument("--preset", default="default", choices=("tiny", "default", "large"),
                         help="embedded policy preset (default: default)")
+    parser.add_argument("--rows", type=positive_int("--rows"), metavar="N",
+                        help=f"observations generated for the embedded policy, at least {MIN_ROWS} "
+                             "(default: 4096; with --model the rows are --observations')")
     parser.add_argument("--batch-sizes", default="1,8,32,128", help="batch sizes to profile (default: 1,8,32,128)")
     parser.add_argument("--latency-budget-ms", type=positive_float("--latency-budget-ms"), default=50.0,
                         help="p99 budget per request, for the optimal batch and the batcher (default: 50)")
@@ -32,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"),
                         help="onnxruntime execution provider; auto: CUDA when onnxruntime can use it, else cpu "
                              "(default: auto)")
+    parser.add_argument("--model-name", default="policy", metavar="NAME",
+                        help="the model's name in the Triton repository (ROOT/model_repository/NAME) "
+                             "(default: policy)")
+    parser.add_argument("--sample-as-of", metavar="DATE",
+                        help="date of the ramp decision on the shipped sample economics, YYYY-MM-DD; the sample "
+                             "ledger ends the day before (default: today, UTC)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the verify stage (serving the result on the real Triton and measuring it)")
     parser.add_argument("--triton-env", type=Path, metavar="DIR", help="the real Triton's environment for the "
@@ -49,21 +59,33 @@ def _run(args: argparse.Namespace) -> int:
     from costeff.progress import progress
     from costeff.stages import STAGES
 
+    config = _config(args, RunConfig)
     if args.out is not None:
         writable_dir(args.out)  # an unwritable root fails here, not in every stage
         # Every stage resolves its folders through Layout.default(), which reads these variables: with
         # --out, the models, reports, audit trail, Triton repository and pack all go under ROOT.
         os.environ[ROOT_ENV] = str(args.out)
         os.environ[REPOSITORY_ENV] = str(Path(args.out) / "model_repository")
-    config = RunConfig(model=args.model, observations=args.observations, preset=args.preset,
-                       batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")),
-                       latency_budget_ms=args.latency_budget_ms, target_rate=args.target_rate,
-                       window_s=args.window_s, provider=args.provider, verify=args.verify,
-                       triton_env=args.triton_env)
     with progress("costeff run", total=len(STAGES)) as task:
         report = run_all(config, on_stage=_StageLog(task, quiet=args.json))
     emit(args, report, lambda: _print(report))
     return report.exit_code
+
+
+def _config(args: argparse.Namespace, run_config):
+    """Every RunConfig field from its option; checked before anything is written."""
+    from costeff.errors import InputError
+    from costeff.ramp.decide import parse_date
+
+    if args.rows is not None and args.model is not None:
+        raise InputError("--rows: applies to the embedded policy; with --model the rows are --observations'")
+    rows = {} if args.rows is None else {"rows": args.rows}
+    as_of = None if args.sample_as_of is None else parse_date(args.sample_as_of, "--sample-as-of")
+    return run_config(model=args.model, observations=args.observations, preset=args.preset,
+                      batch_sizes=tuple(parse_int_list(args.batch_sizes, "--batch-sizes")),
+                      latency_budget_ms=args.latency_budget_ms, target_rate=args.target_rate,
+                      window_s=args.window_s, provider=args.provider, model_name=args.model_name,
+                      sample_as_of=as_of, verify=args.verify, triton_env=args.triton_env, **rows)
 
 
 class _StageLog:

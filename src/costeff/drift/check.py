@@ -1,7 +1,7 @@
 """``check_drift(config) -> DriftReport``: the served variant vs the fp32 reference on live observations.
 
-Both models run on every logged row; the DESIGN fidelity metrics are computed per
-time window (rows with timestamps) or per log file (rows without), and over all
+Both models run on every logged row; the fidelity metrics (docs/architecture.md#fidelity-metrics)
+are computed per time window (rows with timestamps) or per log file (rows without), and over all
 rows. Every window is gated with the same tolerances as the offline quantization
 report, and recorded in the ledger for the ramp's live-drift gate.
 """

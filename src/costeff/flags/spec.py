@@ -1,6 +1,6 @@
 """The known flags as pydantic models: each flag's value type, default and how a typed-in value is parsed.
 
-A value from a command line (``"true"``, ``"FP16"``) or from the store is validated
+A value from a command line (``"true"``, ``"unset"``) or from the store is validated
 against the flag's type through pydantic, so the CLI, the reaper and the flag store
 agree on what a valid value is; a wrong one is an InputError naming the flag and
 what was expected, with a did-you-mean for a near miss.
@@ -16,7 +16,6 @@ from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, TypeA
 from costeff.configfile import STRICT_MODEL, did_you_mean
 from costeff.errors import InputError
 
-PRECISIONS = ("fp32", "fp16", "mixed", "int8-dynamic", "int8-static", "int8-mixed")
 _PIPELINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 PIPELINE_PREFIX = "pipeline_paused."
 SERVED_PREFIX = "served_version."
@@ -42,8 +41,6 @@ def _version(value: Any) -> Any:
 _TYPES: dict[str, tuple[Any, str]] = {
     # kind -> (pydantic type, what a user must give)
     "bool": (Annotated[bool, BeforeValidator(_text)], "a boolean; expected true or false"),
-    "precision": (Annotated[Literal[PRECISIONS], BeforeValidator(_text)],  # type: ignore[valid-type]
-                  f"a precision; expected one of {', '.join(PRECISIONS)}"),
     "sha256": (Annotated[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None,
                          BeforeValidator(_unset)], "a SHA-256; expected 64 hex digits or 'unset'"),
     "version": (Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_version)],
@@ -57,7 +54,7 @@ _ADAPTERS = {kind: TypeAdapter(t) for kind, (t, _) in _TYPES.items()}
 class FlagSpec(BaseModel):
     model_config = STRICT_MODEL
     name: str
-    kind: Literal["bool", "precision", "sha256", "version"]
+    kind: Literal["bool", "sha256", "version"]
     default: Any
     help: str
 
@@ -80,13 +77,10 @@ class FlagSpec(BaseModel):
         try:
             return _ADAPTERS[self.kind].validate_python(value)
         except ValidationError:
-            hint = did_you_mean(_text(value), PRECISIONS) if self.kind == "precision" else ""
-            raise InputError(f"flag {self.name}: {value!r} is not {_TYPES[self.kind][1]}{hint}") from None
+            raise InputError(f"flag {self.name}: {value!r} is not {_TYPES[self.kind][1]}") from None
 
 
 KNOWN: dict[str, FlagSpec] = {s.name: s for s in (
-    FlagSpec(name="serve_precision", kind="precision", default="fp32",
-             help="precision variant the serving stack loads"),
     FlagSpec(name="cost_gates_enabled", kind="bool", default=True, help="ramp decisions apply the cost gates"),
     FlagSpec(name="reaper_enabled", kind="bool", default=True,
              help="the idle reaper may scale serving capacity down"),

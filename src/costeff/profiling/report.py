@@ -1,4 +1,4 @@
-"""``ProfileReport``: the record, its Markdown twin and the plots (DESIGN.md section 5)."""
+"""``ProfileReport``: the record, its Markdown twin and the plots (docs/architecture.md#records)."""
 
 from __future__ import annotations
 

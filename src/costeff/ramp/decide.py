@@ -6,7 +6,9 @@ beyond the plan's limit) rolls back one step. Disabling the cost gates by flag
 leaves them computed and shown, marked not enforced, with the flag change that
 disabled them. Drift is gated twice: offline (the quantization report's held-out rows)
 and live (the ledger's drift windows of the deployed bytes over the last hours, from
-``costeff drift check|watch``); no live window is NO-DATA and holds.
+``costeff drift check|watch``); no live window is NO-DATA and holds. A paused pipeline
+(flag ``pipeline_paused``, or ``pipeline_paused.<pipeline>`` as the reaper's pipeline
+action sets it) is never promoted: the ``pipeline_not_paused`` gate holds it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from costeff.ramp.plan import RampPlan, Step, load_plan
 
 PROMOTE, HOLD, ROLLBACK = "PROMOTE", "HOLD", "ROLLBACK"
 COST_GATES = ("cost_ratio", "net_pnl")
+PAUSE_FLAG = "pipeline_paused"
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,13 @@ class DecideConfig:
     model_name: str | None = None
     drift_hours: float = 24.0  # live drift windows from the ledger over this many hours before the decision
     projection: Any = None  # ProjectionInputs; None: the newest reports under the artifacts folder
+    pipeline: str | None = None  # whose pipeline_paused.<pipeline> flag holds promotion; default: model_name
 
     def __post_init__(self) -> None:
+        if self.pipeline is not None:
+            from costeff.flags import spec_for
+
+            spec_for(PAUSE_FLAG + "." + self.pipeline)  # a name the flag store cannot hold is bad input
         if (self.triton_repository is None) != (self.model_name is None):
             raise InputError("--triton-repository and --model-name go together: give both or neither")
         if self.as_of is not None and not isinstance(self.as_of, date):
@@ -136,7 +144,7 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
     report = load_report(report_path) if report_path else None
     gates = (_data_gates(econ) + _cost_gates(econ, step, enabled) + _risk_gates(econ, history, step)
              + _promotion_gates(history, step) + _quality_gates(plan, deployed, report)
-             + _live_drift_gates(config, plan, deployed, as_of))
+             + _live_drift_gates(config, plan, deployed, as_of) + _pause_gates(config, flags))
     verdict, to_index, reasons = _verdict(gates, index, len(plan.steps), history)
     notices = [] if enabled else [_disabled_notice(flags)]
     if any(r.startswith("SYNTHETIC") for r in _sources(ledger)):
@@ -268,6 +276,21 @@ def _live_drift_gates(config: DecideConfig, plan: RampPlan, deployed: DeployedMo
                   plan.max_entropy_drift_pct, "%", live.detail)]
 
 
+def _pause_gates(config: DecideConfig, flags) -> list[RampGate]:
+    """``pipeline_paused`` (every pipeline) and ``pipeline_paused.<pipeline>``: a paused one holds, never promotes."""
+    pipeline = config.pipeline or config.model_name
+    names = [PAUSE_FLAG] + ([f"{PAUSE_FLAG}.{pipeline}"] if pipeline else [])
+    paused = [n for n in names if flags.get(n)]
+    if paused:
+        last = {n: flags.history(n)[-1] for n in paused}
+        detail = "; ".join(f"{n} is true (v{c.version}, {c.ts}, by {c.actor}{': ' + c.reason if c.reason else ''})"
+                           for n, c in last.items())
+    else:
+        detail = " and ".join(names) + (" are" if len(names) > 1 else " is") + " false" + \
+            ("" if pipeline else " (no --pipeline or --model-name: per-pipeline pauses not consulted)")
+    return [_gate("pipeline_not_paused", "control", bool(paused), "==", False, "", detail)]
+
+
 def _verdict(gates: list[RampGate], index: int, n_steps: int,
              history: StepHistory) -> tuple[str, int, list[str]]:
     breaches = [g for g in gates if g.hard_breach and g.verdict is Verdict.FAIL]
@@ -338,10 +361,10 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def parse_date(text: str) -> date:
+def parse_date(text: str, option: str = "--as-of") -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise InputError(f"--as-of: {text!r} is not a date; expected YYYY-MM-DD") from None
+        raise InputError(f"{option}: {text!r} is not a date; expected YYYY-MM-DD") from None
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, StrictFloat, StrictInt
 from costeff.configfile import STRICT_MODEL, read_toml, validate
 from costeff.errors import InputError
 
-# What a plan file may leave out (DESIGN.md section 4 tolerances; the original program's 30 % cap).
+# What a plan file may leave out (docs/architecture.md#fidelity-metrics tolerances; the original program's 30 % cap).
 BUILTIN_DEFAULTS = {"cost_ratio_cap_pct": 30.0, "min_days": 7, "min_trades": 1000,
                     "max_drawdown_usd": 10000.0, "max_net_loss_usd": 5000.0}
 BUILTIN_QUANT = {"max_action_drift_pct": 0.5, "max_entropy_drift_pct": 0.5}

@@ -6,10 +6,12 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from costeff.artifacts import atomic_write_json, atomic_write_text
-from costeff.ramp.decide import RampDecision
+
+if TYPE_CHECKING:  # annotations only: decide imports this module to write its record
+    from costeff.ramp.decide import RampDecision
 
 JSON_NAME = "ramp_decision.json"
 MD_NAME = "ramp_decision.md"

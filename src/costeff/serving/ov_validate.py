@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from costeff.errors import DependencyError
+from costeff.serving.ir_precision import ir_precision
+from costeff.serving.problem import Problem
 from costeff.serving.served import OV_PARAMETERS
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -18,9 +21,8 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def check_openvino(cfg: Any, config: Path, model: Path | None, hardware: dict[str, Any], report: Any,
-                   lines: Any) -> None:
-    from costeff.serving.validate import _check_tensors, Problem
-
+                   lines: Any) -> bool:
+    """The openvino backend's checks; True when the IR is there for the tensor checks to read."""
     _check_parameters(cfg, hardware, report, lines)
     if any(g.kind == 1 for g in cfg.instance_group):  # KIND_GPU: the backend's CPU device never sees a GPU
         report.problems.append(Problem("instance_group.kind", "KIND_GPU with the openvino backend; serve IR "
@@ -31,18 +33,19 @@ def check_openvino(cfg: Any, config: Path, model: Path | None, hardware: dict[st
     if model is None:
         report.problems.append(Problem("model", f"no model.xml in a version folder of {config.parent}",
                                        lines("backend")))
-        return
+        return False
     if not model.with_suffix(".bin").is_file():
         report.problems.append(Problem("model", f"{model} has no weights file {model.with_suffix('.bin').name}",
                                        lines("backend")))
-        return
-    report.model_precision = "int8" if "FakeQuantize" in model.read_text(errors="replace") else "float"
-    _check_tensors(cfg, model, report, lines)
+        return False
+    try:
+        report.model_precision = ir_precision(model)  # from the graph: op types and Constant element types
+    except DependencyError as exc:
+        report.warnings.append(f"precision not read: {exc}")
+    return True
 
 
 def _check_parameters(cfg: Any, hardware: dict[str, Any], report: Any, lines: Any) -> None:
-    from costeff.serving.validate import Problem
-
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     for key in sorted(set(params) - OV_PARAMETERS):
         report.problems.append(Problem(f"parameters {key}", "not a parameter of the openvino backend "

@@ -32,7 +32,13 @@ class Accelerator:
 
 
 def model_precision(model_path: Path | str) -> str:
-    """``fp32``, ``fp16``, ``mixed``, ``int8-static`` (QDQ) or ``int8-dynamic``, read from the graph."""
+    """``fp32``, ``fp16``, ``mixed``, ``int8-static`` (QDQ) or ``int8-dynamic``, read from the graph.
+
+    An OpenVINO IR (``.xml``) is read by ``costeff.serving.ir_precision`` (``int8``, ``int8 weights``, ...)."""
+    if Path(model_path).suffix == ".xml":
+        from costeff.serving.ir_precision import ir_precision
+
+        return ir_precision(model_path)
     from costeff.modelio import load_onnx
 
     graph = load_onnx(model_path, load_weights=False).graph
@@ -41,7 +47,9 @@ def model_precision(model_path: Path | str) -> str:
         return "int8-dynamic"
     if ops & _QDQ_OPS:
         return "int8-static"
-    kinds = {init.data_type for init in graph.initializer if init.data_type in (_FLOAT, _FLOAT16)}
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant"
+                                         for a in n.attribute if a.name == "value"]
+    kinds = {t.data_type for t in tensors if t.data_type in (_FLOAT, _FLOAT16)}
     if _FLOAT16 in kinds:
         return "mixed" if _FLOAT in kinds else "fp16"
     return "fp32"

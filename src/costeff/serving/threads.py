@@ -129,7 +129,7 @@ def _cpu_instances(cfg: Any) -> int:
 
 
 def _ort_threads(params: dict[str, str], cpu_instances: int, report: Any, lines: Any) -> int | None:
-    from costeff.serving.validate import Problem
+    from costeff.serving.problem import Problem
 
     for key in (*ORT_THREAD_PARAMETERS, "execution_mode"):
         if key in params and _int(params[key]) is None:

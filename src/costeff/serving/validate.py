@@ -16,6 +16,7 @@ from typing import Any
 from costeff.errors import InputError
 from costeff.serving.config import BACKEND, OV_BACKEND, PLATFORM, triton_schema
 from costeff.serving.precision import PRECISION_MODES, model_precision
+from costeff.serving.problem import Problem
 from costeff.serving.threads import check_threads
 
 # Parameters Triton's onnxruntime backend reads for its TensorRT accelerator.
@@ -26,17 +27,6 @@ TRT_PARAMETERS = {"precision_mode", "max_workspace_size_bytes", "max_cached_engi
                   "trt_auxiliary_streams", "trt_timing_cache_enable", "trt_timing_cache_path"}
 GPU_ACCELERATORS = {"tensorrt", "cuda"}
 CPU_ACCELERATORS = {"openvino"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.field}: {self.message}"
 
 
 @dataclass
@@ -83,7 +73,8 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
     if cfg.backend == OV_BACKEND:
         from costeff.serving.ov_validate import check_openvino
 
-        check_openvino(cfg, path, model, _hardware(path, hardware), report, lines)
+        if check_openvino(cfg, path, model, _hardware(path, hardware), report, lines):
+            _check_tensors(cfg, model, report, lines)
         return report
     if model is None:
         report.warnings.append("no model file found: tensor and precision checks skipped (pass --model)")
