@@ -271,7 +271,7 @@ def test_control_a_boolean_reaper_flag_is_obeyed(prometheus, tmp_path, value, re
 
 
 STORED = [("reaper_enabled", "false"), ("reaper_enabled", 1), ("cost_gates_enabled", "true"),
-          ("serve_precision", "FP16"), ("serve_precision", 16), ("deployed_model_sha256", "xyz"),
+          ("pipeline_paused", "no"), ("cost_gates_enabled", 0), ("deployed_model_sha256", "xyz"),
           ("deployed_model_sha256", 5), ("served_version.policy", True), ("served_version.policy", "3"),
           ("served_version.policy", 0), ("pipeline_paused.alpha", "yes")]
 
@@ -281,10 +281,8 @@ def test_flags_get_names_a_stored_value_of_the_wrong_type(tmp_path, capsys, name
     store = tmp_path / "flags.json"
     change = {"name": name, "version": 1, "old_value": None, "new_value": value, "ts": "2025-03-05T00:00:00Z",
               "actor": "ops", "reason": "", "action": "set"}
-    if name in ("reaper_enabled", "cost_gates_enabled", "pipeline_paused.alpha"):
+    if name in ("reaper_enabled", "cost_gates_enabled", "pipeline_paused", "pipeline_paused.alpha"):
         change["old_value"] = True
-    elif name == "serve_precision":
-        change["old_value"] = "fp32"
     store.write_text(json.dumps({"schema_version": 1, "history": {name: [change]}}))
     before = store.read_bytes()
     code, lines, text = _run(["flags", "get", name, "--store", str(store)], capsys)

@@ -35,6 +35,7 @@ def served(tmp_path_factory):
     models = []
     patch = pytest.MonkeyPatch()
     patch.setenv("COSTEFF_ARTIFACTS", str(work / "artifacts"))
+    patch.setenv("COSTEFF_HOME", str(work / "home"))  # one signing key for the builds and the switches
     for seed in (1, 2):
         folder = work / f"m{seed}"
         folder.mkdir()
@@ -59,6 +60,7 @@ def _remote_logits(url):
 def test_rollback_and_promote_reload_the_running_server(served, monkeypatch, capsys):
     server, work, (v1, v2) = served
     monkeypatch.setenv("COSTEFF_ARTIFACTS", str(work / "artifacts"))
+    monkeypatch.setenv("COSTEFF_HOME", str(work / "home"))
     repo = ["--repository", str(work / "repo"), "--name", "policy"]
     np.testing.assert_allclose(_remote_logits(server.http_url), _local_logits(v2), rtol=1e-5)
     assert main(["triton", "rollback", *repo, "--url", server.http_url]) == 0
@@ -71,6 +73,7 @@ def test_rollback_and_promote_reload_the_running_server(served, monkeypatch, cap
 def test_server_down_after_the_config_changed_says_so(served, monkeypatch, capsys):
     server, work, _ = served
     monkeypatch.setenv("COSTEFF_ARTIFACTS", str(work / "artifacts"))
+    monkeypatch.setenv("COSTEFF_HOME", str(work / "home"))
     repo = ["--repository", str(work / "repo"), "--name", "policy"]
     dead = f"127.0.0.1:{free_ports(1)}"
     assert main(["triton", "rollback", *repo, "--url", dead]) == 3

@@ -46,7 +46,7 @@ _TYPES: dict[str, tuple[Any, str]] = {
     "version": (Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_version)],
                 "a model version; expected a positive integer or 'unset'"),
 }
-_STORED = {"bool": "a JSON boolean (true or false, unquoted)", "precision": f"one of {', '.join(PRECISIONS)}",
+_STORED = {"bool": "a JSON boolean (true or false, unquoted)",
            "sha256": "64 lowercase hex digits or null", "version": "a positive JSON integer or null"}
 _ADAPTERS = {kind: TypeAdapter(t) for kind, (t, _) in _TYPES.items()}
 
@@ -60,11 +60,10 @@ class FlagSpec(BaseModel):
 
     def check_stored(self, value: Any, where: str) -> Any:
         """``value`` as read back from the store: already parsed, so of the flag's exact JSON type. A hand
-        edit (``"false"`` for a boolean, ``1`` for a precision, ``true`` for a version) is an error, never
+        edit (``"false"`` for a boolean, ``"abc"`` for a hash, ``true`` for a version) is an error, never
         coerced: ``bool("false")`` is True."""
         ok = {
             "bool": isinstance(value, bool),
-            "precision": isinstance(value, str) and value in PRECISIONS,
             "sha256": value is None or (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None),
             "version": value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
         }[self.kind]
