@@ -34,7 +34,8 @@ DEFAULT_QUERIES = {
     # Each query must return one series per resource: aggregate in PromQL, not here.
     "gpu_util_pct": 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="{namespace}", pod=~"{name}-.*"})',
     "requests_per_s": 'sum(rate(nv_inference_request_success{namespace="{namespace}", pod=~"{name}-.*"}[1m]))',
-    "influence_pct": 'max(costeff_policy_influence_pct{deployment="{name}"})',
+    # Exported by `costeff ramp watch` (--policy-model); a firm with its own figure overrides this query.
+    "influence_pct": 'max(costeff_policy_influence_pct{model="{model}"})',
     "fb_used_mb": 'sum(DCGM_FI_DEV_FB_USED{namespace="{namespace}", pod=~"{name}-.*"})',
     "power_w": 'sum(DCGM_FI_DEV_POWER_USAGE{namespace="{namespace}", pod=~"{name}-.*"})',
 }
@@ -135,9 +136,10 @@ class ScheduleConfig:
 class Target:
     """One thing the reaper may act on, driven by the signals of ``resource``."""
 
-    resource: StrictStr
+    resource: StrictStr = ""  # default: name
     kind: StrictStr = "deployment"
     name: StrictStr = ""
+    model: StrictStr = ""  # the model served ({model} in queries; Triton's model name); default: name
     namespace: StrictStr = "default"
     labels: Labels = ()
     gpus_per_replica: StrictFloat = 1.0
@@ -148,11 +150,15 @@ class Target:
 
     def __post_init__(self) -> None:
         if not self.resource:
-            raise _bad("targets.resource", self.resource, "a non-empty resource name")
+            object.__setattr__(self, "resource", self.name)
+        if not self.resource:
+            raise _bad("targets.resource", self.resource, "a non-empty resource name (or name)")
         if self.kind not in TARGET_KINDS:
             raise _bad("targets.kind", self.kind, f"one of {list(TARGET_KINDS)}" + _hint(self.kind, TARGET_KINDS))
         if not self.name:
             object.__setattr__(self, "name", self.resource)
+        if not self.model:
+            object.__setattr__(self, "model", self.name)
         if self.kind == "gpu" and (self.power_limit_w is None or self.power_limit_w <= 0):
             raise _bad(f"targets[{self.resource}].power_limit_w", self.power_limit_w,
                        "watts > 0 for a 'gpu' target")
@@ -208,8 +214,9 @@ class PrometheusConfig:
         template = dict(self.queries).get(key)
         if template is None:
             return None
-        # str.format would trip over PromQL's own braces; substitute the two names only.
-        return template.replace("{name}", target.name).replace("{namespace}", target.namespace)
+        # str.format would trip over PromQL's own braces; substitute the names only.
+        return (template.replace("{name}", target.name).replace("{namespace}", target.namespace)
+                .replace("{model}", target.model or target.name))
 
 
 @dataclass(frozen=True, config=STRICT)
