@@ -19,7 +19,7 @@ REAPER_CASES = [
     ("[decison]\nwindow_s = 60\n", "decison: unknown key (did you mean 'decision'?)"),
     ("[decision]\nwindow_s = true\n", "decision.window_s: True is not allowed; expected a number"),
     ("[decision]\nfactors = \"gpu_util\"\n", "decision.factors: 'gpu_util' is not allowed; expected an array"),
-    ('[[targets]]\nkind = "gpu"\n', "targets[0].resource: missing; it is required"),
+    ('[[targets]]\nkind = "gpu"\n', "targets.resource = '' is not allowed; expected a non-empty resource name (or name)"),
     ('[[targets]]\nresource = "p"\ngpus_per_replica = "2"\n', "targets[0].gpus_per_replica: '2' is not allowed"),
     ('[[targets]]\nresource = "p"\nlabels = "team=rl"\n', "targets[0].labels: 'team=rl' is not allowed"),
     ('[[targets]]\nresource = "p"\nreplcas = 2\n', "targets[0].replcas: unknown key"),

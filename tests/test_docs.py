@@ -48,4 +48,4 @@ def test_example_reaper_config_loads():
 
     config = load_config(ROOT / "docs" / "examples" / "reaper.toml")
     assert config.decision.window_s == 1800 and config.schedule.holidays
-    assert {t.kind for t in config.targets} == {"deployment", "gpu"}
+    assert {t.kind for t in config.targets} == {"deployment", "gpu", "triton"}

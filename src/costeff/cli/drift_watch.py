@@ -20,6 +20,9 @@ def register_watch(verbs: argparse._SubParsersAction, add_models, add_gates) -> 
     w.add_argument("--fail-windows", type=int, default=3, metavar="K",
                    help="consecutive failing windows that trigger a rollback (default 3)")
     w.add_argument("--apply", action="store_true", help="really roll back (default: audit what would be done)")
+    w.add_argument("--url", metavar="HOST:PORT", help="with --apply, make the Triton at HOST:PORT (HTTP) serve the "
+                   "earlier version through its model-repository API (explicit model control); without it only "
+                   "config.pbtxt changes, which a server in poll mode picks up itself")
     w.add_argument("--state", type=Path, metavar="FILE", help="position file (default: "
                    "artifacts/cost/drift/watch_state.json)")
     add_listener(w)
@@ -32,14 +35,15 @@ def register_watch(verbs: argparse._SubParsersAction, add_models, add_gates) -> 
 def _watch(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout
     from costeff.cli.drift import parse_outputs, tolerances
-    from costeff.drift.watch import DriftMetrics, DriftWatcher, WatchConfig
+    from costeff.drift.watch import NO_RELOAD, DriftMetrics, DriftWatcher, WatchConfig
+    from costeff.remote.client import normalise_url
     from costeff.health import Heartbeat
 
     model_dir = args.repository / args.name if args.repository and args.name else None
     config = WatchConfig(args.reference, args.observations,
                          args.state or Layout.default().cost / "drift" / "watch_state.json", args.served, model_dir,
                          args.interval, args.fail_windows, args.apply, args.window_s, tolerances(args),
-                         parse_outputs(args.outputs), args.ledger)
+                         parse_outputs(args.outputs), args.ledger, normalise_url(args.url) if args.url else None)
     metrics = DriftMetrics(args.metrics_port, args.metrics_addr, Heartbeat(config.interval_s, args.stale_after))
     stop = threading.Event()
     try:
@@ -47,6 +51,9 @@ def _watch(args: argparse.Namespace) -> int:
         mode = "APPLY" if config.apply else "dry run"
         print(f"watching {config.observations} every {config.interval_s:g} s ({mode}; rollback after "
               f"{config.fail_windows} failing windows)", file=sys.stderr)
+        if config.apply:
+            print(f"a rollback reloads the model on Triton at {config.url}" if config.url else
+                  f"without --url, {NO_RELOAD}", file=sys.stderr)
         cycles = watcher.run(stop, args.max_cycles, on_cycle=_print)
     finally:
         metrics.close()

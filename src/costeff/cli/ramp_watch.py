@@ -25,6 +25,8 @@ def register_watch(verbs: argparse._SubParsersAction) -> None:
     w.add_argument("--pipeline", metavar="NAME",
                    help="hold (never promote) while flag pipeline_paused.NAME is true, as the reaper's pipeline "
                    "action sets it; pipeline_paused is always consulted (default NAME: --model-name)")
+    w.add_argument("--policy-model", metavar="NAME", help="model label of costeff_policy_influence_pct, the "
+                   "influence the reaper reads (default: --model-name, else 'policy')")
     w.add_argument("--drift-hours", type=float, default=24.0, metavar="H", help="live drift window (default 24)")
     add_listener(w)
     add_common(w)
@@ -35,14 +37,15 @@ def _watch(args: argparse.Namespace) -> int:
     from costeff.artifacts import Layout
     from costeff.ramp import DecideConfig
     from costeff.health import Heartbeat
-    from costeff.ramp.watch import RampMetrics, RampWatcher
+    from costeff.ramp.watch import DEFAULT_MODEL, RampMetrics, RampWatcher
 
     layout = Layout.default()
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           triton_repository=args.triton_repository, model_name=args.model_name,
                           drift_hours=args.drift_hours, pipeline=args.pipeline)
     out = args.out or layout.ramp / "watch"
-    metrics = RampMetrics(args.metrics_port, args.metrics_addr, Heartbeat(args.interval, args.stale_after))
+    metrics = RampMetrics(args.metrics_port, args.metrics_addr, Heartbeat(args.interval, args.stale_after),
+                          args.policy_model or args.model_name or DEFAULT_MODEL)
     try:
         print(f"deciding every {args.interval:g} s; latest decision and history.jsonl in {out}", file=sys.stderr)
         rounds = RampWatcher(config, out, metrics).run(threading.Event(), args.interval, args.max_rounds, _print)

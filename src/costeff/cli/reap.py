@@ -91,10 +91,13 @@ def _live(args: argparse.Namespace, config) -> int:
     from costeff.reaper.live import Actuators, ReaperMetrics, reaper_lock, tick, watch
     from costeff.reaper.run import price_for
     from costeff.reaper.signals import PrometheusSource
+    from costeff.reaper.triton_target import TritonModels
 
     source = PrometheusSource(config.prometheus)
     price = price_for(config).usd_per_gpu_hour
-    audit, actuators = default_log(), Actuators(kube_context=args.kube_context, exclude_labels=config.exclude.labels)
+    # A Triton unload that failed is tried again after one more decision window, not every round.
+    audit, actuators = default_log(), Actuators(kube_context=args.kube_context, exclude_labels=config.exclude.labels,
+                                                triton=TritonModels(retry_after_s=config.decision.window_s))
     with reaper_lock():
         if args.watch:
             metrics = ReaperMetrics(args.metrics_port, args.metrics_addr,
@@ -107,7 +110,7 @@ def _live(args: argparse.Namespace, config) -> int:
             return result.exit_code
         result = _one_round(config, source, args.apply, actuators, audit, price, tick)
     emit(args, result, lambda: _print_round(result))
-    return 0
+    return 3 if any(a.get("failed") for a in result.actions) else 0  # an action that failed closed
 
 
 def _one_round(config, source, apply, actuators, audit, price, tick):
@@ -122,8 +125,8 @@ def _one_round(config, source, apply, actuators, audit, price, tick):
 
 def _print_round(result) -> None:
     for v in result.verdicts:
-        state = "REAP" if v["idle"] and not v["protected"] and not v["excluded"] else "keep"
-        why = v["excluded"] or "; ".join(v["reasons"]) or f"idle for {v['idle_for_s']:.0f} s"
+        state = "REAP" if v["idle"] and not v["protected"] and not v["excluded"] and not v.get("held_off") else "keep"
+        why = v["excluded"] or v.get("held_off") or "; ".join(v["reasons"]) or f"idle for {v['idle_for_s']:.0f} s"
         print(f"{state:4}  {v['target']}: {why}")
     for a in result.actions:
         print(f"{a['mode']}: {a['action']} {a['target']}: {a['detail']}")

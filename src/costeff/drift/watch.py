@@ -33,6 +33,9 @@ from costeff.quantization.fidelity import Tolerances
 from costeff.observations import SUFFIXES
 
 log = logging.getLogger(__name__)
+NO_RELOAD = ("only config.pbtxt was rewritten: a Triton in poll mode picks the change up itself; one in explicit "
+             "mode (costeff triton serve) keeps serving the old version until `costeff triton sync --url "
+             "HOST:PORT` (or run drift watch with --url)")
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,13 @@ class WatchConfig:
     tolerances: Tolerances = field(default_factory=Tolerances)
     outputs: dict[str, str] | None = None
     ledger: Path | None = None
+    url: str | None = None  # Triton's HTTP HOST:PORT: after a rollback, reload the model there
 
     def __post_init__(self) -> None:
         if (self.served is None) == (self.model_dir is None):
             raise InputError("--served MODEL or --repository/--name: give exactly one")
+        if self.url is not None and self.model_dir is None:
+            raise InputError("--url reloads the rolled-back model on Triton: give --repository and --name")
         if self.apply and self.model_dir is None:
             raise InputError("--apply rolls the Triton repository back: give --repository and --name")
         if self.fail_windows < 1:
@@ -250,8 +256,8 @@ class DriftWatcher:
                         self.config.model_dir or self._served_path, reason)
             return {"mode": mode, **payload}
         try:
-            change = rollback(self.config.model_dir, actor="costeff drift watch", reason=reason, flags=self.flags,
-                              audit=self.audit)
+            change = rollback(self.config.model_dir, url=self.config.url, actor="costeff drift watch", reason=reason,
+                              flags=self.flags, audit=self.audit)
         except CosteffError as exc:
             self.audit.append("drift.rollback_failed", {"model_dir": str(self.config.model_dir), "reason": reason,
                                                         "error": str(exc)}, actor="costeff drift watch")
@@ -259,7 +265,11 @@ class DriftWatcher:
             return {"mode": mode, "error": str(exc)}
         log.warning("drift watch: rolled %s back from version %s to %s (%s)", change.name, change.from_version,
                     change.to_version, reason)
-        return {"mode": mode, "from_version": change.from_version, "to_version": change.to_version}
+        served = {"mode": mode, "from_version": change.from_version, "to_version": change.to_version}
+        if change.reload is None:
+            return {**served, "reload": None, "note": NO_RELOAD}
+        return {**served, "reload": {"address": change.reload.address, "ready": change.reload.ready,
+                                     "seconds": change.reload.seconds}}
 
     def _save(self) -> None:
         atomic_write_json(self.config.state_path, self.state)

@@ -24,17 +24,31 @@ from costeff.errors import CosteffError
 log = logging.getLogger(__name__)
 DECISIONS = ("PROMOTE", "HOLD", "ROLLBACK")
 HISTORY_NAME = "history.jsonl"
+DEFAULT_MODEL = "policy"
+
+
+def policy_influence_pct(step: dict[str, Any]) -> float | None:
+    """The influence the policy has or is about to have: a promotion counts from its decision (capacity
+    must be there before the capital is), a rollback only once the ledger shows the lower step."""
+    known = [v for v in (step.get("from_pct"), step.get("to_pct")) if v is not None]
+    return max(known) if known else None
 
 
 class RampMetrics:
     """The ramp's gauges, served on ``port`` (127.0.0.1 unless told otherwise)."""
 
-    def __init__(self, port: int | None = None, addr: str = "127.0.0.1", heartbeat: Any = None) -> None:
+    def __init__(self, port: int | None = None, addr: str = "127.0.0.1", heartbeat: Any = None,
+                 model: str = DEFAULT_MODEL) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         from costeff import health
 
         r = self.registry = CollectorRegistry()
+        self.model = model
+        # What the reaper reads (``influence_pct``): no series before the first decision, so "unknown, not idle".
+        self.policy_influence = Gauge("costeff_policy_influence_pct", "Share of capital the policy's signals "
+                                      "control: the larger of the plan's current step and the step the last "
+                                      "decision moves to", ["model"], registry=r)
         self.cost_ratio = Gauge("costeff_ramp_cost_ratio", "Infrastructure cost / gross PnL over the window "
                                 "(+Inf when PnL <= 0)", registry=r)
         self.cost_ratio_cap = Gauge("costeff_ramp_cost_ratio_cap", "The plan's cap on the cost ratio at this step",
@@ -58,6 +72,7 @@ class RampMetrics:
         _set(self.per_signal, d.cost_per_signal_usd)
         _set(self.per_trade, d.cost_per_trade_usd)
         _set(self.influence, d.step.get("to_pct"))
+        _set(self.policy_influence.labels(self.model), policy_influence_pct(d.step))
         for name in DECISIONS:
             self.decision.labels(name).set(1 if d.decision == name else 0)
         for g in d.gates:

@@ -27,7 +27,7 @@ from costeff.configfile import STRICT, did_you_mean, read_toml, validate
 from costeff.errors import InputError
 
 FACTORS = ("influence", "gpu_util", "requests")
-TARGET_KINDS = ("deployment", "statefulset", "gpu", "pipeline")
+TARGET_KINDS = ("deployment", "statefulset", "gpu", "pipeline", "triton")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ANNOTATION = "costeff.io/original-replicas"
 
@@ -35,9 +35,19 @@ DEFAULT_QUERIES = {
     # Each query must return one series per resource: aggregate in PromQL, not here.
     "gpu_util_pct": 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="{namespace}", pod=~"{name}-.*"})',
     "requests_per_s": 'sum(rate(nv_inference_request_success{namespace="{namespace}", pod=~"{name}-.*"}[1m]))',
-    "influence_pct": 'max(costeff_policy_influence_pct{deployment="{name}"})',
+    # Exported by `costeff ramp watch` (--policy-model); a firm with its own figure overrides this query.
+    "influence_pct": 'max(costeff_policy_influence_pct{model="{model}"})',
     "fb_used_mb": 'sum(DCGM_FI_DEV_FB_USED{namespace="{namespace}", pod=~"{name}-.*"})',
     "power_w": 'sum(DCGM_FI_DEV_POWER_USAGE{namespace="{namespace}", pod=~"{name}-.*"})',
+}
+# A Triton target's defaults: Triton's own metrics (its metrics port, scraped by Prometheus), per model.
+# Where a query is set in the config, that query is used for every kind of target.
+TRITON_QUERIES = {
+    "gpu_util_pct": "100 * max(nv_gpu_utilization)",  # the GPUs the server sees; a CPU-only server has none
+    "requests_per_s": 'sum(rate(nv_inference_request_success{model="{model}"}[5m]))',
+    "influence_pct": DEFAULT_QUERIES["influence_pct"],
+    "fb_used_mb": "sum(nv_gpu_memory_used_bytes) / 1048576",
+    "power_w": "sum(nv_gpu_power_usage)",
 }
 
 
@@ -146,24 +156,32 @@ class ScheduleConfig:
 class Target:
     """One thing the reaper may act on, driven by the signals of ``resource``."""
 
-    resource: StrictStr
+    resource: StrictStr = ""  # default: name
     kind: StrictStr = "deployment"
     name: StrictStr = ""
+    model: StrictStr = ""  # the model served ({model} in queries; Triton's model name); default: name
     namespace: StrictStr = "default"
     labels: Labels = ()
     gpus_per_replica: StrictFloat = 1.0
     gpu_index: StrictInt = 0
     power_limit_w: StrictFloat | None = None
-    usd_per_hour: StrictFloat = 0.0  # for pipelines: what a paused pipeline stops spending
+    usd_per_hour: StrictFloat = 0.0  # pipelines, Triton models: what a paused pipeline / unloaded model stops spending
+    url: StrictStr | None = None  # triton: the server's HTTP address, HOST:PORT
     protected_by_schedule: StrictBool = True
 
     def __post_init__(self) -> None:
         if not self.resource:
-            raise _bad("targets.resource", self.resource, "a non-empty resource name")
+            object.__setattr__(self, "resource", self.name)
+        if not self.resource:
+            raise _bad("targets.resource", self.resource, "a non-empty resource name (or name)")
         if self.kind not in TARGET_KINDS:
             raise _bad("targets.kind", self.kind, f"one of {list(TARGET_KINDS)}" + _hint(self.kind, TARGET_KINDS))
         if not self.name:
             object.__setattr__(self, "name", self.resource)
+        if not self.model:
+            object.__setattr__(self, "model", self.name)
+        if self.kind == "triton":
+            object.__setattr__(self, "url", _host_port(self.url, f"targets[{self.resource}].url"))
         if self.kind == "gpu" and (self.power_limit_w is None or not 0 < self.power_limit_w <= 10_000):
             raise _bad(f"targets[{self.resource}].power_limit_w", self.power_limit_w,
                        "watts, > 0 and at most 10000, for a 'gpu' target")
@@ -177,7 +195,17 @@ class Target:
             return f"gpu/{self.gpu_index}"
         if self.kind == "pipeline":
             return f"pipeline/{self.name}"
+        if self.kind == "triton":
+            return f"triton/{self.url}/{self.model}"
         return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+def _host_port(url: str | None, field_name: str) -> str:
+    """A Triton HTTP address as HOST:PORT (an ``http://`` prefix and a trailing slash are dropped)."""
+    host = re.sub(r"^https?://", "", (url or "").strip()).rstrip("/")
+    if not re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", host):
+        raise _bad(field_name, url, "the Triton server's HTTP address HOST:PORT (e.g. '127.0.0.1:8000')")
+    return host
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -220,8 +248,11 @@ class PrometheusConfig:
         template = dict(self.queries).get(key)
         if template is None:
             return None
-        # str.format would trip over PromQL's own braces; substitute the two names only.
-        return template.replace("{name}", target.name).replace("{namespace}", target.namespace)
+        if target.kind == "triton" and template == DEFAULT_QUERIES.get(key):
+            template = TRITON_QUERIES[key]
+        # str.format would trip over PromQL's own braces; substitute the names only.
+        return (template.replace("{name}", target.name).replace("{namespace}", target.namespace)
+                .replace("{model}", target.model or target.name))
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -26,6 +26,7 @@ from costeff.errors import CosteffError, DependencyError, InputError, NoCredenti
 from costeff.reaper.actions import KubeScaler, Outcome, PipelinePauser, PowerLimiter
 from costeff.reaper.config import ReaperConfig, Target
 from costeff.reaper.decision import Verdict, decide, has_demand
+from costeff.reaper.metrics import ReaperMetrics
 from costeff.reaper.signals import Sample
 
 log = logging.getLogger("costeff.reaper")
@@ -63,8 +64,8 @@ class Actuators:
 
     def __init__(self, kube: KubeScaler | None = None, power: PowerLimiter | None = None,
                  pipelines: PipelinePauser | None = None, kube_context: str | None = None,
-                 exclude_labels: tuple[tuple[str, str], ...] = ()) -> None:
-        self._kube, self._power, self._pipelines = kube, power, pipelines
+                 exclude_labels: tuple[tuple[str, str], ...] = (), triton: Any = None) -> None:
+        self._kube, self._power, self._pipelines, self._triton = kube, power, pipelines, triton
         self.kube_context, self.exclude_labels = kube_context, exclude_labels
 
     def reap(self, target: Target) -> Outcome:
@@ -75,12 +76,22 @@ class Actuators:
             return self._for(target).restore(target, float(before["power_limit_w"]))
         if target.kind == "pipeline":
             return self._for(target).restore(target, bool(before["paused"]))
+        if target.kind == "triton":
+            return self._for(target).restore(target, before)
         return self._for(target).restore(target)
+
+    def held_off(self, target: Target) -> str | None:
+        """Why a reap of ``target`` is not tried this round (Triton refused it recently), or None."""
+        return self._for(target).held_off(target) if target.kind == "triton" else None
 
     def preview(self, target: Target, action: str) -> Outcome | None:
         """What ``action`` would do to a Deployment / StatefulSet, read from the object (GETs only), so a
         dry run shows what applying would: the exclusion annotation, replicas already at 0, the real count.
         None where nothing can be read (no Kubernetes credentials here, or not a Kubernetes target)."""
+        if target.kind == "triton":  # read-only: the repository index
+            models = self._for(target)
+            return models.reap(target, dry_run=True) if action == "reap" else \
+                models.restore(target, {"loaded": True}, dry_run=True)
         if target.kind not in ("deployment", "statefulset"):
             return None
         try:
@@ -97,6 +108,11 @@ class Actuators:
         if target.kind == "pipeline":
             self._pipelines = self._pipelines or PipelinePauser()
             return self._pipelines
+        if target.kind == "triton":
+            from costeff.reaper.triton_target import TritonModels
+
+            self._triton = self._triton or TritonModels()
+            return self._triton
         if self._kube is None:
             self._kube = KubeScaler.from_kubeconfig(self.kube_context)
             self._kube.exclude_labels = self.exclude_labels
@@ -141,6 +157,9 @@ def tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, a
                          config.exclude.excludes(target))
         result.verdicts.append({**asdict(verdict), "target": target.key, "down": target.key in down})
         action = _next_action(target, verdict, signals[target.key], target.key in down, enabled)
+        held = actuators.held_off(target) if action == "reap" else None
+        if held:  # a refused action is one audited failure, not one per round
+            result.verdicts[-1]["held_off"], action = held, None
         if action:
             try:
                 result.actions.append(_act(action, target, verdict, down.get(target.key), apply, actuators, audit,
@@ -253,56 +272,6 @@ def _target_from(spec: dict[str, Any]) -> Target:
 
 
 # ---------------------------------------------------------------- daemon
-
-class ReaperMetrics:
-    """The reaper's own metrics, on ``port`` when given (prometheus-client)."""
-
-    def __init__(self, port: int | None = None, addr: str = "127.0.0.1", heartbeat: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
-
-        from costeff import health
-
-        self.registry = CollectorRegistry()
-        self.actions = Counter("costeff_reaper_actions_total", "Reaper actions taken or proposed",
-                               ["action", "mode"], registry=self.registry)
-        self.idle = Gauge("costeff_reaper_idle_seconds", "Seconds each resource has been idle without a break",
-                          ["resource"], registry=self.registry)
-        self.savings = Gauge("costeff_reaper_savings_usd_per_hour", "Spend avoided per hour by reaped capacity",
-                             registry=self.registry)
-        self.rounds_failed = Counter("costeff_reaper_rounds_failed_total",
-                                     "Rounds that took no action because signals or an action failed",
-                                     registry=self.registry)
-        self.last_success = Gauge("costeff_reaper_last_success_timestamp_seconds",
-                                  "Unix time of the last round that completed", registry=self.registry)
-        self.heartbeat = heartbeat
-        self.server = health.serve(self.registry, port, addr, heartbeat)
-
-    def observe(self, result: TickResult) -> None:
-        for verdict in result.verdicts:
-            self.idle.labels(verdict["resource"]).set(verdict["idle_for_s"])
-        for action in result.actions:
-            self.actions.labels(action["action"], action["mode"]).inc()
-        self.savings.set(result.savings_usd_per_hour)
-
-    def begin(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.begin()
-
-    def failed(self) -> None:
-        self.rounds_failed.inc()
-        if self.heartbeat is not None:
-            self.heartbeat.beat(ok=False)
-
-    def succeeded(self, now: float) -> None:
-        self.last_success.set(now)
-        if self.heartbeat is not None:
-            self.heartbeat.beat(ok=True)
-
-    def close(self) -> None:
-        from costeff import health
-
-        health.close(self.server)
-
 
 @dataclass
 class WatchResult:
