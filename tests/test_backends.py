@@ -98,6 +98,7 @@ def test_runtime_options_refuse_unknown_knobs():
 # --- which variants a host tries -----------------------------------------------------------------
 
 def test_default_search_lists_what_this_host_cannot_try_with_reasons():
+    from costeff.quantization.config import ON_REQUEST
     from costeff.quantization.variants import plan
 
     tried, skipped = plan(QuantizeConfig(), _host(("avx2",)), "cpu")
@@ -106,17 +107,20 @@ def test_default_search_lists_what_this_host_cannot_try_with_reasons():
     assert "bf16 needs a CPU with amx_bf16 or avx512_bf16" in reasons["ov-bf16"]
     assert {"fp16", "int8-dynamic", "ov-fp32", "ov-int8", "ov-int8-ac", "ov-w8"} <= set(tried)
     tried_amx, skipped_amx = plan(QuantizeConfig(), _host(AMX), "cpu")
-    assert "ov-bf16" in tried_amx and not skipped_amx
+    assert "ov-bf16" in tried_amx and [v.name for v in skipped_amx] == list(ON_REQUEST)
+    assert "tried only when asked for" in skipped_amx[0].not_tried
+    assert "lowrank" in plan(QuantizeConfig(variants=("lowrank",)), _host(AMX), "cpu")[0]
 
 
 def test_backends_and_provider_restrict_the_search():
+    from costeff.quantization.config import ON_REQUEST
     from costeff.quantization.variants import plan
 
     tried, skipped = plan(QuantizeConfig(backends=("onnxruntime",)), _host(AMX), "cpu")
     assert not any(n.startswith("ov-") for n in tried)
-    assert all("not among --backends" in v.not_tried for v in skipped)
+    assert all("not among --backends" in v.not_tried for v in skipped if v.name not in ON_REQUEST)
     _, on_gpu = plan(QuantizeConfig(), _host(AMX), "cuda")
-    assert all("OpenVINO runs on the CPU" in v.not_tried for v in on_gpu)
+    assert all("OpenVINO runs on the CPU" in v.not_tried for v in on_gpu if v.name not in ON_REQUEST)
 
 
 def test_provider_auto_on_a_cpu_only_host_searches_openvino_too():

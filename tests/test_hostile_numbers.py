@@ -339,7 +339,7 @@ def _trickle(handler, stop: threading.Event, headers_first: bool) -> None:
 @pytest.mark.parametrize("headers_first", [True, False], ids=["slow-body", "slow-headers"])
 def test_a_trickling_prometheus_is_given_up_on_by_the_deadline(server, headers_first):
     from costeff.reaper.config import PrometheusConfig, Target
-    from costeff.reaper.signals import PrometheusSource
+    from costeff.reaper.prometheus import PrometheusSource
 
     srv = server(lambda h: _trickle(h, srv.stop, headers_first))
     source = PrometheusSource(PrometheusConfig(url=srv.url, step_s=15.0, timeout_s=1.0))
@@ -367,7 +367,7 @@ def bomb() -> bytes:
 
 def test_a_gzip_bomb_from_prometheus_is_refused_without_decoding_it_all(server, bomb):
     from costeff.reaper.config import PrometheusConfig, Target
-    from costeff.reaper.signals import PrometheusSource
+    from costeff.reaper.prometheus import PrometheusSource
 
     srv = server(lambda h: _send(h, bomb, headers={"Content-Encoding": "gzip"}))
     source = PrometheusSource(PrometheusConfig(url=srv.url, step_s=15.0, timeout_s=30.0))

@@ -25,7 +25,7 @@ from costeff.errors import InputError
 from costeff.reaper.actions import Outcome
 from costeff.reaper.config import DecisionConfig, PrometheusConfig, ReaperConfig, ScheduleConfig, Target
 from costeff.reaper.live import Actuators, tick
-from costeff.reaper.signals import PrometheusSource
+from costeff.reaper.prometheus import PrometheusSource
 
 FACTOR_METRICS = {"gpu_util_pct": "DCGM_FI_DEV_GPU_UTIL", "requests_per_s": "nv_inference_request_success",
                   "influence_pct": "costeff_policy_influence_pct"}

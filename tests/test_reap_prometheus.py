@@ -11,7 +11,7 @@ import requests
 from costeff.errors import DependencyError
 from costeff.reaper.config import DecisionConfig, PrometheusConfig, Target
 from costeff.reaper.decision import decide
-from costeff.reaper.signals import PrometheusSource
+from costeff.reaper.prometheus import PrometheusSource
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from costeff.audit import default_log
 from costeff.errors import DependencyError
 from costeff.reaper.config import DecisionConfig, PrometheusConfig, ReaperConfig, ScheduleConfig, Target
 from costeff.reaper.live import Actuators, ReaperMetrics, _watch_tick
-from costeff.reaper.signals import PrometheusSource
+from costeff.reaper.prometheus import PrometheusSource
 
 
 @pytest.fixture

@@ -221,7 +221,7 @@ def test_a_daemon_records_one_failure_not_one_per_round(triton, prometheus, tmp_
     from costeff.reaper.config import load_config
     from costeff.reaper.live import Actuators, watch
     from costeff.reaper.metrics import ReaperMetrics
-    from costeff.reaper.signals import PrometheusSource
+    from costeff.reaper.prometheus import PrometheusSource
     from costeff.reaper.triton_target import TritonModels
 
     real = ("influence_pct = 'max(costeff_policy_influence_pct{model=\"policy\"})'\n"

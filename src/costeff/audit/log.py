@@ -38,13 +38,12 @@ from costeff._jsonable import to_jsonable
 from costeff.artifacts import Layout, exclusive_lock, iso_utc
 from costeff.audit.keys import Signer, load_signer
 from costeff.audit.sealed import BadLine, seal, unseal
+from costeff.audit.files import (CHECKPOINT_NAME, IDENTITY_KIND, LOG_NAME, _append_bytes, _first_line,
+                                 _last_line)
 from costeff.audit.tail import GENESIS, Head, check_lines, line_ending_at, read_from, still_there
 from costeff.errors import DependencyError, InputError
 
-LOG_NAME = "audit.jsonl"
-CHECKPOINT_NAME = "audit.checkpoints.jsonl"
 LOCK_NAME = ".audit.lock"
-IDENTITY_KIND = "costeff audit trail"
 _DEFAULT = object()
 __all__ = ["AuditLog", "GENESIS", "default_log"]
 
@@ -216,47 +215,6 @@ def _unseal_or_refuse(path: Path, line: bytes, what: str) -> Any:
     except BadLine as exc:
         raise InputError(f"{path}: {what}: {exc}; run `costeff audit verify {path.parent}` (an unsigned trail "
                          f"from an earlier costeff must be moved aside to start a signed one)") from None
-
-
-def _append_bytes(path: Path, line: bytes) -> None:
-    """Append ``line`` whole and durably, or not at all: a short or failed write is truncated away."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        before = os.fstat(fd).st_size  # writers hold the trail's lock: nobody else appends meanwhile
-        try:
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(28, f"short write, {written} of {len(line)} bytes (disk full?)")
-            os.fsync(fd)
-        except OSError as exc:
-            _cut_back(fd, before)
-            raise DependencyError(f"{path}: could not append ({exc.strerror or exc}); cut back to its previous "
-                                  f"{before} bytes, so no partial line is left") from None
-    finally:
-        os.close(fd)
-
-
-def _cut_back(fd: int, size: int) -> None:
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-
-
-def _first_line(path: Path) -> bytes | None:
-    if not path.exists():
-        return None
-    with open(path, "rb") as fh:
-        line = fh.readline()
-    return line or None
-
-
-def _last_line(path: Path) -> bytes | None:
-    """The last line with its newline (a last line without one is returned as it is: a cut write)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    with open(path, "rb") as fh:
-        return line_ending_at(fh, os.fstat(fh.fileno()).st_size)
 
 
 def default_log() -> AuditLog:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from costeff.audit.files import CHECKPOINT_NAME
 from costeff.audit.keyring import KeyRing
-from costeff.audit.log import CHECKPOINT_NAME, GENESIS
 from costeff.audit.sealed import BadLine, Sealed, unseal
+from costeff.audit.tail import GENESIS
 
 
 class Failed(Exception):

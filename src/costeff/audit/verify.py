@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from costeff.audit.anchor import sink_from_uri
+from costeff.audit.files import CHECKPOINT_NAME, LOG_NAME
 from costeff.audit.keyring import ACCEPTED, ROTATED, ROTATION_MARK, KeyProblem, KeyRing
 from costeff.audit.keys import Verifier, load_verifier
-from costeff.audit.log import CHECKPOINT_NAME, GENESIS, LOG_NAME
 from costeff.audit.pins import Failed, Pins, identity_failure, load_pins
 from costeff.audit.sealed import BadLine, Sealed, unseal
+from costeff.audit.tail import GENESIS
 from costeff.errors import InputError
 
 _DEFAULT = object()

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from costeff.artifacts import iso_utc
+from costeff.audit.files import IDENTITY_KIND, _append_bytes, _first_line, _last_line
 from costeff.audit.keyring import public_b64
 from costeff.audit.sealed import BadLine, seal, unseal
 from costeff.audit.tail import Head, genesis, line_ending_at
@@ -23,7 +24,6 @@ def resume_point(log: Any) -> Head:
     start = genesis(log.signer.verifier())
     if log.sink is None or not log.checkpoint_path.exists() or not log.path.exists():
         return start
-    from costeff.audit.log import _first_line, _last_line
 
     last = _last_line(log.checkpoint_path)
     try:
@@ -53,7 +53,6 @@ def resume_point(log: Any) -> Head:
 def refuse_if_cut(log: Any, head: Head) -> None:
     """A trail that ends before its own last local checkpoint, or before a checkpoint the anchor holds for
     the next record, was cut back: appending would fork its history."""
-    from costeff.audit.log import _last_line
 
     last = _last_line(log.checkpoint_path)
     try:
@@ -75,7 +74,6 @@ def _name(log: Any) -> str:
 
 def identity_line(trail: str, signer: Any) -> bytes:
     """The anchor's record of which trail ``signer`` writes (deterministic: publishing it twice is a no-op)."""
-    from costeff.audit.log import IDENTITY_KIND
 
     body = {"identity": IDENTITY_KIND, "trail": trail, "key_id": signer.key_id,
             "public_key": public_b64(signer.verifier())}
@@ -112,7 +110,6 @@ def write_checkpoint(log: Any, head: Head) -> None:
     The anchor is written first; should the local write then fail (a full disk, a crash), the
     anchor holds a checkpoint the local file lacks. The first checkpoint of a process, and the
     next after such a failure, adopts those into the local file first, so the chain goes on."""
-    from costeff.audit.log import _append_bytes, _last_line
 
     if head.seq < 0:
         return
@@ -144,7 +141,6 @@ def _previous(log: Any, last: bytes | None) -> Any:
 
 def _adopt_anchored(log: Any, head: Head, previous: Any) -> Any:
     """Anchored checkpoints that follow the local file's last one (their local write failed): append them."""
-    from costeff.audit.log import _append_bytes
 
     if log.sink is None or not hasattr(log.sink, "since") or not log._anchor_ahead:
         return previous

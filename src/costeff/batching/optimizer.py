@@ -67,7 +67,7 @@ def optimize(profile: Path | str | Mapping[str, Any] | None, config: OptimizeCon
     Service times come from ``profile``, or from ``config.server_costs`` (a server's own
     statistics, with its per-request cost) when given; ``profile`` may then be None.
     """
-    from costeff.batching.server_stats import load_service
+    from costeff.batching.service import load_service
 
     service = load_service(profile, config.server_costs)
     instance = _instance(service, config)

@@ -259,16 +259,3 @@ def ladder(max_rows: int) -> list[int]:
         out.append(b)
         b *= 2
     return out + [max_rows]
-
-
-def load_service(profile: Any, server_costs: Path | str | None) -> Any:
-    """The simulator's ServiceTimes: from a profile, from server statistics, or the server's times with the
-    profile's metadata and spread when both are given."""
-    from costeff.batching.service import ServiceTimes
-
-    base = ServiceTimes.from_profile(profile) if profile is not None else None
-    if server_costs is None:
-        if base is None:
-            raise InputError("--profile: required unless --server-stats is given")
-        return base
-    return ServiceTimes.from_server_costs(load_server_costs(server_costs), base)

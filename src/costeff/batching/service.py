@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from costeff.batching.server_stats import ladder, load_server_costs, table_points
 from costeff.errors import InputError
 from costeff.numbers import loads_finite
 
@@ -84,8 +85,6 @@ class ServiceTimes:
         request of a batch adds ``per_request``. ``profile`` (optional) lends the model hash,
         hardware, price-catalog instance and the lognormal spread; the times are the server's.
         """
-        from costeff.batching.server_stats import ladder, table_points
-
         fit = costs["fit"]
         sizes, means = table_points(fit, costs.get("batch_sizes") or ladder(64))
         where = f"server statistics {costs.get('_path', '<dict>')}"
@@ -227,3 +226,14 @@ def _latency(pt: dict, i: int, where: str) -> tuple[float, float | None, float |
     if base is None:
         raise InputError(f"{where}: points[{i}].latency_ms.mean: missing (and no p50 to fall back on)")
     return base, p50, p99
+
+
+def load_service(profile: Any, server_costs: Path | str | None) -> Any:
+    """The simulator's ServiceTimes: from a profile, from server statistics, or the server's times with the
+    profile's metadata and spread when both are given."""
+    base = ServiceTimes.from_profile(profile) if profile is not None else None
+    if server_costs is None:
+        if base is None:
+            raise InputError("--profile: required unless --server-stats is given")
+        return base
+    return ServiceTimes.from_server_costs(load_server_costs(server_costs), base)

@@ -130,7 +130,7 @@ def _print_optimize(report, out: Path) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from costeff.batching import BatcherConfig, load_trace, poisson_arrivals, simulate
-    from costeff.batching.server_stats import load_service
+    from costeff.batching.service import load_service
     from costeff.errors import InputError
 
     prefs = tuple(parse_int_list(args.preferred, "--preferred")) if args.preferred else ()

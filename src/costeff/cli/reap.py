@@ -90,7 +90,7 @@ def _live(args: argparse.Namespace, config) -> int:
     from costeff.health import Heartbeat
     from costeff.reaper.live import Actuators, ReaperMetrics, reaper_lock, tick, watch
     from costeff.reaper.run import price_for
-    from costeff.reaper.signals import PrometheusSource
+    from costeff.reaper.prometheus import PrometheusSource
     from costeff.reaper.triton_target import TritonModels
 
     source = PrometheusSource(config.prometheus)

@@ -138,7 +138,7 @@ def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[s
         variants += fallbacks(ctx, variants)
     variants += ov_build.build_variants(ctx, [n for n in names if n.startswith("ov-")],
                                         lambda text: _tick(progress, text))
-    variants += structural.build_variants(ctx, shaped, lambda text: _tick(progress, text))
+    variants += structural.build_variants(ctx, shaped, lambda text: _tick(progress, text), _variant)
     return variants + skipped, recipe_info
 
 

@@ -204,8 +204,10 @@ def _size_words(kind: str, step: Step) -> str:
 
 # --- as variants of a quantize run -------------------------------------------------------------------
 
-def build_variants(ctx: Any, names: list[str], tick: Callable[[str], None] = lambda text: None) -> list[Any]:
-    """``prune`` / ``lowrank`` and the stacked ``<kind>+<precision variant>`` variants in ``names``."""
+def build_variants(ctx: Any, names: list[str], tick: Callable[[str], None] = lambda text: None,
+                   build_one: Callable[[Any, str], Any] | None = None) -> list[Any]:
+    """``prune`` / ``lowrank`` and the stacked ``<kind>+<precision variant>`` variants in ``names``;
+    ``build_one(ctx, name)`` builds an onnxruntime precision variant (the engine's own builder)."""
     kinds = [k for k in KINDS if k in names or any(n.startswith(k + "+") for n in names)]
     probed = {}
     for kind in kinds:
@@ -213,7 +215,7 @@ def build_variants(ctx: Any, names: list[str], tick: Callable[[str], None] = lam
         tick(f"built {kind}")
     out = [probed[k] for k in kinds if k in names]
     for name in (n for n in names if "+" in n):
-        out.append(stack(ctx, name, probed[name.split("+", 1)[0]]))
+        out.append(stack(ctx, name, probed[name.split("+", 1)[0]], build_one))
         tick(f"built {name}")
     return out
 
@@ -274,7 +276,7 @@ def _judge(ctx: Any, check: np.ndarray) -> Callable[[Any], Any]:
     return judge
 
 
-def stack(ctx: Any, name: str, source: Any) -> Any:
+def stack(ctx: Any, name: str, source: Any, build_one: Callable[[Any, str], Any] | None = None) -> Any:
     """A precision variant built from the structural variant ``source``, judged against the original fp32."""
     from pathlib import Path
 
@@ -297,9 +299,9 @@ def stack(ctx: Any, name: str, source: Any) -> Any:
 
         v = ov_variants(sub, [lower])[0]
     else:
-        from costeff.quantization.engine import _variant
-
-        v = _variant(sub, lower)
+        if build_one is None:
+            raise ValueError(f"{name}: no builder for the precision variant {lower}")
+        v = build_one(sub, lower)
     v.name, v.derived_from, v.structure = name, kind, source.structure
     v.notes.append(f"{lower} applied to the {kind} model ({source.notes[0] if source.notes else ''})")
     return v

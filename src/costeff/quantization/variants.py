@@ -43,8 +43,9 @@ def plan(config: Any, hw: Any, provider: str) -> tuple[list[str], list[VariantRe
     explicit = config.variants is not None
     tried, skipped = [], []
     for name in (config.variants if explicit else VARIANTS):
-        reason = why_not(name, config, hw, provider) if explicit or name not in ON_REQUEST \
-            else InputError(ON_REQUEST[name])
+        reason = why_not(name, config, hw, provider)
+        if reason is None and not explicit and name in ON_REQUEST:
+            reason = InputError(ON_REQUEST[name])
         if reason is None:
             tried.append(name)
         elif explicit:

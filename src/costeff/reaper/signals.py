@@ -306,7 +306,6 @@ def _nvml_sample(pynvml: Any, index: int, resource: str, now: float) -> Sample:
                   fb_used_mb=memory, power_w=power)
 
 
-from costeff.reaper.prometheus import PrometheusSource  # noqa: E402  (re-exported; it builds on Sample)
 
 __all__ = ["COLUMNS", "PrometheusSource", "Sample", "Trace", "iso", "load_trace", "nvml_samples", "parse_row",
            "parse_timestamp", "write_trace"]
