@@ -27,6 +27,7 @@ from costeff.errors import DependencyError, InputError
 from costeff.serving.tritonserver.env import TRITON_VERSION, TritonEnv
 
 BACKENDS = ("onnxruntime", "openvino")
+SHARED = "costeff_batched.py"  # beside each backend's model.py: Triton's python backend puts that folder on sys.path
 HOST = "127.0.0.1"
 
 
@@ -218,7 +219,8 @@ def assemble_backends(env: TritonEnv, folder: Path) -> Path:
     shipped = resources.files("costeff.serving.tritonserver") / "backends"
     for name in BACKENDS:
         (folder / name).mkdir()
-        (folder / name / "model.py").write_bytes((shipped / name / "model.py").read_bytes())
+        for source in (shipped / name / "model.py", shipped / SHARED):
+            (folder / name / source.name).write_bytes(source.read_bytes())
     return folder
 
 

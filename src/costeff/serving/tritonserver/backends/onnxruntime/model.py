@@ -13,7 +13,7 @@ A KIND_GPU instance runs onnxruntime's CUDA execution provider on its device.
 import json
 import os
 
-import numpy as np
+import costeff_batched
 import triton_python_backend_utils as pb_utils
 
 _INT_PARAMETERS = ("intra_op_thread_count", "inter_op_thread_count", "execution_mode")
@@ -73,25 +73,7 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests):
-        if not self.batched:
-            return [self._run([r])[0] for r in requests]
-        return self._run(requests)
-
-    def _run(self, requests):
-        feeds, sizes = {}, []
-        for name in self.inputs:
-            arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-            sizes = [len(a) for a in arrays]
-            feeds[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-        try:
-            results = self.session.run(self.outputs, feeds)
-        except Exception as exc:  # one failed run fails every request of the batch, as in the C++ backend
-            error = pb_utils.TritonError(f"onnxruntime: {exc}")
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        bounds = np.cumsum([0] + sizes)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(out[a:b]))
-                                            for name, out in zip(self.outputs, results)])
-                for a, b in zip(bounds[:-1], bounds[1:])]
+        return costeff_batched.execute(requests, self.inputs, self.outputs, lambda feeds: self.session.run(self.outputs, feeds), "onnxruntime", self.batched)
 
     def finalize(self):
         self.session = None

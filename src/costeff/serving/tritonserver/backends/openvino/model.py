@@ -12,6 +12,7 @@ inference (rows concatenated, outputs split back).
 import json
 import os
 
+import costeff_batched
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -73,26 +74,11 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests):
-        if not self.batched:
-            return [self._run([r])[0] for r in requests]
-        return self._run(requests)
+        return costeff_batched.execute(requests, self.inputs, self.outputs, self._infer, "openvino", self.batched)
 
-    def _run(self, requests):
-        feeds, sizes = {}, []
-        for name in self.inputs:
-            arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-            sizes = [len(a) for a in arrays]
-            feeds[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-        try:
-            results = self.request.infer(feeds)
-            outs = [np.asarray(results[self.compiled.output(name)]) for name in self.outputs]
-        except Exception as exc:
-            error = pb_utils.TritonError(f"openvino: {exc}")
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        bounds = np.cumsum([0] + sizes)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(out[a:b]))
-                                            for name, out in zip(self.outputs, outs)])
-                for a, b in zip(bounds[:-1], bounds[1:])]
+    def _infer(self, feeds):
+        results = self.request.infer(feeds)
+        return [np.asarray(results[self.compiled.output(name)]) for name in self.outputs]
 
     def finalize(self):
         self.request = self.compiled = None
