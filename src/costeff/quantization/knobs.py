@@ -28,6 +28,10 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     from costeff.quantization.select import _at_target, _beats, _fill, _light
     from costeff.quantization.speed import measure_all
 
+    family = [v for v in variants if v.name == (variant.settings_of or variant.name)
+              or v.settings_of == (variant.settings_of or variant.name)]
+    if len(family) > 1:  # its runtime settings were variants in the same rounds: already measured
+        return _timed_rows(variant, [v for v in family if v.at_target], config)
     base = next(v for v in variants if v.baseline)
     tries = [_candidate(variant, i, knobs) for i, knobs in enumerate(ALTERNATIVES[variant.backend])]
     if not tries or variant.at_target is None:
@@ -49,6 +53,22 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
         winner[1]["adopted"] = True
     else:
         rows[0]["adopted"] = True
+    return rows
+
+
+def _timed_rows(selected: Any, family: list[Any], config: Any) -> list[dict[str, Any]]:
+    """One row per runtime setting of the selected variant's base, timed as variants beside fp32."""
+    from costeff.quantization.select import _beats, _light
+    from costeff.quantization.settings import label
+
+    default = next((v for v in family if not v.settings_of), None)
+    rows = []
+    for v in family:
+        beats = None if v is default or default is None else bool(
+            v.at_target["meets_budget"] and _beats(v, default, config.min_speedup,
+                                                   _light(config.target_rate, default)))
+        rows.append(_row(v, f"{label(v.settings)} ({v.name})" if v.settings_of else "default (as timed above)",
+                         adopted=v is selected, beats_default=beats))
     return rows
 
 
