@@ -1,4 +1,5 @@
-"""Runtime settings as variants: ``<variant>@<settings>``, e.g. ``fp32@threads=1``, ``fp32@nospin``.
+"""Runtime settings as variants: ``<variant>@<setting>[@<setting>...]``: ``fp32@threads=1``, ``fp32@nospin``,
+``ov-fp32@hint=throughput@streams=2``.
 
 The same model file run with other runtime settings (onnxruntime: intra-op
 threads, thread spinning; OpenVINO: performance hint, streams, threads) decides
@@ -38,9 +39,11 @@ def split(name: str) -> tuple[str, str | None]:
 
 
 def parse(text: str, backend: str, name: str = "") -> dict[str, Any]:
-    """The runtime options ``text`` sets (``threads=1,nospin`` -> {"threads": 1, "spinning": False})."""
+    """The runtime options ``text`` sets (``threads=1@nospin`` -> {"threads": 1, "spinning": False}).
+
+    Settings are chained with ``@`` (``--variants`` is a comma-separated list)."""
     out: dict[str, Any] = {}
-    for item in text.split(","):
+    for item in text.split("@"):
         key, eq, value = item.strip().partition("=")
         key = key.lower()
         if backend == "onnxruntime" and key == "nospin" and not eq:
