@@ -253,7 +253,7 @@ def _settings_md(rep: QuantizationReport) -> list[str]:
         p50 = lambda x: x.latency_by_gap[0]["p50_ms"] if x and x.latency_by_gap else None  # noqa: E731
         served = "no: no spinning parameter" if v.settings.get("spinning") is False and v.backend == "onnxruntime" \
             else "yes"
-        out.append(f"| {v.name} | {v.settings_of} | {_settings_label(v.settings)} | "
+        out.append(f"| {v.name} | {v.settings_of} | {settings_label(v.settings)} | "
                    f"{_fmt(v.speedup, '.2f')} | {_fmt(p50(v))} ({_fmt(p50(base))}) | {served} |")
     return out
 
@@ -282,7 +282,8 @@ def _cost_md(cost: dict[str, Any]) -> list[str]:
             f"{_fmt(a.get('instances_needed'))} |"]
 
 
-def _settings_label(settings: dict[str, Any]) -> str:
-    from costeff.quantization.settings import label
-
-    return label(settings)
+def settings_label(settings: dict[str, Any]) -> str:
+    """A runtime-settings variant's settings in words: ``threads=1, spinning off``."""
+    words = {"spinning": lambda v: "spinning off" if v is False else "spinning on",
+             "performance_hint": lambda v: f"hint {v}"}
+    return ", ".join(words.get(k, lambda v, k=k: f"{k}={v}")(v) for k, v in settings.items())

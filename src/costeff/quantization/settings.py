@@ -67,9 +67,9 @@ def requested(config: Any) -> list[str]:
 
 
 def label(settings: dict[str, Any]) -> str:
-    words = {"spinning": lambda v: "spinning off" if v is False else "spinning on",
-             "performance_hint": lambda v: f"hint {v}"}
-    return ", ".join(words.get(k, lambda v, k=k: f"{k}={v}")(v) for k, v in settings.items())
+    from costeff.quantization.records import settings_label
+
+    return settings_label(settings)
 
 
 def runtime_variants(ctx: Any, variants: list[Any]) -> list[Any]:
