@@ -73,7 +73,8 @@ def main() -> dict[str, Any]:
         report = quantize(path, obs, config, out_dir=Path(tmp) / "q")
         _print(report)
         md = (Path(tmp) / "q" / "quantization_report.md").read_text()
-        print(md[md.index("## Runtime settings"):].split("\n\n## ")[0] if "## Runtime settings" in md else "")
+        for head in ("\n### Runtime settings", "\n## Runtime settings"):  # rows at the target; every setting
+            print(md[md.index(head):].split("\n\n#")[0] if head in md else "")
     return {"selected": report.selected["name"], "goals": _goals(report, PROBE_BUDGET_S)}
 
 

@@ -146,6 +146,13 @@ def test_runtime_variants_are_timed_beside_fp32_and_reported_with_their_settings
     assert "## Runtime settings" in md
     assert "| fp32@threads=1 | fp32 | threads=1 |" in md and "| fp32@nospin | fp32 | spinning off |" in md
     assert not any("@" in p.name for p in Path(fp32.path).parent.iterdir())  # no second copy of the file
+    # the selected one of the family is named in the runtime-settings rows, without timing them again
+    rows = rep.selected["knobs"]
+    assert len(rows) == 3 and [r["adopted"] for r in rows].count(True) == 1
+    adopted = next(r for r in rows if r["adopted"])
+    assert rep.selected["name"] in adopted["setting"] or (rep.selected["name"] == "fp32"
+                                                          and adopted["setting"].startswith("default"))
+    assert all(r["beats_default"] is None for r in rows if r["setting"].startswith("default"))
 
 
 def _selecting(report, name: str, tmp_path: Path) -> Path:
