@@ -40,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="restrict to these variants (default: every one this host can try): onnxruntime fp16, "
                         "int8-dynamic, int8-static (fallbacks mixed / int8-mixed added when needed); OpenVINO "
                         "ov-fp32, ov-bf16, ov-int8, ov-int8-ac, ov-int8-ac-bf16, ov-w8, ov-w8-bf16; structural "
-                        "prune, lowrank, stacked as <prune|lowrank>+<variant>, e.g. prune+int8-dynamic")
+                        "prune, lowrank, stacked as <prune|lowrank>+<variant>, e.g. prune+int8-dynamic; runtime "
+                        "settings as <fp32|variant>@<setting>[@...]: threads=N, nospin (onnxruntime), hint=latency|"
+                        "throughput, streams=N (OpenVINO), e.g. fp32@threads=1 (default adds fp32@threads=1, "
+                        "fp32@nospin on the CPU)")
     p.add_argument("--backends", default="onnxruntime,openvino", metavar="LIST",
                    help="runtimes to search: onnxruntime, openvino (default both)")
     p.add_argument("--gaps", default="0,10ms", metavar="LIST",

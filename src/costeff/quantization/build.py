@@ -163,11 +163,32 @@ def build_static(base: Path, dst: Path, recipe: Int8Recipe, calibration: np.ndar
                     extra_options={"ActivationSymmetric": recipe.activation_type == "QInt8"})
 
 
+def calibration_batch(rows: int, batch: int = 64) -> tuple[int, int]:
+    """(batch size, rows fed): every calibration batch has the same shape.
+
+    onnxruntime's Entropy and Percentile calibrators stack the per-batch outputs into one array and
+    fail ("inhomogeneous shape") on a shorter last batch. The batch is the largest divisor of
+    ``rows`` between ``batch // 4`` and ``batch``; failing that, the remainder (under ``batch`` rows)
+    is dropped.
+    """
+    if rows <= batch:
+        return rows, rows
+    for b in range(batch, batch // 4 - 1, -1):
+        if rows % b == 0:
+            return b, rows
+    return batch, rows - rows % batch
+
+
 def _reader(input_name: str, rows: np.ndarray, batch: int = 64) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
+    size, used = calibration_batch(len(rows), batch)
+    if used < len(rows):
+        log.info("calibration: %d rows in batches of %d; the last %d rows are not fed", len(rows), size,
+                 len(rows) - used)
+
     class Reader(CalibrationDataReader):
-        """Feeds the calibration split in fixed-size batches; never the held-out rows."""
+        """Feeds the calibration split in batches of one shape; never the held-out rows."""
 
         def __init__(self) -> None:
             self.rewind()
@@ -176,7 +197,7 @@ def _reader(input_name: str, rows: np.ndarray, batch: int = 64) -> Any:
             return next(self._it, None)
 
         def rewind(self) -> None:
-            self._it = iter({input_name: rows[i:i + batch]} for i in range(0, len(rows), batch))
+            self._it = iter({input_name: rows[i:i + size]} for i in range(0, used, size))
 
     return Reader()
 

@@ -23,6 +23,12 @@ PROVIDERS = ("cpu", "cuda", "tensorrt", "auto")
 
 
 def known_variant(name: str) -> bool:
+    """A variant name, or ``<fp32 | variant>@<runtime settings>`` (see quantization.settings)."""
+    from costeff.quantization.settings import split
+
+    name, settings = split(name)
+    if settings is not None:
+        return name == "fp32" or ("@" not in name and known_variant(name))
     kind, _, lower = name.partition("+")
     return name in VARIANTS or (kind in STRUCTURAL and lower in ORT_VARIANTS + OV_VARIANTS)
 
@@ -55,7 +61,9 @@ class QuantizeConfig:
     open_loop_s: float = 1.5  # longest open-loop replay per variant and round (fewer rows at low rates)
     max_utilisation: float = 0.8  # instances are planned at this share of measured capacity
     speed_of_failing: bool = False  # also time variants that failed a gate (benchmarks)
-    tune_knobs: bool = True  # with a target rate, time alternative runtime settings of the selected variant
+    # Time alternative runtime settings: fp32's as variants in the rounds (fp32@threads=1, fp32@nospin; see
+    # quantization.settings), and, with a target rate, the selected lowered variant's after selection.
+    tune_knobs: bool = True
     # Held-out rows also run alone (batch 1): fidelity there and batch invariance. On the default policy a
     # variant at a third of the entropy tolerance failed by sample noise alone in 15 % of seeded draws of 256
     # rows, 0.5 % of draws of 1024; 1024 single calls cost about 0.5 s per variant (0.5 ms each, fp32).
@@ -66,7 +74,8 @@ class QuantizeConfig:
             bad = [v for v in self.variants if not known_variant(v)]
             if bad or not self.variants:
                 raise InputError(f"variants: {bad or 'none'}; allowed: {', '.join(VARIANTS)}, or "
-                                 "<prune|lowrank>+<precision variant>")
+                                 "<prune|lowrank>+<precision variant>, or <fp32|variant>@<runtime settings>")
+            self._check_settings()
         bad_backends = [b for b in self.backends if b not in BACKENDS]
         if bad_backends or not self.backends:
             raise InputError(f"backends: {bad_backends or 'none'}; allowed: {', '.join(BACKENDS)}")
@@ -78,6 +87,14 @@ class QuantizeConfig:
         if self.provider not in PROVIDERS:
             raise InputError(f"provider: {self.provider!r}; allowed: {', '.join(PROVIDERS)}")
         self._check_numbers()
+
+    def _check_settings(self) -> None:
+        from costeff.quantization.settings import backend_of, parse, split
+
+        for name in self.variants or ():
+            base, text = split(name)
+            if text is not None:
+                parse(text, backend_of(base), name)
 
     def _check_numbers(self) -> None:
         checks = {"trials": self.trials >= 0, "speed_rounds": self.speed_rounds >= 1,

@@ -120,7 +120,7 @@ def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: 
 def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
     from costeff.hardware import detect
     from costeff.quantization import openvino as ov_build
-    from costeff.quantization import structural
+    from costeff.quantization import settings, structural
     from costeff.quantization.fallback import fallbacks
     from costeff.quantization.variants import plan
 
@@ -139,6 +139,7 @@ def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[s
     variants += ov_build.build_variants(ctx, [n for n in names if n.startswith("ov-")],
                                         lambda text: _tick(progress, text))
     variants += structural.build_variants(ctx, shaped, lambda text: _tick(progress, text), _variant)
+    variants += settings.runtime_variants(ctx, variants)  # x@threads=1: x's file and gates
     return variants + skipped, recipe_info
 
 
@@ -272,7 +273,7 @@ def _save_models(variants: list[VariantResult], models: Path, name: str, model_p
     models.mkdir(parents=True, exist_ok=True)
     base_size = model_path.stat().st_size
     for v in variants:
-        if not v.built or v.path is None:
+        if not v.built or v.path is None or v.settings_of:
             continue
         src = Path(v.path)
         dst = models / f"{name}_{v.name}{src.suffix}"
@@ -286,3 +287,6 @@ def _save_models(variants: list[VariantResult], models: Path, name: str, model_p
         v.size_reduction_pct = 100.0 * (1 - v.size_bytes / base_size)
         lines = "".join(f"{sha256_file(b)}  {b.name}\n" for _, b in files)
         atomic_write_text(models / f"{dst.name}.sha256", lines)
+    from costeff.quantization.settings import share_files
+
+    share_files(variants)

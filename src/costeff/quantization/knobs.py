@@ -28,6 +28,10 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     from costeff.quantization.select import _at_target, _beats, _fill, _light
     from costeff.quantization.speed import measure_all
 
+    family = [v for v in variants if v.name == (variant.settings_of or variant.name)
+              or v.settings_of == (variant.settings_of or variant.name)]
+    if len(family) > 1:  # its runtime settings were variants in the same rounds: already measured
+        return _timed_rows(variant, [v for v in family if v.at_target], config)
     base = next(v for v in variants if v.baseline)
     tries = [_candidate(variant, i, knobs) for i, knobs in enumerate(ALTERNATIVES[variant.backend])]
     if not tries or variant.at_target is None:
@@ -50,6 +54,31 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     else:
         rows[0]["adopted"] = True
     return rows
+
+
+def _timed_rows(selected: Any, family: list[Any], config: Any) -> list[dict[str, Any]]:
+    """One row per runtime setting of the selected variant's base, timed as variants beside fp32."""
+    from costeff.quantization.settings import label
+
+    default = next((v for v in family if not v.settings_of), None)
+    rows = []
+    for v in family:
+        beats = None if v is default or default is None else _beats_default(v, default, config)
+        rows.append(_row(v, f"{label(v.settings)} ({v.name})" if v.settings_of else "default (as timed above)",
+                         adopted=v is selected, beats_default=beats))
+    return rows
+
+
+def _beats_default(v: Any, default: Any, config: Any) -> bool:
+    """As selection compares: within the budget and better beyond the noise; or, when the default misses
+    the budget, clearly nearer to it (p99 lower by ``min_speedup``) without saturating."""
+    from costeff.quantization.select import _beats, _light
+
+    if not default.at_target["meets_budget"]:
+        return bool(not v.open_loop.get("saturated")
+                    and v.at_target["p99_ms"] * config.min_speedup <= default.at_target["p99_ms"])
+    return bool(v.at_target["meets_budget"] and _beats(v, default, config.min_speedup,
+                                                       _light(config.target_rate, default)))
 
 
 class _BaseSpeed:

@@ -50,6 +50,8 @@ class VariantResult:
     batch_invariance: BatchInvariance | None = None  # the same rows alone vs inside a served batch
     trials: list[Trial] = field(default_factory=list)
     structure: dict[str, Any] | None = None  # prune / lowrank: the sizes tried on calibration rows, seconds
+    settings_of: str | None = None  # runtime-settings variant (``fp32@threads=1``): the variant whose file it runs
+    settings: dict[str, Any] = field(default_factory=dict)  # the runtime options it sets, e.g. {"threads": 1}
     throughput_per_s: dict[int, float] = field(default_factory=dict)
     throughput_range_per_s: dict[int, tuple[float, float]] = field(default_factory=dict)
     latency_p99_ms: dict[int, float] = field(default_factory=dict)
@@ -123,7 +125,7 @@ def to_markdown(rep: QuantizationReport) -> str:
     lines += ["", "## Fidelity by batch size", ""] + _by_batch_md(rep)
     lines += ["", "## Batch invariance", ""] + _invariance_md(rep)
     lines += ["", "## Gates", ""] + _gates_md(rep) + ["", "## Recipe evidence (calibration rows)", ""]
-    lines += _recipe_md(rep.recipe) + _structure_md(rep)
+    lines += _recipe_md(rep.recipe) + _structure_md(rep) + _settings_md(rep)
     lines += ["", "## Speed (inferences/s, median of interleaved rounds)", ""]
     lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""]
     lines += _cost_md(rep.cost)
@@ -237,6 +239,25 @@ def _structure_md(rep: QuantizationReport) -> list[str]:
     return out
 
 
+def _settings_md(rep: QuantizationReport) -> list[str]:
+    """Runtime-settings variants: what each sets, on which base, and what it gave against that base."""
+    rows = [v for v in rep.variants if v.settings_of]
+    if not rows:
+        return []
+    by = {v.name: v for v in rep.variants}
+    out = ["", "## Runtime settings (same file and gates as the base, timed in the same rounds)", "",
+           "| variant | base | settings | speedup vs fp32 | batch-1 p50 ms (base) | served by Triton as measured |",
+           "|---|---|---|---|---|---|"]
+    for v in rows:
+        base = by.get(v.settings_of)
+        p50 = lambda x: x.latency_by_gap[0]["p50_ms"] if x and x.latency_by_gap else None  # noqa: E731
+        served = "no: no spinning parameter" if v.settings.get("spinning") is False and v.backend == "onnxruntime" \
+            else "yes"
+        out.append(f"| {v.name} | {v.settings_of} | {settings_label(v.settings)} | "
+                   f"{_fmt(v.speedup, '.2f')} | {_fmt(p50(v))} ({_fmt(p50(base))}) | {served} |")
+    return out
+
+
 def _speed_md(rep: QuantizationReport) -> list[str]:
     batches = sorted({b for v in rep.variants for b in v.throughput_per_s})
     out = ["| variant | " + " | ".join(f"b={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
@@ -259,3 +280,10 @@ def _cost_md(cost: dict[str, Any]) -> list[str]:
             f"| before (fp32) | {_fmt(b.get('usd_per_million'), '.4g')} | {_fmt(b.get('instances_needed'))} |",
             f"| after ({cost.get('selected')}) | {_fmt(a.get('usd_per_million'), '.4g')} | "
             f"{_fmt(a.get('instances_needed'))} |"]
+
+
+def settings_label(settings: dict[str, Any]) -> str:
+    """A runtime-settings variant's settings in words: ``threads=1, spinning off``."""
+    words = {"spinning": lambda v: "spinning off" if v is False else "spinning on",
+             "performance_hint": lambda v: f"hint {v}"}
+    return ", ".join(words.get(k, lambda v, k=k: f"{k}={v}")(v) for k, v in settings.items())

@@ -14,6 +14,7 @@ from typing import Any
 from costeff.errors import DependencyError, InputError
 from costeff.quantization.config import ON_REQUEST, VARIANTS
 from costeff.quantization.records import VariantResult
+from costeff.quantization.settings import backend_of  # noqa: F401 - part of this module's interface
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -21,10 +22,6 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 def trt_fp16(name: str, provider: str) -> bool:
     """TensorRT builds fp16 engines only for the fp16 variants: fidelity and timing must agree on it."""
     return provider == "tensorrt" and name.split("+")[-1] in ("fp16", "mixed")
-
-
-def backend_of(name: str) -> str:
-    return "openvino" if name.split("+")[-1].startswith("ov-") else "onnxruntime"
 
 
 def precision_of(name: str) -> str:
@@ -42,7 +39,7 @@ def plan(config: Any, hw: Any, provider: str) -> tuple[list[str], list[VariantRe
     """(variants to try, in order; variants not tried, each with its reason)."""
     explicit = config.variants is not None
     tried, skipped = [], []
-    for name in (config.variants if explicit else VARIANTS):
+    for name in (_built(config.variants) if explicit else VARIANTS):
         reason = why_not(name, config, hw, provider)
         if reason is None and not explicit and name in ON_REQUEST:
             reason = InputError(ON_REQUEST[name])
@@ -54,6 +51,16 @@ def plan(config: Any, hw: Any, provider: str) -> tuple[list[str], list[VariantRe
             skipped.append(VariantResult(name, backend=backend_of(name), precision=precision_of(name),
                                          not_tried=str(reason)))
     return tried, skipped
+
+
+def _built(names: tuple[str, ...]) -> list[str]:
+    """The variants to build for ``names``: a runtime-settings variant (``x@threads=1``) needs ``x`` built."""
+    out: list[str] = []
+    for name in names:
+        base = name.partition("@")[0]
+        if base != "fp32" and base not in out:  # fp32 is always built: it is the baseline
+            out.append(base)
+    return out
 
 
 def why_not(name: str, config: Any, hw: Any, provider: str) -> InputError | DependencyError | None:

@@ -63,8 +63,11 @@ def resolve(model: Path, model_sha: str, report_path: Path | None) -> Served:
     if backend == "openvino" and not path.with_suffix(".bin").is_file():
         raise InputError(f"{path}: OpenVINO IR without its weights file {path.with_suffix('.bin').name}")
     params = ov_parameters(variant, report, notes) if backend == "openvino" else {}
+    from costeff.quantization.settings import not_served
+
+    notes += not_served(variant)
     return Served(path, sha, backend, (variant or {}).get("name"), (variant or {}).get("precision"), params,
-                  tuple(notes), _measured_threads(variant))
+                  tuple(notes), _measured_threads(variant, backend))
 
 
 def _selected_file(selected: dict[str, Any], report_path: Path | None) -> tuple[Path, str]:
@@ -85,8 +88,11 @@ def _variant(report: dict[str, Any] | None, sha: str, preferred: str | None = No
     return next((v for v in matches if v.get("name") == preferred), matches[0] if matches else None)
 
 
-def _measured_threads(variant: dict[str, Any] | None) -> int | None:
-    threads = ((variant or {}).get("runtime") or {}).get("threads")
+def _measured_threads(variant: dict[str, Any] | None, backend: str = "openvino") -> int | None:
+    """OpenVINO: the threads the variant was measured with. onnxruntime: only a thread count chosen as a
+    runtime setting (``fp32@threads=1``); a default session's count is the build host's CPUs, not a choice."""
+    source = (variant or {}).get("runtime") if backend == "openvino" else (variant or {}).get("settings")
+    threads = (source or {}).get("threads")
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
@@ -95,10 +101,10 @@ def ov_parameters(variant: dict[str, Any] | None, report: dict[str, Any] | None,
     runtime = (variant or {}).get("runtime") or {}
     hint = str(runtime.get("performance_hint") or "LATENCY")
     params = {"PERFORMANCE_HINT": hint}
-    if hint == "LATENCY":
-        params["NUM_STREAMS"] = "1"  # one stream: every request gets all threads (the backend's latency example)
-    elif runtime.get("streams"):
+    if runtime.get("streams"):  # chosen as a runtime setting (ov-fp32@streams=2)
         params["NUM_STREAMS"] = str(runtime["streams"])
+    elif hint == "LATENCY":
+        params["NUM_STREAMS"] = "1"  # one stream: every request gets all threads (the backend's latency example)
     if runtime.get("precision") == "bf16":
         params["HINT_BF16"] = "YES"
     elif _has_bf16((report or {}).get("hardware") or {}):

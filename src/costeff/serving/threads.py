@@ -66,6 +66,11 @@ def plan_threads(backend: str, instance_kind: str, instances: int, serving_cpus:
     if backend == "openvino":
         return _openvino(cpus, source, instances, measured_threads)
     share = max(1, math.floor(cpus / instances))
+    if measured_threads and measured_threads < share:  # a thread count chosen by measurement (fp32@threads=1)
+        return ThreadPlan(cpus, source, instances, measured_threads, instances,
+                          f"onnxruntime: one session per instance, {measured_threads} thread(s) each as measured "
+                          f"(floor({cpus:g} CPUs / {instances}) would allow {share})",
+                          {ORT_INTRA: str(measured_threads), ORT_INTER: "1"})
     # Sequential execution (the backend's default, which costeff keeps) never starts the inter-op
     # pool; 1 keeps it from adding threads beyond the share if execution_mode is switched to parallel.
     return ThreadPlan(cpus, source, instances, share, instances,
