@@ -161,12 +161,11 @@ def from_chain(layout: Layout, repository: Path | None = None) -> Selection:
     if not stages:
         raise InputError(f"{layout.cost}: no stage reports to pack (no costeff report under it); run `costeff run` "
                          f"(or a stage) first")
-    top = max(stages, key=lambda r: (r.when, r.path.parent.name))
+    top = max(stages, key=_newest)
     chain = _follow(top, _slot(top), records, {}, layout)
     left_out: list[str] = []
     for kind in TOPS:
-        newest = max((r for r in records if r.kind == kind), key=lambda r: (r.when, r.path.parent.name),
-                     default=None)
+        newest = max((r for r in records if r.kind == kind), key=_newest, default=None)
         if newest is None or any(r.path == newest.path for r in chain.values()):
             continue
         try:
@@ -180,12 +179,19 @@ def from_chain(layout: Layout, repository: Path | None = None) -> Selection:
             chain = joined
     _profiles(chain, records)
     sources = {slot: r.path.parent for slot, r in chain.items() if slot != "build"}
-    return Selection(sources, f"the chain of {top.path} (no run manifest names these records)",
+    return Selection(sources, f"the chain of {top.path} (the records its inputs name; no run manifest)",
                      left_out=left_out)
 
 
 def _slot(record: Record) -> str:
     return record.kind
+
+
+def _newest(record: Record) -> tuple[str, int, str]:
+    """Newest first; of records made in the same second, the one made from the others (a ramp decision before
+    the quantization report it read)."""
+    rank = len(TOPS) - TOPS.index(record.kind) if record.kind in TOPS else 0
+    return record.when, rank, record.path.parent.name
 
 
 def _follow(record: Record, slot: str, records: list[Record], chain: dict[str, Record],
@@ -246,7 +252,7 @@ def _profiles(chain: dict[str, Record], records: list[Record]) -> None:
             continue
         found = [r for r in records if r.kind == "profile" and r.data.get("model_sha256") == sha]
         if found:
-            chain[slot] = max(found, key=lambda r: (r.when, r.path.parent.name))
+            chain[slot] = max(found, key=_newest)
 
 
 # -- verification --------------------------------------------------------------------------------------------
