@@ -163,9 +163,10 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
 
 def _inputs(config: DecideConfig, report_path: Path | None) -> dict[str, str]:
     """The quantization report and the projection's reports, by SHA-256 (``costeff pack`` follows them)."""
-    from costeff.artifacts import inputs_of
+    from costeff.artifacts import Layout, inputs_of
+    from costeff.ramp.projection import default_inputs
 
-    p = config.projection
+    p = config.projection or default_inputs(Layout.default(), report_path)  # what _projection reads
     return inputs_of(quantization_report=report_path, profile=getattr(p, "profile", None),
                      profile_fp32=getattr(p, "baseline_profile", None),
                      batching_report=getattr(p, "batching_report", None),
