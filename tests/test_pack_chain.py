@@ -146,8 +146,12 @@ def test_a_changed_run_record_is_not_packed_as_that_run(capsys):
     assert err.startswith(f"error: run {stamp}: its batching record ") and "changed after the run" in err
     assert main(["pack", "--run", "20990101_000000Z"]) == 2
     assert "no run manifest" in capsys.readouterr().err
-    assert main(["pack", "--json"]) == 0  # the default passes over the changed run to the newest chain
-    assert "no run manifest" in json.loads(capsys.readouterr().out)["records_from"]
+    assert main(["pack", "--run", "../../etc/x"]) == 2
+    assert "not a run stamp" in capsys.readouterr().err
+    assert main(["pack", "--json"]) == 0  # the default passes over the changed run to the newest chain, and says so
+    record = json.loads(capsys.readouterr().out)
+    assert "no run manifest" in record["records_from"]
+    assert any(line.startswith(f"run {stamp}: its batching record ") for line in record["left_out"])
 
 
 def test_report_takes_one_run_and_never_overwrites_another_runs_page(capsys):
@@ -201,3 +205,15 @@ def test_after_separate_profile_and_quantize_pack_packs_their_chain_or_names_the
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {layout.batching / 'C' / 'batching_report.json'} was made from profile sha256 ")
     assert len(err.splitlines()) == 1 and err.endswith(f"which is in no profile under {layout.cost}/")
+
+
+def test_a_newer_fp32_profile_is_the_baseline_of_an_older_quantization_report(capsys):
+    layout = Layout.default()
+    _quant(layout.quant / "20260101_000010Z", selected="int8")
+    served = _profile(layout.cost / "20260101_000005Z", model=INT8)
+    baseline = _profile(layout.cost / "20260101_000020Z")  # the top record: fp32, measured after the report
+    assert main(["pack", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["included"]["profile_fp32"] == str(baseline.parent)
+    assert record["included"]["profile"] == str(served.parent)
+    assert record["included"]["quant"] == str(layout.quant / "20260101_000010Z") and record["left_out"] == []

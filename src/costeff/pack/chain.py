@@ -18,6 +18,7 @@ writes ``cost/runs/<stamp>.json`` listing the records it produced. Selection:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,8 @@ BUILD = "costeff_build.json"  # a Triton repository entry's build record
 LINKS = {"profile": "profile", "profile_fp32": "profile_fp32", "quantization_report": "quant",
          "batching_report": "batching", "reaper_report": "reaper", "triton_build": "build"}
 TOPS = ("ramp", "verify", "batching", "quant", "profile")  # tried in this order after the newest record
+_STAMP = re.compile(r"[0-9A-Za-z_]{1,64}")
+_SHA = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,18 @@ def select(layout: Layout, repository: Path | None = None, run: str | None = Non
     """``run``: a run's stamp, ``chain``, or None (the newest intact run, else the newest chain)."""
     if run not in (None, "chain"):
         return from_run(layout, run)
+    passed_over: list[str] = []
     if run is None:
         for manifest in sorted(runs_dir(layout).glob("*.json"), reverse=True) if runs_dir(layout).is_dir() else []:
-            if not _changed(manifest):
-                return from_run(layout, manifest.stem)
-    return from_chain(layout, repository)
+            why = _changed(manifest)
+            if not why:
+                chosen = from_run(layout, manifest.stem)
+                chosen.left_out += passed_over
+                return chosen
+            passed_over.append(f"run {manifest.stem}: {why}")
+    chosen = from_chain(layout, repository)
+    chosen.left_out = passed_over + chosen.left_out
+    return chosen
 
 
 # -- runs ----------------------------------------------------------------------------------------------------
@@ -141,6 +151,9 @@ def _changed(manifest: Path) -> str | None:
 
 
 def from_run(layout: Layout, stamp: str) -> Selection:
+    if not _STAMP.fullmatch(stamp):
+        raise InputError(f"--run {stamp!r}: not a run stamp; expected e.g. 20261202_001304Z (a name under "
+                         f"{runs_dir(layout)}/) or 'chain'")
     manifest = runs_dir(layout) / f"{stamp}.json"
     if not manifest.is_file():
         raise InputError(f"--run {stamp}: no run manifest {manifest}; expected the stamp of a `costeff run` "
@@ -166,10 +179,11 @@ def from_chain(layout: Layout, repository: Path | None = None) -> Selection:
     left_out: list[str] = []
     for kind in TOPS:
         newest = max((r for r in records if r.kind == kind), key=_newest, default=None)
-        if newest is None or any(r.path == newest.path for r in chain.values()):
+        if newest is None or any(r.path == newest.path for r in chain.values()) or \
+                (kind == "profile" and "quant" in chain):  # the quantization report's models pick its profiles
             continue
         try:
-            joined = _follow(newest, _slot(newest), records, dict(chain), layout)
+            joined = _baseline(_follow(newest, _slot(newest), records, dict(chain), layout))
             why = _disagrees(joined)
         except InputError as exc:
             joined, why = chain, str(exc)
@@ -208,15 +222,32 @@ def _follow(record: Record, slot: str, records: list[Record], chain: dict[str, R
         found = next((r for r in records if r.kind == kind and r.sha256 == sha), None)
         if found is None:
             where = "the Triton repository" if kind == "build" else f"{layout.cost}/"
-            raise InputError(f"{record.path} was made from {key.replace('_', ' ')} sha256 {sha[:12]}…, which is "
+            raise InputError(f"{record.path} was made from {key.replace('_', ' ')} sha256 {_short(sha)}, which is "
                              f"in no {_noun(kind)} under {where}")
         _follow(found, LINKS[key], records, chain, layout)
     return chain
 
 
+def _short(sha: object) -> str:
+    """A hash as a message shows it: its first 12 digits, or what stands there instead, quoted (one line)."""
+    return f"{sha[:12]}…" if isinstance(sha, str) and _SHA.fullmatch(sha) else ascii(sha)[:40]
+
+
 def _noun(kind: str) -> str:
     return {"build": "Triton build record", "quant": "quantization report", "batching": "batching report",
             "reaper": "reaper report", "ramp": "ramp decision", "verify": "verify report"}.get(kind, kind)
+
+
+def _baseline(chain: dict[str, Record]) -> dict[str, Record]:
+    """A profile of the quantization report's original model, when another variant is served, is its fp32
+    baseline: moved to that slot."""
+    quant, held = chain.get("quant"), chain.get("profile")
+    if quant is None or held is None or "profile_fp32" in chain:
+        return chain
+    model = quant.data.get("model_sha256")
+    if held.data.get("model_sha256") == model and _selected_sha(quant.data) != model:
+        chain["profile_fp32"] = chain.pop("profile")
+    return chain
 
 
 def _disagrees(chain: dict[str, Record]) -> str | None:
@@ -229,7 +260,7 @@ def _disagrees(chain: dict[str, Record]) -> str | None:
         held = chain.get(slot)
         got = held.data.get("model_sha256") if held else None
         if held is not None and got not in wanted:
-            return (f"its {slot.replace('_', ' ')} {held.path} measured model sha256 {str(got)[:12]}…, not the "
+            return (f"its {slot.replace('_', ' ')} {held.path} measured model sha256 {_short(got)}, not the "
                     f"model {quant.path} names")
     return None
 
@@ -277,6 +308,6 @@ def chain_problems(kept: dict[str, bytes], digests: dict[str, str]) -> list[str]
         inputs = data.get("inputs") if isinstance(data, dict) else None
         for key, sha in sorted(inputs.items()) if isinstance(inputs, dict) else []:
             if key in LINKS and sha not in present:
-                problems.append(f"{name}: made from {key.replace('_', ' ')} sha256 {str(sha)[:12]}…, which is not "
+                problems.append(f"{name}: made from {key.replace('_', ' ')} sha256 {_short(sha)}, which is not "
                                 f"in this pack (records of different runs mixed)")
     return problems
