@@ -2,10 +2,8 @@
 from; never a mix of runs (the batching report of one run beside the profile of another)."""
 
 import hashlib
-import io
 import json
 import shutil
-import tarfile
 
 import pytest
 
@@ -13,7 +11,7 @@ from costeff.artifacts import Layout, atomic_write_json, sha256_file
 from costeff.audit import load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
-from costeff.pack.bundle import SUMMARY, read_pack, sign_manifest
+from costeff.pack.bundle import SUMMARY, _tarball, build_manifest, read_pack, sign_manifest
 from costeff.pack.chain import write_run
 from costeff.pack.summary import render_summary
 
@@ -47,10 +45,6 @@ def _run_records(layout, second):
     batch = _batching(layout.batching / stamp, prof)
     return stamp, {"profile_fp32": prof.parent, "profile": prof.parent, "quant": quant.parent,
                    "batching": batch.parent}
-
-
-def _packed_json(result, name):
-    return json.loads(read_pack(result.path)[name])
 
 
 def test_pack_takes_the_newest_run_and_names_it_even_after_later_separate_commands(capsys):
@@ -105,8 +99,6 @@ def test_a_hand_made_mixed_pack_fails_verify(capsys):
     files["batching/batching_report.json"] = (second["batching"] / "batching_report.json").read_bytes()
     files.pop("manifest.json"), files.pop("manifest.sig")
     files[SUMMARY] = render_summary(files).encode()
-    from costeff.pack.bundle import build_manifest, _tarball
-
     manifest = json.dumps(build_manifest(files), indent=2).encode()
     result.path.write_bytes(_tarball(files, manifest, sign_manifest(manifest, load_signer())))
     report = verify_pack(result.path)

@@ -9,7 +9,7 @@ from costeff.cli._common import add_common, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("report", help="write one self-contained report.html (no network needed to view it)")
+    parser = sub.add_parser("report", help="write one self-contained report_<run>.html (no network needed to view it)")
     parser.add_argument("dir", type=Path, nargs="?", metavar="DIR",
                         help="artifacts folder to read (default: $COSTEFF_ARTIFACTS or ./artifacts); "
                              "report_<stamp>.html is written there unless --out")
