@@ -209,3 +209,24 @@ def test_a_newer_fp32_profile_is_the_baseline_of_an_older_quantization_report(ca
     assert record["included"]["profile_fp32"] == str(baseline.parent)
     assert record["included"]["profile"] == str(served.parent)
     assert record["included"]["quant"] == str(layout.quant / "20260101_000010Z") and record["left_out"] == []
+
+
+def test_a_triton_repository_built_from_another_chain_is_left_out_and_named(capsys):
+    layout = Layout.default()
+    _, first = _run_records(layout, 10)
+    entry = Layout.model_repository() / "policy"
+    (entry / "1").mkdir(parents=True)
+    (entry / "config.pbtxt").write_text('name: "policy"\n')
+    atomic_write_json(entry / "costeff_build.json", {"inputs": {
+        "quantization_report": sha256_file(first["quant"] / "quantization_report.json"),
+        "batching_report": sha256_file(first["batching"] / "batching_report.json")}})
+    assert main(["pack", "--json"]) == 0  # the build agrees with the newest chain: the repository is packed
+    record = json.loads(capsys.readouterr().out)
+    assert "model_repository/policy/costeff_build.json" in read_pack(record["pack"]) and record["left_out"] == []
+    _quant(layout.quant / "20260101_000020Z")  # a later `costeff quantize`: the build is not of its chain
+    assert main(["pack", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert not [n for n in read_pack(record["pack"]) if n.startswith("model_repository/")]
+    assert any(line.startswith(f"{entry / 'costeff_build.json'}: not of this chain") and
+               line.endswith("the Triton repository is left out") for line in record["left_out"])
+    assert verify_pack(record["pack"]).ok

@@ -54,7 +54,8 @@ class PackResult:
 
 
 def collect(layout: Layout, repository: Path | None = None, sources: dict[str, Path] | None = None,
-            skipped: list[str] | None = None) -> tuple[dict[str, bytes], dict[str, str | None]]:
+            skipped: list[str] | None = None, with_repository: bool = True) -> tuple[dict[str, bytes],
+                                                                                  dict[str, str | None]]:
     """The files to pack, as ``{path in pack: bytes}``, and where each stage came from.
 
     ``sources`` names the exact folder of each stage (``costeff run`` passes the
@@ -69,7 +70,7 @@ def collect(layout: Layout, repository: Path | None = None, sources: dict[str, P
         included[name] = str(folder)
         files.update(_folder(Path(folder), name, skipped))
     repo = repository or Layout.model_repository()
-    if repo.is_dir():
+    if with_repository and repo.is_dir():
         files.update(_folder(repo, "model_repository", skipped))
     for audit_file in sorted(layout.audit.glob("audit*.jsonl")) if layout.audit.is_dir() else []:
         data = _read_plain(audit_file, skipped)
@@ -155,7 +156,7 @@ def pack(layout: Layout | None = None, out_dir: Path | None = None, repository: 
     chosen = Selection(sources, f"run {run}" if run else "the folders given", run=run) if sources else \
         select(layout, repository, run)
     skipped: list[str] = []
-    files, included = collect(layout, repository, chosen.sources, skipped)
+    files, included = collect(layout, repository, chosen.sources, skipped, with_repository=chosen.repository)
     if not any(included.values()):
         raise InputError(f"{layout.cost}: no stage reports to pack; run `costeff run` (or a stage) first")
     files[SUMMARY] = render_summary(files).encode("utf-8")

@@ -76,6 +76,7 @@ class Selection:
     taken: str  # which run, or which chain, in words
     run: str | None = None  # the run's stamp
     left_out: list[str] = field(default_factory=list)  # records not taken, with why
+    repository: bool = True  # False: a build record in the Triton repository is of another chain
 
 
 def index(layout: Layout, repository: Path | None = None) -> list[Record]:
@@ -192,9 +193,27 @@ def from_chain(layout: Layout, repository: Path | None = None) -> Selection:
         else:
             chain = joined
     _profiles(chain, records)
-    sources = {slot: r.path.parent for slot, r in chain.items() if slot != "build"}
+    chain, foreign = _builds(chain, records, layout)
+    sources = {slot: r.path.parent for slot, r in chain.items() if slot in RECORDS or slot == "profile_fp32"}
     return Selection(sources, f"the chain of {top.path} (the records its inputs name; no run manifest)",
-                     left_out=left_out)
+                     left_out=left_out + foreign, repository=not foreign)
+
+
+def _builds(chain: dict[str, Record], records: list[Record], layout: Layout) -> tuple[dict[str, Record], list[str]]:
+    """The chain with each Triton build record of the repository that agrees with it; why the others do not
+    (the repository, packed whole, is then left out)."""
+    foreign = []
+    for build in (r for r in records if r.kind == "build"):
+        try:
+            joined = _baseline(_follow(build, f"build {build.path.parent.name}", records, dict(chain), layout))
+            why = _disagrees(joined)
+        except InputError as exc:
+            joined, why = chain, str(exc)
+        if why:
+            foreign.append(f"{build.path}: not of this chain ({why}); the Triton repository is left out")
+        else:
+            chain = joined
+    return chain, foreign
 
 
 def _slot(record: Record) -> str:
@@ -278,7 +297,10 @@ def _profiles(chain: dict[str, Record], records: list[Record]) -> None:
     quant = chain.get("quant")
     if quant is None:
         return
-    for slot, sha in (("profile_fp32", quant.data.get("model_sha256")), ("profile", _selected_sha(quant.data))):
+    model, selected = quant.data.get("model_sha256"), _selected_sha(quant.data)
+    if model == selected and ("profile" in chain) != ("profile_fp32" in chain):  # fp32 served: one profile, as a run
+        chain["profile"] = chain["profile_fp32"] = chain.get("profile") or chain["profile_fp32"]
+    for slot, sha in (("profile_fp32", model), ("profile", selected)):
         if slot in chain or not isinstance(sha, str):
             continue
         found = [r for r in records if r.kind == "profile" and r.data.get("model_sha256") == sha]
