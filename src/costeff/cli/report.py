@@ -34,9 +34,10 @@ def _report(args: argparse.Namespace) -> int:
 
     def human() -> None:
         print(f"wrote {result.path} ({result.bytes / 1024:,.0f} KiB, self-contained) from {result.records_from}; "
-              f"acceptance "
-              f"{result.criteria_passed} of {result.criteria_total} PASS"
+              f"acceptance {result.criteria_passed} of {result.criteria_total} PASS"
               + (f"; no report for: {', '.join(result.missing)}" if result.missing else ""))
+        for line in result.left_out:
+            print(f"left out: {line}")
 
     emit(args, result, human)
     return 0

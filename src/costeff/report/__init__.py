@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from costeff.report.collect import Sources, collect
@@ -20,6 +20,7 @@ class ReportResult:
     criteria_total: int
     bytes: int
     records_from: str = ""  # which run (or which chain of records) the page was made from
+    left_out: list[str] = field(default_factory=list)  # newer records not of that run or chain, with why
 
 
 def build_report(root: Path | str, folders: dict[str, Path] | None = None, repository: Path | None = None,
@@ -33,10 +34,10 @@ def build_report(root: Path | str, folders: dict[str, Path] | None = None, repos
 
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root
-    taken = f"run {run}" if folders is not None and run else "the folders given"
+    taken, with_repository, left_out = (f"run {run}" if run else "the folders given"), True, []
     if folders is None:
-        folders, taken, run = _select(root, repository, run)
-    sources = collect(root, folders, repository)
+        folders, taken, run, with_repository, left_out = _select(root, repository, run)
+    sources = collect(root, folders, repository, with_repository)
     if not sources.files:
         from costeff.errors import InputError
 
@@ -49,17 +50,18 @@ def build_report(root: Path | str, folders: dict[str, Path] | None = None, repos
     path = atomic_write_text(out / f"report_{stamp}.html", text)
     return ReportResult(SCHEMA_VERSION, str(path), {k: str(v) for k, v in sources.files.items()},
                         [k for k, v in sources.reports.items() if v is None], sum(c.passed for c in criteria),
-                        len(criteria), len(text.encode("utf-8")), taken)
+                        len(criteria), len(text.encode("utf-8")), taken, left_out)
 
 
-def _select(root: Path, repository: Path | None, run: str | None) -> tuple[dict[str, Path], str, str | None]:
-    """One run's (or one chain's) folders, by the page's stage keys."""
+def _select(root: Path, repository: Path | None,
+            run: str | None) -> tuple[dict[str, Path], str, str | None, bool, list[str]]:
+    """One run's (or one chain's) folders, by the page's stage keys; whether the Triton repository is of it."""
     from costeff.artifacts import Layout
     from costeff.pack.chain import select
 
     chosen = select(Layout(root), repository, run)
     folders = {("fp32" if name == "profile_fp32" else name): folder for name, folder in chosen.sources.items()}
-    return folders, chosen.taken, chosen.run
+    return folders, chosen.taken, chosen.run, chosen.repository, chosen.left_out
 
 
 def _ledger_bytes(sources: Sources) -> bytes | None:

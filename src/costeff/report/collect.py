@@ -34,10 +34,12 @@ class Sources:
         return self.files[key].parent if key in self.files else None
 
 
-def collect(root: Path, folders: dict[str, Path], repository: Path | None = None) -> Sources:
-    """``folders`` (stage key -> folder): the run's own, or one chain's (``costeff.pack.chain.select``)."""
+def collect(root: Path, folders: dict[str, Path], repository: Path | None = None,
+            with_repository: bool = True) -> Sources:
+    """``folders`` (stage key -> folder): the run's own, or one chain's (``costeff.pack.chain.select``);
+    ``with_repository`` False when the Triton repository was built from another chain."""
     found = {k: Path(v) / STAGES[k][1] for k, v in folders.items() if k in STAGES}
-    sources = Sources(root, repository=repository or Layout.model_repository())
+    sources = Sources(root, repository=(repository or Layout.model_repository()) if with_repository else None)
     for key in STAGES:
         path = found.get(key)
         sources.reports[key] = _read(path) if path and path.is_file() else None
