@@ -14,8 +14,9 @@ from costeff.pack.bundle import read_pack
 @pytest.fixture
 def layout(tmp_path):
     layout = Layout.default()
-    atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}})
-    atomic_write_json(layout.quant / "20260101_000001Z" / "quantization_report.json", {"variants": []})
+    model = {"model_sha256": "a" * 64}  # the quantization report's model: the profile is of its chain
+    atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}, **model})
+    atomic_write_json(layout.quant / "20260101_000001Z" / "quantization_report.json", {"variants": [], **model})
     (layout.quant / "20260101_000001Z" / "quantization_report.md").write_text("# q\n")
     repo = Layout.model_repository() / "policy"
     (repo / "1").mkdir(parents=True)

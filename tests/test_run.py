@@ -1,6 +1,8 @@
 """`costeff run` end to end on the tiny policy, and the generated completion summary."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +95,32 @@ def test_pack_holds_every_stage_and_the_summary_traces_to_it(run_output):
     assert "| cost ratio <= cap |" in summary and ramp["decision"] == "HOLD"
     row = next(line for line in summary.splitlines() if line.startswith("| cost ratio <= cap"))
     assert "| FAIL |" in row
+
+@pytest.mark.slow
+def test_the_run_records_its_chain_and_a_later_pack_takes_that_run(run_output, monkeypatch, capsys):
+    _, report, root = run_output
+    out = root / "out"
+    (manifest,) = (out / "cost" / "runs").glob("*.json")
+    records = json.loads(manifest.read_text())["records"]
+    packed = read_pack(report["pack"])
+    for name in ("profile", "quant", "batching", "reaper", "ramp", "verify"):  # the run's pack is its manifest's
+        assert hashlib.sha256(packed[f"{name}/{Path(records[name]['path']).name}"]).hexdigest() == \
+            records[name]["sha256"]
+    batching = json.loads(packed["batching/batching_report.json"])
+    assert batching["inputs"]["profile"] == records["profile"]["sha256"]
+    assert json.loads(packed["ramp/ramp_decision.json"])["inputs"]["quantization_report"] == records["quant"]["sha256"]
+    assert json.loads(packed["verify/verify_report.json"])["inputs"]["batching_report"] == records["batching"]["sha256"]
+    monkeypatch.setenv("COSTEFF_ARTIFACTS", str(out))
+    monkeypatch.setenv("COSTEFF_MODEL_REPOSITORY", str(out / "model_repository"))
+    monkeypatch.setenv("COSTEFF_HOME", str(root / "home"))
+    kept = Path(report["summary"]).read_bytes()
+    capsys.readouterr()
+    assert main(["pack", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["records_from"].startswith(f"run {manifest.stem}") and again["summary"] != report["summary"]
+    assert Path(report["summary"]).read_bytes() == kept  # the run's summary is never overwritten
+    assert verify_pack(again["pack"], root / "home" / "keys" / "audit_ed25519.pub").ok
+
 
 
 def test_a_failing_stage_does_not_hide_the_others(tmp_path, capsys):

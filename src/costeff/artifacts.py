@@ -189,6 +189,13 @@ def provenance(model_path: Path | str | None = None, *, hardware: bool = True) -
     return header
 
 
+def inputs_of(**records: Path | str | None) -> dict[str, str]:
+    """The ``inputs`` block a record carries: ``{kind: SHA-256 of the file it was made from}``, for each
+    record given (None and missing files are left out). ``costeff pack`` follows these hashes to pack one
+    coherent chain of records (``costeff.pack.chain``)."""
+    return {kind: sha256_file(path) for kind, path in records.items() if path and Path(path).is_file()}
+
+
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path | str) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.

@@ -145,6 +145,7 @@ def stage_triton(ctx: RunContext) -> tuple[str, list[str]]:
 
 def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
     """Serve what the triton stage wrote on the real Triton and measure it at the target rate."""
+    from costeff.artifacts import inputs_of
     from costeff.errors import DependencyError
     from costeff.serving import verify as v
 
@@ -158,6 +159,8 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
                           log_path=out / "tritonserver.log")
     except DependencyError as exc:  # Triton cannot run on this host: the run goes on without the check
         report = v.skipped(name, repository, rate, predicted, str(exc))
+    report.inputs = inputs_of(triton_build=Path(repository) / name / "costeff_build.json",
+                              batching_report=ctx.values.get("batching_report"))
     ctx.values["verify_report"] = report.write(out)
     if report.skipped:
         return f"skipped: {report.skipped}", [str(out)]
@@ -230,7 +233,12 @@ def stage_pack(ctx: RunContext) -> tuple[str, list[str]]:
         ("profile_fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
         ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision"),
         ("verify", "verify_report")) if key in ctx.values}
-    result = pack(ctx.layout, repository=ctx.values.get("repository"), sources=sources or None)
+    if sources:  # the run's own records, by hash: `costeff pack` and `costeff report` take them by default
+        from costeff.pack.chain import write_run
+
+        write_run(ctx.layout, ctx.stamp, sources, ctx.values.get("repository"), ctx.values.get("model_name"))
+    result = pack(ctx.layout, repository=ctx.values.get("repository"), sources=sources or None,
+                  run=ctx.stamp if sources else None)
     ctx.values.update(pack_path=result.path, summary_path=result.summary_path)
     return f"{result.path.name}: {len(result.manifest['files'])} files; summary {result.summary_path}", \
         [str(result.path)]
@@ -242,7 +250,7 @@ def stage_report(ctx: RunContext) -> tuple[str, list[str]]:
     folders = {name: Path(ctx.values[key]).parent for name, key in (
         ("fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
         ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision")) if key in ctx.values}
-    result = build_report(ctx.layout.root, folders, ctx.values.get("repository"))
+    result = build_report(ctx.layout.root, folders, ctx.values.get("repository"), run=ctx.stamp)
     return (f"{result.path}: one self-contained page, acceptance {result.criteria_passed} of "
             f"{result.criteria_total} PASS"), [result.path]
 

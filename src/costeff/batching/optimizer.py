@@ -49,6 +49,7 @@ class BatchingReport:
     search: dict
     notes: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)  # {kind: sha256} of the records it was made from
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ def _binding(ctx: _Context, evaluated: list[dict]) -> dict:
 
 
 def _report(profile, ctx: _Context, instance, grid, evaluated, verified) -> BatchingReport:
-    from costeff.artifacts import provenance
+    from costeff.artifacts import inputs_of, provenance
 
     header = provenance(None, hardware=False)
     svc, cfg = ctx.service, ctx.cfg
@@ -265,4 +266,5 @@ def _report(profile, ctx: _Context, instance, grid, evaluated, verified) -> Batc
                 "max_instances": cfg.max_instances,
                 "max_batch_sizes": sorted({g.max_batch_size for g in grid}),
                 "queue_delays_us": sorted({g.max_queue_delay_us for g in grid})},
+        inputs=inputs_of(profile=path),
     )

@@ -1,4 +1,4 @@
-"""``costeff pack``: bundle the latest artifacts; ``costeff pack --verify PACK`` checks one."""
+"""``costeff pack``: bundle one run's (or one chain's) records; ``costeff pack --verify PACK`` checks one."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ from costeff.cli._common import add_common, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("pack", help="bundle the latest reports, Triton repository and audit head into a verifiable tarball")
+    parser = sub.add_parser("pack", help="bundle one run's reports, Triton repository and audit head into a verifiable "
+                                         "tarball")
     parser.add_argument("--verify", type=Path, metavar="PACK", help="check PACK against its manifest instead of packing")
     parser.add_argument("--pubkey", type=Path, metavar="FILE",
                         help="with --verify: the Ed25519 public key the manifest must be signed with "
                              "(default: $COSTEFF_AUDIT_PUBKEY or ~/.costeff/keys/audit_ed25519.pub)")
+    parser.add_argument("--run", metavar="STAMP",
+                        help="the `costeff run` to pack (a stamp under artifacts/cost/runs/), or 'chain': the newest "
+                             "record and the records it was made from (default: the newest run whose records are "
+                             "unchanged, else the newest chain)")
     parser.add_argument("--repository", type=Path, metavar="DIR",
                         help="Triton model repository to include (default: docker/triton/model_repository)")
     add_common(parser)
@@ -27,8 +32,9 @@ def _run(args: argparse.Namespace) -> int:
         report = verify_pack(args.verify, args.pubkey)
         emit(args, report, lambda: _print_verify(report))
         return 0 if report.ok else 1
-    result = pack(out_dir=args.out, repository=args.repository)
-    record = {"pack": result.path, "summary": result.summary_path, "included": result.included,
+    result = pack(out_dir=args.out, repository=args.repository, run=args.run)
+    record = {"pack": result.path, "summary": result.summary_path, "records_from": result.taken,
+              "left_out": result.left_out, "included": result.included,
               "files": len(result.manifest["files"]), "skipped": result.skipped, "key_id": result.key_id}
     emit(args, record, lambda: _print_pack(result))
     return 0
@@ -45,9 +51,9 @@ def _print_verify(report) -> None:
 
 
 def _print_pack(result) -> None:
-    print(f"pack: {result.path} ({len(result.manifest['files'])} files)")
+    print(f"pack: {result.path} ({len(result.manifest['files'])} files) from {result.taken}")
     for stage, source in result.included.items():
         print(f"  {stage:<9} {source or 'no report yet'}")
     print(f"summary: {result.summary_path}; manifest signed by key {result.key_id}")
-    for skipped in result.skipped:
+    for skipped in result.skipped + result.left_out:
         print(f"left out: {skipped}")

@@ -1,4 +1,4 @@
-"""``costeff report [DIR]``: one self-contained report.html from the latest reports under an artifacts folder."""
+"""``costeff report [DIR]``: one self-contained report_<stamp>.html from one run's reports under an artifacts folder."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from costeff.cli._common import add_common, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("report", help="write one self-contained report.html (no network needed to view it)")
+    parser = sub.add_parser("report", help="write one self-contained report_<run>.html (no network needed to view it)")
     parser.add_argument("dir", type=Path, nargs="?", metavar="DIR",
                         help="artifacts folder to read (default: $COSTEFF_ARTIFACTS or ./artifacts); "
-                             "report.html is written there unless --out")
+                             "report_<stamp>.html is written there unless --out")
+    parser.add_argument("--run", metavar="STAMP",
+                        help="the `costeff run` to show (a stamp under cost/runs/), or 'chain' (default: the newest "
+                             "run whose records are unchanged, else the newest chain of records; as `costeff pack`)")
     add_common(parser)
     parser.set_defaults(func=_report)
 
@@ -27,12 +30,14 @@ def _report(args: argparse.Namespace) -> int:
         raise InputError(f"{root}: no such artifacts folder; run `costeff run` (or a stage) first")
     if (Path(root) / "cost").is_dir() is False and Path(root).name == "cost":
         root = Path(root).parent  # accept the cost/ folder itself
-    result = build_report(root, out_dir=args.out or args.dir or root)
+    result = build_report(root, out_dir=args.out or args.dir or root, run=args.run)
 
     def human() -> None:
-        print(f"wrote {result.path} ({result.bytes / 1024:,.0f} KiB, self-contained); acceptance "
-              f"{result.criteria_passed} of {result.criteria_total} PASS"
+        print(f"wrote {result.path} ({result.bytes / 1024:,.0f} KiB, self-contained) from {result.records_from}; "
+              f"acceptance {result.criteria_passed} of {result.criteria_total} PASS"
               + (f"; no report for: {', '.join(result.missing)}" if result.missing else ""))
+        for line in result.left_out:
+            print(f"left out: {line}")
 
     emit(args, result, human)
     return 0

@@ -13,7 +13,7 @@ from costeff.runctx import MIN_ROWS
 
 def register(sub: argparse._SubParsersAction) -> None:
     summary = ("profile, quantize, optimize batching, build the Triton repository, serve it on a real Triton "
-               "(verify), replay the reaper, decide the ramp, pack and write report.html, in one go")
+               "(verify), replay the reaper, decide the ramp, pack and write report_<run>.html, in one go")
     parser = sub.add_parser(
         "run", help=summary,
         description=f"The whole programme end to end: {summary}. Runs on the embedded "

@@ -3,8 +3,9 @@
 The tarball holds ``manifest.json`` (every file's SHA-256, size and mode, paths relative
 to the manifest, plus versions and hardware), ``manifest.sig`` (Ed25519 over the
 manifest's exact bytes, with the audit key), ``COMPLETION_SUMMARY.md`` generated
-from the packed reports, the latest report folder of each stage, the Triton model
-repository and the audit trail. Links are never followed into the pack.
+from the packed reports, the report folders of one run or one chain of records
+(``costeff.pack.chain``), the Triton model repository and the audit trail. Beside
+the tarball: ``COMPLETION_SUMMARY_<ts>.md`` and ``manifest_<ts>.json``/``.sig``. Links are never followed into the pack.
 """
 
 from __future__ import annotations
@@ -48,31 +49,28 @@ class PackResult:
     included: dict[str, str | None]  # stage -> source folder (None when no run has written it)
     skipped: list[str] = field(default_factory=list)  # links and other files left out, with why
     key_id: str | None = None
+    taken: str = ""  # which run (or which chain of records) was packed, in words
+    left_out: list[str] = field(default_factory=list)  # newer records not of that run or chain, with why
 
 
 def collect(layout: Layout, repository: Path | None = None, sources: dict[str, Path] | None = None,
-            skipped: list[str] | None = None) -> tuple[dict[str, bytes], dict[str, str | None]]:
+            skipped: list[str] | None = None, with_repository: bool = True) -> tuple[dict[str, bytes],
+                                                                                  dict[str, str | None]]:
     """The files to pack, as ``{path in pack: bytes}``, and where each stage came from.
 
     ``sources`` names the exact folder of each stage (``costeff run`` passes the
-    folders it wrote); without it, the latest report of each stage is packed. Links
-    are never followed: a symlink or a hard link (a second name for a file that may
-    live anywhere) is left out and named in ``skipped``.
+    folders it wrote; ``costeff.pack.chain.select`` finds one run's or one chain's).
+    Links are never followed: a symlink or a hard link (a second name for a file that
+    may live anywhere) is left out and named in ``skipped``.
     """
     skipped = skipped if skipped is not None else []
     files: dict[str, bytes] = {}
-    if sources is None:
-        sources = {}
-        for stage, report, name in STAGES:
-            found = layout.latest(stage, report)
-            if found:
-                sources[name] = found.parent
     included: dict[str, str | None] = {name: None for _, _, name in STAGES}
-    for name, folder in sources.items():
+    for name, folder in (sources or {}).items():
         included[name] = str(folder)
         files.update(_folder(Path(folder), name, skipped))
     repo = repository or Layout.model_repository()
-    if repo.is_dir():
+    if with_repository and repo.is_dir():
         files.update(_folder(repo, "model_repository", skipped))
     for audit_file in sorted(layout.audit.glob("audit*.jsonl")) if layout.audit.is_dir() else []:
         data = _read_plain(audit_file, skipped)
@@ -122,11 +120,12 @@ def _read_plain(path: Path, skipped: list[str]) -> bytes | None:
         return fh.read()
 
 
-def build_manifest(files: dict[str, bytes]) -> dict[str, Any]:
+def build_manifest(files: dict[str, bytes], taken: str = "") -> dict[str, Any]:
     header = provenance(None)
     header.pop("model_sha256")
     return {
         **header,
+        "records_from": taken,
         "dependencies": _versions(),
         "files": [{"path": p, "sha256": sha256_bytes(b), "size": len(b), "mode": "0644"}
                   for p, b in sorted(files.items())],
@@ -144,29 +143,38 @@ def _versions() -> dict[str, str]:
 
 
 def pack(layout: Layout | None = None, out_dir: Path | None = None, repository: Path | None = None,
-         sources: dict[str, Path] | None = None) -> PackResult:
-    """Pack the latest artifacts (or ``sources``); the summary is generated from the packed reports only,
-    and the manifest is signed with the audit key."""
+         sources: dict[str, Path] | None = None, run: str | None = None) -> PackResult:
+    """Pack one run's records (``sources``, or the run ``run`` names, by default the newest intact run) or one
+    chain's (``costeff.pack.chain``); never a mix. The summary is generated from the packed reports only, and
+    the manifest is signed with the audit key. Every output name carries the pack's stamp: nothing an earlier
+    pack wrote is overwritten."""
     from costeff.audit import load_signer
+    from costeff.pack.chain import Selection, select
     from costeff.pack.summary import render_summary
 
     layout = layout or Layout.default()
+    chosen = Selection(sources, f"run {run}" if run else "the folders given", run=run) if sources else \
+        select(layout, repository, run)
     skipped: list[str] = []
-    files, included = collect(layout, repository, sources, skipped)
+    files, included = collect(layout, repository, chosen.sources, skipped, with_repository=chosen.repository)
     if not any(included.values()):
         raise InputError(f"{layout.cost}: no stage reports to pack; run `costeff run` (or a stage) first")
     files[SUMMARY] = render_summary(files).encode("utf-8")
-    manifest = build_manifest(files)
+    manifest = build_manifest(files, chosen.taken)
     manifest_bytes = dumps(manifest).encode("utf-8")
     signer = load_signer(protect=(layout.root,))
     signature = sign_manifest(manifest_bytes, signer)
     out_dir = Path(out_dir) if out_dir else layout.cost
-    tar_path = out_dir / f"pack_{utc_stamp()}.tar.gz"
+    stamp = utc_stamp()
+    while any((out_dir / n).exists() for n in (f"pack_{stamp}.tar.gz", f"COMPLETION_SUMMARY_{stamp}.md")):
+        stamp += "_"  # two packs within one second must not share a name
+    tar_path = out_dir / f"pack_{stamp}.tar.gz"
     atomic_write_bytes(tar_path, _tarball(files, manifest_bytes, signature))
-    atomic_write_bytes(out_dir / MANIFEST, manifest_bytes)
-    atomic_write_bytes(out_dir / MANIFEST_SIG, signature)
-    summary_path = atomic_write_bytes(out_dir / SUMMARY, files[SUMMARY])
-    return PackResult(tar_path, manifest, summary_path, included, skipped, signer.key_id)
+    atomic_write_bytes(out_dir / f"manifest_{stamp}.json", manifest_bytes)
+    atomic_write_bytes(out_dir / f"manifest_{stamp}.sig", signature)
+    summary_path = atomic_write_bytes(out_dir / f"COMPLETION_SUMMARY_{stamp}.md", files[SUMMARY])
+    return PackResult(tar_path, manifest, summary_path, included, skipped, signer.key_id, chosen.taken,
+                      chosen.left_out)
 
 
 def sign_manifest(manifest_bytes: bytes, signer: Any) -> bytes:

@@ -15,6 +15,8 @@ and all of them under another). A pack passes only when:
   ``manifest.json``, made by the audit key;
 - every file matches the manifest (size, SHA-256, mode), with nothing missing or extra;
 - ``COMPLETION_SUMMARY.md`` equals the summary regenerated from the packed reports;
+- the packed records form one chain: every record hash a packed record's ``inputs``
+  names is the SHA-256 of a packed record (``costeff.pack.chain``);
 - the packed audit trail verifies (signatures, chain, its packed checkpoints).
 """
 
@@ -63,7 +65,8 @@ def _keep(name: str) -> bool:
 
     reports = {summary.PROFILE, summary.PROFILE_FP32, summary.QUANT, summary.BATCHING, summary.REAPER,
                summary.RAMP, summary.LEDGER, summary.VERIFY, MANIFEST, MANIFEST_SIG, SUMMARY}
-    return name in reports or (name.startswith("model_repository/") and name.endswith("config.pbtxt"))
+    return name in reports or (name.startswith("model_repository/") and name.endswith(("config.pbtxt",
+                                                                                     "costeff_build.json")))
 
 
 def verify_pack(path: Path | str, pubkey: Path | str | None = None) -> VerifyReport:
@@ -79,6 +82,7 @@ def verify_pack(path: Path | str, pubkey: Path | str | None = None) -> VerifyRep
         if manifest is not None:
             _check_files(manifest, seen, report)
             _check_summary(seen, report)
+            _check_chain(seen, report)
         _check_audit(Path(spill), verifier, report)
     report.ok = not report.problems
     return report
@@ -243,6 +247,13 @@ def _check_files(listed: dict[str, dict[str, Any]], seen: _Seen, report: VerifyR
             report.problems.append(f"{name}: mode {seen.modes[name]:04o} != manifest {entry.get('mode', '0644')}")
     report.problems += [f"{name}: in the pack but not in the manifest" for name in sorted(set(files) - set(listed))]
     report.files_checked = len(listed)
+
+
+def _check_chain(seen: _Seen, report: VerifyReport) -> None:
+    """Every record a packed record names in its ``inputs`` is in the pack: one chain, not a mix of runs."""
+    from costeff.pack.chain import chain_problems
+
+    report.problems += chain_problems(seen.kept, {n: d for n, (d, _) in seen.digests.items()})
 
 
 def _check_summary(seen: _Seen, report: VerifyReport) -> None:

@@ -105,6 +105,7 @@ class RampDecision:
     audit_seq: int | None = None
     gates_failed: list[str] = field(default_factory=list)
     projection: Any = None  # PROJECTED serving cost and cost ratio (costeff.ramp.projection), never a ledger number
+    inputs: dict[str, str] = field(default_factory=dict)  # {kind: sha256} of the records it was made from
 
 
 def decide(config: DecideConfig, flags=None, audit=None, out_dir: Path | None = None) -> RampDecision:
@@ -157,7 +158,19 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
         econ.signals, econ.trades, econ.cost_per_signal_usd, econ.cost_per_trade_usd, econ.cost_per_day_usd,
         econ.monthly_cost_usd, history.days_at_step, history.trades_at_step, history.drawdown_usd,
         _provenance(ledger, plan, report, deployed), gates_failed=[g.name for g in gates if g.blocks],
-        projection=_projection(config, ledger, end, plan, step, report_path))
+        projection=_projection(config, ledger, end, plan, step, report_path), inputs=_inputs(config, report_path))
+
+
+def _inputs(config: DecideConfig, report_path: Path | None) -> dict[str, str]:
+    """The quantization report and the projection's reports, by SHA-256 (``costeff pack`` follows them)."""
+    from costeff.artifacts import Layout, inputs_of
+    from costeff.ramp.projection import default_inputs
+
+    p = config.projection or default_inputs(Layout.default(), report_path)  # what _projection reads
+    return inputs_of(quantization_report=report_path, profile=getattr(p, "profile", None),
+                     profile_fp32=getattr(p, "baseline_profile", None),
+                     batching_report=getattr(p, "batching_report", None),
+                     reaper_report=getattr(p, "reaper_report", None))
 
 
 def projection_for(config: DecideConfig):

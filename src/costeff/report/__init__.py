@@ -1,13 +1,13 @@
-"""``build_report(root) -> ReportResult``: one self-contained report.html a person can open or send."""
+"""``build_report(root) -> ReportResult``: one self-contained report_<stamp>.html a person can open or send."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from costeff.report.collect import Sources, collect
 
-NAME = "report.html"
+NAME = "report_<stamp>.html"
 
 
 @dataclass(frozen=True)
@@ -19,28 +19,49 @@ class ReportResult:
     criteria_passed: int
     criteria_total: int
     bytes: int
+    records_from: str = ""  # which run (or which chain of records) the page was made from
+    left_out: list[str] = field(default_factory=list)  # newer records not of that run or chain, with why
 
 
 def build_report(root: Path | str, folders: dict[str, Path] | None = None, repository: Path | None = None,
-                 out_dir: Path | str | None = None) -> ReportResult:
-    """Read the reports under the artifacts ``root`` (or the named stage ``folders``) and write ``report.html``."""
-    from costeff.artifacts import SCHEMA_VERSION, atomic_write_text
+                 out_dir: Path | str | None = None, run: str | None = None) -> ReportResult:
+    """Write ``report_<stamp>.html`` from the named stage ``folders`` (``costeff run``'s, ``run`` its stamp), or
+    from one run's or one chain's records under the artifacts ``root`` (``costeff.pack.chain.select``, ``run``
+    as ``costeff pack --run`` takes it). The name carries the run's stamp: no other run's page is overwritten."""
+    from costeff.artifacts import SCHEMA_VERSION, atomic_write_text, utc_stamp
     from costeff.pack.summary import acceptance, disagreements
     from costeff.report.page import render
 
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root
-    sources = collect(root, folders, repository)
+    taken, with_repository, left_out = (f"run {run}" if run else "the folders given"), True, []
+    if folders is None:
+        folders, taken, run, with_repository, left_out = _select(root, repository, run)
+    sources = collect(root, folders, repository, with_repository)
     if not sources.files:
         from costeff.errors import InputError
 
         raise InputError(f"{root}: no costeff report under {root / 'cost'}; run `costeff run` (or a stage) first")
     criteria = acceptance(sources.reports, _ledger_bytes(sources))
     text = render(sources, out.resolve(), criteria, disagreements(sources.reports))
-    path = atomic_write_text(out / NAME, text)
+    stamp = run or utc_stamp()
+    while run is None and (out / f"report_{stamp}.html").exists():
+        stamp += "_"
+    path = atomic_write_text(out / f"report_{stamp}.html", text)
     return ReportResult(SCHEMA_VERSION, str(path), {k: str(v) for k, v in sources.files.items()},
                         [k for k, v in sources.reports.items() if v is None], sum(c.passed for c in criteria),
-                        len(criteria), len(text.encode("utf-8")))
+                        len(criteria), len(text.encode("utf-8")), taken, left_out)
+
+
+def _select(root: Path, repository: Path | None,
+            run: str | None) -> tuple[dict[str, Path], str, str | None, bool, list[str]]:
+    """One run's (or one chain's) folders, by the page's stage keys; whether the Triton repository is of it."""
+    from costeff.artifacts import Layout
+    from costeff.pack.chain import select
+
+    chosen = select(Layout(root), repository, run)
+    folders = {("fp32" if name == "profile_fp32" else name): folder for name, folder in chosen.sources.items()}
+    return folders, chosen.taken, chosen.run, chosen.repository, chosen.left_out
 
 
 def _ledger_bytes(sources: Sources) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Find the reports one HTML page is made of: the latest of each stage, or the folders a run names."""
+"""Read the reports one HTML page is made of, from the folders of one run (or one chain of records)."""
 
 from __future__ import annotations
 
@@ -34,37 +34,18 @@ class Sources:
         return self.files[key].parent if key in self.files else None
 
 
-def collect(root: Path, folders: dict[str, Path] | None = None, repository: Path | None = None) -> Sources:
-    """``folders`` (stage key -> folder) as ``costeff run`` passes them; else the latest report of each stage.
-
-    Without ``folders`` the served profile is the newest one and the fp32 profile
-    is the newest one measured on the quantization report's original model.
-    """
-    layout = Layout(root)
-    found = {k: Path(v) / STAGES[k][1] for k, v in (folders or {}).items() if k in STAGES}
-    if folders is None:
-        for key, (stage, name) in STAGES.items():
-            latest = layout.latest(stage, name)
-            if latest and key != "fp32":
-                found[key] = latest
-        found.update(_fp32_profile(layout, found.get("quant"), found.get("profile")))
-    sources = Sources(root, repository=repository or Layout.model_repository())
+def collect(root: Path, folders: dict[str, Path], repository: Path | None = None,
+            with_repository: bool = True) -> Sources:
+    """``folders`` (stage key -> folder): the run's own, or one chain's (``costeff.pack.chain.select``);
+    ``with_repository`` False when the Triton repository was built from another chain."""
+    found = {k: Path(v) / STAGES[k][1] for k, v in folders.items() if k in STAGES}
+    sources = Sources(root, repository=(repository or Layout.model_repository()) if with_repository else None)
     for key in STAGES:
         path = found.get(key)
         sources.reports[key] = _read(path) if path and path.is_file() else None
         if sources.reports[key] is not None:
             sources.files[key] = path
     return sources
-
-
-def _fp32_profile(layout: Layout, quant: Path | None, served: Path | None) -> dict[str, Path]:
-    if not quant or not quant.is_file():
-        return {}
-    sha = (_read(quant) or {}).get("model_sha256")
-    for path in sorted(layout.cost.glob("*/gpu_profile.json"), reverse=True):
-        if path != served and (_read(path) or {}).get("model_sha256") == sha:
-            return {"fp32": path}
-    return {}
 
 
 def _read(path: Path) -> dict[str, Any] | None:

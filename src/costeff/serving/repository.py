@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import atomic_write_json, atomic_write_text, provenance, sha256_file
+from costeff.artifacts import atomic_write_json, atomic_write_text, inputs_of, provenance, sha256_file
 from costeff.errors import InputError
 from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
 from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
@@ -87,6 +87,7 @@ class BuildResult:
     version: int = 1
     versions_kept: list[int] = field(default_factory=list)
     threads: ThreadPlan | None = None  # the serving container's CPUs and the threads per instance
+    inputs: dict[str, str] = field(default_factory=dict)  # {kind: sha256} of the records it was made from
 
 
 def build_repository(config: BuildConfig) -> BuildResult:
@@ -124,7 +125,10 @@ def build_repository(config: BuildConfig) -> BuildResult:
                          quantization_report=_opt(config.quantization_report), model_precision=precision,
                          instance_kind=kind, batching=batching, tensorrt_precision_mode=accel.precision_mode,
                          accelerator_reason=accel.reason, notes=notes, backend=served.backend,
-                         variant=served.variant, parameters=parameters, threads=threads)
+                         variant=served.variant, parameters=parameters, threads=threads,
+                         inputs={"model": model_sha, **inputs_of(profile=config.profile_path,
+                                                                 batching_report=config.batching_report,
+                                                                 quantization_report=config.quantization_report)})
     _write(target, message, served.files, result, profile.get("hardware"), config.keep_versions)
     return result
 

@@ -37,6 +37,7 @@ class VerifyReport:
     schema_version: int = SCHEMA_VERSION
     created_at: str = field(default_factory=iso_utc)
     provenance: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # {kind: sha256}: the repository entry, the batching report
 
     def ratios(self) -> dict[str, float | None]:
         """measured ÷ predicted for p50, p99 and the mean batch size."""

@@ -1,0 +1,335 @@
+"""Which records one pack, report or summary is made of: one run's, or one chain's, never a mix.
+
+Every record names by SHA-256 the records it was made from (its ``inputs`` block:
+the batching report its profile, the Triton build its profile, batching and
+quantization reports, verify the build and the batching report, the ramp decision
+its quantization report and the reports its projection read). ``costeff run``
+writes ``cost/runs/<stamp>.json`` listing the records it produced. Selection:
+
+- a run (``--run STAMP``; by default the newest run whose records are all still
+  there unchanged): exactly that run's records;
+- no run manifest (the records of separate commands), or ``--run chain``: the newest
+  record, the records its ``inputs`` name (followed down), the newest record of each
+  other kind whose own chain agrees with it, and the profiles of the models the
+  quantization report names. A link to a record that is not under ``cost/`` is an
+  InputError naming it: the pack is refused, not filled from another run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from costeff.artifacts import Layout, atomic_write_json, iso_utc, sha256_file
+from costeff.errors import InputError
+
+# pack name -> (stage folder under cost/, report file)
+RECORDS = {
+    "profile": (None, "gpu_profile.json"),
+    "quant": ("quant", "quantization_report.json"),
+    "batching": ("batching", "batching_report.json"),
+    "reaper": ("reaper", "reaper_report.json"),
+    "ramp": ("ramp", "ramp_decision.json"),
+    "verify": ("verify", "verify_report.json"),
+}
+BUILD = "costeff_build.json"  # a Triton repository entry's build record
+# an ``inputs`` key -> the pack name (slot) of the record it names
+LINKS = {"profile": "profile", "profile_fp32": "profile_fp32", "quantization_report": "quant",
+         "batching_report": "batching", "reaper_report": "reaper", "triton_build": "build"}
+TOPS = ("ramp", "verify", "batching", "quant", "profile")  # tried in this order after the newest record
+_STAMP = re.compile(r"[0-9A-Za-z_]{1,64}")
+_SHA = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str  # a RECORDS key, or "build"
+    path: Path
+    sha256: str
+    data: dict[str, Any]
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        found = self.data.get("inputs")
+        return {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
+
+    @property
+    def when(self) -> str:
+        """When it was made: ``created_at``, else the folder's UTC stamp, else the file's mtime."""
+        created = self.data.get("created_at")
+        if isinstance(created, str) and created:
+            return created
+        try:
+            stamp = datetime.strptime(self.path.parent.name.rstrip("_"), "%Y%m%d_%H%M%SZ")
+            return iso_utc(stamp.replace(tzinfo=timezone.utc))
+        except ValueError:
+            return iso_utc(datetime.fromtimestamp(self.path.stat().st_mtime, timezone.utc))
+
+
+@dataclass
+class Selection:
+    sources: dict[str, Path]  # pack name -> folder
+    taken: str  # which run, or which chain, in words
+    run: str | None = None  # the run's stamp
+    left_out: list[str] = field(default_factory=list)  # records not taken, with why
+    repository: bool = True  # False: a build record in the Triton repository is of another chain
+
+
+def index(layout: Layout, repository: Path | None = None) -> list[Record]:
+    """Every stage record under ``cost/`` and every build record in the Triton repository."""
+    found = []
+    for kind, (stage, name) in RECORDS.items():
+        base = layout.cost if stage is None else layout.cost / stage
+        found += [_record(kind, p) for p in sorted(base.glob(f"*/{name}"))] if base.is_dir() else []
+    repo = repository or Layout.model_repository()
+    found += [_record("build", p) for p in sorted(repo.glob(f"*/{BUILD}"))] if repo.is_dir() else []
+    return [r for r in found if r is not None]
+
+
+def _record(kind: str, path: Path) -> Record | None:
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        data = {}
+    return Record(kind, path, sha256_file(path), data if isinstance(data, dict) else {})
+
+
+def select(layout: Layout, repository: Path | None = None, run: str | None = None) -> Selection:
+    """``run``: a run's stamp, ``chain``, or None (the newest intact run, else the newest chain)."""
+    if run not in (None, "chain"):
+        return from_run(layout, run)
+    passed_over: list[str] = []
+    if run is None:
+        for manifest in sorted(runs_dir(layout).glob("*.json"), reverse=True) if runs_dir(layout).is_dir() else []:
+            why = _changed(manifest)
+            if not why:
+                chosen = from_run(layout, manifest.stem)
+                chosen.left_out += passed_over
+                return chosen
+            passed_over.append(f"run {manifest.stem}: {why}")
+    chosen = from_chain(layout, repository)
+    chosen.left_out = passed_over + chosen.left_out
+    return chosen
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+
+def runs_dir(layout: Layout) -> Path:
+    return layout.cost / "runs"
+
+
+def write_run(layout: Layout, stamp: str, sources: dict[str, Path], repository: Path | None,
+              model_name: str | None) -> Path:
+    """``cost/runs/<stamp>.json``: the records one ``costeff run`` produced, by path and SHA-256."""
+    names = {"profile_fp32": "gpu_profile.json", **{k: v[1] for k, v in RECORDS.items()}}
+    records = {name: Path(folder) / names[name] for name, folder in sources.items() if name in names}
+    if repository is not None and model_name:
+        records["build"] = Path(repository) / model_name / BUILD
+    doc = {"run": stamp, "created_at": iso_utc(), "records": {
+        name: {"path": str(path), "sha256": sha256_file(path)} for name, path in records.items() if path.is_file()}}
+    return atomic_write_json(runs_dir(layout) / f"{stamp}.json", doc)
+
+
+def _changed(manifest: Path) -> str | None:
+    """Why the run's records are no longer what it wrote (None when all are there, unchanged)."""
+    try:
+        records = json.loads(manifest.read_text(encoding="utf-8"))["records"]
+        entries = [(name, Path(e["path"]), e["sha256"]) for name, e in records.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{manifest}: not a run manifest (expected {{'records': {{name: {{path, sha256}}}}}})"
+    for name, path, sha in entries:
+        if not path.is_file():
+            return f"its {name} record {path} is gone"
+        if sha256_file(path) != sha:
+            return f"its {name} record {path} changed after the run (sha256 differs from {manifest})"
+    return None
+
+
+def from_run(layout: Layout, stamp: str) -> Selection:
+    if not _STAMP.fullmatch(stamp):
+        raise InputError(f"--run {stamp!r}: not a run stamp; expected e.g. 20261202_001304Z (a name under "
+                         f"{runs_dir(layout)}/) or 'chain'")
+    manifest = runs_dir(layout) / f"{stamp}.json"
+    if not manifest.is_file():
+        raise InputError(f"--run {stamp}: no run manifest {manifest}; expected the stamp of a `costeff run` "
+                         f"(one of {runs_dir(layout)}/*.json) or 'chain'")
+    why = _changed(manifest)
+    if why:
+        raise InputError(f"run {stamp}: {why}; pack another run or --run chain")
+    records = json.loads(manifest.read_text(encoding="utf-8"))["records"]
+    sources = {name: Path(e["path"]).parent for name, e in records.items() if name != "build"}
+    return Selection(sources, f"run {stamp} ({manifest})", run=stamp)
+
+
+# -- chains --------------------------------------------------------------------------------------------------
+
+def from_chain(layout: Layout, repository: Path | None = None) -> Selection:
+    records = index(layout, repository)
+    stages = [r for r in records if r.kind in TOPS]
+    if not stages:
+        raise InputError(f"{layout.cost}: no stage reports to pack (no costeff report under it); run `costeff run` "
+                         f"(or a stage) first")
+    top = max(stages, key=_newest)
+    chain = _follow(top, _slot(top), records, {}, layout)
+    left_out: list[str] = []
+    for kind in TOPS:
+        newest = max((r for r in records if r.kind == kind), key=_newest, default=None)
+        if newest is None or any(r.path == newest.path for r in chain.values()) or \
+                (kind == "profile" and "quant" in chain):  # the quantization report's models pick its profiles
+            continue
+        try:
+            joined = _baseline(_follow(newest, _slot(newest), records, dict(chain), layout))
+            why = _disagrees(joined)
+        except InputError as exc:
+            joined, why = chain, str(exc)
+        if why:
+            left_out.append(f"{newest.path}: not of this chain ({why})")
+        else:
+            chain = joined
+    _profiles(chain, records)
+    chain, foreign = _builds(chain, records, layout)
+    sources = {slot: r.path.parent for slot, r in chain.items() if slot in RECORDS or slot == "profile_fp32"}
+    return Selection(sources, f"the chain of {top.path} (the records its inputs name; no run manifest)",
+                     left_out=left_out + foreign, repository=not foreign)
+
+
+def _builds(chain: dict[str, Record], records: list[Record], layout: Layout) -> tuple[dict[str, Record], list[str]]:
+    """The chain with each Triton build record of the repository that agrees with it; why the others do not
+    (the repository, packed whole, is then left out)."""
+    foreign = []
+    for build in (r for r in records if r.kind == "build"):
+        try:
+            joined = _baseline(_follow(build, f"build {build.path.parent.name}", records, dict(chain), layout))
+            why = _disagrees(joined)
+        except InputError as exc:
+            joined, why = chain, str(exc)
+        if why:
+            foreign.append(f"{build.path}: not of this chain ({why}); the Triton repository is left out")
+        else:
+            chain = joined
+    return chain, foreign
+
+
+def _slot(record: Record) -> str:
+    return record.kind
+
+
+def _newest(record: Record) -> tuple[str, int, str]:
+    """Newest first; of records made in the same second, the one made from the others (a ramp decision before
+    the quantization report it read)."""
+    rank = len(TOPS) - TOPS.index(record.kind) if record.kind in TOPS else 0
+    return record.when, rank, record.path.parent.name
+
+
+def _follow(record: Record, slot: str, records: list[Record], chain: dict[str, Record],
+            layout: Layout) -> dict[str, Record]:
+    """``chain`` with ``record`` in ``slot`` and every record its ``inputs`` name, followed down."""
+    held = chain.get(slot)
+    if held is not None and held.sha256 != record.sha256:
+        raise InputError(f"{record.path} and {held.path} would both be the {slot} record of one chain")
+    chain[slot] = record
+    for key, sha in sorted(record.inputs.items()):
+        if key not in LINKS:
+            continue  # a model: its bytes are named, the records made of them are found by _profiles
+        kind = "profile" if LINKS[key] == "profile_fp32" else LINKS[key]
+        found = next((r for r in records if r.kind == kind and r.sha256 == sha), None)
+        if found is None:
+            where = "the Triton repository" if kind == "build" else f"{layout.cost}/"
+            raise InputError(f"{record.path} was made from {key.replace('_', ' ')} sha256 {_short(sha)}, which is "
+                             f"in no {_noun(kind)} under {where}")
+        _follow(found, LINKS[key], records, chain, layout)
+    return chain
+
+
+def _short(sha: object) -> str:
+    """A hash as a message shows it: its first 12 digits, or what stands there instead, quoted (one line)."""
+    return f"{sha[:12]}…" if isinstance(sha, str) and _SHA.fullmatch(sha) else ascii(sha)[:40]
+
+
+def _noun(kind: str) -> str:
+    return {"build": "Triton build record", "quant": "quantization report", "batching": "batching report",
+            "reaper": "reaper report", "ramp": "ramp decision", "verify": "verify report"}.get(kind, kind)
+
+
+def _baseline(chain: dict[str, Record]) -> dict[str, Record]:
+    """A profile of the quantization report's original model, when another variant is served, is its fp32
+    baseline: moved to that slot."""
+    quant, held = chain.get("quant"), chain.get("profile")
+    if quant is None or held is None or "profile_fp32" in chain:
+        return chain
+    model = quant.data.get("model_sha256")
+    if held.data.get("model_sha256") == model and _selected_sha(quant.data) != model:
+        chain["profile_fp32"] = chain.pop("profile")
+    return chain
+
+
+def _disagrees(chain: dict[str, Record]) -> str | None:
+    """Why the profiles in ``chain`` are not of the models its quantization report names (None when they are)."""
+    quant = chain.get("quant")
+    if quant is None:
+        return None
+    model, selected = quant.data.get("model_sha256"), _selected_sha(quant.data)
+    for slot, wanted in (("profile_fp32", {model}), ("profile", {selected})):
+        held = chain.get(slot)
+        got = held.data.get("model_sha256") if held else None
+        if held is not None and got not in wanted:
+            return (f"its {slot.replace('_', ' ')} {held.path} measured model sha256 {_short(got)}, not the "
+                    f"model {quant.path} names")
+    return None
+
+
+def _selected_sha(quant: dict[str, Any]) -> str | None:
+    """The served model's bytes: the selected variant's sha256 (fp32's is the report's model_sha256)."""
+    name = (quant.get("selected") or {}).get("name") if isinstance(quant.get("selected"), dict) else None
+    variant = next((v for v in quant.get("variants") or [] if isinstance(v, dict) and v.get("name") == name), None)
+    sha = (variant or {}).get("sha256") or (quant.get("selected") or {}).get("sha256")
+    return sha if isinstance(sha, str) else quant.get("model_sha256")
+
+
+def _profiles(chain: dict[str, Record], records: list[Record]) -> None:
+    """The newest profile of each model the chain's quantization report names, where the chain has none."""
+    quant = chain.get("quant")
+    if quant is None:
+        return
+    model, selected = quant.data.get("model_sha256"), _selected_sha(quant.data)
+    if model == selected and ("profile" in chain) != ("profile_fp32" in chain):  # fp32 served: one profile, as a run
+        chain["profile"] = chain["profile_fp32"] = chain.get("profile") or chain["profile_fp32"]
+    for slot, sha in (("profile_fp32", model), ("profile", selected)):
+        if slot in chain or not isinstance(sha, str):
+            continue
+        found = [r for r in records if r.kind == "profile" and r.data.get("model_sha256") == sha]
+        if found:
+            chain[slot] = max(found, key=_newest)
+
+
+# -- verification --------------------------------------------------------------------------------------------
+
+def packed_records(names: list[str]) -> list[str]:
+    """The packed files that are records (whose ``inputs`` are checked)."""
+    reports = {f"{slot}/{file}" for slot, (_, file) in RECORDS.items()} | {"profile_fp32/gpu_profile.json"}
+    return sorted(n for n in names if n in reports or (n.startswith("model_repository/") and n.endswith(BUILD)
+                                                       and n.count("/") == 2))
+
+
+def chain_problems(kept: dict[str, bytes], digests: dict[str, str]) -> list[str]:
+    """Each packed record's ``inputs`` that name a record, checked against the packed records' SHA-256."""
+    names = packed_records(list(digests))
+    present = {digests[n] for n in names}
+    problems = []
+    for name in names:
+        try:
+            data = json.loads(kept.get(name) or b"{}")
+        except (ValueError, RecursionError):
+            continue  # an unreadable report is the summary check's to name
+        inputs = data.get("inputs") if isinstance(data, dict) else None
+        for key, sha in sorted(inputs.items()) if isinstance(inputs, dict) else []:
+            if key in LINKS and sha not in present:
+                problems.append(f"{name}: made from {key.replace('_', ' ')} sha256 {_short(sha)}, which is not "
+                                f"in this pack (records of different runs mixed)")
+    return problems
