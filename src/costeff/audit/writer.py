@@ -128,7 +128,8 @@ def write_checkpoint(log: Any, head: Head) -> None:
             held = log.sink.publish_identity(log.signer.key_id, _name(log), identity_line(head.trail, log.signer))
             _compare(log, held, head.trail)
             log._identity_checked = True
-        log.sink.publish(head.trail, head.seq, line)  # anchored first: a local checkpoint the anchor lacks proves nothing
+        # anchored first: a local checkpoint the anchor lacks proves nothing
+        log.sink.publish(head.trail, head.seq, line)
     log._anchor_ahead = True
     _append_bytes(log.checkpoint_path, line)
     log._anchor_ahead = False
