@@ -35,7 +35,8 @@ def register_serving(verbs: argparse._SubParsersAction) -> None:
 def _add_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", metavar="HOST:PORT", help="also ask this running server to reload the model "
                         "(model-repository API)")
-    parser.add_argument("--protocol", choices=("http", "grpc"), default="http", help="protocol of --url (default: http)")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                        help="protocol of --url (default: http)")
 
 
 def _model_dir(args: argparse.Namespace) -> Path:

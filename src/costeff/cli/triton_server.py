@@ -20,7 +20,8 @@ def register_server(verbs: argparse._SubParsersAction) -> None:
                          description="Start Triton 2.51 on REPOSITORY in explicit model-control mode, load its "
                          "models, print one line once they are ready, and serve until SIGTERM or Ctrl-C.")
     s.add_argument("repository", type=Path, nargs="?", metavar="REPOSITORY",
-                   help="model repository folder (default: $COSTEFF_MODEL_REPOSITORY or docker/triton/model_repository)")
+                   help="model repository folder "
+                        "(default: $COSTEFF_MODEL_REPOSITORY or docker/triton/model_repository)")
     s.add_argument("--http-port", type=int, default=8000, metavar="P", help="HTTP port (default: 8000)")
     s.add_argument("--grpc-port", type=int, metavar="P", help="gRPC port (default: HTTP port + 1)")
     s.add_argument("--metrics-port", type=int, metavar="P", help="Prometheus metrics port (default: HTTP port + 2)")
