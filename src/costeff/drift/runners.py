@@ -88,7 +88,7 @@ def _onnx(path: Path, outputs: dict[str, str] | None) -> Runner:
     wanted = [sig.logits] + ([sig.value] if sig.value else [])
 
     def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(wanted, session.run(wanted, {spec.name: batch})))
+        return dict(zip(wanted, session.run(wanted, {spec.name: batch}), strict=True))
 
     return Runner(str(path), "onnx", sha256_file(path), spec.name, spec.sample_shape, spec.dtype, str(sig.logits),
                   sig.value, "graph", infer)

@@ -305,6 +305,7 @@ def _load_state(path: Path, observations: Path) -> dict[str, Any]:
         raise InputError(f"--state {path}: unreadable ({exc}); delete it to start over (every log is re-read)") \
             from None
     if not isinstance(state, dict) or state.get("observations") != fresh["observations"]:
-        raise InputError(f"--state {path}: records the position in {state.get('observations') if isinstance(state, dict) else '?'}, "
+        recorded = state.get('observations') if isinstance(state, dict) else '?'
+        raise InputError(f"--state {path}: records the position in {recorded}, "
                          f"not {fresh['observations']}; use another --state file per folder")
     return {**fresh, **state}
