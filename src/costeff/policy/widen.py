@@ -34,7 +34,7 @@ def widen(narrow: Any, wide: Any, seed: int = 0) -> Any:
     mapping: np.ndarray | None = None  # wide input unit -> narrow unit, None for the observation input
     shares: np.ndarray | None = None
     with torch.no_grad():
-        for a, b in zip(src, dst):
+        for a, b in zip(src, dst, strict=True):
             w_in = _take_inputs(a.weight.numpy(), mapping, shares)
             mapping = _replicas(a.out_features, b.out_features, rng)
             shares = _shares(mapping, a.out_features, rng)
