@@ -151,7 +151,8 @@ class _Lane:
         self.infer = infer
         self.buf = np.empty(capacity, dtype=np.int64)
 
-    def run(self, start_ns: int, deadline_ns: int, min_requests: int, slots: tuple[int, int] | None) -> tuple[int, int, int]:
+    def run(self, start_ns: int, deadline_ns: int, min_requests: int,
+            slots: tuple[int, int] | None) -> tuple[int, int, int]:
         """Call until the deadline (and ``min_requests``); returns (requests, last end ns, late)."""
         if slots is not None:
             return self._run_paced(start_ns, deadline_ns, min_requests, slots)
@@ -234,7 +235,7 @@ class _Runner:
         return int(lane / rate * 1e9), period
 
     def _collect(self, results: list[tuple[int, int, int]], start: int, batch_size: int) -> _WindowResult:
-        lat = np.concatenate([lane.buf[:n].copy() for lane, (n, _, _) in zip(self.lanes, results)])
+        lat = np.concatenate([lane.buf[:n].copy() for lane, (n, _, _) in zip(self.lanes, results, strict=True)])
         duration_s = (max(end for _, end, _ in results) - start) / 1e9
         requests = int(lat.size)
         p99 = float(np.percentile(lat, 99)) / 1e6
