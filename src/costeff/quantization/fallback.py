@@ -72,8 +72,8 @@ def _fallback(ctx: Any, name: str, source: VariantResult) -> VariantResult:
     ranked = _rank(ctx, make, rest)
     from costeff.quantization.variants import precision_of
 
-    v = VariantResult(name, precision=precision_of(name), derived_from=source.name, recipe=source.recipe, session_config=source.session_config,
-                      fp32_op_types=source.fp32_op_types)
+    v = VariantResult(name, precision=precision_of(name), derived_from=source.name, recipe=source.recipe,
+                      session_config=source.session_config, fp32_op_types=source.fp32_op_types)
     v.notes.append(f"sensitivity order (calibration rows, most sensitive first): {ranked}")
     order = [heads] + [[n] for n in ranked]
     excluded: list[str] = []

@@ -39,7 +39,7 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     light = _light(config.target_rate, base)
     rows = [_row(variant, "default (as timed above)", adopted=False)]
     winner = None
-    for t, knobs in zip(tries, ALTERNATIVES[variant.backend]):
+    for t, knobs in zip(tries, ALTERNATIVES[variant.backend], strict=True):
         wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup, light))
         rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()), adopted=False, beats_default=wins))
         if wins and (winner is None or _key(t, light) < _key(winner[0], light)):

@@ -225,7 +225,8 @@ def _recipe_md(recipe: dict[str, Any]) -> list[str]:
 
 def _structure_md(rep: QuantizationReport) -> list[str]:
     probes = [v for v in rep.variants if v.structure and "+" not in v.name]
-    out = ["", "## Structural probes (a quarter of the calibration rows, at 60 % of each tolerance)", "", "| variant | sizes | parameters | passed | action drift % "
+    out = ["", "## Structural probes (a quarter of the calibration rows, at 60 % of each tolerance)", "",
+           "| variant | sizes | parameters | passed | action drift % "
            "| failed gates | seconds |", "|---|---|---|---|---|---|---|"] if probes else []
     for v in probes:
         s = v.structure
