@@ -187,7 +187,7 @@ class _Simulation:
 def _typical_step(samples: list[Sample]) -> float:
     if len(samples) < 2:
         return 15.0
-    gaps = [b.ts - a.ts for a, b in zip(samples[:1001], samples[1:1001])]
+    gaps = [b.ts - a.ts for a, b in zip(samples[:1001], samples[1:1001], strict=False)]
     return statistics.median(gaps)
 
 
