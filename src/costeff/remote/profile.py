@@ -131,7 +131,8 @@ def _closed_loop(endpoint: Endpoint, sig: Any, obs: Any, config: Any, progress: 
             if progress is not None:
                 progress.advance(0, description=f"remote batch {batch}, concurrency {conc}")
             feed = build_feed(sig, batch, obs)
-            point = measure(None, batch, config.measure_config(conc), infer_factory=lambda f=feed: make_call(endpoint, sig, f))
+            point = measure(None, batch, config.measure_config(conc),
+                            infer_factory=lambda f=feed: make_call(endpoint, sig, f))
             point.gpu_null_reason = "remote server: GPU telemetry is the server's (not sampled by the client)"
             point.extra["load_generator"] = "costeff"
             points.append(point)
