@@ -192,8 +192,9 @@ def _variants(p: Page) -> str:
     rows = []
     for v in q.get("variants", []):
         f = v.get("fidelity") or {}
-        gates = ", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} "
-                          f"{esc(g.get('verdict'))}</span>" for g in v.get("gates", [])) or esc(v.get("error") or v.get("not_tried") or "-")
+        gates = (", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} "
+                           f"{esc(g.get('verdict'))}</span>" for g in v.get("gates", []))
+                 or esc(v.get("error") or v.get("not_tried") or "-"))
         tried = v.get("not_tried") is None
         verdict = ("yes", "PASS") if v.get("passed") else ("no", "FAIL") if tried else ("not tried", "muted")
         rows.append(f"<tr><td>{esc(v['name'])}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
@@ -231,7 +232,8 @@ def _verified(p: Page) -> str:
         return f"<p>Not measured on real Triton: {esc(v['skipped'])}</p>"
     pred, meas, ratio = v.get("predicted") or {}, v.get("measured") or {}, v.get("ratios") or {}
     rows = "".join(f"<tr><td>{label}</td><td>{p.num(pred.get(key), 'verify', '.3g', unit)}</td>"
-                   f"<td>{p.num(meas.get(key), 'verify', '.3g', unit)}</td><td>{esc(_fmt(ratio.get(r), '.2g'))}x</td></tr>"
+                   f"<td>{p.num(meas.get(key), 'verify', '.3g', unit)}</td>"
+                   f"<td>{esc(_fmt(ratio.get(r), '.2g'))}x</td></tr>"
                    for label, key, r, unit in (("p50", "p50_ms", "p50", " ms"), ("p99", "p99_ms", "p99", " ms"),
                                                ("mean batch size", "mean_batch_size", "mean_batch", "")))
     return (f"<p>Served on the real Triton {esc((v.get('server') or {}).get('triton'))} at "
