@@ -289,7 +289,8 @@ def _check_accelerators(cfg: Any, precision: str | None, report: ValidationRepor
         line = lines(f'"{acc.name}"') or lines("gpu_execution_accelerator")
         if acc.name not in GPU_ACCELERATORS:
             report.problems.append(Problem("gpu_execution_accelerator.name", f"{acc.name!r} is not a GPU "
-                                           f"accelerator of the onnxruntime backend ({sorted(GPU_ACCELERATORS)})", line))
+                                           "accelerator of the onnxruntime backend "
+                                           f"({sorted(GPU_ACCELERATORS)})", line))
         if not gpu_instances:
             report.problems.append(Problem("gpu_execution_accelerator", "set but every instance_group is "
                                            "KIND_CPU: it would never run", line))

@@ -91,8 +91,8 @@ class TritonPythonModel:
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         bounds = np.cumsum([0] + sizes)
         return [pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(out[a:b]))
-                                            for name, out in zip(self.outputs, outs)])
-                for a, b in zip(bounds[:-1], bounds[1:])]
+                                            for name, out in zip(self.outputs, outs, strict=True)])
+                for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
 
     def finalize(self):
         self.request = self.compiled = None
