@@ -185,8 +185,9 @@ def _roles(outs: tuple[TensorSpec, ...], explicit: dict[str, str], path: Path | 
             raise InputError(f"--outputs {role}={name}: {path} has no output {name!r}; outputs: {names}")
         roles[role] = name
     for role, candidates in (("logits", LOGIT_NAMES), ("value", VALUE_NAMES)):
-        if role not in roles:
-            roles.update({role: n for n in names if n.lower() in candidates})
+        matches = [n for n in names if n.lower() in candidates]
+        if role not in roles and matches:
+            roles[role] = matches[-1]
     if "logits" not in roles and names:
         roles["logits"] = names[0]  # a policy's first output is its action head by convention
     return roles
