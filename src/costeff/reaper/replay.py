@@ -94,7 +94,7 @@ def replay(trace: Trace, config: ReaperConfig, usd_per_gpu_hour: float) -> Repla
         if target is None:
             # A resource with signals but no target has nothing to act on: it stays up.
             target = Target(resource=resource, kind="pipeline", name=f"unconfigured-{resource}")
-            excluded = "no target configured for this resource"
+            excluded: str | None = "no target configured for this resource"
         else:
             excluded = config.exclude.excludes(target)
         sim = _Simulation(config, target, schedule, usd_per_gpu_hour, excluded)

@@ -121,15 +121,17 @@ def _csv_samples(path: Path) -> Iterator[Sample]:
             if missing:
                 raise InputError(f"{path}: line 1: header lacks column(s) {missing}; expected {list(REQUIRED)} "
                                  f"(optional {list(OPTIONAL)})")
-            index = [header.index(c) if c in header else None for c in COLUMNS]
+            index = [header.index(c) for c in REQUIRED]
+            extras = [header.index(c) if c in header else None for c in OPTIONAL]
             for row in reader:
-                yield _fast_sample(row, index, stamps) or parse_row(dict(zip(header, row, strict=False)),
+                yield _fast_sample(row, index, extras, stamps) or parse_row(dict(zip(header, row, strict=False)),
                                                                      f"{path}: line {reader.line_num}")
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read trace: {exc}") from None
 
 
-def _fast_sample(row: list[str], index: list[int | None], stamps: dict[str, float]) -> Sample | None:
+def _fast_sample(row: list[str], index: list[int], extras: list[int | None],
+                 stamps: dict[str, float]) -> Sample | None:
     if "_" in (joined := ",".join(row)) or not joined.isascii():
         return None  # float() reads "0_0" and other scripts' digits: the strict parser names the cell
     try:
@@ -139,7 +141,7 @@ def _fast_sample(row: list[str], index: list[int | None], stamps: dict[str, floa
             ts = stamps[ts_text] = datetime.fromisoformat(ts_text).timestamp() if ts_text.endswith("Z") \
                 else float(ts_text)
         util, requests, influence = (float(row[i]) for i in index[2:5])
-        extra = [float(row[i]) if i is not None else None for i in index[5:8]]
+        extra = [float(row[i]) if i is not None else None for i in extras]
     except (ValueError, IndexError):
         return None
     if not (EARLIEST_TS <= ts <= LATEST_TS and 0 <= util <= 100 and 0 <= influence <= 100
