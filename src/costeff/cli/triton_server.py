@@ -88,6 +88,8 @@ def _serve(args: argparse.Namespace) -> int:
                   "models": server.models, "repository": str(server.repository), "log": str(server.log_path)}
         emit(args, record, lambda: print(f"{describe(server)}; log {server.log_path}", flush=True))
         sys.stdout.flush()
-        server.process.wait()
-        raise DependencyError(f"Triton exited with status {server.process.returncode} while serving: "
+        process = server.process
+        assert process is not None  # started on entering the with block
+        process.wait()
+        raise DependencyError(f"Triton exited with status {process.returncode} while serving: "
                               f"{server.failure()}")
