@@ -66,6 +66,6 @@ def _shares(mapping: np.ndarray, narrow_units: int, rng: np.random.Generator) ->
 
 def _take_inputs(weight: np.ndarray, mapping: np.ndarray | None, shares: np.ndarray | None) -> np.ndarray:
     """Columns of a narrow layer's weight re-indexed for widened inputs, scaled by each copy's share."""
-    if mapping is None:
+    if mapping is None or shares is None:  # set together, after the first layer
         return weight.astype(np.float32)
     return (weight[:, mapping] * shares[None, :]).astype(np.float32)
