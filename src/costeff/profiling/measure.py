@@ -248,9 +248,12 @@ def measure(infer: Callable[[], Any] | None, batch_size: int, config: MeasureCon
             sampler: ResourceSampler | None = None) -> Point:
     """Measure one point; see the module docstring for the rules."""
     _positive_int("batch_size", batch_size)
-    if (infer is None) == (infer_factory is None):
+    if infer is not None and infer_factory is None:
+        make: Callable[[], Callable[[], Any]] = lambda: infer  # noqa: E731
+    elif infer is None and infer_factory is not None:
+        make = infer_factory
+    else:
         raise InputError("measure: pass exactly one of infer or infer_factory")
-    make = infer_factory or (lambda: infer)
     runner = _Runner([_Lane(make(), 64) for _ in range(config.concurrency)], config)
     try:
         _warm_up(runner, batch_size)
