@@ -169,7 +169,7 @@ def _profile(p: Page, key: str, label: str, prof: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td>{esc(x.get('batch_size'))}</td><td>{p.num(x.get('throughput_per_s'), key, ',.0f')}</td>"
                    f"<td>{p.num((x.get('latency_ms') or {}).get('p99'), key, '.3f')}</td>"
                    f"<td>{'yes' if x.get('stable') else 'no'}</td></tr>" for x in prof.get("points", []))
-    images = "".join(_png(p.s.folder(key) / name) for name in ("throughput_vs_batch.png", "p99_vs_batch.png"))
+    images = "".join(_png(p.s.beside(key, name)) for name in ("throughput_vs_batch.png", "p99_vs_batch.png"))
     return (f"<h3>{esc(label)}</h3><p>optimal batch {esc(opt.get('batch_size'))}: "
             f"{p.num(opt.get('throughput_per_s'), key, ',.0f')} inferences/s, p99 "
             f"{p.num(opt.get('latency_p99_ms'), key, '.3f')} ms; {p.num(cost.get('usd_per_million'), key, '.4g')} $ "
@@ -214,7 +214,7 @@ def _serving(p: Page) -> str:
                      f"{esc(c['preferred_batch_size'])}, queue delay {p.num(c['max_queue_delay_us'], 'batching', 'g')}"
                      f" us, {p.num(c['instances'], 'batching', 'd')} server(s); predicted p99 "
                      f"{p.num((c.get('predicted') or {}).get('p99_ms'), 'batching', '.3f')} ms</p>")
-        parts += [_png(p.s.folder("batching") / n) for n in ("p99_vs_queue_delay.png", "cost_vs_p99.png")]
+        parts += [_png(p.s.beside("batching", n)) for n in ("p99_vs_queue_delay.png", "cost_vs_p99.png")]
         parts.append(p.source("batching"))
     parts.append(_verified(p))
     repo = p.s.repository
