@@ -73,7 +73,7 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
     if cfg.backend == OV_BACKEND:
         from costeff.serving.ov_validate import check_openvino
 
-        if check_openvino(cfg, path, model, _hardware(path, hardware), report, lines):
+        if check_openvino(cfg, path, model, _hardware(path, hardware), report, lines) and model is not None:
             _check_tensors(cfg, model, report, lines)
         return report
     if model is None:
