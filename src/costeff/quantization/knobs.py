@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-ALTERNATIVES = {
+ALTERNATIVES: dict[str, tuple[dict[str, Any], ...]] = {
     "onnxruntime": ({"spinning": False}, {"threads": 1}),
     "openvino": ({"performance_hint": "THROUGHPUT"}, {"threads": 1}),
 }

@@ -125,7 +125,7 @@ def _walk(mlp: Mlp, t: str, consumers: dict[str, list[Any]], outputs: set[str]) 
         tails = [_postfix(out, consumers, outputs, mlp.initializers) for _, out in layers]
         if all(t is not None for t in tails):
             mlp.heads, mlp.head_outputs = [d for d, _ in layers], [out for _, out in layers]
-            mlp.postfix = [n for t in tails for n in t]
+            mlp.postfix = [n for t in tails if t is not None for n in t]
             return
         if len(layers) != 1:
             raise NotEligible(f"tensor {t} branches into {len(layers)} dense layers that are not all output heads")
@@ -243,7 +243,8 @@ def write(mlp: Mlp, hidden: list[Dense], heads: list[Dense], path: Path | str) -
     from onnx import helper, numpy_helper
 
     g = mlp.model.graph
-    nodes, inits = [onnx.NodeProto.FromString(n.SerializeToString()) for n in mlp.prefix], []
+    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in mlp.prefix]
+    inits: list[onnx.TensorProto] = []
     used = {i for n in mlp.prefix for i in n.input}
     t = mlp.trunk_input
     for i, (d, act) in enumerate(zip(hidden, mlp.activations, strict=True)):

@@ -229,7 +229,7 @@ def _structure_md(rep: QuantizationReport) -> list[str]:
            "| variant | sizes | parameters | passed | action drift % "
            "| failed gates | seconds |", "|---|---|---|---|---|---|---|"] if probes else []
     for v in probes:
-        s = v.structure
+        s = v.structure or {}
         out.append(f"| {v.name} | {s['original_sizes']} (fp32) | {s['original_params']:,} | | | | |")
         out += [f"| {v.name} | {t['sizes']} | {t['params']:,} | {'yes' if t['passed'] else 'no'} | "
                 f"{_fmt(t['action_drift_pct'])} | {', '.join(t['failed_gates']) or '-'} | {t['seconds']:.1f} |"

@@ -163,7 +163,8 @@ def search(kind: str, mlp: Mlp, x_fit: np.ndarray, judge: Callable[[Any], Any], 
     from costeff.gates import all_passed
 
     probe = Probe(kind, mlp.widths, mlp.params)
-    started, best, cache = time.perf_counter(), None, {}
+    started, best = time.perf_counter(), None
+    cache: dict[str, Any] = {}
     for fraction in STEPS:
         t0 = time.perf_counter()
         if probe.steps and t0 - started + _next_step_s(probe, cache) > budget_s:
@@ -243,6 +244,7 @@ def probe_variant(ctx: Any, kind: str) -> Any:
         v.error = f"not built: identical to fp32 ({probe.stopped}; {probe.seconds:.1f} s)"
         return v
     c = probe.chosen
+    assert c is not None  # a model was written: some step passed
     v.notes.append(f"{kind}: sizes {c.sizes} (from {probe.original_sizes}), {c.params:,} parameters (from "
                    f"{probe.original_params:,}); search {probe.seconds:.1f} s, ended: {probe.stopped}")
     ctx.evaluate(v, best)
