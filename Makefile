@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup prometheus focus-validator chromium kubectl triton run test bench cost-prof quantize idle-reaper cost-pack clean
+.PHONY: setup lint prometheus focus-validator chromium kubectl triton run test bench cost-prof quantize idle-reaper cost-pack clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,12 @@ triton: setup
 run: setup
 	$(BIN)/costeff run
 
-test: setup prometheus focus-validator chromium kubectl triton
+# ruff (E, F, W, B) and mypy, as configured in pyproject.toml; `make test` runs it before the suite.
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
+
+test: setup lint prometheus focus-validator chromium kubectl triton
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -56,7 +56,7 @@ def test_each_checkpoint_is_a_compliance_locked_put(s3, tmp_path):
                                         f"prod/costeff/{trail}/000000000001.json"]
     assert f'"trail":"{trail}"'.encode() in sent[0]["Body"] and sent[0]["ObjectLockMode"] == "COMPLIANCE"
     local = log.checkpoint_path.read_bytes().splitlines(keepends=True)
-    for params, line in zip(sent[1:], local):
+    for params, line in zip(sent[1:], local, strict=True):
         assert params["Body"] == line  # the exact signed bytes of the local checkpoint
         assert params["ContentMD5"] == base64.b64encode(hashlib.md5(line).digest()).decode()
         until = params["ObjectLockRetainUntilDate"]
@@ -81,7 +81,7 @@ def test_verify_reads_the_anchor_back_and_sees_truncation(s3, tmp_path):
                           {"Bucket": "audit-anchor", "Key": ident_key})
         stub.add_response("list_objects_v2", {"IsTruncated": False, "Contents": [{"Key": k} for k in keys]},
                           {"Bucket": "audit-anchor", "Prefix": f"{log.trail_id()}/"})
-        for key, path in zip(keys, objects):
+        for key, path in zip(keys, objects, strict=True):
             data = path.read_bytes()
             stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(data), len(data))},
                               {"Bucket": "audit-anchor", "Key": key})

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from costeff.audit import AuditLog, default_log, keygen, load_signer, verify
+from costeff.audit import AuditLog, default_log, keygen, load_signer
 from costeff.audit.anchor import sink_from_uri
 from costeff.audit.keyring import ACCEPTED, ROTATED, rotation_payload
 from costeff.audit.keys import default_key_path

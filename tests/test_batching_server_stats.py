@@ -29,7 +29,7 @@ def stats(batches: dict[int, int], rows_per_request: int, grpc: bool = False) ->
         parts = (ns // 10, ns - ns // 10 - ns // 5, ns // 5)
         batch_stats.append({"batch_size": num(r), **{k: {"count": num(n), "ns": num(p)} for k, p in
                                                        zip(("compute_input", "compute_infer", "compute_output"),
-                                                           parts)}})
+                                                           parts, strict=True)}})
         execs, rows, requests, infer_ns = execs + n, rows + n * r, requests + n * r // rows_per_request, infer_ns + ns
     inference = {"success": {"count": num(requests), "ns": num(2 * infer_ns)},
                  "queue": {"count": num(requests), "ns": num(infer_ns)}}
@@ -190,7 +190,7 @@ def test_cli_calibrate_names_an_unreachable_server_and_writes_nothing(tmp_path, 
 ])
 def test_cli_calibrate_rejects_bad_settings_before_any_load(tmp_path, capsys, args, message):
     options = {"--url": "127.0.0.1:1", "--model": "pol", "--out": str(tmp_path / "calib"),
-               **dict(zip(args[::2], args[1::2]))}
+               **dict(zip(args[::2], args[1::2], strict=True))}
     rc = main(["batching", "calibrate", *[x for pair in options.items() for x in pair]])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.startswith("error:")

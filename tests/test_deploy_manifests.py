@@ -118,7 +118,8 @@ def _validate(doc: dict) -> None:
             used = kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = "/".join(str(p) for p in exc.path)
-            pytest.fail(f"{doc['kind']} {doc['metadata']['name']} at {path or '/'}: {exc.message} (Kubernetes {version})")
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']} at {path or '/'}: {exc.message} "
+                        f"(Kubernetes {version})")
         assert used == version, f"kubernetes-validate used the {used} schema for {version}"
 
 
@@ -223,7 +224,8 @@ def test_drift_apply_adds_apply_and_a_writable_repository_and_nothing_else(rende
     assert after == expected
     both = renders[("reaper-apply", "drift-apply")]
     assert _one(both, "Deployment", "costeff-drift-watch") == after
-    assert _one(both, "Deployment", "costeff-reaper") == _one(renders[("reaper-apply",)], "Deployment", "costeff-reaper")
+    assert _one(both, "Deployment", "costeff-reaper") == _one(renders[("reaper-apply",)], "Deployment",
+                                                              "costeff-reaper")
 
 
 # -- the commands: their arguments parse, their paths are mounted, their ports agree -----------
@@ -310,7 +312,7 @@ def test_every_container_command_parses_with_costeff_and_its_paths_are_mounted(r
         parsed = _parse(_as_the_pod_sees_it(docs, deployment, args, tmp_path))
         assert getattr(parsed, "apply", False) is ("--apply" in args)  # ramp watch only decides
         assert parsed.metrics_addr == "0.0.0.0", f"{name}: a listener on 127.0.0.1 is unreachable for probes"
-        for option, value in zip(args, args[1:]):
+        for option, value in zip(args, args[1:], strict=False):
             if value.startswith("/"):
                 mount = _mount_of(container, value)
                 assert mount is not None, f"{name}: {option} {value} is on the read-only root filesystem"

@@ -209,7 +209,7 @@ def test_profile_prints_gap_latencies_and_where_the_csv_went(small_onnx, tmp_pat
     lines = text.splitlines()
     start = lines.index("batch-1 latency after idle gaps:")
     assert lines[start + 1].split()[:4] == ["gap", "ms", "calls", "p50"]
-    for g, line in zip(gaps, lines[start + 2:start + 4]):
+    for g, line in zip(gaps, lines[start + 2:start + 4], strict=True):
         cells = line.split()
         assert float(cells[0]) == g["gap_ms"] and int(cells[1]) == g["calls"]
         assert float(cells[2]) == pytest.approx(g["p50_ms"], abs=5e-4)

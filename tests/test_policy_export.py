@@ -78,7 +78,7 @@ def test_export_from_module_factory_matches_torch_at_any_batch(policy_module, tm
     session = create_session(out)
     for batch in (1, 33):
         obs = np.random.default_rng(batch).standard_normal((batch, 4, 3)).astype(np.float32)
-        for got, want in zip(session.run(None, {"obs": obs}), _torch_outputs(model, obs)):
+        for got, want in zip(session.run(None, {"obs": obs}), _torch_outputs(model, obs), strict=True):
             np.testing.assert_allclose(got, want, atol=1e-5)
 
 

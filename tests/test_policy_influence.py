@@ -1,4 +1,5 @@
-"""``costeff_policy_influence_pct``: ramp watch publishes the policy's influence, the reaper's default query reads it."""
+"""``costeff_policy_influence_pct``: ramp watch publishes the policy's influence, the reaper's default query
+reads it."""
 
 from __future__ import annotations
 

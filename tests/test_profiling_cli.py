@@ -26,7 +26,8 @@ def _policy(path, dtype="float32", batch_dim="batch"):
     shape = numpy_helper.from_array(np.array([-1, WINDOW * FEATURES], dtype=np.int64), "flat")
     nodes = [helper.make_node("Reshape", ["obs", "flat"], ["x"]), helper.make_node("MatMul", ["x", "w1"], ["h"]),
              helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["logits"])]
-    graph = helper.make_graph(nodes, "policy", [helper.make_tensor_value_info("obs", elem, [batch_dim, WINDOW, FEATURES])],
+    graph = helper.make_graph(nodes, "policy",
+                              [helper.make_tensor_value_info("obs", elem, [batch_dim, WINDOW, FEATURES])],
                               [helper.make_tensor_value_info("logits", elem, [batch_dim, 3])], [w1, w2, shape])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -173,7 +173,7 @@ def test_verdicts_recompute_from_saved_models_and_held_out_rows(report, obs, pol
             for key, entry in v.fidelity_by_batch.items():
                 b = int(key)
                 rows = probe if b == 1 else np.arange(len(sp.evaluation))
-                run = lambda x, chunk: run_policy(v.path, x, "logits", "value", chunk=chunk)  # noqa: E731
+                run = lambda x, chunk, path=v.path: run_policy(path, x, "logits", "value", chunk=chunk)  # noqa: E731
                 fid = compare(take(ref, rows), in_random_batches(run, sp.evaluation[rows], b, seed + b))
                 assert fid.action_drift_pct == pytest.approx(entry.fidelity.action_drift_pct, abs=1e-9)
                 assert fid.entropy_drift_pct == pytest.approx(entry.fidelity.entropy_drift_pct, rel=1e-6, abs=1e-9)

@@ -57,7 +57,8 @@ def prometheus(exporter, tmp_path_factory):
     work = tmp_path_factory.mktemp("prometheus")
     (work / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: dcgm\n    static_configs:\n      - targets: ['127.0.0.1:{exporter['port']}']\n")
+        "scrape_configs:\n  - job_name: dcgm\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{exporter['port']}']\n")
     port = _free_port()
     proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,

@@ -202,7 +202,7 @@ def test_an_unreachable_triton_or_an_unknown_model_is_kept_and_the_reason_audite
             "requests_per_s = 'sum(rate(nv_inference_request_success{model=\"policy\"}[5m]))'\n")
     for url, model, why in ((dead, "policy", "unreachable"), (triton.http_url, "ghost", "does not know model")):
         config = _config(tmp_path, url, model, name=f"{model}-{why.split()[0]}", queries=real)
-        _wait(lambda: _reap(capsys, prometheus, config)[1]["verdicts"][0]["idle"], 60, "never idle")
+        _wait(lambda config=config: _reap(capsys, prometheus, config)[1]["verdicts"][0]["idle"], 60, "never idle")
         code, out = _reap(capsys, prometheus, config, "--apply")
         action = out["actions"][0]
         assert code == 3 and action["failed"] and not action["changed"] and why in action["error"]

@@ -42,7 +42,7 @@ def test_each_build_adds_a_version_and_pins_it(tmp_path):
 
 
 def test_rollback_then_promote_through_the_cli(tmp_path, capsys):
-    first, second = _build(tmp_path, 1), _build(tmp_path, 2)
+    first, _ = _build(tmp_path, 1), _build(tmp_path, 2)
     repo = ["--repository", str(tmp_path / "repo"), "--name", "policy"]
     capsys.readouterr()
     assert main(["triton", "rollback", *repo, "--reason", "drift", "--json"]) == 0

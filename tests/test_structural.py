@@ -216,7 +216,7 @@ def test_output_side_nodes_are_kept_and_a_full_width_refit_reproduces_the_model(
     a = ort.InferenceSession(str(random_mlp)).run(None, {"obs": rows[300:]})
     b = ort.InferenceSession(str(tmp_path / "same.onnx")).run(None, {"obs": rows[300:]})
     assert sizes == [192, 192]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert np.abs(x - y).max() < 1e-3 * max(1.0, np.abs(x).max())
 
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from costeff.cli import main
-from costeff.errors import DependencyError, InputError
+from costeff.errors import InputError
 from triton_support import free_ports, triton_env
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -90,7 +90,7 @@ def _direct(model: Path, rows: np.ndarray) -> dict[str, np.ndarray]:
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: rows})))
+    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: rows}), strict=True))
 
 
 def test_the_signature_the_tests_send_is_the_policys(repo):
@@ -266,7 +266,8 @@ def test_a_triton_that_dies_mid_run_is_one_error_and_nothing_is_left(env, repo):
                 "--load-model", "pol")
     try:
         assert "serving" in proc.stdout.readline()
-        server_pids = subprocess.run(["pgrep", "-f", "--", f"tritonserver.*--http-port={port}"], capture_output=True, text=True)
+        server_pids = subprocess.run(["pgrep", "-f", "--", f"tritonserver.*--http-port={port}"],
+                                     capture_output=True, text=True)
         assert server_pids.stdout.split(), "no tritonserver process found"
         for pid in server_pids.stdout.split():
             os.kill(int(pid), signal.SIGKILL)

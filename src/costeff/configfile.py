@@ -3,7 +3,8 @@
 A config file is TOML validated by a pydantic model (or pydantic dataclass) whose
 scalar fields are strict (``StrictFloat``, ``StrictInt``, ``StrictStr``,
 ``StrictBool``: ``"900"`` is not a number, ``"policy-a"`` is not a list), which
-refuses unknown keys (``extra="forbid"``) and TOML's ``nan`` and ``inf`` (``allow_inf_nan=False``). Whatever is wrong becomes one
+refuses unknown keys (``extra="forbid"``) and TOML's ``nan`` and ``inf``
+(``allow_inf_nan=False``). Whatever is wrong becomes one
 ``InputError`` (exit 2) naming the file, the dotted key, what was found and what
 was expected, with a did-you-mean for a misspelt key::
 
@@ -42,7 +43,8 @@ _EXPECTED = {
     "list_type": "an array", "tuple_type": "an array", "set_type": "an array", "frozen_set_type": "an array",
     "dict_type": "a table", "model_type": "a table", "dataclass_type": "a table", "model_attributes_type": "a table",
     "time_type": "a time of day 'HH:MM'", "time_parsing": "a time of day 'HH:MM'",
-    "date_type": "a date YYYY-MM-DD", "date_parsing": "a date YYYY-MM-DD", "date_from_datetime_parsing": "a date YYYY-MM-DD",
+    "date_type": "a date YYYY-MM-DD", "date_parsing": "a date YYYY-MM-DD",
+    "date_from_datetime_parsing": "a date YYYY-MM-DD",
 }
 
 

@@ -109,7 +109,7 @@ def app(registry: Any, heartbeat: Heartbeat | None) -> Callable:
     def route(environ: dict[str, Any], start_response: Callable) -> Any:
         path = environ.get("PATH_INFO", "")
         if path in ("/healthz", "/readyz"):
-            state = heartbeat.state() if heartbeat else {"live": True, "ready": True}
+            state: dict[str, Any] = heartbeat.state() if heartbeat else {"live": True, "ready": True}
             ok = state["live"] if path == "/healthz" else state["ready"] and state["live"]
             state["status"] = "ok" if ok else _why(state)
             body = json.dumps(state).encode()
@@ -139,7 +139,8 @@ def serve(registry: Any, port: int | None, addr: str = "127.0.0.1",
     family = _family(addr, port)
     server_class = type("HealthServer", (_Server,), {"address_family": family})
     try:
-        server = make_server(addr, port, app(registry, heartbeat), server_class, handler_class=_QuietHandler)
+        server: WSGIServer = make_server(addr, port, app(registry, heartbeat), server_class,
+                                         handler_class=_QuietHandler)
     except OSError as exc:
         raise InputError(f"--metrics-port {port} on {addr}: cannot listen ({exc.strerror or exc}); "
                          "expected a free port on an address of this host") from None

@@ -99,7 +99,7 @@ def read_signature(path: Path | str, outputs: dict[str, str] | None = None) -> S
         if not spec.has_batch_axis:
             raise InputError(f"{path}: input {spec.name!r} has shape {list(spec.shape)} with no dynamic batch "
                              "dimension; expected [batch, ...] (export with a dynamic first axis)")
-    roles = _roles(outs, outputs or {}, path)
+    roles = _roles([o.name for o in outs], outputs or {}, path)
     return Signature(inputs, outs, roles.get("logits"), roles.get("value"))
 
 
@@ -177,16 +177,16 @@ def _spec(value_info: Any) -> TensorSpec:
     return TensorSpec(value_info.name, np_name, triton, dims)
 
 
-def _roles(outs: tuple[TensorSpec, ...], explicit: dict[str, str], path: Path | str) -> dict[str, str]:
-    names = [o.name for o in outs]
+def _roles(names: list[str], explicit: dict[str, str], path: Path | str) -> dict[str, str]:
     roles = {}
     for role, name in explicit.items():
         if name not in names:
             raise InputError(f"--outputs {role}={name}: {path} has no output {name!r}; outputs: {names}")
         roles[role] = name
     for role, candidates in (("logits", LOGIT_NAMES), ("value", VALUE_NAMES)):
-        if role not in roles:
-            roles.update({role: n for n in names if n.lower() in candidates})
+        matches = [n for n in names if n.lower() in candidates]
+        if role not in roles and matches:
+            roles[role] = matches[-1]
     if "logits" not in roles and names:
         roles["logits"] = names[0]  # a policy's first output is its action head by convention
     return roles
@@ -275,9 +275,10 @@ def random_batch(sig: Signature, batch: int, seed: int = 0) -> dict[str, np.ndar
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in sig.inputs:
-        if any(d is None for d in spec.sample_shape):
+        dims = [d for d in spec.sample_shape if d is not None]
+        if len(dims) < len(spec.sample_shape):
             raise InputError(f"input {spec.name!r} has dynamic non-batch dims {list(spec.shape)}; "
                              "pass --observations so their sizes are known")
-        shape = (batch, *spec.sample_shape)
+        shape = (batch, *dims)
         feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
     return feeds

@@ -62,9 +62,10 @@ def validate_observations(obs: np.ndarray, sample_shape: tuple[int | None, ...],
     if obs.dtype.kind not in "fiu":
         raise InputError(f"{source}: observations have dtype {obs.dtype}; expected a numeric array")
     expected = tuple(sample_shape)
-    if obs.ndim == 1 + len(expected) and all(e is None or e == d for e, d in zip(expected, obs.shape[1:])):
+    if obs.ndim == 1 + len(expected) and all(e is None or e == d for e, d in zip(expected, obs.shape[1:], strict=True)):
         pass
-    elif obs.ndim == 2 and all(e is not None for e in expected) and obs.shape[1] == int(np.prod(expected)):
+    elif (obs.ndim == 2 and all(e is not None for e in expected)
+          and obs.shape[1] == int(np.prod([e for e in expected if e is not None]))):
         obs = obs.reshape((obs.shape[0], *expected))  # flattened windows, e.g. from parquet
     else:
         raise InputError(f"{source}: observations have shape {list(obs.shape)}; expected [rows, "

@@ -54,7 +54,7 @@ def run_all(config: RunConfig, on_stage: Callable[[StageResult, int, int], None]
 
     ctx = RunContext(config, Layout.default(), utc_stamp())
     report = RunReport(started_at=iso_utc(), stages=[StageResult(name) for name, _ in STAGES])
-    for index, ((name, stage), result) in enumerate(zip(STAGES, report.stages)):
+    for index, ((_name, stage), result) in enumerate(zip(STAGES, report.stages, strict=True)):
         if on_stage:
             on_stage(result, index, len(STAGES))
         _run_stage(stage, ctx, result)

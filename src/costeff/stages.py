@@ -22,6 +22,7 @@ def stage_policy(ctx: RunContext) -> tuple[str, list[str]]:
         from costeff.modelio import read_signature
         from costeff.observations import load_observations, validate_observations
 
+        assert cfg.observations is not None  # RunConfig requires them together with a model
         sig = read_signature(cfg.model)
         obs = validate_observations(load_observations(cfg.observations), sig.input().sample_shape,
                                     str(cfg.observations))
@@ -83,6 +84,7 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
                           window_s=cfg.window_s, speed_rounds=2, name=cfg.model_name,
                           latency_budget_ms=cfg.latency_budget_ms)
     report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"))
+    assert report.report_dir is not None  # set since out_dir is given
     out = Path(report.report_dir)
     ctx.values["quant_report"] = out / "quantization_report.json"
     selected = next(v for v in report.variants if v.name == report.selected["name"])

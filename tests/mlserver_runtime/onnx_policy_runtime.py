@@ -32,7 +32,7 @@ class OnnxPolicy(MLModel):
         names = [o.name for o in self._session.get_outputs()]
         results = self._session.run(names, feeds)
         batch = next(iter(feeds.values())).shape[0]
-        outputs = [NumpyCodec.encode_output(n, r) for n, r in zip(names, results)]
+        outputs = [NumpyCodec.encode_output(n, r) for n, r in zip(names, results, strict=True)]
         outputs.append(NumpyCodec.encode_output("executed_batch", np.full((batch, 1), batch, dtype=np.int32)))
         return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)
 

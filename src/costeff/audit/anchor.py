@@ -16,7 +16,8 @@ Each sink stores the exact bytes of a checkpoint line under
 first record. It also stores the trail's identity, once per signing key and trail
 folder, under ``identity/<key id>/<name>.json`` (a signed line naming the trail id;
 the name is a hash of the trail folder's absolute path, see ``trail_name``): an
-emptied, deleted or swapped trail is seen even with nothing left of it locally. An anchor written before identities existed gets one at the next append.
+emptied, deleted or swapped trail is seen even with nothing left of it locally.
+An anchor written before identities existed gets one at the next append.
 """
 
 from __future__ import annotations

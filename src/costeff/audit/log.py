@@ -78,8 +78,10 @@ class AuditLog:
     def sink(self) -> Any:
         from costeff.audit.anchor import sink_from_uri
 
-        if self._anchor is _DEFAULT or isinstance(self._anchor, str):
-            self._anchor = sink_from_uri(None if self._anchor is _DEFAULT else self._anchor)
+        if self._anchor is _DEFAULT:
+            self._anchor = sink_from_uri(None)
+        elif isinstance(self._anchor, str):
+            self._anchor = sink_from_uri(self._anchor)
         return self._anchor
 
     def append(self, event: str, payload: dict[str, Any], actor: str = "costeff") -> dict[str, Any]:
@@ -97,7 +99,7 @@ class AuditLog:
                                  f"keys with `costeff audit keygen --force` while the old key is still in place")
             body = self._write_record(head, event, body_payload, actor, self.signer)
             if not self._batching and (body["seq"] + 1) % self.checkpoint_every == 0:
-                self._checkpoint(self._head)
+                self._checkpoint(self._written)
         return body
 
     def rotate(self, new: Signer) -> dict[str, Any]:
@@ -112,10 +114,10 @@ class AuditLog:
                                  f"({old.path}); only the key in force can announce its successor")
             if head.seq >= 0:
                 self._write_record(head, ROTATED, rotation_payload(old.verifier(), new.verifier()), "costeff", old)
-                body = self._write_record(self._head, ACCEPTED, {"key_id": new.key_id}, "costeff", new)
+                body = self._write_record(self._written, ACCEPTED, {"key_id": new.key_id}, "costeff", new)
             self._signer, self._identity_checked = new, False
             if head.seq >= 0:
-                self._checkpoint(self._head)
+                self._checkpoint(self._written)
                 return body
             return {}
 
@@ -147,7 +149,9 @@ class AuditLog:
                 return None
             head = self._verified_head()
             self._checkpoint(head)
-            last = unseal(_last_line(self.path))
+            line = _last_line(self.path)
+            assert line is not None  # there was one above, and appends wait for the lock held here
+            last = unseal(line)
             return {**last.fields, "sha256": last.sha256, "line_sha256": last.chain}
 
     def records(self) -> list[dict[str, Any]]:
@@ -178,6 +182,12 @@ class AuditLog:
         """The SHA-256 of the first line: names this trail in the anchor."""
         first = _first_line(self.path)
         return None if first is None else _unseal_or_refuse(self.path, first, "line 1").chain
+
+    @property
+    def _written(self) -> Head:
+        """The head of the record this process just wrote (``_write_record`` sets it)."""
+        assert self._head is not None, "no record written yet"
+        return self._head
 
     def _verified_head(self) -> Head:
         """Check every record since the last trusted point; refuse (InputError) when one does not verify."""

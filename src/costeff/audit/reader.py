@@ -54,10 +54,12 @@ def _full(log: Any, data: bytes) -> tuple[list[dict[str, Any]], Head]:
     ring = KeyRing(log.signer.verifier())
     ring.learn(r.get("payload") or {} for r in records if r.get("event") == ROTATED)
     last = records[-1]
-    ring.current, ring.seen = last.get("key_id"), [last.get("key_id")]
+    kid = last.get("key_id")  # as KeyRing.expect reads it
+    ring.current, ring.seen = (kid if isinstance(kid, str) else None), [str(kid)]
     if last.get("event") == ROTATED:
         ring.awaiting = (last.get("payload") or {}).get("new_key_id")
     first = data[:data.index(b"\n")]
+    assert result.head_sha256 is not None  # set whenever the trail verified
     return records, Head(len(records) - 1, result.head_sha256, len(data), ring, hashlib.sha256(first).hexdigest())
 
 

@@ -2,7 +2,8 @@
 
 A line is ``{...body...,"sha256":"<64 hex>","sig":"<88 base64>"}`` followed by a
 newline. Records and checkpoints chain by the SHA-256 of the whole previous line,
-signature included, so not one byte of a line can change unseen. The body bytes are the line up to the fixed-size tail plus ``}``: the
+signature included, so not one byte of a line can change unseen. The body bytes are the line up to the fixed-size tail
+plus ``}``: the
 verifier never re-serialises JSON, so what is checked is exactly what was
 written, and the whole line is still plain JSON for any reader.
 """

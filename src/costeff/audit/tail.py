@@ -47,7 +47,7 @@ def check_lines(path: Path, data: bytes, start: Head, refusing: str) -> Head:
     for line in io.BytesIO(data):
         lineno = seq + 2
 
-        def bad(reason: str) -> InputError:
+        def bad(reason: str, lineno: int = lineno) -> InputError:
             return InputError(f"{path} line {lineno}: {reason}; {refusing} an audit trail that does not verify "
                               f"(run `costeff audit verify`)")
         try:

@@ -71,7 +71,8 @@ def verify(directory: Path | str, pubkey: Verifier | Path | str | None = None, a
         return _missing(path, pubkey, sink)
     ring = KeyRing(pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey))
     ring.learn(source.rotations())
-    scan, pins, warnings = _Scan(path, ring, all_signatures), Pins(), []
+    scan, pins = _Scan(path, ring, all_signatures), Pins()
+    warnings: list[str] = []
     try:
         trail = _trail_id(source.first())
         identity_failure(sink, ring, trail, path, warnings)
@@ -151,7 +152,8 @@ class _Scan:
 
     def __init__(self, path: Path, ring: KeyRing, all_signatures: bool) -> None:
         self.path, self.ring, self.all = path, ring, all_signatures
-        self.count, self.head, self.sigs, self.legacy = 0, None, 0, False
+        self.count, self.sigs, self.legacy = 0, 0, False
+        self.head: str | None = None
         self.pending: list[tuple[int, Sealed, Verifier]] = []
         self.prev_key: Verifier = ring.trusted
 

@@ -122,10 +122,12 @@ def write_checkpoint(log: Any, head: Head) -> None:
     line, _, _ = seal(body, log.signer)
     if log.sink is not None:
         if not log._identity_checked and hasattr(log.sink, "publish_identity"):
+            assert head.trail is not None  # a head past record 0 knows its trail
             held = log.sink.publish_identity(log.signer.key_id, _name(log), identity_line(head.trail, log.signer))
             _compare(log, held, head.trail)
             log._identity_checked = True
-        log.sink.publish(head.trail, head.seq, line)  # anchored first: a local checkpoint the anchor lacks proves nothing
+        # anchored first: a local checkpoint the anchor lacks proves nothing
+        log.sink.publish(head.trail, head.seq, line)
     log._anchor_ahead = True
     _append_bytes(log.checkpoint_path, line)
     log._anchor_ahead = False

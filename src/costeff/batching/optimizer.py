@@ -103,6 +103,7 @@ def _arrivals(cfg: OptimizeConfig, n: int, seed: int) -> tuple[np.ndarray, float
         if arr.size < 2 or arr[-1] <= 0:
             raise InputError(f"{cfg.trace}: need at least two distinct timestamps to replay")
         return arr, (arr.size - 1) / float(arr[-1])
+    assert cfg.rate_per_s is not None  # OptimizeConfig requires it unless a trace is replayed
     return poisson_arrivals(cfg.rate_per_s, n, seed), float(cfg.rate_per_s)
 
 

@@ -168,6 +168,7 @@ def render_markdown(report: BatchingReport) -> str:
                   f"max_batch_size: {c['max_batch_size']}", f"instance count: {c['instances']}", "```", ""]
     else:
         b = report.binding
+        assert b is not None  # set whenever nothing is chosen
         lines += ["## No configuration meets the SLO", "",
                   f"Binding constraint: **{b['constraint']}**: {b['detail']}.",
                   f"Best achievable p99: {b['best_p99_ms']:.4g} ms.", ""]

@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -190,7 +190,7 @@ def fit_costs(samples: list[Sample]) -> CostFit:
     return CostFit(float(coef[0]), float(coef[1]), float(coef[2]), rms, total, samples)
 
 
-def fit_phases(phases: list[Mapping[str, Any]], model: str) -> CostFit:
+def fit_phases(phases: Sequence[Mapping[str, Any]], model: str) -> CostFit:
     """Fit over phases; repeated phases (same name, e.g. rounds) are pooled per batch size by their median."""
     samples: list[Sample] = []
     for i, phase in enumerate(phases):

@@ -71,7 +71,7 @@ class ServiceTimes:
             if p50 and p99 and p99 > p50:
                 sigmas.append(math.log(p99 / p50) / Z99)
         hardware = data.get("hardware") if isinstance(data.get("hardware"), dict) else None
-        cost = data.get("cost") if isinstance(data.get("cost"), dict) else {}
+        cost = found if isinstance(found := data.get("cost"), dict) else {}
         idle, extra = _cold(data.get("latency_by_gap"), where)
         return cls(tuple(sizes), tuple(means), float(np.median(sigmas)) if sigmas else 0.0, where,
                    data.get("model_sha256"), hardware, cost.get("instance"), data.get("provider"), idle, extra)

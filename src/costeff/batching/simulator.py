@@ -235,7 +235,12 @@ class _Trace:
     """Per-batch records kept as plain lists (cheap appends inside the loop)."""
 
     def __init__(self) -> None:
-        self.lo, self.k, self.rows, self.start, self.done, self.inst = [], [], [], [], [], []
+        self.lo: list[int] = []
+        self.k: list[int] = []
+        self.rows: list[int] = []
+        self.start: list[float] = []
+        self.done: list[float] = []
+        self.inst: list[int] = []
         self.expired = 0
         self.order: list[int] | None = None
 

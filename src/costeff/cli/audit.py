@@ -92,7 +92,8 @@ def _rotate(key: Path) -> tuple[Path, Path, str] | None:
     try:
         log.rotate(load_signer(staged, create=False))
     except BaseException:
-        staged.unlink(missing_ok=True), staged_pub.unlink(missing_ok=True)  # the old key stays in force
+        staged.unlink(missing_ok=True)  # the old key stays in force
+        staged_pub.unlink(missing_ok=True)
         raise
     pub = key.with_name(key.name + ".pub")
     os.replace(staged_pub, pub)

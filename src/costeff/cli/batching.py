@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--model", required=True, help="model name on the server (dynamic batching on)")
     cal.add_argument("--protocol", choices=("http", "grpc"), default="http",
                      help="protocol of --url (default http)")
-    cal.add_argument("--concurrencies", default="1,4,16", help="one-row load phases (concurrent clients; default 1,4,16)")
+    cal.add_argument("--concurrencies", default="1,4,16",
+                     help="one-row load phases (concurrent clients; default 1,4,16)")
     cal.add_argument("--rows", default="8,32", help="one-client phases with requests of this many rows (default 8,32)")
     cal.add_argument("--requests", type=int, default=400, help="requests per phase (over all rounds; default 400)")
     cal.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the phases (default 3)")

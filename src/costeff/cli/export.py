@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
 from costeff.cli._common import add_common, emit, parse_int_list
 from costeff.errors import InputError
@@ -119,7 +120,7 @@ def _from_preset(args: argparse.Namespace) -> object:
 
 
 def _print(record: object) -> None:
-    get = record.get if isinstance(record, dict) else lambda k: getattr(record, k)
+    get: Callable[[str], Any] = record.get if isinstance(record, dict) else lambda k: getattr(record, k)
     print(f"wrote {get('onnx_path')} ({get('n_params'):,} parameters) from {get('source')}")
     print(f"  input  {get('input_name')} [batch, {', '.join(str(d) for d in get('observation_shape'))}]")
     print(f"  outputs {', '.join(get('output_names'))}; onnxruntime vs torch max abs err {get('max_abs_err'):.2g}")

@@ -9,9 +9,10 @@ from costeff.cli._common import add_common, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("pack", help="bundle one run's reports, Triton repository and audit head into a verifiable "
-                                         "tarball")
-    parser.add_argument("--verify", type=Path, metavar="PACK", help="check PACK against its manifest instead of packing")
+    parser = sub.add_parser("pack", help="bundle one run's reports, Triton repository and audit head into a "
+                                         "verifiable tarball")
+    parser.add_argument("--verify", type=Path, metavar="PACK",
+                        help="check PACK against its manifest instead of packing")
     parser.add_argument("--pubkey", type=Path, metavar="FILE",
                         help="with --verify: the Ed25519 public key the manifest must be signed with "
                              "(default: $COSTEFF_AUDIT_PUBKEY or ~/.costeff/keys/audit_ed25519.pub)")

@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "pick the optimal batch under a p99 budget and price it.")
     p.add_argument("model", nargs="?", type=Path, metavar="MODEL",
                    help="ONNX policy (default: the embedded default policy, see --preset)")
-    p.add_argument("--preset", default="default", help=f"embedded policy preset when MODEL is omitted: {', '.join(PRESETS)}")
-    p.add_argument("--observations", type=Path, metavar="FILE", help=".npy/.npz/.parquet rows to feed (cycled per batch)")
+    p.add_argument("--preset", default="default",
+                   help=f"embedded policy preset when MODEL is omitted: {', '.join(PRESETS)}")
+    p.add_argument("--observations", type=Path, metavar="FILE",
+                   help=".npy/.npz/.parquet rows to feed (cycled per batch)")
     p.add_argument("--observations-key", metavar="KEY", help="array name inside an .npz")
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128,256", metavar="LIST",
                    help="batch sizes to sweep, e.g. 1,8,64 (default 1,2,4,...,256)")
@@ -225,7 +227,8 @@ def _print(report: Any, out: Path, csv: Path | None = None) -> None:
     if cost:
         line = f"cost: {cost['instance']} ${cost['usd_per_hour']:.4g}/h, ${cost['usd_per_million']:.4g} per million"
         if cost.get("instances_needed"):
-            line += f", {cost['instances_needed']} instance(s) ${cost['usd_per_day']:.2f}/day at {cost['target_rate_per_s']:g}/s"
+            line += (f", {cost['instances_needed']} instance(s) ${cost['usd_per_day']:.2f}/day"
+                     f" at {cost['target_rate_per_s']:g}/s")
         print(line)
     for rec in report.recommendations:
         print(f"- {rec.kind}: {rec.message}")

@@ -30,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "a variant beats it by --min-speedup.")
     p.add_argument("model", nargs="?", type=Path, metavar="MODEL",
                    help="fp32 ONNX policy (default: the embedded policy, see --preset)")
-    p.add_argument("--preset", default="default", help=f"embedded policy when MODEL is omitted: {', '.join(PRESETS)} (default: default)")
+    p.add_argument("--preset", default="default",
+                   help=f"embedded policy when MODEL is omitted: {', '.join(PRESETS)} (default: default)")
     p.add_argument("--observations", type=Path, metavar="FILE",
-                   help=".npy/.npz/.parquet observations, split into calibration and held-out rows (required with MODEL)")
+                   help=".npy/.npz/.parquet observations, split into calibration and held-out rows "
+                        "(required with MODEL)")
     p.add_argument("--observations-key", metavar="KEY", help="array name inside an .npz")
     p.add_argument("--rows", type=int, default=DEFAULT_OBSERVATION_ROWS,
                    help=f"generated observations for the embedded policy (default {DEFAULT_OBSERVATION_ROWS})")
@@ -48,15 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="runtimes to search: onnxruntime, openvino (default both)")
     p.add_argument("--gaps", default="0,10ms", metavar="LIST",
                    help="single-call latency after these idle gaps, e.g. 0,10ms,100ms,1s (default 0,10ms)")
-    p.add_argument("--calibration-method", default="MinMax", help="MinMax | Entropy | Percentile, for int8-static (default MinMax)")
+    p.add_argument("--calibration-method", default="MinMax",
+                   help="MinMax | Entropy | Percentile, for int8-static (default MinMax)")
     p.add_argument("--max-action-drift-pct", type=finite_float("--max-action-drift-pct"), default=0.5, metavar="PCT",
                    help="gate: at most PCT %% of held-out rows may change their top action vs fp32 (default 0.5)")
     p.add_argument("--max-entropy-drift-pct", type=finite_float("--max-entropy-drift-pct"), default=0.5, metavar="PCT",
                    help="gate: the mean policy entropy may move at most PCT %% from fp32's (default 0.5)")
-    p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997, metavar="R",
+    p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997,
+                   metavar="R",
                    help="gate: correlation of the action probabilities with fp32's must be at least R (default 0.997)")
-    p.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS", help="optional gate on per-row KL(fp32 || variant)")
-    p.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X", help="optional gate on the value head")
+    p.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS",
+                   help="optional gate on per-row KL(fp32 || variant)")
+    p.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X",
+                   help="optional gate on the value head")
     p.add_argument("--max-batch-action-change-pct", type=finite_float("--max-batch-action-change-pct"),
                    default=0.05, metavar="PCT",
                    help="batch invariance: a variant fails when more than PCT %% of the probe rows change action "
@@ -71,10 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests/s the policy will get: each variant is replayed open-loop at this rate and the "
                         "cheapest one meeting --latency-budget-ms there is selected")
     p.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
-    p.add_argument("--trials", type=int, default=4, help="fallback trials per failing variant (0 = no fallback; default 4)")
-    p.add_argument("--window-s", type=finite_float("--window-s"), default=1.0, help="profiling window per point (default 1.0)")
+    p.add_argument("--trials", type=int, default=4,
+                   help="fallback trials per failing variant (0 = no fallback; default 4)")
+    p.add_argument("--window-s", type=finite_float("--window-s"), default=1.0,
+                   help="profiling window per point (default 1.0)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved profiling passes over all variants (default 2)")
-    p.add_argument("--latency-budget-ms", type=finite_float("--latency-budget-ms"), metavar="MS", help="p99 budget for each variant's optimal batch")
+    p.add_argument("--latency-budget-ms", type=finite_float("--latency-budget-ms"), metavar="MS",
+                   help="p99 budget for each variant's optimal batch")
     p.add_argument("--min-speedup", type=finite_float("--min-speedup"), default=1.05, metavar="X",
                    help="a variant replaces fp32 only when at least X times faster (default 1.05)")
     p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")

@@ -64,7 +64,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"  max_batch_size {b.max_batch_size}, preferred {list(b.preferred_batch_size)}, "
               f"queue delay {b.max_queue_delay_us} us, {b.instances} x KIND_{result.instance_kind.upper()}, "
               f"TensorRT {result.tensorrt_precision_mode or 'off'} ({result.accelerator_reason})")
-        print(f"  threads: {describe(result.threads)}")
+        print(f"  threads: {describe(result.threads) if result.threads else 'not planned'}")
         for note in result.notes:
             print(f"  note: {note}", file=sys.stderr)
 

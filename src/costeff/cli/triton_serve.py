@@ -35,7 +35,8 @@ def register_serving(verbs: argparse._SubParsersAction) -> None:
 def _add_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", metavar="HOST:PORT", help="also ask this running server to reload the model "
                         "(model-repository API)")
-    parser.add_argument("--protocol", choices=("http", "grpc"), default="http", help="protocol of --url (default: http)")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                        help="protocol of --url (default: http)")
 
 
 def _model_dir(args: argparse.Namespace) -> Path:
@@ -82,7 +83,7 @@ def _versions(args: argparse.Namespace) -> int:
             print(f"{mark} {v.version:>3}  sha256 {sha}  {', '.join(v.files)}  {v.built_at or ''}")
             if v.bytes_match is False:
                 print(f"      MISMATCH: the model file on disk is not the one built (built as "
-                      f"{v.model_sha256[:12]}); it was replaced after the build")
+                      f"{(v.model_sha256 or '')[:12]}); it was replaced after the build")
         how = "pinned by version_policy" if state.pinned else "no version_policy: Triton serves the highest"
         print(f"serving version {state.served} ({how})")
 

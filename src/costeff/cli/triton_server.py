@@ -20,7 +20,8 @@ def register_server(verbs: argparse._SubParsersAction) -> None:
                          description="Start Triton 2.51 on REPOSITORY in explicit model-control mode, load its "
                          "models, print one line once they are ready, and serve until SIGTERM or Ctrl-C.")
     s.add_argument("repository", type=Path, nargs="?", metavar="REPOSITORY",
-                   help="model repository folder (default: $COSTEFF_MODEL_REPOSITORY or docker/triton/model_repository)")
+                   help="model repository folder "
+                        "(default: $COSTEFF_MODEL_REPOSITORY or docker/triton/model_repository)")
     s.add_argument("--http-port", type=int, default=8000, metavar="P", help="HTTP port (default: 8000)")
     s.add_argument("--grpc-port", type=int, metavar="P", help="gRPC port (default: HTTP port + 1)")
     s.add_argument("--metrics-port", type=int, metavar="P", help="Prometheus metrics port (default: HTTP port + 2)")
@@ -87,6 +88,8 @@ def _serve(args: argparse.Namespace) -> int:
                   "models": server.models, "repository": str(server.repository), "log": str(server.log_path)}
         emit(args, record, lambda: print(f"{describe(server)}; log {server.log_path}", flush=True))
         sys.stdout.flush()
-        server.process.wait()
-        raise DependencyError(f"Triton exited with status {server.process.returncode} while serving: "
+        process = server.process
+        assert process is not None  # started on entering the with block
+        process.wait()
+        raise DependencyError(f"Triton exited with status {process.returncode} while serving: "
                               f"{server.failure()}")

@@ -83,12 +83,13 @@ class Catalog:
         from costeff.runtimes.cpus import usable_cpus
 
         family = cpu_family(tuple(hw.isa), hw.cpu_model)
-        same = [i for i in self.instances.values() if i.kind == "cpu" and i.cpu_family == family and i.vcpus]
+        same = [(i.usd_per_hour / i.vcpus, i) for i in self.instances.values()
+                if i.kind == "cpu" and i.cpu_family == family and i.vcpus]
         if not same:
             return None
-        best = min(same, key=lambda i: i.usd_per_hour / i.vcpus)
+        per_vcpu, best = min(same, key=lambda pair: pair[0])
         cores = getattr(hw, "cores", None) or usable_cpus()  # a compared profile's own threads, else ours
-        price = best.usd_per_hour / best.vcpus * cores
+        price = per_vcpu * cores
         return Instance(name=f"{best.name}/{cores}vcpu", kind="cpu", usd_per_hour=price,
                         source=f"{best.source}; {best.usd_per_hour}/h for {best.vcpus} vCPU scaled to {cores} vCPU",
                         as_of=best.as_of, vcpus=cores, cpu_family=family)

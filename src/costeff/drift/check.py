@@ -114,7 +114,7 @@ def check_drift(config: DriftConfig, task: Any = None) -> DriftReport:
         logs.append(read_log(path, ref.sample_shape))
         _advance(task, f"read {path.name}")
     report = evaluate(ref, var, logs, str(config.observations), config.window_s, config.tolerances, task)
-    rows = np.concatenate([log.obs for log in logs]) if logs else np.empty((0, *ref.sample_shape))
+    rows = np.concatenate([log.obs for log in logs]) if logs else np.empty((0, *(d or 0 for d in ref.sample_shape)))
     report.batch_invariance = batch_invariance(var, rows, config.batch_size, config.probe_rows)
     if config.record:
         record(report, config.ledger)
@@ -208,8 +208,8 @@ def _advance(task: Any, description: str) -> None:
 
 
 def _cat(parts: list[PolicyOutputs]) -> PolicyOutputs:
-    values = [p.value for p in parts]
-    value = np.concatenate(values) if values and all(v is not None for v in values) else None
+    values = [p.value for p in parts if p.value is not None]
+    value = np.concatenate(values) if values and len(values) == len(parts) else None
     return PolicyOutputs(np.concatenate([p.logits for p in parts]), value)
 
 

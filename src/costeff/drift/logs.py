@@ -103,7 +103,7 @@ def _features(table, path: Path) -> np.ndarray:
     import pyarrow.compute as pc
 
     columns = []
-    for name, col in zip(table.column_names, table.columns):
+    for name, col in zip(table.column_names, table.columns, strict=True):
         if str(col.type).startswith(("list", "fixed_size_list", "large_list")):
             # flatten once in arrow: stacking per-row numpy arrays costs more than running the model
             bounds = pc.min_max(pc.list_value_length(col)).as_py()

@@ -85,10 +85,12 @@ def _onnx(path: Path, outputs: dict[str, str] | None) -> Runner:
         raise InputError(f"{path}: {len(sig.inputs)} inputs; a drift check feeds one observation tensor")
     session = open_session(path)
     spec = sig.inputs[0]
+    if sig.logits is None:
+        raise InputError(f"{path}: the graph has no outputs; expected the policy's action logits")
     wanted = [sig.logits] + ([sig.value] if sig.value else [])
 
     def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(wanted, session.run(wanted, {spec.name: batch})))
+        return dict(zip(wanted, session.run(wanted, {spec.name: batch}), strict=True))
 
     return Runner(str(path), "onnx", sha256_file(path), spec.name, spec.sample_shape, spec.dtype, str(sig.logits),
                   sig.value, "graph", infer)
@@ -123,11 +125,7 @@ def _openvino(path: Path, outputs: dict[str, str] | None, reference: bool) -> Ru
 def _ir_roles(names: list[str], explicit: dict[str, str], path: Path) -> dict[str, str]:
     from costeff.modelio import _roles
 
-    class _Spec:  # _roles needs only the output names
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-    return _roles(tuple(_Spec(n) for n in names), explicit, path)  # type: ignore[arg-type]
+    return _roles(names, explicit, path)
 
 
 def _name(port: Any) -> str:

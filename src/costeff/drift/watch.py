@@ -206,7 +206,11 @@ class DriftWatcher:
         from costeff.drift.check import open_pair
         from costeff.serving.versions import served_model
 
-        served = self.config.served or served_model(self.config.model_dir)  # follows a rollback
+        if self.config.served is not None:
+            served = self.config.served
+        else:
+            assert self.config.model_dir is not None  # WatchConfig requires one of the two
+            served = served_model(self.config.model_dir)  # follows a rollback
         if self._pair is None or served != self._served_path:
             # after a rollback to the fp32 version the served model may be the reference itself: fine here
             self._pair = open_pair(self.config.reference, served, self.config.outputs, allow_same=True)
@@ -255,6 +259,7 @@ class DriftWatcher:
             log.warning("drift watch: DRY RUN, would roll %s back (%s); pass --apply to act",
                         self.config.model_dir or self._served_path, reason)
             return {"mode": mode, **payload}
+        assert self.config.model_dir is not None  # WatchConfig requires it with apply
         try:
             change = rollback(self.config.model_dir, url=self.config.url, actor="costeff drift watch", reason=reason,
                               flags=self.flags, audit=self.audit)
@@ -305,6 +310,7 @@ def _load_state(path: Path, observations: Path) -> dict[str, Any]:
         raise InputError(f"--state {path}: unreadable ({exc}); delete it to start over (every log is re-read)") \
             from None
     if not isinstance(state, dict) or state.get("observations") != fresh["observations"]:
-        raise InputError(f"--state {path}: records the position in {state.get('observations') if isinstance(state, dict) else '?'}, "
+        recorded = state.get('observations') if isinstance(state, dict) else '?'
+        raise InputError(f"--state {path}: records the position in {recorded}, "
                          f"not {fresh['observations']}; use another --state file per folder")
     return {**fresh, **state}

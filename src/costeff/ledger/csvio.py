@@ -106,7 +106,7 @@ def _check_header(name: str, kind: str, header: list[str]) -> None:
 def _parse_rows(name: str, reader: csv.DictReader, header: list[str], parse: Callable) -> list[Any]:
     rows, errors = [], []
     for lineno, raw in enumerate(reader, start=2):
-        values = {k.strip(): (v or "").strip() for k, v in zip(header, raw.values())}
+        values = {k.strip(): (v or "").strip() for k, v in zip(header, raw.values(), strict=False)}
         if None in raw:  # DictReader files surplus cells under the key None
             errors.append(f"{name}:{lineno}: more cells than header columns")
             continue

@@ -119,6 +119,6 @@ def _value(row: DriftRow, column: str, now: str) -> Any:
 
 
 def _row(values: tuple) -> DriftRow:
-    data = dict(zip(COLUMNS, values))
+    data = dict(zip(COLUMNS, values, strict=False))
     data.update(timed=bool(data["timed"]), passed=bool(data["passed"]), gates_failed=json.loads(data["gates_failed"]))
     return DriftRow(**data)

@@ -116,7 +116,7 @@ def read_opencost(config: OpencostConfig, body: dict[str, Any] | None = None) ->
         raise InputError(f"OpenCost {config.url}: no allocation matches {config.describe()} in window "
                          f"{config.window} ({read} allocations in {len(sets)} sets, aggregate {config.aggregate}); "
                          "nothing to import")
-    starts, ends, costs = (np.array(c) for c in zip(*rows))
+    starts, ends, costs = (np.array(c) for c in zip(*rows, strict=True))
     check_spans(starts.astype(np.int64), ends.astype(np.int64), f"OpenCost {config.url}", "matching allocation")
     days, _ = split_by_day(starts.astype(np.int64), ends.astype(np.int64), costs.astype(float))
     return OpencostDays(config.url, config.window, config.aggregate, config.describe(), len(sets), read, len(rows),

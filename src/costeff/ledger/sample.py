@@ -74,7 +74,7 @@ def import_sample(ledger: Ledger, end: date | None = None, replace: bool = False
     end = end or (utc_now().date() - timedelta(days=1))
     shift = end - BASE_END
     batches = []
-    for kind, name, text in zip((ECONOMICS, COST), (ECONOMICS_FILE, COST_FILE), sample_texts()):
+    for kind, name, text in zip((ECONOMICS, COST), (ECONOMICS_FILE, COST_FILE), sample_texts(), strict=True):
         _, rows = read_csv(name, kind, text=text)
         rows = [type(r)(**{**r.__dict__, "date": (date.fromisoformat(r.date) + shift).isoformat()}) for r in rows]
         batches.append((kind, rows, f"sample:{name}"))

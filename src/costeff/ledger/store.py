@@ -229,7 +229,7 @@ def _insert(conn: sqlite3.Connection, kind: str, rows: Sequence[Any], now: str) 
 
 def _record(conn: sqlite3.Connection, batches: Sequence[tuple[str, Sequence[Any], str]],
             results: list[ImportResult], details: dict[str, Any]) -> None:
-    for (kind, _, file), result in zip(batches, results):
+    for (kind, _, file), result in zip(batches, results, strict=True):
         body = {**details, "rows": result.rows, "inserted": result.inserted, "replaced": result.replaced,
                 "first_date": result.first_date, "last_date": result.last_date}
         conn.execute("INSERT INTO imports (imported_at, kind, file, details) VALUES (?, ?, ?, ?)",

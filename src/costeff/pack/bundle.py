@@ -210,4 +210,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> b
     p = PurePosixPath(member.name)
     if p.is_absolute() or ".." in p.parts:
         raise InputError(f"{path}: unsafe member path {member.name!r} in pack")
-    return tar.extractfile(member).read()
+    fh = tar.extractfile(member)
+    if fh is None:
+        raise InputError(f"{path}: member {member.name!r} is not a regular file")
+    return fh.read()

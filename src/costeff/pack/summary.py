@@ -89,7 +89,8 @@ def _executive(r: dict[str, Any], criteria: list[Criterion]) -> str:
         lines.append(f"- Idle reaper on the sample day: GPU-hours cut by {_num(reap.get('reduction_pct'), '.1f')} % "
                      f"with {reap.get('reaps_while_active')} reaps while active (`{REAPER}`).")
     if ramp:
-        lines.append(f"- Ramp decision: **{ramp.get('decision')}**; cost ratio {_num(ramp.get('cost_ratio_pct'), '.1f')} "
+        lines.append(f"- Ramp decision: **{ramp.get('decision')}**; "
+                     f"cost ratio {_num(ramp.get('cost_ratio_pct'), '.1f')} "
                      f"% against a cap of {_num(ramp.get('cost_ratio_cap_pct'), '.0f')} % (`{RAMP}`).")
     split = disagreements(r)
     if split:
@@ -176,7 +177,8 @@ def _precision(r: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for v in q.get("variants", []):
         f = v.get("fidelity") or {}
-        rows.append(f"| {v['name']} | {'yes' if v.get('passed') else 'no'} | {_num(f.get('action_drift_pct'), '.3f')} | "
+        rows.append(f"| {v['name']} | {'yes' if v.get('passed') else 'no'} | "
+                    f"{_num(f.get('action_drift_pct'), '.3f')} | "
                     f"{_num(f.get('entropy_drift_pct'), '.3f')} | {_num(f.get('action_correlation'), '.5f')} | "
                     f"{_num(v.get('speedup'))} | {_num(v.get('size_reduction_pct'), '.0f')} |")
     sel = q.get("selected") or {}
@@ -212,7 +214,8 @@ def _verified(v: dict[str, Any] | None) -> list[str]:
     pairs = "; ".join(f"{label} predicted {_num(p.get(key), fmt)}{unit}, measured {_num(m.get(key), fmt)}{unit}"
                       for label, key, fmt, unit in (("p50", "p50_ms", ",.3g", " ms"), ("p99", "p99_ms", ",.3g", " ms"),
                                                     ("mean batch", "mean_batch_size", ",.2f", "")))
-    return [f"- Measured on the real Triton {(v.get('server') or {}).get('triton', '')} at {_num(v.get('rate_per_s'), 'g')} "
+    return [f"- Measured on the real Triton {(v.get('server') or {}).get('triton', '')} "
+            f"at {_num(v.get('rate_per_s'), 'g')} "
             f"req/s (`{VERIFY}`; Python-based backends stand in for the C++ ones): {pairs}; "
             f"{m.get('errors', 'n/a')} errors, load average {', '.join(map(str, v.get('load_average') or []))}."]
 

@@ -213,7 +213,7 @@ def verify_onnx(path: Path, model: Any, input_name: str, observation_shape: tupl
 
 def _compare(got: list[np.ndarray], want: list[np.ndarray], atol: float, rtol: float, path: Path) -> float:
     worst = 0.0
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):
         if g.shape != w.shape:
             raise VerificationError(f"{path}: onnxruntime output shape {list(g.shape)} != torch {list(w.shape)}")
         err = np.abs(g.astype(np.float64) - w)

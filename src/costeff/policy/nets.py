@@ -35,7 +35,7 @@ class PresetSpec:
     def n_params(self) -> int:
         """Parameter count, computed from the shapes without building the network."""
         widths = (self.window * self.features, *self.hidden)
-        trunk = sum(a * b + b for a, b in zip(widths, widths[1:]))
+        trunk = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
         return trunk + (widths[-1] * len(ACTIONS) + len(ACTIONS)) + (widths[-1] + 1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def _define_policy() -> type:
             self.observation_shape = spec.observation_shape
             widths = (spec.window * spec.features, *spec.hidden)
             layers: list[nn.Module] = []
-            for a, b in zip(widths, widths[1:]):
+            for a, b in zip(widths, widths[1:], strict=False):
                 layers += [nn.Linear(a, b), nn.ReLU()]
             self.trunk = nn.Sequential(*layers)
             self.policy_head = nn.Linear(widths[-1], len(ACTIONS))

@@ -94,8 +94,9 @@ def fit(spec: PresetSpec, config: TrainConfig, seed: int = 0) -> TrainResult:
     train_acc = _accuracy(model, obs[: config.heldout_rows], teacher.actions[: config.heldout_rows], device)
     held_acc, confident = _evaluate(model, heldout, device)
     model = model.to("cpu").eval()
+    share = np.bincount(teacher.actions, minlength=3) / len(obs)
     return TrainResult(model, train_acc, held_acc, confident, time.perf_counter() - started, epochs,
-                       device, tuple(float(x) for x in np.bincount(teacher.actions, minlength=3) / len(obs)))
+                       device, (float(share[0]), float(share[1]), float(share[2])))
 
 
 def _widen(narrow: Any, spec: PresetSpec, config: TrainConfig, seed: int, device: str, started: float) -> Any:

@@ -34,7 +34,7 @@ def widen(narrow: Any, wide: Any, seed: int = 0) -> Any:
     mapping: np.ndarray | None = None  # wide input unit -> narrow unit, None for the observation input
     shares: np.ndarray | None = None
     with torch.no_grad():
-        for a, b in zip(src, dst):
+        for a, b in zip(src, dst, strict=True):
             w_in = _take_inputs(a.weight.numpy(), mapping, shares)
             mapping = _replicas(a.out_features, b.out_features, rng)
             shares = _shares(mapping, a.out_features, rng)
@@ -66,6 +66,6 @@ def _shares(mapping: np.ndarray, narrow_units: int, rng: np.random.Generator) ->
 
 def _take_inputs(weight: np.ndarray, mapping: np.ndarray | None, shares: np.ndarray | None) -> np.ndarray:
     """Columns of a narrow layer's weight re-indexed for widened inputs, scaled by each copy's share."""
-    if mapping is None:
+    if mapping is None or shares is None:  # set together, after the first layer
         return weight.astype(np.float32)
     return (weight[:, mapping] * shares[None, :]).astype(np.float32)

@@ -168,7 +168,7 @@ def _batching(points, optimal, cost, mem) -> list[Recommendation]:
 
 def _saturation(points, optimal, cost, mem) -> list[Recommendation]:
     series = _by_batch(points)
-    for a, b in zip(series, series[1:]):
+    for a, b in zip(series, series[1:], strict=False):
         gain = b.throughput_per_s / a.throughput_per_s if a.throughput_per_s else math.inf
         if gain < 1.10:
             return [Recommendation("throughput", f"throughput saturates at batch {a.batch_size}: batch "

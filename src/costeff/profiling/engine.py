@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def _source_text(source: str | None, sig: Any) -> str:
 
 
 def assemble_report(points: list[Point], config: ProfileConfig, *, model_path: Path | str | None, provider: str,
-                    inputs: dict[str, Any], duration_s: float, compared: list[tuple[str, dict]] = (),
+                    inputs: dict[str, Any], duration_s: float, compared: Sequence[tuple[str, dict]] = (),
                     target: dict[str, Any] | None = None, gpu_name: str | None = None,
                     model_sha256: str | None = None) -> ProfileReport:
     """Optimal batch, cost, right-sizing and recommendations around measured ``points``.

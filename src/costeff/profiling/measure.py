@@ -151,7 +151,8 @@ class _Lane:
         self.infer = infer
         self.buf = np.empty(capacity, dtype=np.int64)
 
-    def run(self, start_ns: int, deadline_ns: int, min_requests: int, slots: tuple[int, int] | None) -> tuple[int, int, int]:
+    def run(self, start_ns: int, deadline_ns: int, min_requests: int,
+            slots: tuple[int, int] | None) -> tuple[int, int, int]:
         """Call until the deadline (and ``min_requests``); returns (requests, last end ns, late)."""
         if slots is not None:
             return self._run_paced(start_ns, deadline_ns, min_requests, slots)
@@ -234,7 +235,7 @@ class _Runner:
         return int(lane / rate * 1e9), period
 
     def _collect(self, results: list[tuple[int, int, int]], start: int, batch_size: int) -> _WindowResult:
-        lat = np.concatenate([lane.buf[:n].copy() for lane, (n, _, _) in zip(self.lanes, results)])
+        lat = np.concatenate([lane.buf[:n].copy() for lane, (n, _, _) in zip(self.lanes, results, strict=True)])
         duration_s = (max(end for _, end, _ in results) - start) / 1e9
         requests = int(lat.size)
         p99 = float(np.percentile(lat, 99)) / 1e6
@@ -247,9 +248,12 @@ def measure(infer: Callable[[], Any] | None, batch_size: int, config: MeasureCon
             sampler: ResourceSampler | None = None) -> Point:
     """Measure one point; see the module docstring for the rules."""
     _positive_int("batch_size", batch_size)
-    if (infer is None) == (infer_factory is None):
+    if infer is not None and infer_factory is None:
+        make: Callable[[], Callable[[], Any]] = lambda: infer  # noqa: E731
+    elif infer is None and infer_factory is not None:
+        make = infer_factory
+    else:
         raise InputError("measure: pass exactly one of infer or infer_factory")
-    make = infer_factory or (lambda: infer)
     runner = _Runner([_Lane(make(), 64) for _ in range(config.concurrency)], config)
     try:
         _warm_up(runner, batch_size)

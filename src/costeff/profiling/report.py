@@ -143,10 +143,11 @@ def write_plots(r: ProfileReport, out: Path) -> list[Path]:
             pts = sorted((p for p in r.points if p.concurrency == conc), key=lambda p: p.batch_size)
             ys = [p.throughput_per_s if key == "throughput" else p.latency_ms.p99 for p in pts]
             ax.plot([p.batch_size for p in pts], ys, marker="o", label=f"concurrency {conc}")
-            bad = [(p.batch_size, y) for p, y in zip(pts, ys) if not p.stable]
+            bad = [(p.batch_size, y) for p, y in zip(pts, ys, strict=True) if not p.stable]
             if bad:
                 labelled = "unstable" in ax.get_legend_handles_labels()[1]
-                ax.scatter(*zip(*bad), marker="x", color="red", zorder=3, label=None if labelled else "unstable")
+                ax.scatter(*zip(*bad, strict=True), marker="x", color="red", zorder=3,
+                           label=None if labelled else "unstable")
         if key == "p99" and r.optimal.latency_budget_ms:
             ax.axhline(r.optimal.latency_budget_ms, color="grey", linestyle="--", label="p99 budget")
         ax.set_xscale("log", base=2)

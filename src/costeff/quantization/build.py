@@ -121,7 +121,8 @@ def head_nodes(model: Any, outputs: Iterable[str]) -> list[str]:
     return heads
 
 
-def build_fp16(base: Path, dst: Path, op_block_list: Iterable[str] = (), node_block_list: Iterable[str] = ()) -> list[str]:
+def build_fp16(base: Path, dst: Path, op_block_list: Iterable[str] = (),
+               node_block_list: Iterable[str] = ()) -> list[str]:
     """fp16 weights and compute, fp32 inputs and outputs; returns the op types kept in fp32."""
     import onnx
     from onnxconverter_common import float16

@@ -155,6 +155,7 @@ def _resolved_provider(provider: str) -> str:
 
 def _baseline(ctx: Context) -> VariantResult:
     """fp32 judged like every variant: its batch-1 and batched answers against its own reference run."""
+    assert ctx.base_fp32 is not None  # quantize() gives it
     return ctx.evaluate(VariantResult("fp32", built=True, baseline=True), ctx.base_fp32)
 
 
@@ -195,11 +196,13 @@ def _variant(ctx: Context, name: str) -> VariantResult:
         if name == "fp16":
             v.fp32_op_types = _build_fp16(ctx, path, v)
         else:
-            v.recipe, v.session_config = ctx.recipe.name, dict(ctx.recipe.session_config)
+            recipe = ctx.recipe
+            assert recipe is not None  # chosen before any int8 variant is built
+            v.recipe, v.session_config = recipe.name, dict(recipe.session_config)
             if name == "int8-dynamic":
-                build.build_dynamic(ctx.base, path, ctx.recipe)
+                build.build_dynamic(ctx.base, path, recipe)
             else:
-                build.build_static(ctx.base, path, ctx.recipe, ctx.calibration, ctx.input_name,
+                build.build_static(ctx.base, path, recipe, ctx.calibration, ctx.input_name,
                                    ctx.config.calibration_method)
         ctx.evaluate(v, path)
         v.built, v.path = True, str(path)
@@ -246,6 +249,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
     name = ctx.config.name or model_path.stem
     _save_models(variants, layout.models, name, model_path)
     sel = next(v for v in variants if v.name == selected["name"])
+    assert sel.path is not None  # only a built variant is selected
     selected.update(path=str(Path(sel.path).resolve()), sha256=sel.sha256)
     head = provenance(model_path)
     rep = QuantizationReport(

@@ -33,7 +33,7 @@ def fallbacks(ctx: Any, variants: list[VariantResult]) -> list[VariantResult]:
         out.append(_fallback(ctx, "mixed", fp16))
     int8 = [v for v in variants if v.name.startswith("int8") and v.built and not v.passed]
     if int8 and not any(v.passed for v in variants if v.name.startswith("int8")):
-        base = min(int8, key=lambda v: (v.fidelity.action_drift_pct, v.fidelity.kl_mean))
+        base = min(int8, key=_drift)
         out.append(_fallback(ctx, "int8-mixed", base))
     return out
 
@@ -72,8 +72,8 @@ def _fallback(ctx: Any, name: str, source: VariantResult) -> VariantResult:
     ranked = _rank(ctx, make, rest)
     from costeff.quantization.variants import precision_of
 
-    v = VariantResult(name, precision=precision_of(name), derived_from=source.name, recipe=source.recipe, session_config=source.session_config,
-                      fp32_op_types=source.fp32_op_types)
+    v = VariantResult(name, precision=precision_of(name), derived_from=source.name, recipe=source.recipe,
+                      session_config=source.session_config, fp32_op_types=source.fp32_op_types)
     v.notes.append(f"sensitivity order (calibration rows, most sensitive first): {ranked}")
     order = [heads] + [[n] for n in ranked]
     excluded: list[str] = []
@@ -105,8 +105,14 @@ def _identical(v: VariantResult, trial: int, excluded: list[str]) -> None:
         v.error = why
 
 
+def _drift(v: VariantResult) -> tuple[float, float]:
+    assert v.fidelity is not None  # every built variant was evaluated
+    return v.fidelity.action_drift_pct, v.fidelity.kl_mean
+
+
 def _trial(n: int, excluded: list[str], v: VariantResult) -> Trial:
     f = v.fidelity
+    assert f is not None  # a trial is recorded after its evaluation
     return Trial(n, list(excluded), f.action_drift_pct, f.entropy_drift_pct, f.action_correlation, v.passed,
                  [g.name for g in v.gates if not g.passed])
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-ALTERNATIVES = {
+ALTERNATIVES: dict[str, tuple[dict[str, Any], ...]] = {
     "onnxruntime": ({"spinning": False}, {"threads": 1}),
     "openvino": ({"performance_hint": "THROUGHPUT"}, {"threads": 1}),
 }
@@ -43,7 +43,7 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     light = _light(config.target_rate, base)
     rows = [_row(variant, "default (as timed above)", adopted=False)]
     winner = None
-    for t, knobs in zip(tries, ALTERNATIVES[variant.backend]):
+    for t, knobs in zip(tries, ALTERNATIVES[variant.backend], strict=True):
         wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup, light))
         rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()), adopted=False, beats_default=wins))
         if wins and (winner is None or _key(t, light) < _key(winner[0], light)):

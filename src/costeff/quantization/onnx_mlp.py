@@ -93,7 +93,8 @@ def read(path: Path | str) -> Mlp:
 def _check_ops(g: Any) -> None:
     other = sorted({n.op_type for n in g.node} - ALLOWED)
     if other:
-        kinds = {"Conv": "a convolution", "LSTM": "a recurrent cell", "GRU": "a recurrent cell", "RNN": "a recurrent cell"}
+        kinds = {"Conv": "a convolution", "LSTM": "a recurrent cell", "GRU": "a recurrent cell",
+                 "RNN": "a recurrent cell"}
         why = "; ".join(f"{op} ({kinds.get(op, 'not a dense layer or elementwise activation')})" for op in other)
         raise NotEligible(f"not an MLP: {why}")
 
@@ -124,7 +125,7 @@ def _walk(mlp: Mlp, t: str, consumers: dict[str, list[Any]], outputs: set[str]) 
         tails = [_postfix(out, consumers, outputs, mlp.initializers) for _, out in layers]
         if all(t is not None for t in tails):
             mlp.heads, mlp.head_outputs = [d for d, _ in layers], [out for _, out in layers]
-            mlp.postfix = [n for t in tails for n in t]
+            mlp.postfix = [n for t in tails if t is not None for n in t]
             return
         if len(layers) != 1:
             raise NotEligible(f"tensor {t} branches into {len(layers)} dense layers that are not all output heads")
@@ -142,7 +143,8 @@ def _postfix(t: str, consumers: dict[str, list[Any]], outputs: set[str], inits: 
     nodes: list[Any] = []
     while t not in outputs:
         cons = consumers.get(t, [])
-        if len(cons) != 1 or cons[0].op_type not in POSTFIX_OPS or any(i != t and i not in inits for i in cons[0].input):
+        if (len(cons) != 1 or cons[0].op_type not in POSTFIX_OPS
+                or any(i != t and i not in inits for i in cons[0].input)):
             return None
         nodes.append(cons[0])
         t = cons[0].output[0]
@@ -227,7 +229,7 @@ def heads_out(heads: list[Dense], h: np.ndarray) -> np.ndarray:
 def forward(mlp: Mlp, x: np.ndarray, hidden: list[Dense] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(pre-activations, activations) of each hidden layer on trunk inputs ``x``."""
     pre, post = [], []
-    for d, act in zip(hidden or mlp.hidden, mlp.activations):
+    for d, act in zip(hidden or mlp.hidden, mlp.activations, strict=True):
         z = dense(d, x)
         x = activate(act, z)
         pre.append(z)
@@ -241,15 +243,16 @@ def write(mlp: Mlp, hidden: list[Dense], heads: list[Dense], path: Path | str) -
     from onnx import helper, numpy_helper
 
     g = mlp.model.graph
-    nodes, inits = [onnx.NodeProto.FromString(n.SerializeToString()) for n in mlp.prefix], []
+    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in mlp.prefix]
+    inits: list[onnx.TensorProto] = []
     used = {i for n in mlp.prefix for i in n.input}
     t = mlp.trunk_input
-    for i, (d, act) in enumerate(zip(hidden, mlp.activations)):
+    for i, (d, act) in enumerate(zip(hidden, mlp.activations, strict=True)):
         z = _emit(d, t, f"hidden{i}", f"hidden{i}_z", nodes, inits)
         nodes.append(helper.make_node(act.op_type, [z], [f"hidden{i}_h"], name=f"hidden{i}_act"))
         nodes[-1].attribute.extend(act.attribute)
         t = f"hidden{i}_h"
-    for i, (d, out) in enumerate(zip(heads, mlp.head_outputs)):
+    for i, (d, out) in enumerate(zip(heads, mlp.head_outputs, strict=True)):
         _emit(d, t, f"head{i}", out, nodes, inits)
     nodes += [onnx.NodeProto.FromString(n.SerializeToString()) for n in mlp.postfix]
     used |= {i for n in mlp.postfix for i in n.input}

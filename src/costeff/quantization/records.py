@@ -227,10 +227,11 @@ def _recipe_md(recipe: dict[str, Any]) -> list[str]:
 
 def _structure_md(rep: QuantizationReport) -> list[str]:
     probes = [v for v in rep.variants if v.structure and "+" not in v.name]
-    out = ["", "## Structural probes (a quarter of the calibration rows, at 60 % of each tolerance)", "", "| variant | sizes | parameters | passed | action drift % "
+    out = ["", "## Structural probes (a quarter of the calibration rows, at 60 % of each tolerance)", "",
+           "| variant | sizes | parameters | passed | action drift % "
            "| failed gates | seconds |", "|---|---|---|---|---|---|---|"] if probes else []
     for v in probes:
-        s = v.structure
+        s = v.structure or {}
         out.append(f"| {v.name} | {s['original_sizes']} (fp32) | {s['original_params']:,} | | | | |")
         out += [f"| {v.name} | {t['sizes']} | {t['params']:,} | {'yes' if t['passed'] else 'no'} | "
                 f"{_fmt(t['action_drift_pct'])} | {', '.join(t['failed_gates']) or '-'} | {t['seconds']:.1f} |"

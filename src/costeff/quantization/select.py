@@ -75,19 +75,20 @@ def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate
         names = ", ".join(f"{v.name} ({v.speedup:.2f}x)" for v in passing if v.speedup is not None)
         return {"name": base.name, "passed_any": True,
                 "reason": f"variants passed but none is at least {min_speedup:.2f}x fp32: {names}"}
-    best = max(faster, key=lambda v: v.speedup)
+    best = max(faster, key=lambda v: v.speedup or 0.0)
     return {"name": best.name, "passed_any": True,
             "reason": f"fastest variant passing every gate: {best.speedup:.2f}x fp32 at batch {best.optimal_batch}"}
 
 
 def _choose_at_target(base: VariantResult, passing: list[VariantResult], min_speedup: float, rate: float,
                       budget_ms: float | None) -> dict[str, Any]:
+    assert base.at_target is not None and base.open_loop is not None  # choose() checked; set together
     traffic = f"{rate:g}/s" + (f", p99 budget {budget_ms:g} ms" if budget_ms else "")
     light = _light(rate, base)
     ok = [v for v in passing if v.at_target and v.at_target["meets_budget"]]
     short = not ok and not base.at_target["meets_budget"]
     if short:  # nothing meets the budget, fp32 included: the variants clearly nearer to it than fp32
-        ok = [v for v in passing if v.at_target and not v.open_loop.get("saturated")
+        ok = [v for v in passing if v.at_target and v.open_loop and not v.open_loop.get("saturated")
               and v.at_target["p99_ms"] * min_speedup <= base.at_target["p99_ms"]]
     wins = [v for v in ok if _beats(v, base, min_speedup, light)]
     if not wins:
@@ -95,8 +96,8 @@ def _choose_at_target(base: VariantResult, passing: list[VariantResult], min_spe
             "no passing variant is cheaper than fp32 at the target, or better by more than the noise"
         return {"name": base.name, "passed_any": bool(passing), "reason": f"{why} ({traffic}); fp32 stays"}
     tie = (lambda v: v.open_loop["p50_ms"]) if light else (lambda v: -_capacity(v)[0])
-    best = min(wins, key=lambda v: (v.at_target["usd_per_day"], tie(v)))
-    t = best.at_target
+    best = min(wins, key=lambda v: (_timed(v)[0]["usd_per_day"], tie(v)))
+    t, best_open_loop = _timed(best)
     among = "lowest open-loop p50 (light traffic)" if light else "most throughput per dollar (headroom)"
     head = (f"no variant meets the p99 budget at {traffic} (fp32: {base.at_target['p99_ms']:.2f} ms); of those "
             f"nearer to it, the cheapest passing every gate (p99 {t['p99_ms']:.2f} ms), then {among}" if short
@@ -104,18 +105,26 @@ def _choose_at_target(base: VariantResult, passing: list[VariantResult], min_spe
     return {"name": best.name, "passed_any": True, "load": "light" if light else "batched", "budget_met": not short,
             "reason": (f"{head}: {t['instances']} "
                        f"instance(s), ${t['usd_per_day']:.2f}/day vs fp32's {base.at_target['instances']} "
-                       f"(${base.at_target['usd_per_day']:.2f}/day); open-loop p50 {best.open_loop['p50_ms']:.3f} ms "
+                       f"(${base.at_target['usd_per_day']:.2f}/day); open-loop p50 {best_open_loop['p50_ms']:.3f} ms "
                        f"vs {base.open_loop['p50_ms']:.3f} ms; {best.speedup:.2f}x fp32 throughput at batch "
                        f"{best.optimal_batch}")}
 
 
+def _timed(v: VariantResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(at_target, open_loop) of a variant timed at the target rate (``_at_target`` sets both)."""
+    assert v.at_target is not None and v.open_loop is not None
+    return v.at_target, v.open_loop
+
+
 def _light(rate: float, base: VariantResult) -> bool:
     """Traffic under a tenth of one fp32 instance: every variant idles, only answer time differs."""
+    assert base.optimal_throughput_per_s is not None  # fp32 is always timed
     return rate < LIGHT_LOAD * base.optimal_throughput_per_s
 
 
 def _capacity(v: VariantResult) -> tuple[float, float]:
     """(slowest, fastest) round's throughput at the variant's optimal batch."""
+    assert v.optimal_batch is not None and v.optimal_throughput_per_s is not None  # a timed variant
     lo, hi = v.throughput_range_per_s.get(v.optimal_batch, (v.optimal_throughput_per_s,) * 2)
     return lo, hi
 
@@ -123,6 +132,8 @@ def _capacity(v: VariantResult) -> tuple[float, float]:
 def _beats(v: VariantResult, base: VariantResult, min_speedup: float, light: bool = True) -> bool:
     """Cheaper even at its slowest round; or as cheap and, beyond the noise, answering faster
     (light traffic) or carrying more per dollar (batched traffic: headroom for growth)."""
+    assert v.at_target is not None and v.open_loop is not None  # both timed at the target rate
+    assert base.at_target is not None and base.open_loop is not None
     if not base.at_target["meets_budget"]:
         return True
     if v.at_target["instances_worst"] < base.at_target["instances"]:
@@ -167,7 +178,7 @@ def _at_target(variants: list[VariantResult], config: Any, instance: Any) -> Non
         return
     price_day = instance.usd_per_hour * 24.0
     for v in variants:
-        if not v.open_loop or not v.optimal_throughput_per_s:
+        if not v.open_loop or not v.optimal_throughput_per_s or v.optimal_batch is None:
             continue
         worst = min(v.throughput_range_per_s.get(v.optimal_batch, (v.optimal_throughput_per_s,) * 2))
         instances = v.open_loop["instances"]

@@ -112,7 +112,7 @@ def prune(mlp: Mlp, x: np.ndarray, fraction: float,
     targets = cache["pre"][1:] + [cache["heads"]]
     hidden: list[Dense] = []
     incoming, inputs = mlp.hidden[0], x
-    for i, (act, target) in enumerate(zip(mlp.activations, targets)):
+    for i, (act, target) in enumerate(zip(mlp.activations, targets, strict=True)):
         acts = cache["first"] if i == 0 else om.activate(act, om.dense(incoming, inputs))
         keep = max(1, round(acts.shape[1] * fraction))
         units, next_layer = select(acts, target, keep, cache["qr"] if i == 0 else None)
@@ -123,7 +123,7 @@ def prune(mlp: Mlp, x: np.ndarray, fraction: float,
 
 def _split_heads(joint: Dense, heads: list[Dense]) -> list[Dense]:
     bounds = np.cumsum([0] + [h.bias.size for h in heads])
-    return [Dense(joint.weight[:, a:b], joint.bias[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return [Dense(joint.weight[:, a:b], joint.bias[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def lowrank(mlp: Mlp, x: np.ndarray, fraction: float,
@@ -133,7 +133,7 @@ def lowrank(mlp: Mlp, x: np.ndarray, fraction: float,
     of break-even (where two factors cost as much as W)."""
     cache = {} if cache is None else cache
     hidden, ranks = [], []
-    for i, (d, act) in enumerate(zip(mlp.hidden, mlp.activations)):
+    for i, (d, act) in enumerate(zip(mlp.hidden, mlp.activations, strict=True)):
         n_in, n_out = d.weight.shape
         rank = max(1, int(fraction * n_in * n_out / (n_in + n_out)))
         if i == 0 and "vt" in cache:  # the first layer's inputs are the same at every step
@@ -163,7 +163,8 @@ def search(kind: str, mlp: Mlp, x_fit: np.ndarray, judge: Callable[[Any], Any], 
     from costeff.gates import all_passed
 
     probe = Probe(kind, mlp.widths, mlp.params)
-    started, best, cache = time.perf_counter(), None, {}
+    started, best = time.perf_counter(), None
+    cache: dict[str, Any] = {}
     for fraction in STEPS:
         t0 = time.perf_counter()
         if probe.steps and t0 - started + _next_step_s(probe, cache) > budget_s:
@@ -245,6 +246,7 @@ def probe_variant(ctx: Any, kind: str) -> Any:
         v.error = f"not built: identical to fp32 ({probe.stopped}; {probe.seconds:.1f} s)"
         return v
     c = probe.chosen
+    assert c is not None  # a model was written: some step passed
     v.notes.append(f"{kind}: sizes {c.sizes} (from {probe.original_sizes}), {c.params:,} parameters (from "
                    f"{probe.original_params:,}); search {probe.seconds:.1f} s, ended: {probe.stopped}")
     ctx.evaluate(v, best)

@@ -143,10 +143,10 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
     deployed = deployed_model(flags, config.triton_repository, config.model_name)
     report_path = find_report(config.quant_report)
     report = load_report(report_path) if report_path else None
-    gates = (_data_gates(econ) + _cost_gates(econ, step, enabled) + _risk_gates(econ, history, step)
+    gates = (_data_gates(econ) + _cost_gates(econ, step.cost_ratio_cap_pct, enabled) + _risk_gates(econ, history, step)
              + _promotion_gates(history, step) + _quality_gates(plan, deployed, report)
              + _live_drift_gates(config, plan, deployed, as_of) + _pause_gates(config, flags))
-    verdict, to_index, reasons = _verdict(gates, index, len(plan.steps), history)
+    verdict, to_index, reasons = _verdict(gates, index, len(plan.steps))
     notices = [] if enabled else [_disabled_notice(flags)]
     if any(r.startswith("SYNTHETIC") for r in _sources(ledger)):
         notices.append("the ledger holds SYNTHETIC sample data (costeff ledger import --sample)")
@@ -214,14 +214,14 @@ def _data_gates(econ: Economics) -> list[RampGate]:
     return [_gate("data_freshness", "data", observed, ">=", w.days, "days", detail)]
 
 
-def _cost_gates(econ: Economics, step: Step, enabled: bool) -> list[RampGate]:
+def _cost_gates(econ: Economics, cap_pct: float, enabled: bool) -> list[RampGate]:
     off = "" if enabled else " [NOT ENFORCED: cost_gates_enabled is false]"
     ratio_detail = ("gross PnL <= 0 over the window: the ratio is infinite"
                     if econ.cost_ratio_pct == float("inf") else
                     f"infrastructure ${_money(econ.infra_cost_usd)} / gross PnL ${_money(econ.gross_pnl_usd)} "
                     f"over {econ.window.covered_days} days")
     return [
-        _gate("cost_ratio", "cost", econ.cost_ratio_pct, "<=", step.cost_ratio_cap_pct, "%", ratio_detail + off,
+        _gate("cost_ratio", "cost", econ.cost_ratio_pct, "<=", cap_pct, "%", ratio_detail + off,
               enforced=enabled),
         _gate("net_pnl", "cost", econ.net_pnl_usd, ">", 0.0, "USD",
               "gross PnL minus infrastructure cost over the window" + off, enforced=enabled),
@@ -304,8 +304,7 @@ def _pause_gates(config: DecideConfig, flags) -> list[RampGate]:
     return [_gate("pipeline_not_paused", "control", bool(paused), "==", False, "", detail)]
 
 
-def _verdict(gates: list[RampGate], index: int, n_steps: int,
-             history: StepHistory) -> tuple[str, int, list[str]]:
+def _verdict(gates: list[RampGate], index: int, n_steps: int) -> tuple[str, int, list[str]]:
     breaches = [g for g in gates if g.hard_breach and g.verdict is Verdict.FAIL]
     if breaches:
         return ROLLBACK, max(index - 1, 0), [f"hard breach: {_why(g)}" for g in breaches]

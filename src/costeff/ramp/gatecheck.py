@@ -18,7 +18,6 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from types import SimpleNamespace
 
 ABOVE, BELOW = 1.5, 0.5  # target cost ratio as a multiple of the cap
 
@@ -68,8 +67,8 @@ def _trial(copy: Path, end: date, days: int, cap: float, base: float, multiple: 
     _scale_costs(copy, target / base)
     econ = window_economics(Ledger(copy), end, days)
     _scale_costs(copy, base / target)  # back to the original for the next trial
-    gates = _cost_gates(econ, SimpleNamespace(cost_ratio_cap_pct=cap), True)
-    decision, _, _ = _verdict(gates, 0, 2, None)
+    gates = _cost_gates(econ, cap, True)
+    decision, _, _ = _verdict(gates, 0, 2)
     ratio_gate = next(g for g in gates if g.name == "cost_ratio")
     return Trial(target, econ.cost_ratio_pct, ratio_gate.verdict.value, decision)
 

@@ -103,7 +103,7 @@ def _plan(plan: PlanFile, where: str) -> RampPlan:
                                                                                       exclude={"influence_pct"})})
                   for s in plan.steps)
     levels = [s.influence_pct for s in steps]
-    if any(b <= a for a, b in zip(levels, levels[1:])):
+    if any(b <= a for a, b in zip(levels, levels[1:], strict=False)):
         raise InputError(f"{where}: steps: influence_pct must increase strictly, got {levels}")
     return RampPlan(steps, plan.window_days, plan.quantization.max_action_drift_pct,
                     plan.quantization.max_entropy_drift_pct, where)

@@ -99,14 +99,14 @@ def unavailable(reason: str, inputs: ProjectionInputs | None = None) -> Projecti
 
 def project(inputs: ProjectionInputs, observed: Observed | None, cap_pct: float | None) -> Projection:
     """The projection; an input that is missing or unreadable gives ``available=False`` with the reason."""
-    missing = [n for n in ("profile", "batching_report", "reaper_report") if getattr(inputs, n) is None]
-    if missing:
+    profile_path, batching_path, reaper_path = inputs.profile, inputs.batching_report, inputs.reaper_report
+    if profile_path is None or batching_path is None or reaper_path is None:
+        missing = [n for n in ("profile", "batching_report", "reaper_report") if getattr(inputs, n) is None]
         return unavailable(f"no {', '.join(missing)} to project from (run costeff profile / batching optimize / "
                            "reap, or costeff run)", inputs)
-    profile = _load(inputs.profile)
+    profile = _load(profile_path)
     baseline = _load(inputs.baseline_profile) if inputs.baseline_profile else profile
-    serving, levers, instance, rate = _levers(profile, baseline, _load(inputs.batching_report),
-                                              _load(inputs.reaper_report), inputs)
+    serving, levers, instance, rate = _levers(profile, baseline, _load(batching_path), _load(reaper_path), inputs)
     base = levers[0].usd_per_day_before
     projected_infra, ratio, remaining = _against_ledger(serving, observed, cap_pct)
     return Projection(LABEL, True, "every input present", instance, rate, base, serving,
@@ -273,7 +273,7 @@ def observed_window(ledger, end, days: int) -> Observed:
 
     econ = window_economics(ledger, end, days)
     n = econ.window.covered_days
-    if not n:
+    if not n or econ.infra_cost_usd is None or econ.gross_pnl_usd is None:  # both known once a day is covered
         return Observed(0, None, None, None, None, None, "no day with both PnL and cost in the window")
     missing = set(econ.window.missing_dates)
     rows = [r for r in ledger.costs(date.fromisoformat(econ.window.start), end) if r.date not in missing]

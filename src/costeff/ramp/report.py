@@ -87,7 +87,8 @@ def markdown(d: RampDecision) -> str:
     lines += ["", "## Inputs", "", f"- ledger: {prov['ledger']['path']} (sha256 {prov['ledger']['sha256']})",
               f"- ledger sources: {', '.join(prov['ledger']['sources']) or '-'}",
               f"- plan: {prov['plan']['path']}",
-              f"- quantization report: {prov['quantization_report']['path'] if prov['quantization_report'] else 'none'}",
+              "- quantization report: "
+              f"{prov['quantization_report']['path'] if prov['quantization_report'] else 'none'}",
               f"- deployed model: {prov['deployed_model']['sha256'] or 'unknown'} ({prov['deployed_model']['source']})",
               f"- audit record: {d.audit_seq}", f"- created {d.created_at}, costeff {d.costeff_version}", ""]
     return "\n".join(lines)
@@ -123,7 +124,8 @@ def _against_ledger_lines(p: Any) -> list[str]:
              f"projected serving), cost ratio **{_val(p.projected_cost_ratio_pct, '%')}** vs cap "
              f"{_val(p.cost_ratio_cap_pct, '%')}"]
     if reach.get("met"):
-        lines.append(f"- the projection is under the cap with {_val(reach['headroom_usd_per_day'], 'USD')}/day to spare")
+        lines.append(f"- the projection is under the cap with {_val(reach['headroom_usd_per_day'], 'USD')}/day "
+                     "to spare")
     elif reach.get("met") is False:
         lines.append(f"- still missing: cut {_val(reach['cost_to_cut_usd_per_day'], 'USD')}/day of cost, or earn "
                      f"{_val(reach['pnl_needed_usd_per_day'], 'USD')}/day more gross PnL")

@@ -124,11 +124,10 @@ class RampWatcher:
         try:
             decision = decide(self.config, out_dir=self.out_dir)  # report and audit record: both or neither
         except (CosteffError, OSError) as exc:  # the next round may find the ledger repaired: keep watching
-            if isinstance(exc, OSError):
-                exc = f"{exc.filename or self.out_dir}: {exc.strerror or exc}"
-            log.error("ramp watch: no decision this round: %s", exc)
+            why = f"{exc.filename or self.out_dir}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+            log.error("ramp watch: no decision this round: %s", why)
             self.metrics.rounds.labels("error").inc()
-            return RoundResult(False, None, str(exc))
+            return RoundResult(False, None, why)
         self.metrics.observe(decision)
         self.metrics.rounds.labels("decided").inc()
         _append(self.out_dir / HISTORY_NAME, {"created_at": decision.created_at, "decision": decision.decision,

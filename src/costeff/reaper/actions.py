@@ -169,7 +169,9 @@ class PowerLimiter:
 
     def __init__(self, nvml: Any = None) -> None:
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         self.nvml = nvml
 
     def _handle(self, index: int) -> Any:

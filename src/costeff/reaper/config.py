@@ -242,7 +242,8 @@ class PrometheusConfig:
                 f"seconds, > 0 and at most {MAX_TIMEOUT_S:g} (a deadline for each whole HTTP call)", low_open=True)
         for key, _ in self.queries:
             if key not in DEFAULT_QUERIES:
-                raise _bad("prometheus.queries", key, f"keys from {list(DEFAULT_QUERIES)}" + _hint(key, DEFAULT_QUERIES))
+                raise _bad("prometheus.queries", key,
+                           f"keys from {list(DEFAULT_QUERIES)}" + _hint(key, DEFAULT_QUERIES))
 
     def query(self, key: str, target: Target) -> str | None:
         template = dict(self.queries).get(key)

@@ -30,10 +30,11 @@ def sample_blockers(sample: Sample, cfg: DecisionConfig) -> list[str]:
         elif sample.gpu_util_pct >= cfg.max_gpu_util_pct:
             reasons.append(f"GPU util {sample.gpu_util_pct:g}% >= {cfg.max_gpu_util_pct:g}%")
     if "requests" in cfg.factors:
-        if sample.requests is None:
+        rate = sample.requests_per_s  # None exactly when requests is
+        if rate is None:
             reasons.append("requests missing")
-        elif sample.requests_per_s > cfg.max_requests:
-            reasons.append(f"{sample.requests_per_s:g} requests/s > {cfg.max_requests:g}/s")
+        elif rate > cfg.max_requests:
+            reasons.append(f"{rate:g} requests/s > {cfg.max_requests:g}/s")
     return reasons
 
 
@@ -44,7 +45,7 @@ def is_idle_sample(sample: Sample, cfg: DecisionConfig) -> bool:
         return False
     if "gpu_util" in f and (sample.gpu_util_pct is None or sample.gpu_util_pct >= cfg.max_gpu_util_pct):
         return False
-    if "requests" in f and (sample.requests is None or sample.requests_per_s > cfg.max_requests):
+    if "requests" in f and ((rate := sample.requests_per_s) is None or rate > cfg.max_requests):
         return False
     return True
 

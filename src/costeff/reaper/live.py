@@ -213,7 +213,11 @@ def _act(action: str, target: Target, verdict: Verdict, opened: dict[str, Any] |
     if action == "restore" and opened:
         payload["restores"] = opened.get("action_id")
     if apply:
-        outcome = actuators.reap(target) if action == "reap" else actuators.restore(target, opened["before"])
+        if action == "reap":
+            outcome = actuators.reap(target)
+        else:
+            assert opened is not None  # a restore is decided only for a target that is down
+            outcome = actuators.restore(target, opened["before"])
         payload.update(_outcome_fields(outcome, target, usd_per_gpu_hour))
     else:
         payload.update(_preview_fields(actuators.preview(target, action), action, target, usd_per_gpu_hour))

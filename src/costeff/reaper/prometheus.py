@@ -81,7 +81,8 @@ class PrometheusSource:
             log.warning("prometheus query %s for %s: the series is invalid (%s); its steps count as missing",
                         key, target.resource, clash)
             return {}
-        return {round(finite(ts), 3): finite(v) for ts, v in points if _reading(v, top)}
+        readings = ((ts, finite(v)) for ts, v in points)
+        return {round(ts, 3): v for ts, v in readings if v is not None and 0.0 <= v <= top}
 
     def get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         from costeff import httpget
@@ -107,28 +108,20 @@ class PrometheusSource:
         return result
 
 
-def _points(series: dict[str, Any], url: str) -> list[Any]:
+def _points(series: dict[str, Any], url: str) -> list[tuple[float, Any]]:
     values = series.get("values")
     if not isinstance(values, list) or not all(isinstance(p, list) and len(p) == 2 for p in values):
         raise DependencyError(f"prometheus at {url}: a series has no [timestamp, value] pairs")
-    return [p for p in values if _finite(p[0])]
+    return [(ts, p[1]) for p in values if (ts := finite(p[0])) is not None]
 
 
-def _finite(value: Any) -> bool:
-    return finite(value) is not None
-
-
-def _contradiction(points: list[Any]) -> str | None:
+def _contradiction(points: list[tuple[float, Any]]) -> str | None:
     """The first timestamp that carries two different values, described; None when there is none."""
     seen: dict[float, Any] = {}
     for ts, value in points:
-        moment = round(finite(ts), 3)
+        moment = round(ts, 3)
         if moment in seen and seen[moment] != value:
             return f"{seen[moment]!r} and {value!r} at {moment:g}"
         seen.setdefault(moment, value)
     return None
 
-
-def _reading(value: Any, top: float) -> bool:
-    number = finite(value)
-    return number is not None and 0.0 <= number <= top

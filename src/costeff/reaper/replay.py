@@ -94,7 +94,7 @@ def replay(trace: Trace, config: ReaperConfig, usd_per_gpu_hour: float) -> Repla
         if target is None:
             # A resource with signals but no target has nothing to act on: it stays up.
             target = Target(resource=resource, kind="pipeline", name=f"unconfigured-{resource}")
-            excluded = "no target configured for this resource"
+            excluded: str | None = "no target configured for this resource"
         else:
             excluded = config.exclude.excludes(target)
         sim = _Simulation(config, target, schedule, usd_per_gpu_hour, excluded)
@@ -187,7 +187,7 @@ class _Simulation:
 def _typical_step(samples: list[Sample]) -> float:
     if len(samples) < 2:
         return 15.0
-    gaps = [b.ts - a.ts for a, b in zip(samples[:1001], samples[1:1001])]
+    gaps = [b.ts - a.ts for a, b in zip(samples[:1001], samples[1:1001], strict=False)]
     return statistics.median(gaps)
 
 

@@ -142,7 +142,7 @@ def _write(path: Path, ts: np.ndarray, columns: dict[str, dict[str, np.ndarray]]
         writer.writerow(("timestamp", "resource") + fields)
         for resource, cols in columns.items():
             values = [[f"{v:g}" for v in cols[f].tolist()] for f in fields]
-            writer.writerows(zip(stamps, [resource] * len(stamps), *values))
+            writer.writerows(zip(stamps, [resource] * len(stamps), *values, strict=True))
     return path
 
 

@@ -93,7 +93,7 @@ def load_trace(path: Path | str) -> Trace:
 
 def _set_intervals(samples: list[Sample]) -> None:
     """Each sample's requests were counted since the one before it (the first: over the next step)."""
-    for before, sample in zip(samples, samples[1:]):
+    for before, sample in zip(samples, samples[1:], strict=False):
         sample.interval_s = sample.ts - before.ts or None
     if len(samples) > 1:
         samples[0].interval_s = samples[1].interval_s
@@ -121,15 +121,17 @@ def _csv_samples(path: Path) -> Iterator[Sample]:
             if missing:
                 raise InputError(f"{path}: line 1: header lacks column(s) {missing}; expected {list(REQUIRED)} "
                                  f"(optional {list(OPTIONAL)})")
-            index = [header.index(c) if c in header else None for c in COLUMNS]
+            index = [header.index(c) for c in REQUIRED]
+            extras = [header.index(c) if c in header else None for c in OPTIONAL]
             for row in reader:
-                yield _fast_sample(row, index, stamps) or parse_row(dict(zip(header, row)),
+                yield _fast_sample(row, index, extras, stamps) or parse_row(dict(zip(header, row, strict=False)),
                                                                      f"{path}: line {reader.line_num}")
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read trace: {exc}") from None
 
 
-def _fast_sample(row: list[str], index: list[int | None], stamps: dict[str, float]) -> Sample | None:
+def _fast_sample(row: list[str], index: list[int], extras: list[int | None],
+                 stamps: dict[str, float]) -> Sample | None:
     if "_" in (joined := ",".join(row)) or not joined.isascii():
         return None  # float() reads "0_0" and other scripts' digits: the strict parser names the cell
     try:
@@ -139,10 +141,11 @@ def _fast_sample(row: list[str], index: list[int | None], stamps: dict[str, floa
             ts = stamps[ts_text] = datetime.fromisoformat(ts_text).timestamp() if ts_text.endswith("Z") \
                 else float(ts_text)
         util, requests, influence = (float(row[i]) for i in index[2:5])
-        extra = [float(row[i]) if i is not None else None for i in index[5:8]]
+        extra = [float(row[i]) if i is not None else None for i in extras]
     except (ValueError, IndexError):
         return None
-    if not (EARLIEST_TS <= ts <= LATEST_TS and 0 <= util <= 100 and 0 <= influence <= 100 and 0 <= requests < math.inf and row[index[1]]
+    if not (EARLIEST_TS <= ts <= LATEST_TS and 0 <= util <= 100 and 0 <= influence <= 100
+            and 0 <= requests < math.inf and row[index[1]]
             and all(v is None or 0 <= v < math.inf for v in extra)):
         return None
     return Sample(ts, row[index[1]], util, requests, influence, 1.0 if extra[0] is None else extra[0],
@@ -241,7 +244,7 @@ def parse_timestamp(value: Any, where: str) -> float:
 
 
 def _check_order(path: Path, resource: str, samples: list[Sample]) -> None:
-    for prev, cur in zip(samples, samples[1:]):
+    for prev, cur in zip(samples, samples[1:], strict=False):
         if cur.ts <= prev.ts:
             raise InputError(f"{path}: resource {resource!r}: timestamp {iso(cur.ts)} is not after {iso(prev.ts)}; "
                              f"rows of one resource must be in increasing time order without duplicates")

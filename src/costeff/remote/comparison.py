@@ -47,7 +47,7 @@ class SimulatorComparison:
     service_times: dict[str, Any]
     measured: dict[str, Any]
     predicted: dict[str, Any]
-    ratios: dict[str, float]
+    ratios: dict[str, float | None]
     gates: list[Gate]
     tolerance: str
     notes: list[str] = field(default_factory=list)

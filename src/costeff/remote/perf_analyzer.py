@@ -125,7 +125,7 @@ def data_rows(obs: np.ndarray | None, batch_sizes: tuple[int, ...]) -> int:
 def ranges(values: tuple[float, ...]) -> list[tuple[str, list[float]]]:
     """``start:end:step`` arguments covering ``values`` in order: one when they step evenly, else one each."""
     vals = list(values)
-    steps = {round(b - a, 9) for a, b in zip(vals, vals[1:])}
+    steps = {round(b - a, 9) for a, b in zip(vals, vals[1:], strict=False)}
     if len(vals) > 1 and len(steps) == 1 and next(iter(steps)) > 0:
         return [(f"{_num(vals[0])}:{_num(vals[-1])}:{_num(vals[1] - vals[0])}", vals)]
     return [(_num(v), [v]) for v in vals]

@@ -82,6 +82,7 @@ def profile_remote(url: str, model_name: str, protocol: str = "http", config: An
     server = _server_metadata(client, endpoint)
     pa, reason = loadgen.choose(load_generator, perf_analyzer, server)
     with tempfile.TemporaryDirectory(prefix="costeff-perf-analyzer-") as tmp:
+        runs: list[Any]
         if pa is None:
             points, runs = _run(endpoint, sig, obs, config, rates, max_in_flight, progress), []
         else:
@@ -123,6 +124,8 @@ def _run(endpoint: Endpoint, sig: Any, obs: Any, config: Any, rates: tuple[float
 
 
 def _closed_loop(endpoint: Endpoint, sig: Any, obs: Any, config: Any, progress: Any) -> list[Any]:
+    from functools import partial
+
     from costeff.profiling import build_feed, measure
 
     points = []
@@ -131,7 +134,8 @@ def _closed_loop(endpoint: Endpoint, sig: Any, obs: Any, config: Any, progress: 
             if progress is not None:
                 progress.advance(0, description=f"remote batch {batch}, concurrency {conc}")
             feed = build_feed(sig, batch, obs)
-            point = measure(None, batch, config.measure_config(conc), infer_factory=lambda f=feed: make_call(endpoint, sig, f))
+            point = measure(None, batch, config.measure_config(conc),
+                            infer_factory=partial(make_call, endpoint, sig, feed))
             point.gpu_null_reason = "remote server: GPU telemetry is the server's (not sampled by the client)"
             point.extra["load_generator"] = "costeff"
             points.append(point)

@@ -33,6 +33,11 @@ class Sources:
     def folder(self, key: str) -> Path | None:
         return self.files[key].parent if key in self.files else None
 
+    def beside(self, key: str, name: str) -> Path | None:
+        """The file ``name`` next to stage ``key``'s report (a plot); None without that report."""
+        folder = self.folder(key)
+        return None if folder is None else folder / name
+
 
 def collect(root: Path, folders: dict[str, Path], repository: Path | None = None,
             with_repository: bool = True) -> Sources:
@@ -43,7 +48,7 @@ def collect(root: Path, folders: dict[str, Path], repository: Path | None = None
     for key in STAGES:
         path = found.get(key)
         sources.reports[key] = _read(path) if path and path.is_file() else None
-        if sources.reports[key] is not None:
+        if path is not None and sources.reports[key] is not None:
             sources.files[key] = path
     return sources
 

@@ -169,7 +169,7 @@ def _profile(p: Page, key: str, label: str, prof: dict[str, Any]) -> str:
     rows = "".join(f"<tr><td>{esc(x.get('batch_size'))}</td><td>{p.num(x.get('throughput_per_s'), key, ',.0f')}</td>"
                    f"<td>{p.num((x.get('latency_ms') or {}).get('p99'), key, '.3f')}</td>"
                    f"<td>{'yes' if x.get('stable') else 'no'}</td></tr>" for x in prof.get("points", []))
-    images = "".join(_png(p.s.folder(key) / name) for name in ("throughput_vs_batch.png", "p99_vs_batch.png"))
+    images = "".join(_png(p.s.beside(key, name)) for name in ("throughput_vs_batch.png", "p99_vs_batch.png"))
     return (f"<h3>{esc(label)}</h3><p>optimal batch {esc(opt.get('batch_size'))}: "
             f"{p.num(opt.get('throughput_per_s'), key, ',.0f')} inferences/s, p99 "
             f"{p.num(opt.get('latency_p99_ms'), key, '.3f')} ms; {p.num(cost.get('usd_per_million'), key, '.4g')} $ "
@@ -192,8 +192,9 @@ def _variants(p: Page) -> str:
     rows = []
     for v in q.get("variants", []):
         f = v.get("fidelity") or {}
-        gates = ", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} "
-                          f"{esc(g.get('verdict'))}</span>" for g in v.get("gates", [])) or esc(v.get("error") or v.get("not_tried") or "-")
+        gates = (", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} "
+                           f"{esc(g.get('verdict'))}</span>" for g in v.get("gates", []))
+                 or esc(v.get("error") or v.get("not_tried") or "-"))
         tried = v.get("not_tried") is None
         verdict = ("yes", "PASS") if v.get("passed") else ("no", "FAIL") if tried else ("not tried", "muted")
         rows.append(f"<tr><td>{esc(v['name'])}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
@@ -213,7 +214,7 @@ def _serving(p: Page) -> str:
                      f"{esc(c['preferred_batch_size'])}, queue delay {p.num(c['max_queue_delay_us'], 'batching', 'g')}"
                      f" us, {p.num(c['instances'], 'batching', 'd')} server(s); predicted p99 "
                      f"{p.num((c.get('predicted') or {}).get('p99_ms'), 'batching', '.3f')} ms</p>")
-        parts += [_png(p.s.folder("batching") / n) for n in ("p99_vs_queue_delay.png", "cost_vs_p99.png")]
+        parts += [_png(p.s.beside("batching", n)) for n in ("p99_vs_queue_delay.png", "cost_vs_p99.png")]
         parts.append(p.source("batching"))
     parts.append(_verified(p))
     repo = p.s.repository
@@ -231,7 +232,8 @@ def _verified(p: Page) -> str:
         return f"<p>Not measured on real Triton: {esc(v['skipped'])}</p>"
     pred, meas, ratio = v.get("predicted") or {}, v.get("measured") or {}, v.get("ratios") or {}
     rows = "".join(f"<tr><td>{label}</td><td>{p.num(pred.get(key), 'verify', '.3g', unit)}</td>"
-                   f"<td>{p.num(meas.get(key), 'verify', '.3g', unit)}</td><td>{esc(_fmt(ratio.get(r), '.2g'))}x</td></tr>"
+                   f"<td>{p.num(meas.get(key), 'verify', '.3g', unit)}</td>"
+                   f"<td>{esc(_fmt(ratio.get(r), '.2g'))}x</td></tr>"
                    for label, key, r, unit in (("p50", "p50_ms", "p50", " ms"), ("p99", "p99_ms", "p99", " ms"),
                                                ("mean batch size", "mean_batch_size", "mean_batch", "")))
     return (f"<p>Served on the real Triton {esc((v.get('server') or {}).get('triton'))} at "

@@ -46,8 +46,8 @@ def run_task(task: SpeedTask) -> SpeedResult:
     from costeff.profiling.traffic import calls_for_gap, gap_latency
     from costeff.runtimes import RuntimeOptions, open_runner
 
-    options = RuntimeOptions(**{k: tuple(v.items()) if k == "session_config" else v
-                                for k, v in task.options.items()})
+    fields: dict[str, Any] = {k: tuple(v.items()) if k == "session_config" else v for k, v in task.options.items()}
+    options = RuntimeOptions(**fields)
     runner = open_runner(task.path, task.backend, options)
     obs = np.load(task.observations)
     result = SpeedResult(runtime={"backend": task.backend, **options.to_dict(task.backend),
@@ -73,6 +73,7 @@ def _open_loop(runner: Any, obs: np.ndarray, result: SpeedResult, task: SpeedTas
     """Open loop at the per-instance share of the target rate, batched up to the optimal batch."""
     from costeff.profiling.traffic import open_loop
 
+    assert task.target_rate is not None  # the open loop runs only towards a target rate
     batch, capacity = optimal(result.closed_loop, task.latency_budget_ms)
     instances = max(1, math.ceil(task.target_rate / (capacity * task.max_utilisation)))
     rate = task.target_rate / instances

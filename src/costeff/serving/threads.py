@@ -51,7 +51,8 @@ def default_serving_cpus() -> tuple[float, str]:
     from costeff.runtimes.cpus import cpu_limit
 
     limit = cpu_limit()
-    return limit.cpus, f"not stated: this host's {limit.describe()}; pass --serving-cpus for the Triton container's limit"
+    return limit.cpus, (f"not stated: this host's {limit.describe()}; "
+                        "pass --serving-cpus for the Triton container's limit")
 
 
 def plan_threads(backend: str, instance_kind: str, instances: int, serving_cpus: float | None,

@@ -73,7 +73,7 @@ def validate_config(config_path: Path | str, model_path: Path | str | None = Non
     if cfg.backend == OV_BACKEND:
         from costeff.serving.ov_validate import check_openvino
 
-        if check_openvino(cfg, path, model, _hardware(path, hardware), report, lines):
+        if check_openvino(cfg, path, model, _hardware(path, hardware), report, lines) and model is not None:
             _check_tensors(cfg, model, report, lines)
         return report
     if model is None:
@@ -289,7 +289,8 @@ def _check_accelerators(cfg: Any, precision: str | None, report: ValidationRepor
         line = lines(f'"{acc.name}"') or lines("gpu_execution_accelerator")
         if acc.name not in GPU_ACCELERATORS:
             report.problems.append(Problem("gpu_execution_accelerator.name", f"{acc.name!r} is not a GPU "
-                                           f"accelerator of the onnxruntime backend ({sorted(GPU_ACCELERATORS)})", line))
+                                           "accelerator of the onnxruntime backend "
+                                           f"({sorted(GPU_ACCELERATORS)})", line))
         if not gpu_instances:
             report.problems.append(Problem("gpu_execution_accelerator", "set but every instance_group is "
                                            "KIND_CPU: it would never run", line))

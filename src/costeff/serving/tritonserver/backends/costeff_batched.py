@@ -26,5 +26,5 @@ def execute(requests, inputs, outputs, run, runtime, batched=True):
         return [pb_utils.InferenceResponse(error=error) for _ in requests]
     bounds = np.cumsum([0] + sizes)
     return [pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(out[a:b]))
-                                        for name, out in zip(outputs, results)])
-            for a, b in zip(bounds[:-1], bounds[1:])]
+                                        for name, out in zip(outputs, results, strict=True)])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=False)]

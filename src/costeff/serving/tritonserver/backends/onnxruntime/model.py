@@ -73,7 +73,9 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests):
-        return costeff_batched.execute(requests, self.inputs, self.outputs, lambda feeds: self.session.run(self.outputs, feeds), "onnxruntime", self.batched)
+        return costeff_batched.execute(requests, self.inputs, self.outputs,
+                                       lambda feeds: self.session.run(self.outputs, feeds), "onnxruntime",
+                                       self.batched)
 
     def finalize(self):
         self.session = None
