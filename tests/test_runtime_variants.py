@@ -114,7 +114,7 @@ def test_other_runtime_settings_give_the_same_answers(policy, obs):
     rows = obs[:256].astype(np.float32)
     default = open_runner(policy).run(rows)
     for opts in (RuntimeOptions(threads=1), RuntimeOptions(spinning=False)):
-        for got, want in zip(open_runner(policy, options=opts).run(rows), default):
+        for got, want in zip(open_runner(policy, options=opts).run(rows), default, strict=True):
             np.testing.assert_array_equal(got, want)
 
 

@@ -29,19 +29,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any, Iterator
 
 from costeff._jsonable import to_jsonable
 from costeff.artifacts import Layout, exclusive_lock, iso_utc
+from costeff.audit.files import CHECKPOINT_NAME, LOG_NAME, _append_bytes, _first_line, _last_line
 from costeff.audit.keys import Signer, load_signer
 from costeff.audit.sealed import BadLine, seal, unseal
-from costeff.audit.files import (CHECKPOINT_NAME, IDENTITY_KIND, LOG_NAME, _append_bytes, _first_line,
-                                 _last_line)
-from costeff.audit.tail import GENESIS, Head, check_lines, line_ending_at, read_from, still_there
-from costeff.errors import DependencyError, InputError
+from costeff.audit.tail import GENESIS, Head, check_lines, read_from, still_there
+from costeff.errors import InputError
 
 LOCK_NAME = ".audit.lock"
 _DEFAULT = object()

@@ -250,7 +250,7 @@ def _settings_md(rep: QuantizationReport) -> list[str]:
            "| variant | base | settings | speedup vs fp32 | batch-1 p50 ms (base) | served by Triton as measured |",
            "|---|---|---|---|---|---|"]
     for v in rows:
-        base = by.get(v.settings_of)
+        base = by.get(v.settings_of) if v.settings_of else None
         p50 = lambda x: x.latency_by_gap[0]["p50_ms"] if x and x.latency_by_gap else None  # noqa: E731
         served = "no: no spinning parameter" if v.settings.get("spinning") is False and v.backend == "onnxruntime" \
             else "yes"

@@ -98,8 +98,9 @@ def runtime_variants(ctx: Any, variants: list[Any]) -> list[Any]:
 
 def of(base: Any, name: str, settings: dict[str, Any], path: str | None = None) -> Any:
     """``base`` under another name with ``settings``: the same file, so the same answers and gates."""
-    v = dataclasses.replace(base, name=name, path=path or base.path, baseline=False, settings_of=base.name, settings=dict(settings),
-                            runtime={**base.runtime, **settings}, notes=list(base.notes), gates=list(base.gates))
+    v = dataclasses.replace(base, name=name, path=path or base.path, baseline=False, settings_of=base.name,
+                            settings=dict(settings), runtime={**base.runtime, **settings}, notes=list(base.notes),
+                            gates=list(base.gates))
     v.notes.append(f"{base.name} with runtime settings {label(settings)}: the same model file, so its fidelity "
                    f"and gates are {base.name}'s")
     v.notes += [why for key, why in NOT_SERVED.items() if key in settings and v.backend == "onnxruntime"]
@@ -118,8 +119,9 @@ def share_files(variants: list[Any]) -> None:
 
 def not_served(variant: dict[str, Any] | None) -> list[str]:
     """Why a report's variant (a dict) cannot be served by Triton as measured; empty when it can."""
-    settings = (variant or {}).get("settings") or {}
-    if (variant or {}).get("backend", "onnxruntime") != "onnxruntime":
+    variant = variant or {}
+    settings = variant.get("settings") or {}
+    if variant.get("backend", "onnxruntime") != "onnxruntime":
         return []
     return [f"{variant.get('name')}: measured with {label({k: settings[k]})}; {why}"
             for k, why in NOT_SERVED.items() if k in settings]

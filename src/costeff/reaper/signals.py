@@ -310,5 +310,5 @@ def _nvml_sample(pynvml: Any, index: int, resource: str, now: float) -> Sample:
 
 
 
-__all__ = ["COLUMNS", "PrometheusSource", "Sample", "Trace", "iso", "load_trace", "nvml_samples", "parse_row",
+__all__ = ["COLUMNS", "Sample", "Trace", "iso", "load_trace", "nvml_samples", "parse_row",
            "parse_timestamp", "write_trace"]

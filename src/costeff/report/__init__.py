@@ -34,7 +34,8 @@ def build_report(root: Path | str, folders: dict[str, Path] | None = None, repos
 
     root = Path(root)
     out = Path(out_dir) if out_dir is not None else root
-    taken, with_repository, left_out = (f"run {run}" if run else "the folders given"), True, []
+    left_out: list[str] = []
+    taken, with_repository = (f"run {run}" if run else "the folders given"), True
     if folders is None:
         folders, taken, run, with_repository, left_out = _select(root, repository, run)
     sources = collect(root, folders, repository, with_repository)
