@@ -187,3 +187,33 @@ def test_a_corrupted_or_partial_entry_is_rebuilt(policy, tiny_observations, tmp_
     again = _quantize(policy, tiny_observations, cache, tmp_path, "b")
     assert again.cache["reused"] is False and again.variant("int8-dynamic").built
     assert _quantize(policy, tiny_observations, cache, tmp_path, "c").cache["reused"] is True  # rebuilt entry
+
+
+# --- one measurement in the summary ------------------------------------------------------------------------------
+
+
+def test_the_summary_states_one_speedup_and_one_cost_from_the_interleaved_rounds():
+    from costeff.pack.summary import render_summary
+
+    def profile(sha, per_s, usd_per_day):
+        return {"model_sha256": sha, "provider": "cpu",
+                "optimal": {"batch_size": 64, "throughput_per_s": per_s, "latency_p99_ms": 1.0},
+                "points": [{"batch_size": 64, "throughput_per_s": per_s, "stable": True,
+                            "windows": [{"throughput_per_s": per_s}]}],
+                "cost": {"usd_per_day": usd_per_day, "instances_needed": 3, "instance": "c", "target_rate_per_s": 500}}
+
+    at = lambda n: {"instances": n, "usd_per_day": 2.0 * n, "meets_budget": True}  # noqa: E731
+    quant = {"selected": {"name": "int8-mixed"}, "cost": {"instance": "c", "target_rate_per_s": 500.0},
+             "variants": [{"name": "fp32", "baseline": True, "sha256": "f" * 64, "optimal_throughput_per_s": 10_000.0,
+                           "optimal_batch": 64, "at_target": at(2), "throughput_per_s": {"64": 10_000.0},
+                           "throughput_range_per_s": {"64": [9_000.0, 11_000.0]}},
+                          {"name": "int8-mixed", "sha256": "a" * 64, "speedup": 2.94, "optimal_batch": 64,
+                           "optimal_throughput_per_s": 29_400.0, "at_target": at(1), "passed": True,
+                           "throughput_per_s": {"64": 29_400.0}, "throughput_range_per_s": {"64": [28_000.0, 30_000.0]}}]}
+    files = {"profile/gpu_profile.json": json.dumps(profile("a" * 64, 603.0, 9.0)).encode(),
+             "profile_fp32/gpu_profile.json": json.dumps(profile("f" * 64, 3_346.0, 9.0)).encode(),
+             "quant/quantization_report.json": json.dumps(quant).encode()}
+    text = render_summary(files)
+    assert "at 2.94x fp32 throughput" in text and "29,400 inferences/s" in text and "10,000 inferences/s" in text
+    assert "603" not in text and "3,346" not in text  # the dedicated profiles' throughput is not a second figure
+    assert "| serving cost per day $ at 500/s | projected | 4.00 (2 x c) | 2.00 (1 x c) | `quant/" in text
