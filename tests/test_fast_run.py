@@ -65,7 +65,8 @@ def test_fp32_runs_twice_per_round_and_the_aa_spread_is_recorded():
     assert runner.calls.count("fp32.onnx") == 4  # two separately started processes in each of two rounds
     assert all(set(r["measurements"]) == {"fp32", CONTROL, "int8-dynamic"} for r in timing.rounds)
     assert timing.noise_floor["capacity"] == pytest.approx(0.25)
-    assert timing.noise_floor["capacity_ratios"] == [1.25, 0.8]
+    assert timing.noise_floor["capacity_ratios"] == [1.25, 1.25]  # the control took the 1,250s, fp32 the 1,000s
+    assert [{r["order"][0], r["order"][-1]} for r in timing.rounds] == [{"fp32", CONTROL}] * 2  # first and last
 
 
 def test_a_variant_within_the_noise_floor_is_not_selected():
@@ -217,3 +218,12 @@ def test_the_summary_states_one_speedup_and_one_cost_from_the_interleaved_rounds
     assert "at 2.94x fp32 throughput" in text and "29,400 inferences/s" in text and "10,000 inferences/s" in text
     assert "603" not in text and "3,346" not in text  # the dedicated profiles' throughput is not a second figure
     assert "| serving cost per day $ at 500/s | projected | 4.00 (2 x c) | 2.00 (1 x c) | `quant/" in text
+
+
+def test_a_variant_slower_than_fp32_in_capacity_and_answer_time_is_not_timed_again():
+    variants = _variants() + [VariantResult("fp16", built=True, passed=True, path="fp16.onnx")]
+    runner = FakeRunner({"fp32.onnx": [(1000, CLEAN)] * 4, "int8-dynamic.onnx": [(3000, CLEAN)] * 2,
+                         "fp16.onnx": [(500, CLEAN)] * 2})  # fp16: half fp32's capacity, twice its answer time
+    timing = measure_rounds(variants, _config(2), np.zeros((8, 4), np.float32), runner=runner)
+    assert runner.calls.count("fp16.onnx") == 1 and runner.calls.count("int8-dynamic.onnx") == 2
+    assert "fp16" not in timing.rounds[1]["measurements"] and timing.speeds["fp16"].measurements == 1

@@ -44,7 +44,7 @@ class Speed:
 
 
 CONTROL = "fp32 (A/A)"  # fp32 timed a second time, in a process of its own, every round
-MAX_REPEATS = 1  # a disturbed round is measured again at most this many times, then marked
+MAX_REPEATS = 1  # disturbed rounds measured again, in all, per timing (a busy machine must not double the run)
 
 
 @dataclass
@@ -68,22 +68,22 @@ def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
     """Interleaved rounds; with ``control`` the baseline runs twice per round (first and last, two processes).
 
     A round in which any measurement was disturbed (see :mod:`costeff.quantization.load`)
-    is measured again, at most ``MAX_REPEATS`` times; a round still disturbed is kept
-    and marked. Speeds are medians over the undisturbed rounds when there are any.
+    is measured again, at most ``MAX_REPEATS`` times over all rounds; a round still
+    disturbed is kept and marked. Speeds are medians over the undisturbed rounds when there are any.
     """
     run = runner or run_isolated
     runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     rounds: list[dict[str, Any]] = []
     base = next((v for v in variants if v.baseline), None) if control else None
+    retries = MAX_REPEATS
     with tempfile.TemporaryDirectory(prefix="costeff-speed-") as tmp:
         obs_path = Path(tmp) / "observations.npy"
         np.save(obs_path, np.ascontiguousarray(observations[:4096], dtype=np.float32))
         for r in range(config.speed_rounds):
             subset = variants if r == 0 else _finalists(variants, runs, config, _floor_of(rounds))
-            order = [(v.name, v) for v in (subset if r % 2 == 0 else subset[::-1])]
-            if base is not None:
-                order.append((CONTROL, base))
-            got, repeats = _round(order, config, obs_path, run, tick)
+            order = _order(subset, r, base)
+            got, repeats = _round(order, config, obs_path, run, tick, retries)
+            retries -= repeats
             rounds.append(_round_record(r, got, repeats, [n for n, _ in order], config.latency_budget_ms))
             for label, res in got.items():
                 runs[base.name if label == CONTROL else label].append(res)
@@ -91,10 +91,18 @@ def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
     return Timing(speeds, rounds, noise_floor(rounds) if base is not None else None)
 
 
+def _order(subset: list[Any], r: int, base: Any) -> list[tuple[str, Any]]:
+    """Alternating order; the A/A control at the opposite end from fp32 (first and last in every round)."""
+    order = [(v.name, v) for v in (subset if r % 2 == 0 else subset[::-1])]
+    if base is None:
+        return order
+    return order + [(CONTROL, base)] if order[0][0] == base.name else [(CONTROL, base)] + order
+
+
 def _round(order: list[tuple[str, Any]], config: Any, obs_path: Path, run: Callable,
-           tick: Callable[[], None]) -> tuple[dict[str, dict[str, Any]], int]:
-    """One round, each entry in its own process; repeated (bounded) while any measurement is disturbed."""
-    for attempt in range(MAX_REPEATS + 1):
+           tick: Callable[[], None], retries: int) -> tuple[dict[str, dict[str, Any]], int]:
+    """One round, each entry in its own process; measured again while disturbed and ``retries`` allow."""
+    for attempt in range(retries + 1):
         got = {}
         for label, v in order:
             res = run(_task(v, config, obs_path))
@@ -104,7 +112,7 @@ def _round(order: list[tuple[str, Any]], config: Any, obs_path: Path, run: Calla
             tick()
         if not any(r["disturbed"] for r in got.values()):
             return got, attempt
-    return got, MAX_REPEATS
+    return got, retries
 
 
 def _round_record(r: int, got: dict[str, dict[str, Any]], repeats: int, order: list[str],
