@@ -269,7 +269,7 @@ def _noise_md(rep: QuantizationReport) -> list[str]:
                 "if it beats fp32 by more than this on every round where both ran undisturbed.", ""]
     for r in rep.speed_rounds:
         if r["disturbed"] or r["repeats"]:
-            out.append(f"- round {r['round']}: repeated {r['repeats']} time(s); disturbed: "
+            out.append(f"- round {r['round']}: {r['repeats']} disturbed measurement(s) taken again; still disturbed: "
                        f"{', '.join(r['disturbed']) or 'none'}")
     c = rep.cache
     if c:

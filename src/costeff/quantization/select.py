@@ -123,11 +123,7 @@ def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate
                 within.append(v)
         passing = [v for v in passing if v not in within]
         if within and not passing:
-            names = ", ".join(f"{v.name} ({v.speedup:.2f}x)" for v in within)
-            return {"name": base.name, "passed_any": True,
-                    "reason": f"passing variants are within the A/A noise floor (fp32 against itself: "
-                              f"{noise_floor['capacity'] * 100:.1f} % capacity, {noise_floor['answer_time'] * 100:.1f} "
-                              f"% answer time) on the undisturbed rounds: {names}; fp32 stays"}
+            return {"name": base.name, "passed_any": True, "reason": _within_noise(within, noise_floor)}
     if target_rate and base.at_target:
         return _choose_at_target(base, passing, min_speedup, target_rate, budget_ms)
     if not passing:
@@ -142,6 +138,15 @@ def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate
     best = max(faster, key=lambda v: v.speedup)
     return {"name": best.name, "passed_any": True,
             "reason": f"fastest variant passing every gate: {best.speedup:.2f}x fp32 at batch {best.optimal_batch}"}
+
+
+def _within_noise(within: list[VariantResult], floor: dict[str, Any]) -> str:
+    names = ", ".join(f"{v.name} ({v.speedup:.2f}x)" for v in within)
+    if all(v.noise_verdict["clean_rounds"] == 0 for v in within):
+        return (f"no round ran undisturbed for both fp32 and the passing variants ({names}): other processes or the "
+                "hypervisor took the CPU while they were timed, so a win cannot be told from the load; fp32 stays")
+    return (f"passing variants are within the A/A noise floor (fp32 against itself: {floor['capacity'] * 100:.1f} % "
+            f"capacity, {floor['answer_time'] * 100:.1f} % answer time) on the undisturbed rounds: {names}; fp32 stays")
 
 
 def _choose_at_target(base: VariantResult, passing: list[VariantResult], min_speedup: float, rate: float,
