@@ -155,7 +155,6 @@ def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: 
 
 def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
     from costeff.hardware import detect
-    from costeff.quantization import openvino as ov_build
     from costeff.quantization import structural
     from costeff.quantization.fallback import fallbacks
     from costeff.quantization.variants import plan

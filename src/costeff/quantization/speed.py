@@ -84,7 +84,7 @@ def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
             got, discarded = _round(order, config, obs_path, run, tick)
             rounds.append(_round_record(r, got, discarded, [n for n, _ in order], config.latency_budget_ms))
             for label, res in got.items():
-                runs[base.name if label == CONTROL else label].append(res)
+                runs["fp32" if label == CONTROL else label].append(res)  # the control is fp32
     speeds = {name: summarise(_clean(results), config.latency_budget_ms) for name, results in runs.items()}
     return Timing(speeds, rounds, noise_floor(rounds) if base is not None else None)
 
