@@ -83,7 +83,8 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
     qcfg = QuantizeConfig(batch_sizes=cfg.batch_sizes, target_rate=cfg.target_rate, provider=cfg.provider,
                           window_s=cfg.window_s, speed_rounds=2, name=cfg.model_name,
                           latency_budget_ms=cfg.latency_budget_ms)
-    report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"))
+    # Built variants and their fidelity are reused from the cache when model, recipe and libraries match.
+    report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"), cache=True)
     assert report.report_dir is not None  # set since out_dir is given
     out = Path(report.report_dir)
     ctx.values["quant_report"] = out / "quantization_report.json"
@@ -98,7 +99,10 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
     if inv is not None:
         drift += f", actions changed by batch {inv.action_change_pct:.3f} % of {inv.rows} rows"
     speed = f"{selected.speedup:.2f}x fp32" if selected.speedup else "fp32 speed"
-    return (f"selected {selected.name} ({selected.backend}, {selected.precision}; {speed}{drift}) for "
+    c = report.cache or {}
+    reused = f"reused {c['variants_reused']} built variant(s) and their fidelity from the cache; " \
+        if c.get("reused") else ""
+    return (f"{reused}selected {selected.name} ({selected.backend}, {selected.precision}; {speed}{drift}) for "
             f"{cfg.target_rate:g} req/s, p99 <= {cfg.latency_budget_ms:g} ms; {report.selected.get('reason', '')}",
             [str(out)])
 

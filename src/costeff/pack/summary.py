@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROFILE, PROFILE_FP32 = "profile/gpu_profile.json", "profile_fp32/gpu_profile.json"
-QUANT, BATCHING = "quant/quantization_report.json", "batching/batching_report.json"
+from costeff.pack.measured import PROFILE, PROFILE_FP32, QUANT, day_costs, disagreements, timed_entry
+from costeff.pack.measured import selected_entry as _selected
+
+BATCHING = "batching/batching_report.json"
 REAPER, RAMP, LEDGER = "reaper/reaper_report.json", "ramp/ramp_decision.json", "ramp/sample_ledger.sqlite"
 VERIFY = "verify/verify_report.json"
 
@@ -44,13 +46,6 @@ def _num(x: Any, fmt: str = ",.2f") -> str:
     if x == "inf" or (isinstance(x, float) and math.isinf(x)):
         return "inf"
     return format(x, fmt) if isinstance(x, (int, float)) else str(x)
-
-
-def _selected(quant: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not quant:
-        return None
-    name = (quant.get("selected") or {}).get("name")
-    return next((v for v in quant.get("variants", []) if v.get("name") == name), None)
 
 
 def render_summary(files: dict[str, bytes]) -> str:
@@ -104,50 +99,26 @@ def _executive(r: dict[str, Any], criteria: list[Criterion]) -> str:
 def _profiler(r: dict[str, Any]) -> str:
     entries = [("fp32 baseline", r["fp32"], PROFILE_FP32),
                ("served variant" if r["fp32"] else "latest profile", r["profile"], PROFILE)]
-    lines = [_profile_line(label, p, path) for label, p, path in entries if p]
+    lines = [_profile_line(label, p, path, timed_entry(r["quant"], p, label)) for label, p, path in entries if p]
     return "## 1. Profiler\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def _profile_line(label: str, p: dict[str, Any], path: str) -> str:
+def _profile_line(label: str, p: dict[str, Any], path: str, timed: dict[str, Any] | None = None) -> str:
+    """One line per profiled model. Throughput and $ come from the interleaved rounds when the model was timed
+    there (one measurement for every ratio in this summary); the profile then adds only its latency and stability."""
     opt, cost, points = p.get("optimal") or {}, p.get("cost") or {}, p.get("points", [])
+    unstable = f"{sum(1 for x in points if not x.get('stable'))} of {len(points)} points unstable"
+    if timed:
+        tcost = timed.get("cost") or {}
+        return (f"- {label} (`{path}`, provider {p.get('provider')}): p99 {_num(opt.get('latency_p99_ms'))} ms at "
+                f"batch {opt.get('batch_size')}, {unstable}; throughput "
+                f"{_num(timed['optimal_throughput_per_s'], ',.0f')}"
+                f" inferences/s at batch {timed.get('optimal_batch')} and ${_num(tcost.get('usd_per_million'), '.4g')}"
+                f" per million from the interleaved rounds (`{QUANT}`).")
     return (f"- {label} (`{path}`, provider {p.get('provider')}): optimal batch {opt.get('batch_size')}, "
             f"{_num(opt.get('throughput_per_s'), ',.0f')} inferences/s, p99 {_num(opt.get('latency_p99_ms'))} ms, "
             f"${_num(cost.get('usd_per_million'), '.4g')} per million inferences on {cost.get('instance')}; "
-            f"{sum(1 for x in points if not x.get('stable'))} of {len(points)} points unstable.")
-
-
-def disagreements(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Pairs of throughput measurements of the same variant and batch whose measured ranges do not overlap.
-
-    The profile's range is its measurement windows (min-max); the quantization
-    report's is its interleaved speed rounds. Ranges that do not overlap mean the
-    machine changed between the two (other load, frequency scaling), not noise.
-    """
-    out = []
-    for label, path in (("served variant", PROFILE), ("fp32 baseline", PROFILE_FP32)):
-        p = r["fp32"] if path == PROFILE_FP32 else r["profile"]
-        found = _pair(p, r["quant"])
-        if found and found["profile_range"][1] < found["quant_range"][0] or \
-                found and found["quant_range"][1] < found["profile_range"][0]:
-            out.append({**found, "label": label, "profile_file": path})
-    return out
-
-
-def _pair(profile: dict[str, Any] | None, quant: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not profile or not quant:
-        return None
-    variant = next((v for v in quant.get("variants", []) if v.get("sha256") == profile.get("model_sha256")), None)
-    batch = (profile.get("optimal") or {}).get("batch_size")
-    point = next((x for x in profile.get("points", []) if x.get("batch_size") == batch), None)
-    if not variant or not point or str(batch) not in (variant.get("throughput_range_per_s") or {}):
-        return None
-    windows = [w["throughput_per_s"] for w in point.get("windows", []) if w.get("throughput_per_s")]
-    if not windows:
-        return None
-    return {"variant": variant["name"], "batch": batch, "profile_per_s": point["throughput_per_s"],
-            "profile_range": (min(windows), max(windows)),
-            "quant_per_s": (variant.get("throughput_per_s") or {}).get(str(batch)),
-            "quant_range": tuple(variant["throughput_range_per_s"][str(batch)])}
+            f"{unstable}.")
 
 
 def _measurements(r: dict[str, Any]) -> str:
@@ -156,16 +127,15 @@ def _measurements(r: dict[str, Any]) -> str:
         return ""
     lines = ["### Measurements that disagree", ""]
     for d in found:
-        pl, ph = d["profile_range"]
         ql, qh = d["quant_range"]
         lines.append(
-            f"- **{d['variant']}** ({d['label']}) at batch {d['batch']}: `{d['profile_file']}` measured "
-            f"{_num(d['profile_per_s'], ',.0f')}/s (windows {_num(pl, ',.0f')}-{_num(ph, ',.0f')}), `{QUANT}` "
-            f"measured {_num(d['quant_per_s'], ',.0f')}/s (rounds {_num(ql, ',.0f')}-{_num(qh, ',.0f')}). The ranges "
-            f"do not overlap: the machine was not the same during the two (other load, frequency scaling).")
-    lines.append(f"\nThis summary uses the dedicated profiles for absolute throughput and $ per inference, and "
-                 f"`{QUANT}` only for speedup ratios: its variants were timed in interleaved rounds under the same "
-                 f"load, so their ratio holds even when the absolute numbers moved.")
+            f"- **{d['variant']}** ({d['label']}) at batch {d['batch']}: the dedicated profile `{d['profile_file']}` "
+            f"fell outside the interleaved rounds of `{QUANT}` ({_num(d['quant_per_s'], ',.0f')}/s, rounds "
+            f"{_num(ql, ',.0f')}-{_num(qh, ',.0f')}): the machine was not the same during the two (other load, "
+            f"frequency scaling).")
+    lines.append(f"\nThroughput, speedup and cost in this summary come from one measurement, the interleaved rounds "
+                 f"of `{QUANT}` (every variant beside fp32 under the same load); the profile's own figure stays in "
+                 f"its file.")
     return "\n".join(lines) + "\n"
 
 
@@ -331,18 +301,18 @@ def _projected_rows(r: dict[str, Any]) -> list[str]:
         b, a = cost["before"], cost["after"]
         rows.append(f"| $ per million inferences ({cost.get('instance')}) | projected | "
                     f"{_num(b.get('usd_per_million'), '.4g')} | {_num(a.get('usd_per_million'), '.4g')} | `{QUANT}` |")
-    before, after = ((r["fp32"] or {}).get("cost") or {}), ((r["profile"] or {}).get("cost") or {})
-    if r["fp32"] and before.get("usd_per_day") is not None and after.get("usd_per_day") is not None:
+    before, after, source = day_costs(r)
+    if before is not None and after is not None:
         rows.append(f"| serving cost per day $ at {_num(after.get('target_rate_per_s'), ',.0f')}/s | projected | "
                     f"{_num(before['usd_per_day'])} ({before.get('instances_needed')} x {before.get('instance')}) | "
                     f"{_num(after['usd_per_day'])} ({after.get('instances_needed')} x {after.get('instance')}) | "
-                    f"`{PROFILE_FP32}`, `{PROFILE}` |")
+                    f"{source} |")
     return rows
 
 
 def _serving_saving_note(r: dict[str, Any]) -> str:
-    before, after = ((r["fp32"] or {}).get("cost") or {}), ((r["profile"] or {}).get("cost") or {})
-    if not r["fp32"] or before.get("usd_per_day") is None or after.get("usd_per_day") is None:
+    before, after, _ = day_costs(r)
+    if before is None or after is None:
         return ""
     saved = before["usd_per_day"] - after["usd_per_day"]
     if abs(saved) < 0.005:

@@ -91,8 +91,12 @@ class Context:
 
 
 def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeConfig = QuantizeConfig(),
-             out_dir: Path | str | None = None, progress: Any = None) -> QuantizationReport:
-    """Lower ``model_path`` to each configured precision and keep only what decides like fp32."""
+             out_dir: Path | str | None = None, progress: Any = None,
+             cache: bool | Path | None = None) -> QuantizationReport:
+    """Lower ``model_path`` to each configured precision and keep only what decides like fp32.
+
+    ``cache``: reuse built and judged variants across runs (True: under the cache root, or a folder);
+    speed is measured every run regardless."""
     from costeff.observations import split as split_rows, validate_observations
     from costeff.modelio import read_signature
 
@@ -104,8 +108,40 @@ def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeC
     sp = split_rows(obs, config.calibration_fraction, config.seed, config.min_calibration, config.min_evaluation)
     with tempfile.TemporaryDirectory(prefix="costeff-quant-") as tmp:
         ctx, note = _context(model_path, sig, sp, config, Path(tmp))
-        variants, recipe_info = _build_all(ctx, progress)
-        return _finish(model_path, obs, sp, ctx, variants, recipe_info, note, out_dir, progress)
+        variants, recipe_info, cache_info = _built(ctx, model_path, obs, cache, progress)
+        return _finish(model_path, obs, sp, ctx, variants, recipe_info, note, out_dir, progress, cache_info)
+
+
+def _built(ctx: Context, model_path: Path, obs: np.ndarray, cache: bool | Path | None,
+           progress: Any) -> tuple[list[VariantResult], dict[str, Any], dict[str, Any] | None]:
+    """The built and judged variants: from the cache when a verified entry matches, else built (and stored)."""
+    if not cache:
+        return (*_build_all(ctx, progress), None)
+    from costeff.hardware import detect
+    from costeff.quantization import cache as vcache
+
+    root = vcache.default_root() if cache is True else Path(cache)
+    k = vcache.key(sha256_file(model_path), _obs_sha256(obs), dataclasses.asdict(ctx.config), detect().to_dict())
+    stored, why = vcache.load(root, k)
+    info = {"root": str(root), "key": k["digest"], "libraries": k["libraries"]}
+    if stored is not None:
+        _tick(progress, "reused built variants")
+        n = sum(1 for v in stored["variants"] if v.built and not v.baseline)
+        return stored["variants"], stored["recipe_info"], {**info, "reused": True, "variants_reused": n,
+                                                             "reason": why}
+    variants, recipe_info = _build_all(ctx, progress)
+    try:
+        entry = vcache.store(root, k, variants, {"recipe_info": recipe_info})
+        info.update(entry=str(entry), stored=True)
+    except OSError as exc:  # a read-only or full cache costs the next run time, never this run
+        info.update(stored=False, store_error=f"{type(exc).__name__}: {exc}")
+    return variants, recipe_info, {**info, "reused": False, "reason": f"built: {why}"}
+
+
+def _obs_sha256(obs: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(obs).tobytes()).hexdigest()
 
 
 def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: Path) -> tuple[Context, str]:
@@ -119,7 +155,6 @@ def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: 
 
 def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
     from costeff.hardware import detect
-    from costeff.quantization import openvino as ov_build
     from costeff.quantization import settings, structural
     from costeff.quantization.fallback import fallbacks
     from costeff.quantization.variants import plan
@@ -136,11 +171,43 @@ def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[s
         _tick(progress, f"built {name}")
     if ctx.config.fallback:
         variants += fallbacks(ctx, variants)
-    variants += ov_build.build_variants(ctx, [n for n in names if n.startswith("ov-")],
-                                        lambda text: _tick(progress, text))
+    variants += _openvino(ctx, [n for n in names if n.startswith("ov-")], variants, progress)
     variants += structural.build_variants(ctx, shaped, lambda text: _tick(progress, text), _variant)
     variants += settings.runtime_variants(ctx, variants)  # x@threads=1: x's file and gates
     return variants + skipped, recipe_info
+
+
+def _openvino(ctx: Context, names: list[str], built: list[VariantResult], progress: Any) -> list[VariantResult]:
+    """The OpenVINO variants; accuracy control only after plain int8 failed, and only where it can pay."""
+    from costeff.quantization import openvino as ov_build
+
+    tick = lambda text: _tick(progress, text)  # noqa: E731
+    ac = [n for n in names if ov_build.OV_VARIANTS[n].ir == "int8-ac"]
+    out = ov_build.build_variants(ctx, [n for n in names if n not in ac], tick)
+    why = None if ctx.config.variants is not None else _ac_not_needed(built + out)
+    if why is None:
+        return out + ov_build.build_variants(ctx, ac, tick)
+    from costeff.quantization.variants import backend_of, precision_of
+
+    return out + [VariantResult(n, backend=backend_of(n), precision=precision_of(n), not_tried=why) for n in ac]
+
+
+def _ac_not_needed(variants: list[VariantResult]) -> str | None:
+    """Why accuracy control would be wasted here, or None when it is worth its search (asked by name: always)."""
+    from costeff.hardware import detect
+
+    plain = [v for v in variants if v.name in ("ov-int8", "int8-dynamic", "int8-static") and v.built]
+    passed = [v.name for v in plain if v.passed]
+    if passed:
+        return f"plain int8 ({', '.join(passed)}) already passed every gate; accuracy control only keeps more in float"
+    ov8 = next((v for v in plain if v.name == "ov-int8"), None)
+    if ov8 is not None and all(g.passed for g in ov8.gates if g.name != "batch_action_change_pct"):
+        return "ov-int8 failed only batch invariance, which accuracy control does not measure: it cannot pass"
+    hw = detect()
+    if not hw.has_vnni:
+        return (f"this CPU ({hw.cpu_model}) has no int8 dot-product instructions (VNNI/AMX): int8 with layers "
+                "restored to float is unlikely to beat fp32 here; ask for it with --variants to build it")
+    return None
 
 
 def _resolved_provider(provider: str) -> str:
@@ -238,12 +305,13 @@ def _tick(progress: Any, text: str) -> None:
 
 
 def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: list[VariantResult],
-            recipe_info: dict[str, Any], note: str, out_dir: Path | str | None, progress: Any) -> QuantizationReport:
+            recipe_info: dict[str, Any], note: str, out_dir: Path | str | None, progress: Any,
+            cache_info: dict[str, Any] | None = None) -> QuantizationReport:
     from costeff.quantization.select import apply_speed, select_and_cost
 
     variants[0].path = str(model_path)
-    speed_method = apply_speed(ctx, model_path, obs, variants, progress)
-    selected, cost = select_and_cost(variants, ctx.config, obs)
+    speed_method, timing = apply_speed(ctx, model_path, obs, variants, progress)
+    selected, cost = select_and_cost(variants, ctx.config, obs, timing.noise_floor)
     layout = Layout.default()
     out = layout.run_dir("quant", out_dir)
     name = ctx.config.name or model_path.stem
@@ -256,19 +324,18 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
         head["schema_version"], head["created_at"], head["costeff_version"], head["model_sha256"],
         str(model_path.resolve()), name, head["hardware"], dataclasses.asdict(ctx.config),
         _split_info(sp, ctx.config, obs), recipe_info, note, variants, selected,
-        any(v.passed for v in variants if not v.baseline), cost, speed_method, str(out.resolve()))
+        any(v.passed for v in variants if not v.baseline), cost, speed_method, str(out.resolve()),
+        timing.noise_floor, timing.rounds, cache_info)
     atomic_write_json(out / REPORT_JSON, rep)
     atomic_write_text(out / REPORT_MD, to_markdown(rep))
     return rep
 
 
 def _split_info(sp: Any, config: QuantizeConfig, obs: np.ndarray) -> dict[str, Any]:
-    import hashlib
-
     return {"calibration_rows": sp.calibration_rows, "evaluation_rows": sp.evaluation_rows, "seed": sp.seed,
             "calibration_fraction": config.calibration_fraction, "min_calibration": config.min_calibration,
             "min_evaluation": config.min_evaluation, "observations_rows": int(len(obs)),
-            "observations_sha256": hashlib.sha256(np.ascontiguousarray(obs).tobytes()).hexdigest(),
+            "observations_sha256": _obs_sha256(obs),
             "disjoint": True, "fidelity_rows": "evaluation"}
 
 

@@ -65,6 +65,11 @@ class VariantResult:
     open_loop: dict[str, Any] | None = None  # Poisson arrivals at the target rate, greedy batching
     open_loop_p50_range_ms: tuple[float, float] | None = None
     at_target: dict[str, Any] | None = None  # instances, $/day, budget met: what selection compares
+    # per round against fp32 of the same round: speedup, answer-time ratio, clean (neither disturbed)
+    paired_rounds: list[dict[str, Any]] = field(default_factory=list)
+    noise_verdict: dict[str, Any] | None = None  # beats the A/A floor on every clean round (capacity / answer)
+    over_budget_runs: tuple[int, int] | None = None  # (open-loop replays over budget, replays)
+    speed_measurements: dict[str, int] | None = None  # measurements behind the medians, disturbed ones
 
 
 @dataclass
@@ -86,6 +91,9 @@ class QuantizationReport:
     cost: dict[str, Any]
     speed_method: str
     report_dir: str | None = None
+    noise_floor: dict[str, Any] | None = None  # fp32 against itself (A/A), per round; what a winner must beat
+    speed_rounds: list[dict[str, Any]] = field(default_factory=list)  # every measurement with its load block
+    cache: dict[str, Any] | None = None  # built variants reused from, or stored to, the variant cache
 
     def variant(self, name: str) -> VariantResult:
         return next(v for v in self.variants if v.name == name)
@@ -127,7 +135,7 @@ def to_markdown(rep: QuantizationReport) -> str:
     lines += ["", "## Gates", ""] + _gates_md(rep) + ["", "## Recipe evidence (calibration rows)", ""]
     lines += _recipe_md(rep.recipe) + _structure_md(rep) + _settings_md(rep)
     lines += ["", "## Speed (inferences/s, median of interleaved rounds)", ""]
-    lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""]
+    lines += _speed_md(rep) + ["", f"Speed measured with {rep.speed_method}.", ""] + _noise_md(rep)
     lines += _cost_md(rep.cost)
     return "\n".join(lines) + "\n"
 
@@ -269,6 +277,26 @@ def _speed_md(rep: QuantizationReport) -> list[str]:
                 lo, hi = v.throughput_range_per_s.get(b, (None, None))
                 cells.append(f"{v.throughput_per_s.get(b, 0):.0f} ({_fmt(lo, '.0f')}-{_fmt(hi, '.0f')})")
             out.append(f"| {v.name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _noise_md(rep: QuantizationReport) -> list[str]:
+    """The A/A floor, each round's disturbed measurements, and where the built variants came from."""
+    out = []
+    f = rep.noise_floor
+    if f:
+        out += ["## Noise floor (fp32 against itself)", "",
+                f"{f['method']}: capacity {f['capacity'] * 100:.1f} %, answer time {f['answer_time'] * 100:.1f} % "
+                f"over {f['rounds_used']} round(s) ({f['rounds_disturbed']} disturbed). A variant is selected only "
+                "if it beats fp32 by more than this on every round where both ran undisturbed.", ""]
+    for r in rep.speed_rounds:
+        if r["disturbed"] or r["repeats"]:
+            out.append(f"- round {r['round']}: {r['repeats']} disturbed measurement(s) taken again; still disturbed: "
+                       f"{', '.join(r['disturbed']) or 'none'}")
+    c = rep.cache
+    if c:
+        out += ["", f"Built variants: {'reused from' if c.get('reused') else 'built; stored in'} the cache "
+                    f"`{c.get('root')}` (key {c.get('key', '')[:16]}): {c.get('reason')}", ""]
     return out
 
 

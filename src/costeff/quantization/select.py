@@ -25,27 +25,72 @@ from costeff.quantization.records import VariantResult
 LIGHT_LOAD = 0.1  # traffic under this share of one fp32 instance's capacity is light
 
 
-def apply_speed(ctx: Any, model_path: Path, obs: np.ndarray, variants: list[VariantResult], progress: Any) -> str:
-    """Profile the variants worth serving in isolated processes; fill in speed, latency and open loop."""
-    from costeff.quantization.speed import measure_all
+def apply_speed(ctx: Any, model_path: Path, obs: np.ndarray, variants: list[VariantResult],
+                progress: Any) -> tuple[str, Any]:
+    """Profile the variants worth serving in isolated processes, fp32 twice per round (the A/A control).
+
+    Returns the method in words and the :class:`~costeff.quantization.speed.Timing` (rounds, noise floor)."""
+    from costeff.quantization.speed import measure_rounds
 
     timed = [v for v in variants if v.built and v.path and (v.baseline or v.passed or ctx.config.speed_of_failing)]
     for v in variants:
         if v.built and v not in timed:
             v.notes.append("not timed: it failed a fidelity gate, so it cannot be served")
     tick = (lambda: progress.advance(1, description="profiling")) if progress is not None else (lambda: None)
-    speeds = measure_all(timed, ctx.config, obs, tick)
-    base = speeds["fp32"]
-    for v in timed:
-        _fill(v, speeds[v.name], base)
+    timing = measure_rounds(timed, ctx.config, obs, tick)
+    fill_all(timed, timing)
     cfg = ctx.config
-    later = f" (rounds after the first: fp32 and the best {cfg.finalists} by capacity and by answer time)" \
-        if cfg.finalists is not None and cfg.speed_rounds > 1 else ""
+    later = f" (rounds after the first: fp32 and the best {cfg.finalists} undominated by capacity and by answer " \
+        "time)" if cfg.finalists is not None and cfg.speed_rounds > 1 else ""
     return (f"each variant in its own process, batch sizes {list(cfg.batch_sizes)}, {cfg.speed_rounds} interleaved "
-            f"round(s){later}, window {cfg.window_s} s per point, provider {cfg.provider}; latency after idle gaps "
-            f"{[g * 1e3 for g in cfg.gaps_s]} ms" + (f"; open loop at {cfg.target_rate:g}/s (Poisson arrivals, "
-                                                    "greedy batching up to the optimal batch)"
-                                                    if cfg.target_rate else ""))
+            f"round(s){later}, fp32 twice per round as the A/A control, window {cfg.window_s} s per point, "
+            f"provider {cfg.provider}; latency after idle gaps {[g * 1e3 for g in cfg.gaps_s]} ms"
+            + (f"; open loop at {cfg.target_rate:g}/s (Poisson arrivals, greedy batching up to the optimal batch)"
+               if cfg.target_rate else "")), timing
+
+
+def fill_all(timed: list[VariantResult], timing: Any) -> None:
+    """Every timed variant's speed, and its speed against fp32 round by round (the paired ratios)."""
+    base = timing.speeds["fp32"]
+    for v in timed:
+        _fill(v, timing.speeds[v.name], base)
+        v.paired_rounds = _paired(v.name, timing.rounds)
+
+
+def _paired(name: str, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per round: capacity and answer time against fp32 of the same round; clean when neither was disturbed."""
+    from costeff.quantization.speed import CONTROL
+
+    out = []
+    for r in rounds:
+        m = r["measurements"]
+        if name not in m or name == "fp32":
+            continue
+        refs = [m[k] for k in ("fp32", CONTROL) if k in m]
+        clean_refs = [x for x in refs if not _disturbed(x)]
+        use = clean_refs or refs
+        cap = sum(x["optimal_throughput_per_s"] for x in use) / len(use)
+        ans = sum(x["answer_ms"] for x in use) / len(use)
+        out.append({"round": r["round"], "speedup": round(m[name]["optimal_throughput_per_s"] / cap, 4),
+                    "answer_time_ratio": round(m[name]["answer_ms"] / ans, 4) if ans else None,
+                    "clean": bool(clean_refs) and not _disturbed(m[name])})
+    return out
+
+
+def _disturbed(m: dict[str, Any]) -> bool:
+    return bool(m.get("load") and m["load"].get("disturbed"))
+
+
+def beats_noise(v: VariantResult, floor: dict[str, Any] | None, min_speedup: float = 1.0) -> dict[str, Any]:
+    """Whether ``v`` beats fp32 on every round where both ran undisturbed, by more than the A/A floor."""
+    clean = [p for p in v.paired_rounds if p["clean"]]
+    cap_floor = max(1.0 + (floor or {}).get("capacity", 0.0), min_speedup)
+    ans_floor = 1.0 + (floor or {}).get("answer_time", 0.0)
+    cap = bool(clean) and all(p["speedup"] > cap_floor for p in clean)
+    ans = bool(clean) and all(p["answer_time_ratio"] is not None and p["answer_time_ratio"] * ans_floor < 1.0
+                              for p in clean)
+    return {"clean_rounds": len(clean), "capacity": cap, "answer_time": ans,
+            "capacity_needed": round(cap_floor, 4), "answer_time_ratio_needed": round(1.0 / ans_floor, 4)}
 
 
 def _fill(v: VariantResult, s: Any, base: Any) -> None:
@@ -58,19 +103,34 @@ def _fill(v: VariantResult, s: Any, base: Any) -> None:
         v.speedup_at_baseline_batch = v.throughput_at_baseline_batch_per_s / base.optimal_throughput_per_s
     v.latency_by_gap, v.open_loop, v.open_loop_p50_range_ms = s.latency_by_gap, s.open_loop, s.open_loop_p50_range_ms
     v.runtime = {**v.runtime, **s.runtime}
+    v.over_budget_runs = (s.open_loop_over_budget_runs, s.open_loop_runs)
+    v.speed_measurements = {"measurements": s.measurements, "disturbed": s.disturbed}
 
 
 def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate: float | None = None,
-           budget_ms: float | None = None) -> dict[str, Any]:
-    """The variant to serve, with the reason in words."""
+           budget_ms: float | None = None, noise_floor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The variant to serve, with the reason in words.
+
+    With an A/A ``noise_floor`` a variant is a candidate only if it beats fp32 beyond that floor on
+    every round where both ran undisturbed (by capacity or by answer time); the rest stay listed."""
     base = next(v for v in variants if v.baseline)
     passing = [v for v in variants if not v.baseline and v.built and v.passed and v.speedup is not None]
+    if noise_floor is not None:
+        within = []
+        for v in passing:
+            v.noise_verdict = beats_noise(v, noise_floor)
+            if not (v.noise_verdict["capacity"] or v.noise_verdict["answer_time"]):
+                within.append(v)
+        passing = [v for v in passing if v not in within]
+        if within and not passing:
+            return {"name": base.name, "passed_any": True, "reason": _within_noise(within, noise_floor)}
     if target_rate and base.at_target:
         return _choose_at_target(base, passing, min_speedup, target_rate, budget_ms)
     if not passing:
         return {"name": base.name, "reason": "no lowered variant passed every fidelity gate; fp32 stays",
                 "passed_any": any(v.passed for v in variants if not v.baseline)}
-    faster = [v for v in passing if (v.speedup or 0) >= min_speedup]
+    faster = [v for v in passing if (v.speedup or 0) >= min_speedup
+              and (noise_floor is None or (v.noise_verdict or {}).get("capacity"))]
     if not faster:
         names = ", ".join(f"{v.name} ({v.speedup:.2f}x)" for v in passing if v.speedup is not None)
         return {"name": base.name, "passed_any": True,
@@ -78,6 +138,15 @@ def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate
     best = max(faster, key=lambda v: v.speedup or 0.0)
     return {"name": best.name, "passed_any": True,
             "reason": f"fastest variant passing every gate: {best.speedup:.2f}x fp32 at batch {best.optimal_batch}"}
+
+
+def _within_noise(within: list[VariantResult], floor: dict[str, Any]) -> str:
+    names = ", ".join(f"{v.name} ({v.speedup:.2f}x)" for v in within)
+    if all((v.noise_verdict or {}).get("clean_rounds", 0) == 0 for v in within):
+        return (f"no round ran undisturbed for both fp32 and the passing variants ({names}): other processes or the "
+                "hypervisor took the CPU while they were timed, so a win cannot be told from the load; fp32 stays")
+    return (f"passing variants are within the A/A noise floor (fp32 against itself: {floor['capacity'] * 100:.1f} % "
+            f"capacity, {floor['answer_time'] * 100:.1f} % answer time) on the undisturbed rounds: {names}; fp32 stays")
 
 
 def _choose_at_target(base: VariantResult, passing: list[VariantResult], min_speedup: float, rate: float,
@@ -147,11 +216,11 @@ def _beats(v: VariantResult, base: VariantResult, min_speedup: float, light: boo
     return v.open_loop["p50_ms"] * min_speedup <= base.open_loop["p50_ms"] and worst_v < best_base
 
 
-def select_and_cost(variants: list[VariantResult], config: Any,
-                    obs: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def select_and_cost(variants: list[VariantResult], config: Any, obs: np.ndarray | None = None,
+                    noise_floor: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     instance = _instance(config)
     _at_target(variants, config, instance)
-    selected = choose(variants, config.min_speedup, config.target_rate, config.latency_budget_ms)
+    selected = choose(variants, config.min_speedup, config.target_rate, config.latency_budget_ms, noise_floor)
     sel = next(v for v in variants if v.name == selected["name"])
     if config.tune_knobs and obs is not None and sel.at_target:
         from costeff.quantization.knobs import tune
@@ -182,11 +251,14 @@ def _at_target(variants: list[VariantResult], config: Any, instance: Any) -> Non
             continue
         worst = min(v.throughput_range_per_s.get(v.optimal_batch, (v.optimal_throughput_per_s,) * 2))
         instances = v.open_loop["instances"]
-        meets = not v.open_loop["saturated"] and (config.latency_budget_ms is None
-                                                  or v.open_loop["p99_ms"] <= config.latency_budget_ms)
+        over, runs = v.over_budget_runs or (0, 0)
+        # over budget only when it reproduces: seen twice, or in the only replay there is
+        meets = not (over >= 2 or (runs and over == runs)) if runs else not v.open_loop["saturated"] and (
+            config.latency_budget_ms is None or v.open_loop["p99_ms"] <= config.latency_budget_ms)
         v.at_target = {"instances": instances, "usd_per_day": instances * price_day,
                        "instances_worst": max(1, math.ceil(config.target_rate / (worst * config.max_utilisation))),
-                       "meets_budget": meets, "p50_ms": v.open_loop["p50_ms"], "p99_ms": v.open_loop["p99_ms"]}
+                       "meets_budget": meets, "p50_ms": v.open_loop["p50_ms"], "p99_ms": v.open_loop["p99_ms"],
+                       "over_budget_runs": over, "open_loop_runs": runs}
 
 
 def _costs(variants: list[VariantResult], config: Any, selected: str, instance: Any) -> dict[str, Any]:

@@ -37,34 +37,176 @@ class Speed:
     open_loop: dict[str, Any] | None  # the median round's open-loop result
     open_loop_p50_range_ms: tuple[float, float] | None
     runtime: dict[str, Any]
+    open_loop_runs: int = 0  # replays at the target rate
+    open_loop_over_budget_runs: int = 0  # of those, saturated or past the p99 budget
+    measurements: int = 0  # measurements the medians are over
+    disturbed: int = 0  # of those, taken while the machine was disturbed (all were: none was clean)
+
+
+CONTROL = "fp32 (A/A)"  # fp32 timed a second time, in a process of its own, every round
+MAX_REPEATS_PER_ROUND = 4  # disturbed measurements taken once more per round (each once), then marked
+
+
+@dataclass
+class Timing:
+    """Every variant's speed, the rounds they came from and the A/A noise floor."""
+
+    speeds: dict[str, Speed]
+    rounds: list[dict[str, Any]]
+    noise_floor: dict[str, Any] | None
 
 
 def measure_all(variants: list[Any], config: Any, observations: np.ndarray,
                 tick: Callable[[], None] = lambda: None) -> dict[str, Speed]:
     """Profile each variant at the same batch sizes, ``config.speed_rounds`` interleaved passes."""
+    return measure_rounds(variants, config, observations, tick, control=False).speeds
+
+
+def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
+                   tick: Callable[[], None] = lambda: None, control: bool = True,
+                   runner: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Timing:
+    """Interleaved rounds; with ``control`` the baseline runs twice per round (first and last, two processes).
+
+    A measurement taken while the machine was disturbed (see :mod:`costeff.quantization.load`)
+    is taken once more (at most ``MAX_REPEATS_PER_ROUND`` per round); one still disturbed
+    is kept and marked. Speeds are medians over the undisturbed rounds when there are any.
+    """
+    run = runner or run_isolated
     runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    rounds: list[dict[str, Any]] = []
+    base = next((v for v in variants if v.baseline), None) if control else None
     with tempfile.TemporaryDirectory(prefix="costeff-speed-") as tmp:
         obs_path = Path(tmp) / "observations.npy"
         np.save(obs_path, np.ascontiguousarray(observations[:4096], dtype=np.float32))
         for r in range(config.speed_rounds):
-            subset = variants if r == 0 else _finalists(variants, runs, config)
-            for v in (subset if r % 2 == 0 else subset[::-1]):
-                runs[v.name].append(run_isolated(_task(v, config, obs_path)))
-                tick()
-    return {name: summarise(results, config.latency_budget_ms) for name, results in runs.items()}
+            subset = variants if r == 0 else _finalists(variants, runs, config, _floor_of(rounds))
+            order = _order(subset, r, base)
+            got, discarded = _round(order, config, obs_path, run, tick)
+            rounds.append(_round_record(r, got, discarded, [n for n, _ in order], config.latency_budget_ms))
+            for label, res in got.items():
+                runs["fp32" if label == CONTROL else label].append(res)  # the control is fp32
+    speeds = {name: summarise(_clean(results), config.latency_budget_ms) for name, results in runs.items()}
+    return Timing(speeds, rounds, noise_floor(rounds) if base is not None else None)
 
 
-def _finalists(variants: list[Any], runs: dict[str, list[dict[str, Any]]], config: Any) -> list[Any]:
-    """Who gets the later rounds: the baseline plus the best few of round one by capacity and by
-    answer time (the two ways selection can break a tie); everyone when ``config.finalists`` is None."""
+def _order(subset: list[Any], r: int, base: Any) -> list[tuple[str, Any]]:
+    """Alternating order; the A/A control at the opposite end from fp32 (first and last in every round)."""
+    order = [(v.name, v) for v in (subset if r % 2 == 0 else subset[::-1])]
+    if base is None:
+        return order
+    return order + [(CONTROL, base)] if order[0][0] == base.name else [(CONTROL, base)] + order
+
+
+def _round(order: list[tuple[str, Any]], config: Any, obs_path: Path, run: Callable,
+           tick: Callable[[], None]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """One round, each entry in its own process; each disturbed measurement is taken once more.
+
+    Only the disturbed entries are repeated (a busy machine must not double the run); the
+    quieter of the two is kept, the other is returned as discarded, with its load block."""
+    got = {label: _one(run, v, config, obs_path, tick) for label, v in order}
+    discarded = {}
+    for label, v in [(lb, v) for lb, v in order if got[lb]["disturbed"]][:MAX_REPEATS_PER_ROUND]:
+        again = _one(run, v, config, obs_path, tick)
+        keep, drop = (again, got[label]) if _quieter(again, got[label]) else (got[label], again)
+        got[label], discarded[label] = keep, {"optimal_throughput_per_s": _capacity_of(drop), "load": drop["load"]}
+    return got, discarded
+
+
+def _one(run: Callable, v: Any, config: Any, obs_path: Path, tick: Callable[[], None]) -> dict[str, Any]:
+    res = run(_task(v, config, obs_path))
+    res.setdefault("load", None)
+    res["disturbed"] = bool(res["load"] and res["load"].get("disturbed"))
+    tick()
+    return res
+
+
+def _quieter(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a["disturbed"] != b["disturbed"]:
+        return not a["disturbed"]
+    return ((a["load"] or {}).get("other_share") or 0.0) <= ((b["load"] or {}).get("other_share") or 0.0)
+
+
+def _round_record(r: int, got: dict[str, dict[str, Any]], discarded: dict[str, dict[str, Any]], order: list[str],
+                  budget_ms: float | None) -> dict[str, Any]:
+    """What the report keeps of one round: per measurement its capacity, answer time and load block."""
+    return {"round": r + 1, "order": order, "repeats": len(discarded), "discarded": discarded,
+            "disturbed": sorted(k for k, v in got.items() if v["disturbed"]),
+            "measurements": {k: {"optimal_throughput_per_s": _capacity_of(v), "answer_ms": _answer_of(v),
+                                 "open_loop_over_budget": over_budget(v.get("open_loop"), budget_ms),
+                                 "load": v["load"]} for k, v in got.items()}}
+
+
+def over_budget(ol: dict[str, Any] | None, budget_ms: float | None) -> bool | None:
+    """One open-loop replay's verdict: saturated, or its p99 past the budget; None without a replay."""
+    if not ol:
+        return None
+    return bool(ol["saturated"] or (budget_ms is not None and ol["p99_ms"] > budget_ms))
+
+
+def _capacity_of(res: dict[str, Any]) -> float:
+    return summarise([res], None).optimal_throughput_per_s
+
+
+def _answer_of(res: dict[str, Any]) -> float:
+    return _answer_ms(summarise([res], None))
+
+
+def _clean(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The undisturbed measurements, or all of them when every one was disturbed."""
+    return [r for r in results if not r.get("disturbed")] or results
+
+
+def noise_floor(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The spread of fp32 against itself: the largest A/A ratio (capacity and answer time) over clean rounds."""
+    pairs = [(r["measurements"].get("fp32"), r["measurements"].get(CONTROL)) for r in rounds]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    if not pairs:
+        return None
+    clean = [(a, b) for a, b in pairs if not _bad(a) and not _bad(b)]
+    used = clean or pairs
+    cap = [b["optimal_throughput_per_s"] / a["optimal_throughput_per_s"] for a, b in used]
+    ans = [b["answer_ms"] / a["answer_ms"] for a, b in used if a["answer_ms"] and b["answer_ms"]]
+    spread = lambda xs: max((max(x, 1 / x) - 1 for x in xs if x > 0), default=0.0)  # noqa: E731
+    return {"method": "fp32 timed twice per round in separate processes (first and last); the floor is the "
+                      "largest relative difference between the two over undisturbed rounds",
+            "capacity_ratios": [round(x, 4) for x in cap], "answer_time_ratios": [round(x, 4) for x in ans],
+            "capacity": round(spread(cap), 4), "answer_time": round(spread(ans), 4),
+            "rounds_used": len(used), "rounds_disturbed": len(pairs) - len(clean), "only_disturbed": not clean}
+
+
+def _bad(m: dict[str, Any]) -> bool:
+    return bool(m.get("load") and m["load"].get("disturbed"))
+
+
+def _floor_of(rounds: list[dict[str, Any]]) -> float:
+    floor = noise_floor(rounds)
+    return max(floor["capacity"], floor["answer_time"]) if floor else 0.0
+
+
+def _finalists(variants: list[Any], runs: dict[str, list[dict[str, Any]]], config: Any,
+               floor: float = 0.0) -> list[Any]:
+    """Who gets the later rounds: the baseline plus every variant not dominated after round one.
+
+    A variant slower than fp32 beyond the noise floor both in capacity and in answer time
+    cannot win; of the rest, at most ``config.finalists`` by capacity and by answer time
+    stay (everyone undominated when ``config.finalists`` is None)."""
+    first = {v.name: summarise(_clean(runs[v.name])[:1], config.latency_budget_ms) for v in variants}
+    base = next((v for v in variants if v.baseline), None)
+    alive = [v for v in variants if base is None or v.baseline or not _dominated(first[v.name], first[base.name],
+                                                                                 floor)]
     keep = getattr(config, "finalists", None)
-    if keep is None or len(variants) <= keep + 1:
-        return variants
-    first = {v.name: summarise(runs[v.name][:1], config.latency_budget_ms) for v in variants}
-    by_capacity = sorted(variants, key=lambda v: -first[v.name].optimal_throughput_per_s)[:keep]
-    by_latency = sorted(variants, key=lambda v: _answer_ms(first[v.name]))[:keep]
-    chosen = {v.name for v in by_capacity + by_latency} | {v.name for v in variants if v.baseline}
-    return [v for v in variants if v.name in chosen]
+    if keep is None or len(alive) <= keep + 1:
+        return alive
+    by_capacity = sorted(alive, key=lambda v: -first[v.name].optimal_throughput_per_s)[:keep]
+    by_latency = sorted(alive, key=lambda v: _answer_ms(first[v.name]))[:keep]
+    chosen = {v.name for v in by_capacity + by_latency} | {v.name for v in alive if v.baseline}
+    return [v for v in alive if v.name in chosen]
+
+
+def _dominated(s: Speed, base: Speed, floor: float) -> bool:
+    slower = s.optimal_throughput_per_s * (1 + floor) < base.optimal_throughput_per_s
+    later = _answer_ms(s) > _answer_ms(base) * (1 + floor)
+    return slower and later
 
 
 def _answer_ms(speed: Speed) -> float:
@@ -92,6 +234,15 @@ def _task(v: Any, config: Any, obs_path: Path) -> dict[str, Any]:
 
 
 def run_isolated(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement task in a fresh Python process, with the machine's ``load`` around it."""
+    from costeff.quantization import load
+
+    before = load.snapshot()
+    result = _run_process(task)
+    return {**result, "load": load.block(before, load.snapshot())}
+
+
+def _run_process(task: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement task in a fresh Python process; DependencyError when it fails."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
@@ -123,8 +274,10 @@ def summarise(results: list[dict[str, Any]], budget_ms: float | None) -> Speed:
     eligible = [b for b in med if budget_ms is None or lat[b] <= budget_ms] or [min(med)]
     best = max(eligible, key=lambda b: med[b])
     ol, ol_range = _open_loop(results)
+    verdicts = [over_budget(r.get("open_loop"), budget_ms) for r in results if r.get("open_loop")]
     return Speed(med, {b: (min(v), max(v)) for b, v in sorted(per_batch.items())}, best, med[best], lat,
-                 _gaps(results), ol, ol_range, results[0]["runtime"])
+                 _gaps(results), ol, ol_range, results[0]["runtime"], len(verdicts), sum(map(bool, verdicts)),
+                 len(results), sum(1 for r in results if r.get("disturbed")))
 
 
 def _gaps(results: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -144,7 +297,15 @@ def _open_loop(results: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, tu
     by_p99 = sorted(rounds, key=lambda r: r["p99_ms"])
     median = by_p99[(len(by_p99) - 1) // 2]  # the lower median: a real round, not an average of two
     p50s = [r["p50_ms"] for r in rounds]
-    return {**median, "saturated": any(r["saturated"] for r in rounds)}, (min(p50s), max(p50s))
+    saturated = reproduced([r["saturated"] for r in rounds])
+    return {**median, "saturated": saturated, "saturated_runs": sum(1 for r in rounds if r["saturated"]),
+            "runs": len(rounds)}, (min(p50s), max(p50s))
+
+
+def reproduced(flags: list[bool | None]) -> bool:
+    """A bad verdict (saturated, over budget) holds when it was seen twice, or in the only measurement there is."""
+    seen = sum(1 for f in flags if f)
+    return seen >= 2 or (seen > 0 and seen == len(flags))
 
 
 def as_dict(speed: Speed) -> dict[str, Any]:

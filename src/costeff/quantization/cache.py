@@ -1,0 +1,122 @@
+"""Built variants and their fidelity, reused across runs: ``<cache root>/variants/<key>/``.
+
+Building and judging every variant is most of a ``quantize`` run, and its result
+depends only on the model, the observations, the build settings, this host's
+ISA and the library versions. Those are hashed into the key. An entry is
+written into a temporary folder and renamed into place, with a manifest of
+every file's sha256 and a checksum of the manifest itself; it is verified before
+use, so an interrupted or corrupted entry is never trusted (it is rebuilt).
+Speed is never cached: it is measured on every run.
+
+The entry's ``variants.pickle`` holds the judged :class:`VariantResult` objects.
+It is only read after its checksum matches the manifest written with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from costeff.artifacts import sha256_file
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+PAYLOAD = "variants.pickle"
+LIBRARIES = ("costeff", "numpy", "onnx", "onnxruntime", "onnxconverter-common", "openvino", "nncf")
+# Settings that change only how variants are timed or chosen, never what is built or its fidelity.
+SPEED_ONLY = ("window_s", "speed_rounds", "finalists", "latency_budget_ms", "target_rate", "gaps_s", "open_loop_s",
+              "max_utilisation", "speed_of_failing", "tune_knobs", "min_speedup", "name")
+
+
+def default_root() -> Path:
+    from costeff.policy.default import cache_root
+
+    return cache_root() / "variants"
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def key(model_sha256: str, observations_sha256: str, config: dict[str, Any], hardware: dict[str, Any]) -> dict:
+    """Everything a built variant and its fidelity depend on, and its hash (``digest``)."""
+    recipe = {k: v for k, v in config.items() if k not in SPEED_ONLY}
+    parts = {"format": FORMAT, "model_sha256": model_sha256, "observations_sha256": observations_sha256,
+             "recipe": recipe, "libraries": versions(),
+             "host": {"isa": sorted(hardware.get("isa", [])), "cpu_model": hardware.get("cpu_model")}}
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return {**parts, "digest": hashlib.sha256(blob).hexdigest()}
+
+
+def load(root: Path, k: dict[str, Any]) -> tuple[Any, str]:
+    """(the stored build, why) or (None, why not): missing, partial and corrupted entries are not trusted."""
+    entry = root / k["digest"]
+    if not entry.is_dir():
+        return None, "no entry for this model, recipe and library versions"
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+        body = {x: manifest[x] for x in ("key", "files")}
+        if manifest["checksum"] != _checksum(body) or manifest["key"]["digest"] != k["digest"]:
+            return None, "manifest checksum mismatch"
+        for rel, digest in manifest["files"].items():
+            if sha256_file(entry / rel) != digest:
+                return None, f"{rel} does not match its checksum"
+        stored = pickle.loads((entry / PAYLOAD).read_bytes())
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+        return None, f"unreadable entry ({type(exc).__name__})"
+    for v in stored["variants"]:
+        if v.path is not None and not v.baseline:
+            v.path = str(entry / v.path)
+    return stored, f"reused from {entry}"
+
+
+def store(root: Path, k: dict[str, Any], variants: list[Any], extra: dict[str, Any]) -> Path:
+    """Write one entry atomically: files and manifest into a temporary folder, renamed into place."""
+    import copy
+
+    root.mkdir(parents=True, exist_ok=True)
+    entry = root / k["digest"]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{k['digest'][:12]}-", dir=root))
+    try:
+        kept = copy.deepcopy(variants)
+        for i, v in enumerate(kept):
+            if v.baseline or not v.built or v.path is None:
+                continue
+            v.path = _copy_model(Path(v.path), tmp / f"v{i}")
+        (tmp / PAYLOAD).write_bytes(pickle.dumps({"variants": kept, **extra}))
+        files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        body = {"key": k, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps({**body, "checksum": _checksum(body)}, indent=1, sort_keys=True))
+        if entry.exists():  # a corrupted entry: replaced, never merged
+            shutil.rmtree(entry)
+        os.replace(tmp, entry)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return entry
+
+
+def _copy_model(src: Path, folder: Path) -> str:
+    """Copy a model (an IR's ``.bin`` beside its ``.xml``); the path relative to the entry."""
+    folder.mkdir()
+    shutil.copyfile(src, folder / src.name)
+    if src.suffix == ".xml":
+        shutil.copyfile(src.with_suffix(".bin"), folder / src.with_suffix(".bin").name)
+    return f"{folder.name}/{src.name}"
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
