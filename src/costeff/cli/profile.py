@@ -55,7 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="gpu_profile.json files measured on other hardware, for right-sizing advice")
     p.add_argument("--csv", type=Path, metavar="FILE",
                    help="also write the points as perf_analyzer's -f CSV (its column names, microseconds)")
-    remote = p.add_argument_group("remote server (Open Inference Protocol)")
+    _add_remote(p.add_argument_group("remote server (Open Inference Protocol)"))
+    add_common(p)
+    p.set_defaults(func=_run)
+
+
+def _add_remote(remote: argparse._ArgumentGroup) -> None:
+    """Profiling a running server instead of MODEL."""
     remote.add_argument("--url", help="server address, e.g. 127.0.0.1:8001 (profiles the server, not MODEL)")
     remote.add_argument("--model-name", help="model name on the server")
     remote.add_argument("--protocol", default="grpc", help="http | grpc (default grpc)")
@@ -68,8 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     remote.add_argument("--max-in-flight", type=int, default=None, metavar="N",
                         help="costeff's client, open loop: most requests outstanding at once "
                              "(default 512; when it binds the point says so and is unstable)")
-    add_common(p)
-    p.set_defaults(func=_run)
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -52,24 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="single-call latency after these idle gaps, e.g. 0,10ms,100ms,1s (default 0,10ms)")
     p.add_argument("--calibration-method", default="MinMax",
                    help="MinMax | Entropy | Percentile, for int8-static (default MinMax)")
-    p.add_argument("--max-action-drift-pct", type=finite_float("--max-action-drift-pct"), default=0.5, metavar="PCT",
-                   help="gate: at most PCT %% of held-out rows may change their top action vs fp32 (default 0.5)")
-    p.add_argument("--max-entropy-drift-pct", type=finite_float("--max-entropy-drift-pct"), default=0.5, metavar="PCT",
-                   help="gate: the mean policy entropy may move at most PCT %% from fp32's (default 0.5)")
-    p.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997,
-                   metavar="R",
-                   help="gate: correlation of the action probabilities with fp32's must be at least R (default 0.997)")
-    p.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS",
-                   help="optional gate on per-row KL(fp32 || variant)")
-    p.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X",
-                   help="optional gate on the value head")
-    p.add_argument("--max-batch-action-change-pct", type=finite_float("--max-batch-action-change-pct"),
-                   default=0.05, metavar="PCT",
-                   help="batch invariance: a variant fails when more than PCT %% of the probe rows change action "
-                        "alone vs inside a batch of the largest --batch-sizes (default 0.05)")
-    p.add_argument("--probe-rows", type=int, default=1024, metavar="N",
-                   help="held-out rows also run one per call: fidelity at batch 1 and batch invariance "
-                        "(default 1024; every held-out row is judged at the largest batch)")
+    _add_gates(p.add_argument_group("fidelity gates"))
     p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST",
                    help="profiled batch sizes, e.g. 1,64 (default 1,16,64,256); fidelity is gated at batch 1 and "
                         "at the largest, the biggest batch a served configuration can form")
@@ -91,6 +74,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model name in <name>_<variant>.onnx (default: the model file's stem)")
     add_common(p)
     p.set_defaults(func=_run)
+
+
+def _add_gates(g: argparse._ArgumentGroup) -> None:
+    """The gates every variant must pass, against fp32 on the held-out rows."""
+    g.add_argument("--max-action-drift-pct", type=finite_float("--max-action-drift-pct"), default=0.5, metavar="PCT",
+                   help="gate: at most PCT %% of held-out rows may change their top action vs fp32 (default 0.5)")
+    g.add_argument("--max-entropy-drift-pct", type=finite_float("--max-entropy-drift-pct"), default=0.5, metavar="PCT",
+                   help="gate: the mean policy entropy may move at most PCT %% from fp32's (default 0.5)")
+    g.add_argument("--min-action-correlation", type=finite_float("--min-action-correlation"), default=0.997,
+                   metavar="R",
+                   help="gate: correlation of the action probabilities with fp32's must be at least R (default 0.997)")
+    g.add_argument("--max-kl-p99", type=finite_float("--max-kl-p99"), metavar="NATS",
+                   help="optional gate on per-row KL(fp32 || variant)")
+    g.add_argument("--max-value-abs-err", type=finite_float("--max-value-abs-err"), metavar="X",
+                   help="optional gate on the value head")
+    g.add_argument("--max-batch-action-change-pct", type=finite_float("--max-batch-action-change-pct"),
+                   default=0.05, metavar="PCT",
+                   help="batch invariance: a variant fails when more than PCT %% of the probe rows change action "
+                        "alone vs inside a batch of the largest --batch-sizes (default 0.05)")
+    g.add_argument("--probe-rows", type=int, default=1024, metavar="N",
+                   help="held-out rows also run one per call: fidelity at batch 1 and batch invariance "
+                        "(default 1024; every held-out row is judged at the largest batch)")
 
 
 def _config(args: argparse.Namespace) -> Any:
