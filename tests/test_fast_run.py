@@ -193,6 +193,31 @@ def test_a_corrupted_or_partial_entry_is_rebuilt(policy, tiny_observations, tmp_
     assert _quantize(policy, tiny_observations, cache, tmp_path, "c").cache["reused"] is True  # rebuilt entry
 
 
+def test_an_entry_made_by_other_code_is_never_trusted(policy, tiny_observations, tmp_path, monkeypatch):
+    """A cache entry pickled by another costeff (another VariantResult shape) must be rebuilt, not loaded:
+    a run once failed on an entry whose variants lacked a field added since."""
+    from costeff.quantization import cache as variant_cache
+
+    root = tmp_path / "cache"
+    first = _quantize(policy, tiny_observations, root, tmp_path, "a")
+    monkeypatch.setattr(variant_cache, "code_fingerprint", lambda: "other code")
+    again = _quantize(policy, tiny_observations, root, tmp_path, "b")
+    assert first.cache["stored"] is True and again.cache["reused"] is False
+    assert again.variant("int8-dynamic").built
+
+
+def test_variants_missing_a_field_are_not_loaded(tmp_path):
+    from costeff.quantization import cache as variant_cache
+    from costeff.quantization.records import VariantResult
+
+    k = variant_cache.key("ab" * 32, "cd" * 32, {}, {"isa": []})
+    old = VariantResult("fp32", backend="onnxruntime", precision="fp32", baseline=True)
+    del old.__dict__["settings"]  # the shape of an entry written before the field existed
+    variant_cache.store(tmp_path, k, [old], {})
+    stored, why = variant_cache.load(tmp_path, k)
+    assert stored is None and "another version" in why
+
+
 # --- one measurement in the summary ------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.artifacts import sha256_file
+from costeff.quantization.records import VariantResult
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -55,10 +56,20 @@ def key(model_sha256: str, observations_sha256: str, config: dict[str, Any], har
     """Everything a built variant and its fidelity depend on, and its hash (``digest``)."""
     recipe = {k: v for k, v in config.items() if k not in SPEED_ONLY}
     parts = {"format": FORMAT, "model_sha256": model_sha256, "observations_sha256": observations_sha256,
-             "recipe": recipe, "libraries": versions(),
+             "recipe": recipe, "libraries": versions(), "code": code_fingerprint(),
              "host": {"isa": sorted(hardware.get("isa", [])), "cpu_model": hardware.get("cpu_model")}}
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return {**parts, "digest": hashlib.sha256(blob).hexdigest()}
+
+
+def code_fingerprint() -> str:
+    """The SHA-256 of the code that builds, judges and records variants (the whole quantization package):
+    an entry made by other code, or pickled from another shape of VariantResult, is never trusted."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def load(root: Path, k: dict[str, Any]) -> tuple[Any, str]:
@@ -77,6 +88,9 @@ def load(root: Path, k: dict[str, Any]) -> tuple[Any, str]:
         stored = pickle.loads((entry / PAYLOAD).read_bytes())
     except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
         return None, f"unreadable entry ({type(exc).__name__})"
+    fields = set(VariantResult.__dataclass_fields__)
+    if any(not fields <= set(vars(v)) for v in stored["variants"]):
+        return None, "an entry from another version of costeff"
     for v in stored["variants"]:
         if v.path is not None and not v.baseline:
             v.path = str(entry / v.path)
