@@ -39,7 +39,11 @@ def test_each_checkpoint_is_a_compliance_locked_put(s3, tmp_path):
     sink = S3Sink("audit-anchor", "prod/costeff", retain_days=30, client=client)
     log = AuditLog(tmp_path / "audit", anchor=sink)
     kid = f"{log.signer.key_id}/{trail_name(log.directory)}"
-    # the writer first asks whether the anchor already names a trail for its key (a trail emptied or swapped)...
+    # the writer first asks whether this folder's trail was retired (a deliberate fresh start)...
+    stub.add_client_error("get_object", "NoSuchKey", "no such key", http_status_code=404,
+                          expected_params={"Bucket": "audit-anchor",
+                                           "Key": f"prod/costeff/identity/{kid}.retired.json"})
+    # ...whether the anchor already names a trail for its key (a trail emptied or swapped)...
     stub.add_client_error("get_object", "NoSuchKey", "no such key", http_status_code=404,
                           expected_params={"Bucket": "audit-anchor", "Key": f"prod/costeff/identity/{kid}.json"})
     # ...looks once for checkpoints anchored but never written locally (a full disk, a crash)...
@@ -77,6 +81,9 @@ def test_verify_reads_the_anchor_back_and_sees_truncation(s3, tmp_path):
     identity = (directory / ident_key).read_bytes()
 
     def expect_listing():
+        stub.add_client_error("get_object", "NoSuchKey", "no such key", http_status_code=404,
+                              expected_params={"Bucket": "audit-anchor",
+                                               "Key": ident_key.replace(".json", ".retired.json")})
         stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(identity), len(identity))},
                           {"Bucket": "audit-anchor", "Key": ident_key})
         stub.add_response("list_objects_v2", {"IsTruncated": False, "Contents": [{"Key": k} for k in keys]},

@@ -65,6 +65,23 @@ def trail_name(directory: Path | str) -> str:
     return hashlib.sha256(str(Path(directory).resolve()).encode("utf-8")).hexdigest()[:16]
 
 
+RETIRED = ".retired"
+
+
+def identity_slot(sink: Any, key_id: str, directory: Path | str) -> str:
+    """The identity name a trail folder uses now. A trail that was deliberately retired (``costeff audit
+    retire``: a record signed by the key, written once in the anchor) hands its folder to a next generation,
+    ``<name>.g1``, ``<name>.g2``…; without the key nobody can retire one, so a deleted trail stays refused."""
+    base, generation = trail_name(directory), 0
+    while sink.identity(key_id, generation_name(base, generation) + RETIRED) is not None:
+        generation += 1
+    return generation_name(base, generation)
+
+
+def generation_name(base: str, generation: int) -> str:
+    return base if generation == 0 else f"{base}.g{generation}"
+
+
 class DirectorySink:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)

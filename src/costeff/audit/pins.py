@@ -43,11 +43,11 @@ def identity_failure(sink: Any, ring: KeyRing, trail: str | None, path: Path, wa
     """Fail unless every identity the anchor holds for the trail's keys names this trail."""
     if sink is None or not hasattr(sink, "identity"):
         return
-    from costeff.audit.anchor import trail_name
+    from costeff.audit.anchor import identity_slot
 
-    found, name = 0, trail_name(path.parent)
+    found = 0
     for kid, verifier in list(ring.known.items()):
-        data = sink.identity(kid, name)
+        data = sink.identity(kid, identity_slot(sink, kid, path.parent))
         if data is None:
             continue
         where = f"{sink.location} identity of key {kid}"

@@ -67,9 +67,14 @@ def refuse_if_cut(log: Any, head: Head) -> None:
 
 
 def _name(log: Any) -> str:
-    from costeff.audit.anchor import trail_name
+    from costeff.audit.anchor import identity_slot, trail_name
 
-    return trail_name(log.directory)
+    if log.sink is None or not hasattr(log.sink, "identity"):
+        return trail_name(log.directory)
+    slot = getattr(log, "_identity_slot", None)
+    if slot is None:  # once per process: retiring refuses while a trail is there, so it cannot move under us
+        slot = log._identity_slot = identity_slot(log.sink, log.signer.key_id, log.directory)
+    return slot
 
 
 def identity_line(trail: str, signer: Any) -> bytes:
@@ -101,7 +106,8 @@ def _compare(log: Any, held: bytes, trail: str | None) -> None:
         raise InputError(f"{log.path}: the anchor {log.sink.location} holds trail "
                          f"{str(named.fields.get('trail'))[:16]} for key {log.signer.key_id}, but here is "
                          f"{state}; refusing to write to a trail that was emptied, deleted or replaced "
-                         f"(run `costeff audit verify`)")
+                         f"(run `costeff audit verify`; if it was removed on purpose, close it with "
+                         f"`costeff audit retire {log.directory} --reason WHY`)")
 
 
 def write_checkpoint(log: Any, head: Head) -> None:

@@ -1,4 +1,4 @@
-"""``costeff audit verify DIR`` and ``costeff audit keygen``."""
+"""``costeff audit verify DIR``, ``costeff audit keygen`` and ``costeff audit retire``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "record naming the new one, so the trail keeps verifying with either public key")
     add_common(k, out=False)
     k.set_defaults(func=_keygen)
+    r = verbs.add_parser("retire", help="close a trail that was removed on purpose, so its folder can start anew",
+                         description="The anchor remembers the trail each folder holds and refuses a folder whose "
+                         "trail was emptied, deleted or replaced. When that was deliberate, the key holder signs a "
+                         "retirement into the anchor; the folder's next checkpoint starts a new trail.")
+    r.add_argument("directory", type=Path, nargs="?", help="the trail folder (default: artifacts/audit)")
+    r.add_argument("--reason", required=True, help="why the trail was removed (signed into the anchor)")
+    r.add_argument("--anchor", metavar="URI", help="checkpoint anchor (default: $COSTEFF_AUDIT_ANCHOR or "
+                   "~/.costeff/anchor)")
+    add_common(r, out=False)
+    r.set_defaults(func=_retire)
+
+
+def _retire(args: argparse.Namespace) -> int:
+    from costeff.artifacts import Layout
+    from costeff.audit.retire import retire
+
+    record = retire(args.directory or Layout.default().audit, args.reason, args.anchor)
+    emit(args, record, lambda: print(f"retired trail {record['retired']} of key {record['key_id']} in "
+                                     f"{record['anchor']}; {record['folder']} starts {record['next']} at its "
+                                     f"next record"))
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
