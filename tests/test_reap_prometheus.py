@@ -1,12 +1,11 @@
 """Idle decisions read through real PromQL: Debian's prometheus scrapes an exporter this test controls."""
 
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
-import requests
+from prometheus_support import prometheus as prometheus_at
+from prometheus_support import wait_until as _wait
 
 from costeff.errors import DependencyError
 from costeff.reaper.config import DecisionConfig, PrometheusConfig, Target
@@ -51,39 +50,8 @@ def exporter():
 
 @pytest.fixture(scope="module")
 def prometheus(exporter, tmp_path_factory):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("Debian's prometheus is not installed (apt-get install prometheus)")
-    work = tmp_path_factory.mktemp("prometheus")
-    (work / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: dcgm\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{exporter['port']}']\n")
-    port = _free_port()
-    proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(lambda: requests.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=1)
-              .json()["data"]["result"], 120, "prometheus never scraped the exporter")
+    with prometheus_at(tmp_path_factory.mktemp("prometheus"), {"dcgm": exporter["port"]}) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _wait(check, timeout, message):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (requests.RequestException, KeyError, ValueError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(message)
 
 
 def _verdict(url, target):

@@ -4,10 +4,7 @@ real Prometheus, models unloaded and loaded again through Triton's model-reposit
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +16,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from costeff.cli import main  # noqa: E402
 from test_serving import _profile, _tiny_policy  # noqa: E402
+from prometheus_support import prometheus as prometheus_at  # noqa: E402
+from prometheus_support import query as _query  # noqa: E402
+from prometheus_support import wait_until as _wait  # noqa: E402
 from triton_support import free_ports, triton_env  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -69,42 +69,9 @@ def influence():
 
 @pytest.fixture(scope="module")
 def prometheus(triton, influence, tmp_path_factory):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("Debian's prometheus is not installed (scripts/install-prometheus.sh)")
-    work = tmp_path_factory.mktemp("prometheus")
-    (work / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-        f"  - job_name: triton\n    static_configs:\n      - targets: ['127.0.0.1:{triton.ports.metrics}']\n"
-        f"  - job_name: ramp\n    static_configs:\n      - targets: ['127.0.0.1:{influence.port}']\n")
-    port = _free_port()
-    proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(lambda: len(_query(url, "up == 1")) == 2, 60, "prometheus never scraped Triton and the exporter")
+    with prometheus_at(tmp_path_factory.mktemp("prometheus"), {"triton": triton.ports.metrics,
+                                                                 "ramp": influence.port}, 60) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _query(url: str, promql: str) -> list:
-    return requests.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5).json()["data"]["result"]
-
-
-def _wait(check, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (requests.RequestException, KeyError, ValueError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(message)
 
 
 def _config(tmp_path: Path, url: str, model: str, name: str | None = None, queries: str = "") -> Path:
