@@ -97,7 +97,8 @@ class DirectorySink:
             try:
                 self._create(path, data, "identity")
             except DependencyError:
-                pass  # another writer won the race: report what is there
+                if not path.exists():  # a real failure (disk, permissions), not another writer winning the race
+                    raise
         return path.read_bytes()
 
     def identity(self, key_id: str, name: str) -> bytes | None:

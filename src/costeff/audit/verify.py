@@ -92,9 +92,13 @@ def _missing(path: Path, pubkey: Verifier | Path | str | None, sink: Any) -> Ver
         identity_failure(sink, ring, None, path, [])
     except Failed as failed:
         return _Scan(path, ring, False).result(False, failed, Pins(), sink, [])
-    except InputError:
-        pass  # no key either: say what is missing first
-    raise InputError(f"{path}: no audit log here; expected {LOG_NAME} in {path.parent}")
+    except InputError:  # no key either: the missing trail is what to report first
+        raise _no_log(path) from None
+    raise _no_log(path)
+
+
+def _no_log(path: Path) -> InputError:
+    return InputError(f"{path}: no audit log here; expected {LOG_NAME} in {path.parent}")
 
 
 class _Source:
