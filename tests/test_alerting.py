@@ -27,6 +27,7 @@ from costeff.ledger import Ledger, import_sample  # noqa: E402
 from costeff.ramp import DecideConfig  # noqa: E402
 from costeff.ramp.watch import RampMetrics, RampWatcher, history  # noqa: E402
 from costeff.reaper.live import ReaperMetrics  # noqa: E402
+from workspace_support import env_workspace, flag_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "costeff-alerts.yml"
@@ -43,7 +44,7 @@ def _sample_ledger(tmp_path):
 def test_ramp_watch_keeps_history_and_exports_the_cost_gate(tmp_path):
     ledger = _sample_ledger(tmp_path)
     metrics = RampMetrics()
-    watcher = RampWatcher(DecideConfig(ledger=ledger.path), tmp_path / "watch", metrics)
+    watcher = RampWatcher(DecideConfig(ledger=ledger.path), tmp_path / "watch", metrics, workspace=env_workspace())
     assert watcher.run(threading.Event(), 0.01, max_rounds=2) == 2
     rows = history(tmp_path / "watch")
     assert [r["decision"] for r in rows] == ["HOLD", "HOLD"] and "cost_ratio" in rows[0]["gates_failed"]
@@ -130,8 +131,9 @@ def exporters(tmp_path_factory):
     reaper = ReaperMetrics(free_port())
     try:
         DriftWatcher(WatchConfig(ref, work / "logs", work / "state.json", served=far, fail_windows=1),
-                     drift).cycle()
-        RampWatcher(DecideConfig(ledger=_sample_ledger(work).path), work / "ramp", ramp).round()
+                     drift, workspace=env_workspace()).cycle()
+        RampWatcher(DecideConfig(ledger=_sample_ledger(work).path), work / "ramp", ramp,
+                    workspace=env_workspace()).round()
         _reaper_round(reaper, work)
         yield [m.server.server_address[1] for m in (drift, ramp, reaper)]
     finally:
@@ -155,7 +157,8 @@ def _reaper_round(metrics, work):
         def samples(self, target, window_s, at):
             return idle
 
-    _watch_tick(config, Source(), False, Actuators(), AuditLog(work / "audit"), 2.0, metrics, _WatchState(), now=now)
+    _watch_tick(config, Source(), False, Actuators(flags=flag_store()), AuditLog(work / "audit"), 2.0, metrics,
+                _WatchState(), now=now)
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 import hashlib
 import json
 
-from costeff.audit import default_log, keygen, load_signer
+from costeff.audit import keygen, load_signer
 from costeff.audit.sealed import seal
 from costeff.cli import main
-from costeff.flags import FlagStore
+from workspace_support import audit_log, flag_store
 
 
 def _open_pipeline_reap(action_id="a1"):
@@ -32,9 +32,9 @@ def _forge_append(log, payload, tmp_path):
 
 
 def test_reap_restore_apply_refuses_a_forged_reap_record(tmp_path, capsys):
-    store = FlagStore.default()
+    store = flag_store()
     store.set("pipeline_paused.etl", True, reason="paused by hand")
-    _forge_append(default_log(), _open_pipeline_reap(), tmp_path)
+    _forge_append(audit_log(), _open_pipeline_reap(), tmp_path)
     assert main(["reap", "restore", "--apply"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "line 2" in err and "does not verify" in err
@@ -42,15 +42,15 @@ def test_reap_restore_apply_refuses_a_forged_reap_record(tmp_path, capsys):
 
 
 def test_reap_restore_apply_acts_on_a_genuine_record(capsys):
-    store = FlagStore.default()
+    store = flag_store()
     store.set("pipeline_paused.etl", True, actor="costeff-reaper")
-    default_log().append("reaper.action", _open_pipeline_reap(), actor="costeff-reaper")
+    audit_log().append("reaper.action", _open_pipeline_reap(), actor="costeff-reaper")
     assert main(["reap", "restore", "--apply"]) == 0
     assert store.get("pipeline_paused.etl") is False
 
 
 def test_flags_rollback_takes_the_value_from_the_verified_trail(capsys):
-    store = FlagStore.default()
+    store = flag_store()
     store.set("cost_gates_enabled", False)
     store.set("cost_gates_enabled", True)
     # Edit the plain flag store: version 1 now claims the value was "true".
@@ -62,10 +62,10 @@ def test_flags_rollback_takes_the_value_from_the_verified_trail(capsys):
 
 
 def test_flags_rollback_refuses_a_tampered_trail(tmp_path, capsys):
-    store = FlagStore.default()
+    store = flag_store()
     store.set("cost_gates_enabled", False)
     store.set("cost_gates_enabled", True)
-    log = default_log()
+    log = audit_log()
     lines = log.path.read_bytes().splitlines(keepends=True)
     lines[0] = lines[0].replace(b'"new_value":false', b'"new_value":true')
     log.path.write_bytes(b"".join(lines))

@@ -8,11 +8,11 @@ import subprocess
 
 import pytest
 
-from costeff.audit import AuditLog, default_log, load_signer, verify
+from costeff.audit import AuditLog, load_signer, verify
 from costeff.audit.keys import default_key_path, default_pubkey_path
 from costeff.cli import main
 from costeff.errors import DependencyError, InputError
-from costeff.flags import FlagStore
+from workspace_support import audit_log, flag_store
 
 
 def _unsigned_line(log):
@@ -24,8 +24,8 @@ def _unsigned_line(log):
 # ---- writers refuse to sign over what they did not verify ---------------------------------------
 
 def test_flags_set_refuses_after_an_unsigned_append_and_verify_still_fails(capsys):
-    FlagStore.default().set("cost_gates_enabled", False)
-    log = default_log()
+    flag_store().set("cost_gates_enabled", False)
+    log = audit_log()
     with open(log.path, "ab") as fh:
         fh.write(_unsigned_line(log))
     trail, checkpoints = log.path.read_bytes(), log.checkpoint_path.read_bytes()
@@ -34,7 +34,7 @@ def test_flags_set_refuses_after_an_unsigned_append_and_verify_still_fails(capsy
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "line 2" in err and "unsigned" in err
     assert log.path.read_bytes() == trail and log.checkpoint_path.read_bytes() == checkpoints
-    assert FlagStore.default().get("reaper_enabled") is True
+    assert flag_store().get("reaper_enabled") is True
     assert main(["audit", "verify"]) == 1
 
 
@@ -71,26 +71,26 @@ def test_a_checkpoint_the_anchor_does_not_hold_is_no_resume_point(tmp_path, monk
 # ---- key rotation ---------------------------------------------------------------------------------
 
 def test_keygen_force_rotates_the_trail_and_both_keys_verify(tmp_path, capsys):
-    FlagStore.default().set("cost_gates_enabled", False)
+    flag_store().set("cost_gates_enabled", False)
     old_pub = tmp_path / "old.pub"
     shutil.copy(default_pubkey_path(), old_pub)
     old_id = load_signer().key_id
     assert main(["audit", "keygen", "--force"]) == 0
     assert "rotation record" in capsys.readouterr().out
     assert load_signer().key_id != old_id
-    FlagStore.default().set("cost_gates_enabled", True)  # the new key appends after its acceptance
-    events = [r["event"] for r in default_log().records()]
+    flag_store().set("cost_gates_enabled", True)  # the new key appends after its acceptance
+    events = [r["event"] for r in audit_log().records()]
     assert events == ["flag.set", "audit.key_rotated", "audit.key_accepted", "flag.set"]
     for pub in (None, old_pub):
-        result = verify(default_log().directory, pub, all_signatures=True)
+        result = verify(audit_log().directory, pub, all_signatures=True)
         assert result.ok, result.reason
     assert main(["flags", "rollback", "cost_gates_enabled"]) == 0  # acting commands accept a rotated trail
-    assert FlagStore.default().get("cost_gates_enabled") is False
+    assert flag_store().get("cost_gates_enabled") is False
 
 
 def test_keygen_force_on_a_bad_trail_keeps_the_old_key(capsys):
-    FlagStore.default().set("cost_gates_enabled", False)
-    log = default_log()
+    flag_store().set("cost_gates_enabled", False)
+    log = audit_log()
     with open(log.path, "ab") as fh:
         fh.write(_unsigned_line(log))
     old = load_signer().key_id
@@ -101,22 +101,22 @@ def test_keygen_force_on_a_bad_trail_keeps_the_old_key(capsys):
 def test_a_new_key_without_rotation_is_refused_by_writers(capsys):
     from costeff.audit import keygen
 
-    FlagStore.default().set("cost_gates_enabled", False)
-    before = default_log().path.read_bytes()
+    flag_store().set("cost_gates_enabled", False)
+    before = audit_log().path.read_bytes()
     keygen(default_key_path(), force=True)  # the key replaced behind costeff's back
     assert main(["flags", "set", "cost_gates_enabled", "true"]) == 2
     with pytest.raises(InputError, match="nor announced by a rotation record"):
-        default_log().append("reaper.stopped", {})
-    assert default_log().path.read_bytes() == before
+        audit_log().append("reaper.stopped", {})
+    assert audit_log().path.read_bytes() == before
 
 
 # ---- what is verified is what is acted on ----------------------------------------------------------
 
 def test_a_trail_swapped_in_during_verification_is_not_acted_on(monkeypatch):
-    store = FlagStore.default()
+    store = flag_store()
     store.set("cost_gates_enabled", False)
     store.set("cost_gates_enabled", True)
-    log = default_log()
+    log = audit_log()
     genuine = log.path.read_bytes()
     forged = genuine.replace(b'"new_value":false', b'"new_value":"forged"')
     import sys
@@ -130,7 +130,7 @@ def test_a_trail_swapped_in_during_verification_is_not_acted_on(monkeypatch):
         return real_run(self, lines, pins)
 
     monkeypatch.setattr(verify_module._Scan, "run", swap_then_run)
-    records = default_log().verified_records()
+    records = audit_log().verified_records()
     assert b"forged" not in b"".join(str(r).encode() for r in records)
     assert [r["payload"]["new_value"] for r in records] == [False, True]
 
@@ -173,9 +173,9 @@ def test_a_tail_cut_off_behind_a_reader_is_seen(tmp_path):
 
 @pytest.mark.parametrize("failure", ["short", "enospc"])
 def test_a_failed_append_is_cut_back_and_the_trail_keeps_working(failure, monkeypatch, capsys):
-    FlagStore.default().set("cost_gates_enabled", False)
-    log = default_log()
-    trail, flags = log.path.read_bytes(), FlagStore.default().path.read_bytes()
+    flag_store().set("cost_gates_enabled", False)
+    log = audit_log()
+    trail, flags = log.path.read_bytes(), flag_store().path.read_bytes()
     real_write = os.write
 
     def full_disk(fd, data):
@@ -191,16 +191,16 @@ def test_a_failed_append_is_cut_back_and_the_trail_keeps_working(failure, monkey
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "audit.jsonl" in err and "cut back" in err
     assert log.path.read_bytes() == trail  # not one byte of the cut line is left
-    assert FlagStore.default().path.read_bytes() == flags
+    assert flag_store().path.read_bytes() == flags
     monkeypatch.setattr(os, "write", real_write)  # space freed
     assert main(["flags", "set", "cost_gates_enabled", "true"]) == 0
-    assert FlagStore.default().get("cost_gates_enabled") is True and main(["audit", "verify"]) == 0
+    assert flag_store().get("cost_gates_enabled") is True and main(["audit", "verify"]) == 0
 
 
 def test_a_recorded_change_the_flag_file_never_got_is_reconciled(monkeypatch, capsys):
     import costeff.flags.store as store_module
 
-    store = FlagStore.default()
+    store = flag_store()
     store.set("pipeline_paused.etl", True, actor="costeff-reaper")
     real = store_module.atomic_write_json
     monkeypatch.setattr(store_module, "atomic_write_json",

@@ -15,13 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from costeff.audit import AuditLog, default_log, keygen, load_signer
+from costeff.audit import AuditLog, keygen, load_signer
 from costeff.audit.anchor import sink_from_uri
 from costeff.audit.keyring import ACCEPTED, ROTATED, rotation_payload
 from costeff.audit.keys import default_key_path
 from costeff.audit.sealed import seal
 from costeff.cli import main
 from costeff.flags import FlagStore
+from workspace_support import audit_log, flag_store
 
 
 def _reap(action_id="a1", name="etl"):
@@ -36,12 +37,12 @@ def _reap(action_id="a1", name="etl"):
 @pytest.fixture
 def trail(tmp_path):
     """A genuine trail: etl paused by the reaper (an open reap), cost gates set false then true."""
-    store = FlagStore.default()
+    store = flag_store()
     store.set("pipeline_paused.etl", True, actor="costeff-reaper")
-    default_log().append("reaper.action", _reap(), actor="costeff-reaper")
+    audit_log().append("reaper.action", _reap(), actor="costeff-reaper")
     store.set("cost_gates_enabled", False)
     store.set("cost_gates_enabled", True)
-    log = default_log()
+    log = audit_log()
     return SimpleNamespace(log=log, store=store, tmp=tmp_path, anchor=log.sink.root)
 
 
@@ -123,21 +124,21 @@ def _w_flags_set_cli(t):
 
 def _w_flags_rollback(t):
     with contextlib.suppress(Exception):
-        FlagStore.default().rollback("cost_gates_enabled")
+        flag_store().rollback("cost_gates_enabled")
 
 
 def _w_reaper_stopped(t):
     with contextlib.suppress(Exception):
-        default_log().append("reaper.stopped", {"ticks": 3, "mode": "apply", "signal": 15}, actor="costeff-reaper")
+        audit_log().append("reaper.stopped", {"ticks": 3, "mode": "apply", "signal": 15}, actor="costeff-reaper")
 
 
 def _w_checkpoint(t):
     with contextlib.suppress(Exception):
-        default_log().checkpoint()
+        audit_log().checkpoint()
 
 
 def _w_batch(t):
-    with contextlib.suppress(Exception), default_log().batch() as log:
+    with contextlib.suppress(Exception), audit_log().batch() as log:
         log.append("reaper.replay", {"i": 1})
 
 
@@ -511,8 +512,8 @@ def test_triton_rollback_refuses_a_bad_trail(tmp_path, tamper, capsys):
 
     _build(tmp_path, 1), _build(tmp_path, 2)
     config = (tmp_path / "repo" / "policy" / "config.pbtxt").read_bytes()
-    t = SimpleNamespace(log=default_log(), store=FlagStore.default(), tmp=tmp_path, anchor=default_log().sink.root)
+    t = SimpleNamespace(log=audit_log(), store=flag_store(), tmp=tmp_path, anchor=audit_log().sink.root)
     tamper(t)
     _refuses(["triton", "rollback", "--repository", str(tmp_path / "repo"), "--name", "policy"], capsys)
-    assert _served(tmp_path) == [2] and FlagStore.default().get("served_version.policy") == 2
+    assert _served(tmp_path) == [2] and flag_store().get("served_version.policy") == 2
     assert (tmp_path / "repo" / "policy" / "config.pbtxt").read_bytes() == config

@@ -16,6 +16,7 @@ from costeff.quantization import QuantizeConfig, quantize
 from costeff.quantization.fidelity import compare, run_policy
 from costeff.runtimes import RuntimeOptions, open_runner
 from costeff.runtimes.cpus import cgroup_cpu_limit, usable_cpus
+from workspace_support import env_workspace
 
 pytest.importorskip("openvino")
 
@@ -163,7 +164,7 @@ def test_cli_exit_codes_for_a_precision_the_host_lacks_and_a_missing_backend(pol
 def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tmp_path):
     cfg = QuantizeConfig(variants=("ov-fp32", "ov-int8"), target_rate=200.0, latency_budget_ms=50.0,
                          speed_of_failing=True, **FAST)
-    rep = quantize(policy, obs, cfg, out_dir=tmp_path / "q")
+    rep = quantize(policy, obs, cfg, out_dir=tmp_path / "q", workspace=env_workspace())
     by = {v.name: v for v in rep.variants}
     ov32 = by["ov-fp32"]
     assert ov32.backend == "openvino" and ov32.precision == "fp32" and ov32.passed
@@ -192,7 +193,8 @@ def test_openvino_variants_are_built_gated_timed_and_saved_as_ir(policy, obs, tm
 
 @pytest.mark.slow
 def test_int8_weights_keep_float_activations_and_the_decisions(policy, obs, tmp_path):
-    rep = quantize(policy, obs, QuantizeConfig(variants=("ov-w8",), **FAST), out_dir=tmp_path / "q")
+    rep = quantize(policy, obs, QuantizeConfig(variants=("ov-w8",), **FAST), out_dir=tmp_path / "q",
+                   workspace=env_workspace())
     w8 = rep.variant("ov-w8")
     assert w8.built and w8.precision == "int8 weights", w8.error
     f = w8.fidelity  # float activations: the tiny policy's few near-ties may flip, its probabilities barely move
@@ -203,7 +205,8 @@ def test_int8_weights_keep_float_activations_and_the_decisions(policy, obs, tmp_
 
 @pytest.mark.slow
 def test_accuracy_control_keeps_the_fidelity_gates_on_held_out_rows(policy, obs, tmp_path):
-    rep = quantize(policy, obs, QuantizeConfig(variants=("ov-int8-ac",), **FAST), out_dir=tmp_path / "q")
+    rep = quantize(policy, obs, QuantizeConfig(variants=("ov-int8-ac",), **FAST), out_dir=tmp_path / "q",
+                   workspace=env_workspace())
     ac = rep.variant("ov-int8-ac")
     if not ac.built:  # every layer went back to float: reported, never passed off as an int8 variant
         assert ac.error.startswith("accuracy control restored all") and "no layer stays int8" in ac.error

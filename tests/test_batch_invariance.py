@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from costeff.quantization import QuantizeConfig, Tolerances, quantize
+from workspace_support import env_workspace
 
 FAST = dict(batch_sizes=(1, 16), window_s=0.05, speed_rounds=1, finalists=None)
 LOOSE_FIDELITY = dict(action_drift_pct=100.0, entropy_drift_pct=1e9, action_correlation=-1.0)
@@ -70,7 +71,7 @@ def int8_report(policy, obs, tmp_path_factory):
     mp.setenv("COSTEFF_ARTIFACTS", str(out / "artifacts"))
     try:
         return quantize(policy, obs, QuantizeConfig(variants=("int8-dynamic",), trials=0, probe_rows=200, **FAST),
-                        out_dir=out / "run")
+                        out_dir=out / "run", workspace=env_workspace())
     finally:
         mp.undo()
 
@@ -111,7 +112,7 @@ def test_a_variant_whose_actions_change_with_the_batch_fails_whatever_its_drift(
     _as_fp16(monkeypatch, policy, tmp_path, alpha=1.0)
     rep = quantize(policy, obs, QuantizeConfig(variants=("fp16",), trials=0,
                                                tolerances=Tolerances(**LOOSE_FIDELITY), **FAST),
-                   out_dir=tmp_path / "run")
+                   out_dir=tmp_path / "run", workspace=env_workspace())
     v = rep.variant("fp16")
     assert v.built and v.batch_invariance.action_change_pct > 0.05
     assert [g.name for g in v.gates if not g.passed] == ["batch_action_change_pct"]  # every fidelity gate passed
@@ -123,7 +124,7 @@ def test_a_variant_failing_only_at_the_largest_batch_fails(policy, obs, tmp_path
     _as_fp16(monkeypatch, policy, tmp_path, alpha=1.0)
     rep = quantize(policy, obs, QuantizeConfig(variants=("fp16",), trials=0,
                                                tolerances=Tolerances(batch_action_change_pct=100.0), **FAST),
-                   out_dir=tmp_path / "run")
+                   out_dir=tmp_path / "run", workspace=env_workspace())
     v = rep.variant("fp16")
     by = v.fidelity_by_batch
     assert by["1"].passed and by["1"].fidelity.action_drift_pct == 0.0  # alone it is the policy itself
@@ -161,7 +162,7 @@ def test_a_fallback_identical_to_fp32_is_not_built_timed_or_selected(obs, tmp_pa
     # kl_p99 1e-9 fails any int8 lowering, so the fallback must try; its first trial keeps both heads in
     # float, and both heads are every lowerable node: that is fp32 itself.
     rep = quantize(policy, obs, QuantizeConfig(variants=("int8-dynamic",), tolerances=Tolerances(kl_p99=1e-9),
-                                               **FAST), out_dir=tmp_path / "run")
+                                               **FAST), out_dir=tmp_path / "run", workspace=env_workspace())
     assert not rep.variant("int8-dynamic").passed
     mixed = rep.variant("int8-mixed")
     assert not mixed.built and not mixed.passed and mixed.path is None and mixed.speedup is None

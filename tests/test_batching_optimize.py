@@ -10,6 +10,7 @@ from costeff.batching import OptimizeConfig, load_trace
 from costeff.batching.optimizer import optimize
 from costeff.cli import main
 from costeff.errors import InputError
+from workspace_support import env_workspace
 
 SMALL = dict(requests=3000, verify_factor=2, max_batch_sizes=(1, 8), queue_delays_us=(0, 500), jitter=False,
              instance="aws-c6i.large")
@@ -86,8 +87,7 @@ def test_cli_infeasible_exits_1_and_still_writes_the_report(tmp_path, capsys):
 def test_cli_default_out_dir_is_under_artifacts(tmp_path):
     rc = main(["batching", "optimize", "--profile", str(profile(tmp_path / "p.json")), "--rate", "3000",
                "--p99-ms", "20", "--requests", "2000", "--max-batch-sizes", "8", "--queue-delays-us", "500"])
-    from costeff.artifacts import Layout
-    assert rc == 0 and Layout.default().latest("batching", "batching_report.json") is not None
+    assert rc == 0 and env_workspace().latest("batching", "batching_report.json") is not None
 
 
 def test_cli_simulate_prints_the_prediction(tmp_path, capsys):

@@ -9,6 +9,7 @@ from costeff.configfile import did_you_mean
 from costeff.errors import InputError
 from costeff.ramp.plan import load_plan
 from costeff.reaper.config import load_config
+from workspace_support import env_workspace
 
 REAPER_CASES = [
     ('[exclude]\nnames = "policy-a"\n', "exclude.names: 'policy-a' is not allowed; expected an array"),
@@ -81,8 +82,7 @@ def test_ramp_plan_errors_name_file_key_and_type(tmp_path, text, message):
 
 def test_hand_edited_flag_store_of_the_wrong_shape_is_named(capsys):
     assert main(["flags", "set", "reaper_enabled", "false"]) == 0
-    from costeff.artifacts import Layout
-    path = Layout.default().flags
+    path = env_workspace().flags
     data = json.loads(path.read_text())
     data["history"]["reaper_enabled"][0]["version"] = "one"
     path.write_text(json.dumps(data))

@@ -11,6 +11,7 @@ import pytest
 from costeff.cli import main
 from costeff.ledger.drift import DriftLedger
 from test_serving import FEATURES, WINDOW, _tiny_policy
+from workspace_support import env_workspace
 
 HOUR = 3600.0
 T0 = 1_790_000_000.0 - (1_790_000_000.0 % HOUR)  # an hour boundary in 2026
@@ -85,11 +86,11 @@ def test_parquet_timestamps_give_one_window_per_hour_recorded_in_the_ledger(tmp_
     assert {"action_agreement_pct", "confident_agreement_pct", "action_correlation", "entropy_drift_pct",
             "kl_mean", "kl_p99", "value_max_abs_err"} <= set(metrics)
     assert metrics["value_max_abs_err"] is not None and metrics["action_correlation"] > 0.999
-    rows = DriftLedger.default().windows()
+    rows = DriftLedger(env_workspace().ledger).windows()
     assert len(rows) == 3 and all(r.passed and r.timed for r in rows)
     # the same log checked again replaces its windows, it does not count them twice
     assert _check(models, models["close"], log, tmp_path / "again") == 0
-    assert len(DriftLedger.default().windows()) == 3
+    assert len(DriftLedger(env_workspace().ledger).windows()) == 3
     assert f"| {first} |" in (tmp_path / "out" / "drift_report.md").read_text()
 
 
@@ -102,7 +103,7 @@ def test_a_drifting_variant_fails_with_exit_1(tmp_path, models, capsys):
     assert len(saved["windows"]) == 2 and saved["windows_failed"] == 2  # one window per untimed file
     failed = {g["name"] for g in saved["windows"][0]["gates"] if g["verdict"] != "PASS"}
     assert "action_drift_pct" in failed
-    assert [r.passed for r in DriftLedger.default().windows()] == [False, False]
+    assert [r.passed for r in DriftLedger(env_workspace().ledger).windows()] == [False, False]
 
 
 def test_openvino_ir_served_against_the_onnx_reference(tmp_path, models, capsys):
@@ -157,7 +158,7 @@ def test_bad_observations_are_one_line_errors_and_write_nothing(tmp_path, models
     assert _check(models, models["close"], folder, tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not (tmp_path / "out").exists() and not DriftLedger.default().windows()
+    assert not (tmp_path / "out").exists() and not DriftLedger(env_workspace().ledger).windows()
 
 
 def test_reference_equal_to_served_is_refused(tmp_path, models, capsys):

@@ -13,13 +13,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "mlserver_runtime"))
 
 from launcher import free_port  # noqa: E402
-
-from costeff.audit import default_log  # noqa: E402
 from costeff.cli import main  # noqa: E402
 from costeff.drift.watch import DriftMetrics, DriftWatcher, WatchConfig  # noqa: E402
 from costeff.serving.versions import describe  # noqa: E402
 from test_drift_check import observations, perturbed  # noqa: E402
 from test_serving import _profile, _tiny_policy  # noqa: E402
+from workspace_support import env_workspace, audit_log  # noqa: E402
 
 
 @pytest.fixture
@@ -44,7 +43,7 @@ def _log(tmp_path, name, seed):
 
 def test_k_failing_windows_roll_the_repository_back_once(setup):
     tmp_path, ref = setup
-    watcher = DriftWatcher(_config(tmp_path, ref, fail_windows=2, apply=True))
+    watcher = DriftWatcher(_config(tmp_path, ref, fail_windows=2, apply=True), workspace=env_workspace())
     _log(tmp_path, "a.npy", 1)
     first = watcher.cycle()
     assert [f.windows_failed for f in first.files] == [1] and first.rollback is None  # one failure: hysteresis
@@ -55,7 +54,7 @@ def test_k_failing_windows_roll_the_repository_back_once(setup):
     # recorded with the rollback; how soon it lands is a goal in make bench (benchmarks/bench_drift.py)
     assert isinstance(second.rollback["seconds_after_window"], float) and second.rollback["seconds_after_window"] >= 0
     assert describe(tmp_path / "repo" / "policy").served == 1
-    rollback = [r for r in default_log().records() if r["event"] == "triton.rollback"]
+    rollback = [r for r in audit_log().records() if r["event"] == "triton.rollback"]
     assert rollback[-1]["actor"] == "costeff drift watch" and "2 consecutive" in rollback[-1]["payload"]["reason"]
     _log(tmp_path, "c.npy", 3)  # version 1 now serves and passes: the streak stays at zero
     third = watcher.cycle()
@@ -65,28 +64,29 @@ def test_k_failing_windows_roll_the_repository_back_once(setup):
 def test_dry_run_only_audits_and_position_survives_a_restart(setup):
     tmp_path, ref = setup
     _log(tmp_path, "a.npy", 1)
-    assert len(DriftWatcher(_config(tmp_path, ref, fail_windows=2)).cycle().files) == 1
+    assert len(DriftWatcher(_config(tmp_path, ref, fail_windows=2), workspace=env_workspace()).cycle().files) == 1
     _log(tmp_path, "b.npy", 2)
-    restarted = DriftWatcher(_config(tmp_path, ref, fail_windows=2))  # a new process: same state file
+    # a new process: same state file
+    restarted = DriftWatcher(_config(tmp_path, ref, fail_windows=2), workspace=env_workspace())
     result = restarted.cycle()
     assert [f.file.rsplit("/", 1)[1] for f in result.files] == ["b.npy"]  # a.npy is not read again
     assert result.rollback["mode"] == "dry-run"  # the streak (1 before the restart + 1) reached K
     assert describe(tmp_path / "repo" / "policy").served == 2
-    assert "drift.rollback_dry_run" in [r["event"] for r in default_log().records()]
+    assert "drift.rollback_dry_run" in [r["event"] for r in audit_log().records()]
     assert restarted.cycle().files == []
 
 
 def test_corrupt_and_mismatched_files_are_skipped_with_a_reason(setup):
     tmp_path, ref = setup
     metrics = DriftMetrics()
-    watcher = DriftWatcher(_config(tmp_path, ref), metrics)
+    watcher = DriftWatcher(_config(tmp_path, ref), metrics, workspace=env_workspace())
     (tmp_path / "logs" / "a.npy").write_bytes(b"not numpy")
     np.save(tmp_path / "logs" / "b.npy", np.zeros((5, 9), np.float32))
     np.save(tmp_path / "logs" / "c.npy", np.full((5, 4, 3), np.inf, np.float32))
     _log(tmp_path, "d.npy", 1)
     result = watcher.cycle()
     assert [f.status for f in result.files] == ["skipped", "skipped", "skipped", "checked"]
-    skips = [r["payload"] for r in default_log().records() if r["event"] == "drift.skip"]
+    skips = [r["payload"] for r in audit_log().records() if r["event"] == "drift.skip"]
     assert [s["reason"] for s in skips] == ["unreadable", "shape", "non_finite"]
     assert "a.npy: cannot read observations" in skips[0]["message"]
     value = metrics.registry.get_sample_value
@@ -101,7 +101,7 @@ def test_metrics_listener_binds_localhost_and_cli_runs_cycles(setup, capsys):
     metrics = DriftMetrics(port)
     try:
         assert metrics.server.server_address[0] == "127.0.0.1"
-        watcher = DriftWatcher(_config(tmp_path, ref), metrics)
+        watcher = DriftWatcher(_config(tmp_path, ref), metrics, workspace=env_workspace())
         watcher.run(threading.Event(), max_cycles=1)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
@@ -140,11 +140,11 @@ def test_nothing_earlier_to_roll_back_to_is_audited_and_the_watcher_goes_on(tmp_
     assert main(["triton", "build", str(far), "--profile", str(_profile(tmp_path, far)), "--repository",
                  str(tmp_path / "repo"), "--name", "policy", "--instance-kind", "cpu"]) == 0
     (tmp_path / "logs").mkdir()
-    watcher = DriftWatcher(_config(tmp_path, ref, fail_windows=1, apply=True))
+    watcher = DriftWatcher(_config(tmp_path, ref, fail_windows=1, apply=True), workspace=env_workspace())
     _log(tmp_path, "a.npy", 1)
     result = watcher.cycle()
     assert "nothing earlier to roll back to" in result.rollback["error"]
-    assert "drift.rollback_failed" in [r["event"] for r in default_log().records()]
+    assert "drift.rollback_failed" in [r["event"] for r in audit_log().records()]
     _log(tmp_path, "b.npy", 2)
     assert watcher.cycle().files[0].status == "checked"
 
@@ -154,7 +154,7 @@ def test_a_repository_without_versions_leaves_the_logs_unread(tmp_path):
     (tmp_path / "repo" / "policy").mkdir(parents=True)
     (tmp_path / "logs").mkdir()
     _log(tmp_path, "a.npy", 1)
-    watcher = DriftWatcher(_config(tmp_path, ref))
+    watcher = DriftWatcher(_config(tmp_path, ref), workspace=env_workspace())
     result = watcher.cycle()
     assert "no numbered version folders" in result.error and result.files == []
     far = perturbed(ref, tmp_path / "far.onnx", 0.5)  # once a version exists, the waiting log is checked

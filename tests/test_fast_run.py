@@ -15,6 +15,7 @@ from costeff.quantization import QuantizeConfig, load, quantize
 from costeff.quantization.records import VariantResult
 from costeff.quantization.select import choose, fill_all
 from costeff.quantization.speed import CONTROL, measure_rounds
+from workspace_support import env_workspace
 
 FAST = dict(batch_sizes=(1, 16), window_s=0.05, speed_rounds=1)
 CLEAN = {"other_share": 0.0, "steal_share": 0.0, "disturbed": False}
@@ -160,7 +161,7 @@ def policy(tiny_policy) -> Path:
 
 def _quantize(policy, obs, cache, tmp_path, tag):
     cfg = QuantizeConfig(variants=("int8-dynamic",), **FAST)
-    return quantize(policy, obs, cfg, out_dir=tmp_path / tag, cache=cache)
+    return quantize(policy, obs, cfg, out_dir=tmp_path / tag, cache=cache, workspace=env_workspace())
 
 
 def test_a_second_quantize_reuses_the_built_variants_and_says_so(policy, tiny_observations, tmp_path):

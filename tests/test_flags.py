@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from costeff.audit import AuditLog, default_log, verify
+from costeff.audit import AuditLog, verify
 from costeff.cli import main
 from costeff.errors import InputError
 from costeff.flags import FlagStore
+from workspace_support import audit_log, flag_store
 
 SHA = "ab" * 32
 
@@ -101,8 +102,8 @@ def test_cli_set_get_rollback_history(capsys):
     assert json.loads(capsys.readouterr().out)["value"] is False
     assert main(["flags", "history", "cost_gates_enabled", "--json"]) == 0
     assert [c["new_value"] for c in json.loads(capsys.readouterr().out)] == [False, True, False]
-    assert FlagStore.default().get("cost_gates_enabled") is False
-    assert [r["event"] for r in default_log().records()] == ["flag.set", "flag.set", "flag.rollback"]
+    assert flag_store().get("cost_gates_enabled") is False
+    assert [r["event"] for r in audit_log().records()] == ["flag.set", "flag.set", "flag.rollback"]
 
 
 def test_cli_unknown_flag_exits_2_with_hint(capsys):
@@ -116,4 +117,4 @@ def test_served_precision_is_not_a_flag(capsys):
     that claimed a precision and changed nothing is gone, and setting it is refused, not stored."""
     assert main(["flags", "set", "serve_precision", "int8-mixed"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown flag 'serve_precision'")
-    assert not FlagStore.default().path.exists()
+    assert not flag_store().path.exists()

@@ -20,7 +20,7 @@ import pytest
 
 from costeff.artifacts import sha256_file
 from costeff.cli import main
-from costeff.flags import FlagStore
+from workspace_support import flag_store
 
 LONG = "n" * 300
 SECRET = "root:$6$SECRET-HASH-DO-NOT-PRINT:19000:0:99999:7:::"
@@ -167,7 +167,7 @@ def test_rollback_to_a_replaced_model_records_the_bytes_on_disk(tmp_path, capsys
     change = json.loads(capsys.readouterr().out)
     assert change["to_version"] == 1 and change["model_sha256"] == on_disk
     assert on_disk in change["warning"] and built in change["warning"]
-    assert FlagStore.default().get("deployed_model_sha256") == on_disk  # not the build's record
+    assert flag_store().get("deployed_model_sha256") == on_disk  # not the build's record
     assert main(["triton", "versions", *repo, "--json"]) == 0
     listed = {v["version"]: v for v in json.loads(capsys.readouterr().out)["versions"]}
     assert (listed[1]["model_sha256"], listed[1]["disk_sha256"], listed[1]["bytes_match"]) == (built, on_disk, False)

@@ -30,6 +30,7 @@ from test_drift_check import observations, perturbed  # noqa: E402
 from test_reap_triton import _free_port, _query, _wait  # noqa: E402
 from test_serving import _profile, _tiny_policy  # noqa: E402
 from triton_support import free_ports, triton_env  # noqa: E402
+from workspace_support import audit_log  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -40,9 +41,8 @@ def _ledger(path: Path, influence_pct: float) -> None:
 
 
 def _records(event: str) -> list[dict]:
-    from costeff.audit import default_log
 
-    return [r["payload"] for r in default_log().records() if r["event"] == event]
+    return [r["payload"] for r in audit_log().records() if r["event"] == event]
 
 
 class Processes:

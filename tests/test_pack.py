@@ -4,21 +4,22 @@ import tarfile
 
 import pytest
 
-from costeff.artifacts import Layout, atomic_write_json
+from costeff.artifacts import atomic_write_json
 from costeff.cli import main
 from costeff.errors import InputError
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import read_pack
+from workspace_support import env_workspace
 
 
 @pytest.fixture
 def layout(tmp_path):
-    layout = Layout.default()
+    layout = env_workspace()
     model = {"model_sha256": "a" * 64}  # the quantization report's model: the profile is of its chain
     atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}, **model})
     atomic_write_json(layout.quant / "20260101_000001Z" / "quantization_report.json", {"variants": [], **model})
     (layout.quant / "20260101_000001Z" / "quantization_report.md").write_text("# q\n")
-    repo = Layout.model_repository() / "policy"
+    repo = env_workspace().repository / "policy"
     (repo / "1").mkdir(parents=True)
     (repo / "config.pbtxt").write_text('name: "policy"\n')
     (repo / "1" / "model.onnx").write_bytes(b"\x08\x07")
@@ -83,4 +84,4 @@ def test_cli_verify_exit_codes(layout, tmp_path, capsys):
 
 def test_pack_with_nothing_to_pack_is_an_input_error():
     with pytest.raises(InputError, match="no stage reports"):
-        pack(Layout.default())
+        pack(env_workspace())

@@ -7,13 +7,14 @@ import shutil
 
 import pytest
 
-from costeff.artifacts import Layout, atomic_write_json, sha256_file
+from costeff.artifacts import atomic_write_json, sha256_file
 from costeff.audit import load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import SUMMARY, _tarball, build_manifest, read_pack, sign_manifest
 from costeff.pack.chain import write_run
 from costeff.pack.summary import render_summary
+from workspace_support import env_workspace
 
 MODEL, INT8 = "a" * 64, "b" * 64
 
@@ -48,7 +49,7 @@ def _run_records(layout, second):
 
 
 def test_pack_takes_the_newest_run_and_names_it_even_after_later_separate_commands(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     stamp, sources = _run_records(layout, 10)
     write_run(layout, stamp, sources, None, None)
     _profile(layout.cost / "20260101_000020Z", rate=5.0)  # a later `costeff profile`, not of the run
@@ -61,7 +62,7 @@ def test_pack_takes_the_newest_run_and_names_it_even_after_later_separate_comman
 
 
 def test_without_a_run_pack_follows_the_newest_records_inputs_down(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     _run_records(layout, 10)
     stamp, sources = _run_records(layout, 20)  # a second chain, no run manifest for either
     assert main(["pack", "--json"]) == 0
@@ -75,7 +76,7 @@ def test_without_a_run_pack_follows_the_newest_records_inputs_down(capsys):
 
 
 def test_a_link_to_a_record_that_is_gone_is_refused_with_one_line(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     _, sources = _run_records(layout, 10)
     _quant(layout.quant / "20260101_000005Z")
     shutil.rmtree(sources["profile"])  # the batching report's profile is gone; another run's must not stand in
@@ -90,7 +91,7 @@ def test_a_link_to_a_record_that_is_gone_is_refused_with_one_line(capsys):
 
 
 def test_a_hand_made_mixed_pack_fails_verify(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     _, first = _run_records(layout, 10)
     _, second = _run_records(layout, 20)
     result = pack(layout, sources=first)
@@ -110,7 +111,7 @@ def test_a_hand_made_mixed_pack_fails_verify(capsys):
 
 
 def test_packing_twice_never_overwrites_an_earlier_summary_or_manifest():
-    layout = Layout.default()
+    layout = env_workspace()
     stamp, sources = _run_records(layout, 10)
     write_run(layout, stamp, sources, None, None)
     first = pack(layout)
@@ -125,7 +126,7 @@ def test_packing_twice_never_overwrites_an_earlier_summary_or_manifest():
 
 
 def test_a_changed_run_record_is_not_packed_as_that_run(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     stamp, sources = _run_records(layout, 10)
     write_run(layout, stamp, sources, None, None)
     _batching(sources["batching"], layout.cost / "20260101_000010Z" / "gpu_profile.json")  # same bytes: intact
@@ -147,7 +148,7 @@ def test_a_changed_run_record_is_not_packed_as_that_run(capsys):
 
 
 def test_report_takes_one_run_and_never_overwrites_another_runs_page(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     stamp, sources = _run_records(layout, 10)
     write_run(layout, stamp, sources, None, None)
     assert main(["report", "--json"]) == 0
@@ -165,7 +166,7 @@ def test_report_takes_one_run_and_never_overwrites_another_runs_page(capsys):
 @pytest.mark.slow
 def test_after_separate_profile_and_quantize_pack_packs_their_chain_or_names_the_missing_link(tiny_policy, capsys):
     """The interface check: `costeff profile --out A`, `costeff quantize --out B`, then `costeff pack`."""
-    layout = Layout.default()
+    layout = env_workspace()
     a, b = layout.cost / "A", layout.quant / "B"
     assert main(["profile", "--preset", "tiny", "--batch-sizes", "1,8", "--window-ms", "30", "--warmup-ms", "5",
                  "--max-trials", "3", "--out", str(a)]) == 0
@@ -200,7 +201,7 @@ def test_after_separate_profile_and_quantize_pack_packs_their_chain_or_names_the
 
 
 def test_a_newer_fp32_profile_is_the_baseline_of_an_older_quantization_report(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     _quant(layout.quant / "20260101_000010Z", selected="int8")
     served = _profile(layout.cost / "20260101_000005Z", model=INT8)
     baseline = _profile(layout.cost / "20260101_000020Z")  # the top record: fp32, measured after the report
@@ -212,9 +213,9 @@ def test_a_newer_fp32_profile_is_the_baseline_of_an_older_quantization_report(ca
 
 
 def test_a_triton_repository_built_from_another_chain_is_left_out_and_named(capsys):
-    layout = Layout.default()
+    layout = env_workspace()
     _, first = _run_records(layout, 10)
-    entry = Layout.model_repository() / "policy"
+    entry = env_workspace().repository / "policy"
     (entry / "1").mkdir(parents=True)
     (entry / "config.pbtxt").write_text('name: "policy"\n')
     atomic_write_json(entry / "costeff_build.json", {"inputs": {

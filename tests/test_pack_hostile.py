@@ -19,11 +19,12 @@ import zlib
 
 import pytest
 
-from costeff.artifacts import Layout, atomic_write_json
+from costeff.artifacts import atomic_write_json
 from costeff.audit import load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import read_pack, sign_manifest
+from workspace_support import env_workspace
 
 MODEL = "model_repository/policy/1/model.onnx"
 EOF = bytes(1024)
@@ -97,7 +98,7 @@ class Genuine:
 
 @pytest.fixture
 def genuine(tmp_path):
-    layout = Layout.default()
+    layout = env_workspace()
     report = {"variants": [], "selected": None}
     atomic_write_json(layout.quant / "20260101_000001Z" / "quantization_report.json", report)
     atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}})
@@ -271,27 +272,27 @@ def test_a_512_mib_header_or_member_is_verified_in_bounded_memory(genuine, tmp_p
 
 
 def test_pack_refuses_a_fifo_instead_of_hanging(genuine, tmp_path):
-    fifo = Layout.default().quant / "20260101_000001Z" / "pipe"
+    fifo = env_workspace().quant / "20260101_000001Z" / "pipe"
     os.mkfifo(fifo)
-    before = set(Layout.default().cost.glob("pack_*"))
+    before = set(env_workspace().cost.glob("pack_*"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-c", "from costeff.cli import entrypoint; entrypoint()", "pack"],
                           capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {fifo}: a FIFO") and "Traceback" not in done.stderr
-    assert set(Layout.default().cost.glob("pack_*")) == before
+    assert set(env_workspace().cost.glob("pack_*")) == before
 
 
 def test_long_and_non_ascii_names_still_verify(genuine, tmp_path):
     """Names past the ustar header's 100 bytes, or not ASCII, travel in pax records: a genuine pack with them
     verifies, and GNU tar would extract the same names."""
-    folder = Layout.default().quant / "20260101_000001Z"
+    folder = env_workspace().quant / "20260101_000001Z"
     long_name = "n" * 90 + "/" + "m" * 120 + ".json"
     (folder / long_name).parent.mkdir(parents=True)
     (folder / long_name).write_text("{}")
     (folder / "résumé-ñ.txt").write_text("accents")
-    path = pack(Layout.default()).path
+    path = pack(env_workspace()).path
     raw = gzip.decompress(path.read_bytes())
     assert b"path=quant/" + long_name.encode() in raw and "résumé-ñ".encode() in raw  # pax records
     report = verify_pack(path)

@@ -11,16 +11,17 @@ import tarfile
 
 import pytest
 
-from costeff.artifacts import Layout, atomic_write_json
+from costeff.artifacts import atomic_write_json
 from costeff.audit import keygen, load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import read_pack, sign_manifest
+from workspace_support import env_workspace, audit_log
 
 
 @pytest.fixture
 def layout(tmp_path):
-    layout = Layout.default()
+    layout = env_workspace()
     folder = layout.quant / "20260101_000001Z"
     atomic_write_json(folder / "quantization_report.json", {"variants": [], "selected": None})
     atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}})
@@ -195,9 +196,8 @@ def test_verify_streams_a_large_member_in_bounded_memory(layout, tmp_path):
 
 
 def test_the_packed_audit_trail_is_verified_too(layout, tmp_path):
-    from costeff.audit import default_log
     for i in range(3):
-        default_log().append("flag.set", {"i": i})
+        audit_log().append("flag.set", {"i": i})
     good = pack(layout).path
     assert verify_pack(good).ok
     files = read_pack(good)

@@ -13,6 +13,7 @@ from costeff.gates import Verdict
 from costeff.quantization import PolicyOutputs, QuantizeConfig, Tolerances, compare, gates, quantize
 from costeff.quantization.records import VariantResult
 from costeff.quantization.select import choose
+from workspace_support import env_workspace
 
 FAST = dict(batch_sizes=(1, 16), window_s=0.05, speed_rounds=1)
 
@@ -102,14 +103,15 @@ def report(policy, obs, tmp_path_factory):
         # kl_p99 1e-6 makes every int8 lowering fail, so the fallback has to run.
         cfg = QuantizeConfig(variants=("fp16", "int8-dynamic"), tolerances=Tolerances(kl_p99=1e-6), trials=6,
                              **FAST)
-        return quantize(policy, obs, cfg, out_dir=out / "run")
+        return quantize(policy, obs, cfg, out_dir=out / "run", workspace=env_workspace())
     finally:
         del os.environ["COSTEFF_ARTIFACTS"]
 
 
 @pytest.mark.slow
 def test_fp16_passes_on_a_confident_policy(policy, obs, tmp_path):
-    rep = quantize(policy, obs, QuantizeConfig(variants=("fp16",), **FAST), out_dir=tmp_path / "run")
+    rep = quantize(policy, obs, QuantizeConfig(variants=("fp16",), **FAST), out_dir=tmp_path / "run",
+                   workspace=env_workspace())
     fp16 = rep.variant("fp16")
     assert fp16.built and fp16.passed, fp16.gates
     assert fp16.fidelity.action_drift_pct <= 0.5 and fp16.fidelity.entropy_drift_pct <= 0.5
@@ -255,7 +257,6 @@ def test_cli_bad_input_exits_2_with_one_line(case, message, policy, obs, tmp_pat
 def test_a_failed_report_write_takes_back_the_models_it_saved(policy, obs_file, tmp_path, monkeypatch, capsys):
     import errno
 
-    from costeff.artifacts import Layout
     from costeff.quantization import engine
 
     def full_disk(path, obj):
@@ -265,4 +266,4 @@ def test_a_failed_report_write_takes_back_the_models_it_saved(policy, obs_file, 
     assert _cli(str(policy), "--observations", str(obs_file), "--variants", "fp16", "--out", str(tmp_path / "q")) == 2
     err = capsys.readouterr().err
     assert err.strip().endswith("quantization_report.json: No space left on device")
-    assert not list(Layout.default().models.glob("*"))  # the fp16 variant saved before the report is gone
+    assert not list(env_workspace().models.glob("*"))  # the fp16 variant saved before the report is gone

@@ -4,13 +4,11 @@ import os
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-
-from costeff.audit import default_log
 from costeff.cli import main
 from costeff.errors import InputError
-from costeff.flags import FlagStore
 from costeff.ledger import CostRow, EconomicsRow, Ledger, import_sample
 from costeff.ramp import DecideConfig, decide, load_plan
+from workspace_support import env_workspace, audit_log, flag_store
 
 AS_OF = date(2026, 3, 1)
 MODEL = "ab" * 32
@@ -63,11 +61,12 @@ def _live_window(ledger_path, sha, action=0.1, entropy=0.1, end=None):
 
 def _decide(ledger, report=None, deployed=MODEL, live=0.1, live_sha=None, **kw):
     if deployed:
-        FlagStore.default().set("deployed_model_sha256", deployed)
+        flag_store().set("deployed_model_sha256", deployed)
     sha = live_sha or (deployed if deployed not in (None, "unset") else None)
     if live is not None and sha:
         _live_window(ledger.path, sha, live)
-    return decide(DecideConfig(ledger=ledger.path, quant_report=report, as_of=kw.pop("as_of", AS_OF), **kw))
+    return decide(DecideConfig(ledger=ledger.path, quant_report=report, as_of=kw.pop("as_of", AS_OF), **kw),
+                  workspace=env_workspace())
 
 
 def _gate(decision, name):
@@ -94,7 +93,7 @@ def test_everything_passing_promotes_to_the_next_step(good):
 
 def test_every_decision_is_audited(good):
     d = _decide(*good)
-    record = default_log().records()[-1]
+    record = audit_log().records()[-1]
     assert record["event"] == "ramp.decision" and record["seq"] == d.audit_seq
     assert record["payload"]["decision"] == "PROMOTE" and record["payload"]["gates"]["cost_ratio"] == "PASS"
 
@@ -142,16 +141,16 @@ def test_negative_net_pnl_within_limit_holds(tmp_path):
 
 
 def test_disabled_cost_gates_are_shown_not_enforced_and_audited(tmp_path):
-    FlagStore.default().set("cost_gates_enabled", False, actor="alice", reason="quarter-end review")
+    flag_store().set("cost_gates_enabled", False, actor="alice", reason="quarter-end review")
     d = _decide(_ledger(tmp_path, cost=400.0), _report(tmp_path))
     g = _gate(d, "cost_ratio")
     assert g.verdict.value == "FAIL" and not g.enforced and d.decision == "PROMOTE"
     assert d.cost_gates_enabled is False
     assert "COST GATES DISABLED" in d.notices[0] and "alice" in d.notices[0]
     assert "quarter-end review" in d.notices[0]
-    events = [(r["event"], r["payload"].get("flag")) for r in default_log().records()]
+    events = [(r["event"], r["payload"].get("flag")) for r in audit_log().records()]
     assert ("flag.set", "cost_gates_enabled") in events
-    assert default_log().records()[-1]["payload"]["cost_gates_enabled"] is False
+    assert audit_log().records()[-1]["payload"]["cost_gates_enabled"] is False
 
 
 # -- risk gates and ROLLBACK ------------------------------------------------------------------------
@@ -383,7 +382,7 @@ def test_cli_promote_exits_0_and_default_paths(tmp_path, capsys):
     ledger = _ledger(tmp_path / "artifacts")
     _live_window(ledger.path, MODEL)
     report = _report(tmp_path)
-    FlagStore.default().set("deployed_model_sha256", MODEL)
+    flag_store().set("deployed_model_sha256", MODEL)
     assert main(["ramp", "decide", "--as-of", AS_OF.isoformat(), "--quant-report", str(report)]) == 0
     written = list((tmp_path / "artifacts" / "cost" / "ramp").glob("*/ramp_decision.json"))
     assert len(written) == 1 and json.loads(written[0].read_text())["decision"] == "PROMOTE"
@@ -396,7 +395,7 @@ def test_cli_bad_input_exits_2_without_artifacts(tmp_path, capsys):
     _ledger(tmp_path)
     assert main(["ramp", "decide", "--ledger", str(tmp_path / "ledger.sqlite"), "--as-of", "2026-13-01",
                  "--out", str(out)]) == 2
-    assert not out.exists() and default_log().records() == []
+    assert not out.exists() and audit_log().records() == []
 
 
 # -- paused pipelines are held, never promoted -----------------------------------------------------
@@ -406,7 +405,7 @@ def test_pipeline_paused_by_the_reaper_holds_and_restore_releases(good):
     from costeff.reaper.config import Target
 
     target = Target(resource="book-a", kind="pipeline", name="book-a")
-    pauser = PipelinePauser(FlagStore.default())
+    pauser = PipelinePauser(flag_store())
     assert pauser.reap(target).changed
     d = _decide(*good, pipeline="book-a")
     gate = _gate(d, "pipeline_not_paused")
@@ -421,7 +420,7 @@ def test_pipeline_defaults_to_the_model_name(tmp_path):
     now = datetime.now(timezone.utc)
     _, sha = _triton_model(tmp_path, now - timedelta(days=2))
     report = _report(tmp_path, sha=sha, created=now - timedelta(days=1))
-    FlagStore.default().set("pipeline_paused.policy", True, reason="maintenance")
+    flag_store().set("pipeline_paused.policy", True, reason="maintenance")
     d = _decide(_ledger(tmp_path), report, deployed=None, live_sha=sha, triton_repository=tmp_path / "repo",
                 model_name="policy")
     assert d.decision == "HOLD" and d.gates_failed == ["pipeline_not_paused"]
@@ -429,7 +428,7 @@ def test_pipeline_defaults_to_the_model_name(tmp_path):
 
 
 def test_every_pipeline_paused_holds_without_a_name_and_a_hard_breach_still_rolls_back(tmp_path):
-    FlagStore.default().set("pipeline_paused", True)
+    flag_store().set("pipeline_paused", True)
     d = _decide(_ledger(tmp_path), _report(tmp_path))
     assert d.decision == "HOLD" and _gate(d, "pipeline_not_paused").verdict.value == "FAIL"
     breach = _decide(_ledger(tmp_path / "loss", pnl=100.0, cost=600.0, influence=10.0), _report(tmp_path))
@@ -440,7 +439,7 @@ def test_cli_bad_pipeline_name_exits_2(tmp_path, capsys):
     _ledger(tmp_path)
     assert main(["ramp", "decide", "--ledger", str(tmp_path / "ledger.sqlite"), "--pipeline", "a b"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: flag pipeline_paused.a b: pipeline name") and default_log().records() == []
+    assert err.startswith("error: flag pipeline_paused.a b: pipeline name") and audit_log().records() == []
 
 
 def _why_held(decision):

@@ -10,6 +10,7 @@ from costeff.reaper.config import DecisionConfig, ReaperConfig, ScheduleConfig, 
 from costeff.reaper.live import Actuators, ReaperMetrics, _watch_tick, _WatchState, open_actions, tick
 
 from test_reap_k8s import ListSource, _idle, api, scaler  # noqa: F401 - api and scaler are fixtures
+from workspace_support import flag_store
 
 
 def _config(*targets, blind_s=900.0):
@@ -41,7 +42,7 @@ def test_a_round_that_fails_part_way_is_recorded_as_partly_applied(api, scaler, 
     targets = (Target("policy", namespace="trading"), Target("ghost", namespace="trading"))
     source = ListSource({"policy": _idle("policy", now), "ghost": _idle("ghost", now)})
     with pytest.raises(DependencyError, match="404"):
-        tick(_config(*targets), source, True, Actuators(kube=scaler), audit, 2.0, now=now)
+        tick(_config(*targets), source, True, Actuators(kube=scaler, flags=flag_store()), audit, 2.0, now=now)
     partial = [r for r in audit.records() if r["event"] == "reaper.round_partial"]
     assert len(partial) == 1 and partial[0]["payload"]["changed"] == ["deployment/trading/policy"]
     assert partial[0]["payload"]["failed_target"] == "deployment/trading/ghost"
@@ -53,7 +54,7 @@ class Down:
 
 
 def test_signals_gone_too_long_bring_reaped_capacity_back(api, scaler, tmp_path):
-    audit, actuators = AuditLog(tmp_path / "audit"), Actuators(kube=scaler)
+    audit, actuators = AuditLog(tmp_path / "audit"), Actuators(kube=scaler, flags=flag_store())
     now = 1_700_000_000.0
     config = _config(blind_s=600.0)
     tick(config, ListSource({"policy": _idle("policy", now)}), True, actuators, audit, 2.0, now=now)
@@ -71,8 +72,9 @@ def test_signals_gone_too_long_bring_reaped_capacity_back(api, scaler, tmp_path)
 
 def test_a_successful_round_sets_the_last_success_time(api, scaler, tmp_path):
     metrics, now = ReaperMetrics(None), 1_700_000_000.0
-    _watch_tick(_config(), ListSource({"policy": _idle("policy", now)}), False, Actuators(kube=scaler),
-                AuditLog(tmp_path / "audit"), 2.0, metrics, _WatchState(), now=now)
+    _watch_tick(_config(), ListSource({"policy": _idle("policy", now)}), False,
+                Actuators(kube=scaler, flags=flag_store()), AuditLog(tmp_path / "audit"), 2.0, metrics, _WatchState(),
+                now=now)
     assert metrics.last_success._value.get() == now and metrics.rounds_failed._value.get() == 0
 
 
@@ -151,7 +153,8 @@ def test_a_dry_run_reads_the_object_and_shows_what_applying_would_do(api, scaler
                Target("ghost", namespace="trading"))
     source = ListSource({"policy": _idle("policy", now), "ghost": _idle("ghost", now)})
     dry_down = set()
-    result = tick(_config(*targets), source, False, Actuators(kube=scaler), audit, 2.0, dry_down, now=now)
+    result = tick(_config(*targets), source, False, Actuators(kube=scaler, flags=flag_store()), audit, 2.0, dry_down,
+                  now=now)
     by_target = {a["target"]: a for a in result.actions}
     policy, excluded = by_target["deployment/trading/policy"], by_target["deployment/trading/ghost"]
     assert policy["detail"] == "dry run: would scale 3 -> 0" and policy["would_change"] and not policy["changed"]
@@ -169,7 +172,7 @@ def test_a_dry_run_without_kubernetes_credentials_still_says_what_it_would_do(tm
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     now = 1_700_000_000.0
-    result = tick(_config(), ListSource({"policy": _idle("policy", now)}), False, Actuators(),
+    result = tick(_config(), ListSource({"policy": _idle("policy", now)}), False, Actuators(flags=flag_store()),
                   AuditLog(tmp_path / "audit"), 2.0, set(), now=now)
     assert [a["detail"] for a in result.actions] == ["dry run: would reap"]
     assert result.actions[0]["usd_per_hour_saved"] == 2.0  # per replica: the count could not be read

@@ -26,6 +26,7 @@ from costeff.reaper.actions import Outcome
 from costeff.reaper.config import DecisionConfig, PrometheusConfig, ReaperConfig, ScheduleConfig, Target
 from costeff.reaper.live import Actuators, tick
 from costeff.reaper.prometheus import PrometheusSource
+from workspace_support import env_workspace, flag_store
 
 FACTOR_METRICS = {"gpu_util_pct": "DCGM_FI_DEV_GPU_UTIL", "requests_per_s": "nv_inference_request_success",
                   "influence_pct": "costeff_policy_influence_pct"}
@@ -144,7 +145,7 @@ class RecordingActuators(Actuators):
 
 def _reaps(url: str, tmp_path: Path, apply: bool = False, actuators: Actuators | None = None) -> int:
     config = _config(url)
-    result = tick(config, PrometheusSource(config.prometheus), apply, actuators or Actuators(),
+    result = tick(config, PrometheusSource(config.prometheus), apply, actuators or Actuators(flags=flag_store()),
                   AuditLog(tmp_path / "audit"), 1.0, set(), now=time.time())
     return sum(1 for a in result.actions if a["action"] == "reap")
 
@@ -249,10 +250,9 @@ def _flag_store(path: Path, value) -> None:
 
 @pytest.mark.parametrize("value", FLAG_VALUES, ids=[repr(v) for v in FLAG_VALUES])
 def test_a_hand_edited_reaper_flag_of_the_wrong_type_stops_apply(prometheus, tmp_path, value):
-    from costeff.artifacts import Layout
 
     url, _ = prometheus
-    _flag_store(Layout.default().flags, value)
+    _flag_store(env_workspace().flags, value)
     actuators = RecordingActuators()
     with pytest.raises(InputError, match="reaper_enabled"):
         _reaps(url, tmp_path, apply=True, actuators=actuators)
@@ -261,10 +261,9 @@ def test_a_hand_edited_reaper_flag_of_the_wrong_type_stops_apply(prometheus, tmp
 
 @pytest.mark.parametrize("value, reaps", [(True, 1), (False, 0)])
 def test_control_a_boolean_reaper_flag_is_obeyed(prometheus, tmp_path, value, reaps):
-    from costeff.artifacts import Layout
 
     url, _ = prometheus
-    _flag_store(Layout.default().flags, value)
+    _flag_store(env_workspace().flags, value)
     actuators = RecordingActuators()
     assert _reaps(url, tmp_path, apply=True, actuators=actuators) == reaps
     assert len(actuators.reaped) == reaps

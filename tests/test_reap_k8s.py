@@ -24,6 +24,7 @@ from costeff.reaper.config import ANNOTATION, DecisionConfig, ReaperConfig, Sche
 from costeff.reaper.rbac import allows, manifests
 from costeff.reaper.live import Actuators, open_actions, restore_all, tick
 from costeff.reaper.signals import Sample
+from workspace_support import flag_store
 
 KINDS = {"deployments": ("Deployment", "apps/v1"), "statefulsets": ("StatefulSet", "apps/v1")}
 VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
@@ -221,7 +222,7 @@ def _config():
 def test_applied_reap_is_restored_from_the_audit_trail_via_cli(api, scaler, tmp_path, monkeypatch, capsys):
     audit = AuditLog(tmp_path / "artifacts" / "audit")
     now = 1_741_996_800.0
-    actuators = Actuators(kube=scaler)
+    actuators = Actuators(kube=scaler, flags=flag_store())
     result = tick(_config(), ListSource({"policy": _idle("policy", now)}), True, actuators, audit, 2.0, now=now)
     assert [a["action"] for a in result.actions] == ["reap"] and result.savings_usd_per_hour == 6.0
     assert api.objects[("deployments", "trading", "policy")]["replicas"] == 0
@@ -249,7 +250,7 @@ def test_applied_reap_is_restored_from_the_audit_trail_via_cli(api, scaler, tmp_
 def test_demand_wakes_a_reaped_target(api, scaler, tmp_path):
     audit = AuditLog(tmp_path / "audit")
     now = 1_741_996_800.0
-    actuators = Actuators(kube=scaler)
+    actuators = Actuators(kube=scaler, flags=flag_store())
     tick(_config(), ListSource({"policy": _idle("policy", now)}), True, actuators, audit, 2.0, now=now)
     busy = _idle("policy", now + 60)
     busy[-1] = Sample(now + 60, "policy", None, 4.0, 0.0)  # pods are gone: util missing, requests seen at ingress
@@ -263,7 +264,8 @@ def test_uncertain_data_means_no_action(api, scaler, tmp_path):
     now = 1_741_996_800.0
     samples = _idle("policy", now)
     samples[5] = Sample(samples[5].ts, "policy", 1.0, None, 0.0)  # requests missing once
-    result = tick(_config(), ListSource({"policy": samples}), True, Actuators(kube=scaler), audit, 2.0, now=now)
+    result = tick(_config(), ListSource({"policy": samples}), True, Actuators(kube=scaler, flags=flag_store()), audit,
+                  2.0, now=now)
     assert result.actions == [] and api.requests == []
 
 
@@ -272,10 +274,11 @@ def test_tampered_audit_trail_blocks_restore(api, scaler, tmp_path):
 
     audit = AuditLog(tmp_path / "audit")
     now = 1_741_996_800.0
-    tick(_config(), ListSource({"policy": _idle("policy", now)}), True, Actuators(kube=scaler), audit, 2.0, now=now)
+    tick(_config(), ListSource({"policy": _idle("policy", now)}), True, Actuators(kube=scaler, flags=flag_store()),
+         audit, 2.0, now=now)
     audit.path.write_text(audit.path.read_text().replace('"3"', '"30"'))
     with pytest.raises(InputError, match="tampered"):
-        restore_all(audit, apply=True, actuators=Actuators(kube=scaler))
+        restore_all(audit, apply=True, actuators=Actuators(kube=scaler, flags=flag_store()))
 
 
 def test_reap_rbac_prints_one_role_per_namespace_and_refuses_a_config_without_kubernetes_targets(tmp_path, capsys):

@@ -10,12 +10,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from costeff.audit import default_log
 from costeff.errors import DependencyError
 from costeff.reaper.config import DecisionConfig, PrometheusConfig, ReaperConfig, ScheduleConfig, Target
 from costeff.reaper.live import Actuators, ReaperMetrics, _watch_tick
 from costeff.reaper.prometheus import PrometheusSource
+from workspace_support import audit_log, flag_store
 
 
 @pytest.fixture
@@ -77,6 +76,7 @@ def test_the_watcher_survives_a_json_list_answer(prometheus):
                           prometheus=PrometheusConfig(url=url, timeout_s=2.0), targets=(Target(resource="policy"),))
     metrics = ReaperMetrics(None)
     for _ in range(2):  # a round without data is skipped and recorded; the next one runs
-        _watch_tick(config, PrometheusSource(config.prometheus), True, Actuators(), default_log(), 2.0, metrics, set())
-    events = [r["event"] for r in default_log().records()]
+        _watch_tick(config, PrometheusSource(config.prometheus), True, Actuators(flags=flag_store()), audit_log(), 2.0,
+                    metrics, set())
+    events = [r["event"] for r in audit_log().records()]
     assert events == ["reaper.signals_unavailable"] * 2

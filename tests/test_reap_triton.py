@@ -20,6 +20,7 @@ from prometheus_support import prometheus as prometheus_at  # noqa: E402
 from prometheus_support import query as _query  # noqa: E402
 from prometheus_support import wait_until as _wait  # noqa: E402
 from triton_support import free_ports, triton_env  # noqa: E402
+from workspace_support import audit_log, flag_store  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 MODELS = ("policy", "busy")
@@ -101,9 +102,8 @@ def _state(triton, model: str) -> set[str]:
 
 
 def _actions(event: str = "reaper.action") -> list[dict]:
-    from costeff.audit import default_log
 
-    return [r["payload"] for r in default_log().records() if r["event"] == event]
+    return [r["payload"] for r in audit_log().records() if r["event"] == event]
 
 
 def _idle_verdict(capsys, prometheus: str, config: Path) -> dict:
@@ -183,8 +183,6 @@ def test_a_daemon_records_one_failure_not_one_per_round(triton, prometheus, tmp_
     """Idle signals every round, a Triton that cannot unload: the first round records the failure, the next
     rounds hold off (the verdict says why) until a decision window has passed."""
     import threading
-
-    from costeff.audit import default_log
     from costeff.reaper.config import load_config
     from costeff.reaper.live import Actuators, watch
     from costeff.reaper.metrics import ReaperMetrics
@@ -205,8 +203,8 @@ def test_a_daemon_records_one_failure_not_one_per_round(triton, prometheus, tmp_
                 stop.set()
 
     metrics = Rounds()
-    watch(config, PrometheusSource(config.prometheus), True, Actuators(triton=TritonModels(retry_after_s=3600)),
-          default_log(), 0.0, 0.2, metrics, stop)
+    watch(config, PrometheusSource(config.prometheus), True,
+          Actuators(triton=TritonModels(retry_after_s=3600), flags=flag_store()), audit_log(), 0.0, 0.2, metrics, stop)
     failed = [a for a in _actions() if a.get("failed")]
     assert len(failed) == 1 and "unreachable" in failed[0]["error"]
     held = [v for v in verdicts if v.get("held_off")]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from costeff.cli import main
+from workspace_support import env_workspace
 
 AS_OF = date(2026, 3, 1)
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,6 @@ def _png(path: Path) -> None:
 def artifacts(tmp_path, monkeypatch):
     """An artifacts tree: hand-written profile, quantization and batching reports, a real reaper replay of the
     shipped sample day and a real ramp decision (with its projection) on the SYNTHETIC sample ledger."""
-    from costeff.artifacts import Layout
     from costeff.ledger import Ledger, import_sample
     from costeff.ramp import DecideConfig, decide, write
     from costeff.reaper.run import reap_trace
@@ -61,7 +61,7 @@ def artifacts(tmp_path, monkeypatch):
 
     root = tmp_path / "artifacts"
     monkeypatch.setenv("COSTEFF_ARTIFACTS", str(root))
-    layout = Layout(root)
+    layout = env_workspace()
     fp32 = _write(layout.cost / "20260301_000001Z" / "gpu_profile.json", _profile("f" * 64, 24_636.0, 7.09))
     served = _write(layout.cost / "20260301_000002Z" / "gpu_profile.json", _profile("a" * 64, 72_050.0, 1.97))
     _png(served.parent / "throughput_vs_batch.png")
@@ -84,13 +84,13 @@ def artifacts(tmp_path, monkeypatch):
         "predicted": {"p50_ms": 0.31, "p99_ms": 0.6, "mean_batch_size": 1.2},
         "measured": {"p50_ms": 0.93, "p99_ms": 2.71, "mean_batch_size": 1.1},
         "ratios": {"p50": 3.0, "p99": 4.5, "mean_batch": 0.92}})
-    _, reaper_dir = reap_trace(sample_path(), out=layout.run_dir("reaper"))
+    _, reaper_dir = reap_trace(sample_path(), out=layout.run_dir("reaper"), workspace=layout)
     ledger = Ledger(layout.ramp / "20260301_000005Z" / "sample_ledger.sqlite")
     import_sample(ledger, end=AS_OF - timedelta(days=1))
     from costeff.ramp.projection import ProjectionInputs
 
     decision = decide(DecideConfig(ledger=ledger.path, as_of=AS_OF, projection=ProjectionInputs(
-        served, fp32, batching, Path(reaper_dir) / "reaper_report.json")))
+        served, fp32, batching, Path(reaper_dir) / "reaper_report.json")), workspace=layout)
     write(decision, ledger.path.parent)
     repo = tmp_path / "model_repository" / "policy"
     repo.mkdir(parents=True)

@@ -5,6 +5,7 @@ from datetime import date
 
 import pytest
 
+from costeff.artifacts import Workspace
 from costeff.cli import main
 from costeff.runctx import RunConfig
 
@@ -40,8 +41,8 @@ def test_every_run_config_field_has_an_option():
 def test_options_reach_the_run_config(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run_all(config, on_stage=None):
-        seen["config"] = config
+    def fake_run_all(config, workspace, on_stage=None):
+        seen["config"], seen["workspace"] = config, workspace
         raise SystemExit(0)
 
     monkeypatch.setattr("costeff.pipeline.run_all", fake_run_all)
@@ -50,3 +51,4 @@ def test_options_reach_the_run_config(monkeypatch, tmp_path):
               "--out", str(tmp_path / "out")])
     config = seen["config"]
     assert (config.rows, config.model_name, config.sample_as_of) == (1024, "book_a", date(2026, 3, 10))
+    assert seen["workspace"] == Workspace(tmp_path / "out", tmp_path / "out" / "model_repository")

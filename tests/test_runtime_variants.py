@@ -18,6 +18,7 @@ from costeff.quantization.records import VariantResult
 from costeff.serving import BuildConfig, build_repository
 
 from test_serving import _profile
+from workspace_support import env_workspace
 
 FAST = dict(batch_sizes=(1, 16), window_s=0.05, speed_rounds=1, gaps_s=(0.0,), open_loop_s=0.3)
 
@@ -126,7 +127,7 @@ def report(policy, obs, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("rv") / "q"
     cfg = QuantizeConfig(variants=("fp32@threads=1", "fp32@nospin"), target_rate=200.0, **FAST)
-    return quantize(policy, obs, cfg, out_dir=out), out
+    return quantize(policy, obs, cfg, out_dir=out, workspace=env_workspace()), out
 
 
 def test_runtime_variants_are_timed_beside_fp32_and_reported_with_their_settings(report, policy):
@@ -169,12 +170,14 @@ def _selecting(report, name: str, tmp_path: Path) -> Path:
 def test_a_selected_thread_count_flows_into_the_triton_config(report, policy, tmp_path):
     profile = _profile(tmp_path, policy)
     result = build_repository(BuildConfig(policy, profile, tmp_path / "repo", instance_kind="cpu", serving_cpus=4,
-                                          quantization_report=_selecting(report, "fp32@threads=1", tmp_path)))
+                                          quantization_report=_selecting(report, "fp32@threads=1", tmp_path)),
+                              workspace=env_workspace())
     assert result.variant == "fp32@threads=1"
     assert result.parameters["intra_op_thread_count"] == "1" and result.threads.threads_per_instance == 1
     # plain fp32 was measured with this host's default thread count: not a choice, so the container's share
     result = build_repository(BuildConfig(policy, profile, tmp_path / "repo", instance_kind="cpu", serving_cpus=4,
-                                          quantization_report=_selecting(report, "fp32", tmp_path)))
+                                          quantization_report=_selecting(report, "fp32", tmp_path)),
+                              workspace=env_workspace())
     assert result.parameters["intra_op_thread_count"] == "4"
 
 
@@ -182,7 +185,8 @@ def test_a_selected_nospin_variant_is_served_with_a_note_that_triton_cannot_turn
                                                                                                  tmp_path):
     result = build_repository(BuildConfig(policy, _profile(tmp_path, policy), tmp_path / "repo",
                                           instance_kind="cpu", serving_cpus=2,
-                                          quantization_report=_selecting(report, "fp32@nospin", tmp_path)))
+                                          quantization_report=_selecting(report, "fp32@nospin", tmp_path)),
+                              workspace=env_workspace())
     assert result.variant == "fp32@nospin"
     assert any("no parameter for thread spinning" in n for n in result.notes)
     assert not any("spin" in k for k in result.parameters)
@@ -203,7 +207,7 @@ def test_openvino_hint_and_streams_settings_flow_into_the_openvino_backend(polic
     report.write_text(json.dumps({"model_sha256": sha256_file(policy), "hardware": {"isa": []}, "selected": v,
                                   "variants": [v]}))
     result = build_repository(BuildConfig(policy, _profile(tmp_path, policy), tmp_path / "repo",
-                                          serving_cpus=8, quantization_report=report))
+                                          serving_cpus=8, quantization_report=report), workspace=env_workspace())
     assert result.parameters["PERFORMANCE_HINT"] == "THROUGHPUT" and result.parameters["NUM_STREAMS"] == "2"
     assert result.parameters["INFERENCE_NUM_THREADS"] == "2"
 

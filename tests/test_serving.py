@@ -11,6 +11,7 @@ import pytest
 from costeff.artifacts import sha256_file
 from costeff.cli import main
 from costeff.serving import BuildConfig, build_repository, validate_config
+from workspace_support import env_workspace
 
 WINDOW, FEATURES, HIDDEN = 4, 3, 8
 
@@ -95,12 +96,14 @@ def test_fp32_gets_tensorrt_fp16_only_when_fp16_passed_fidelity(tmp_path, model)
     profile = _profile(tmp_path, model, gpus=[{"name": "H100"}])
     for passed, expected in ((True, "FP16"), (False, None)):
         quant.write_text(json.dumps({"variants": [{"variant": "fp16", "passed": passed}]}))
-        result = build_repository(BuildConfig(model, profile, tmp_path / "repo", quantization_report=quant))
+        result = build_repository(BuildConfig(model, profile, tmp_path / "repo", quantization_report=quant),
+                                  workspace=env_workspace())
         assert result.tensorrt_precision_mode == expected
     text = _config_text(tmp_path)  # the last build (fp16 failed) replaced the first
     assert "tensorrt" not in text
     quant.write_text(json.dumps({"variants": [{"variant": "fp16", "passed": True}]}))
-    build_repository(BuildConfig(model, profile, tmp_path / "repo", quantization_report=quant))
+    build_repository(BuildConfig(model, profile, tmp_path / "repo", quantization_report=quant),
+                     workspace=env_workspace())
     text = _config_text(tmp_path)
     assert 'name: "tensorrt"' in text and re.search(r'key: "precision_mode"\s+value: "FP16"', text)
     assert 'key: "max_workspace_size_bytes"' in text
@@ -115,7 +118,7 @@ def test_int8_models_never_get_tensorrt_fp16(tmp_path, model):
     quant = tmp_path / "q.json"
     quant.write_text(json.dumps({"variants": [{"variant": "fp16", "passed": True}]}))
     result = build_repository(BuildConfig(int8, _profile(tmp_path, int8, gpus=[{"name": "H100"}]),
-                                          tmp_path / "repo", quantization_report=quant))
+                                          tmp_path / "repo", quantization_report=quant), workspace=env_workspace())
     assert result.model_precision == "int8-dynamic" and result.tensorrt_precision_mode is None
     assert validate_config(result.config_path).valid
 
@@ -143,11 +146,11 @@ def test_profile_of_another_model_is_refused_naming_both_hashes(tmp_path, model,
 
 def test_failed_rebuild_keeps_the_previous_entry(tmp_path, model):
     profile = _profile(tmp_path, model)
-    build_repository(BuildConfig(model, profile, tmp_path / "repo"))
+    build_repository(BuildConfig(model, profile, tmp_path / "repo"), workspace=env_workspace())
     before = _config_text(tmp_path)
     bad = _batching(tmp_path, preferred_batch_size=[64])  # above max_batch_size 32
     with pytest.raises(Exception, match="preferred_batch_size"):
-        build_repository(BuildConfig(model, profile, tmp_path / "repo", batching_report=bad))
+        build_repository(BuildConfig(model, profile, tmp_path / "repo", batching_report=bad), workspace=env_workspace())
     assert _config_text(tmp_path) == before
     # no staging folder left behind (the entry's lock file stays: flock needs one inode for every writer)
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [".policy.lock", "policy"]
@@ -207,7 +210,7 @@ def test_fp16_accelerator_on_int8_model_is_flagged(tmp_path, model):
     int8 = tmp_path / "int8.onnx"
     quantize_dynamic(str(model), str(int8))
     build_repository(BuildConfig(int8, _profile(tmp_path, int8, gpus=[{"name": "H100"}]), tmp_path / "repo",
-                                 name="policy"))
+                                 name="policy"), workspace=env_workspace())
     config = tmp_path / "repo" / "policy" / "config.pbtxt"
     config.write_text(config.read_text() + 'optimization { execution_accelerators { gpu_execution_accelerator '
                       '{ name: "tensorrt" parameters { key: "precision_mode" value: "FP16" } } } }\n')

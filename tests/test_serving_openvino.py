@@ -14,6 +14,7 @@ from costeff.cli import main
 from costeff.cost import load_catalog
 from costeff.cost.catalog import cpu_family
 from costeff.errors import InputError
+from workspace_support import env_workspace
 
 pytest.importorskip("openvino")
 
@@ -27,7 +28,7 @@ def built(tiny_policy, tiny_observations, tmp_path_factory):
     root = tmp_path_factory.mktemp("ovserve")
     model = Path(tiny_policy.onnx_path)
     cfg = QuantizeConfig(variants=("ov-fp32",), batch_sizes=(1, 16), window_s=0.05, speed_rounds=1, gaps_s=(0.0,))
-    rep = quantize(model, tiny_observations[:600], cfg, out_dir=root / "q")
+    rep = quantize(model, tiny_observations[:600], cfg, out_dir=root / "q", workspace=env_workspace())
     data = json.loads((root / "q" / "quantization_report.json").read_text())
     ov = next(v for v in data["variants"] if v["name"] == "ov-fp32")
     # Serve the OpenVINO variant whatever the timing said: these tests are about serving it.

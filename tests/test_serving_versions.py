@@ -7,11 +7,10 @@ import json
 import pytest
 
 from costeff.artifacts import sha256_file
-from costeff.audit import default_log
 from costeff.cli import main
-from costeff.flags import FlagStore
 from costeff.serving.versions import describe, pinned_versions, read_config
 from test_serving import _profile, _tiny_policy
+from workspace_support import env_workspace, audit_log, flag_store
 
 
 def _build(tmp_path, seed, *extra):
@@ -35,8 +34,8 @@ def test_each_build_adds_a_version_and_pins_it(tmp_path):
     assert sha256_file(entry / "2" / "model.onnx") == sha256_file(second)
     assert _served(tmp_path) == [2]
     assert "version_policy" in (entry / "config.pbtxt").read_text()
-    assert FlagStore.default().get("served_version.policy") == 2
-    assert FlagStore.default().get("deployed_model_sha256") == sha256_file(second)
+    assert flag_store().get("served_version.policy") == 2
+    assert flag_store().get("deployed_model_sha256") == sha256_file(second)
     build = json.loads((entry / "costeff_build.json").read_text())
     assert build["version"] == 2 and build["versions_kept"] == [1, 2]
 
@@ -49,16 +48,16 @@ def test_rollback_then_promote_through_the_cli(tmp_path, capsys):
     change = json.loads(capsys.readouterr().out)
     assert (change["from_version"], change["to_version"], change["action"]) == (2, 1, "rollback")
     assert _served(tmp_path) == [1]
-    assert FlagStore.default().get("served_version.policy") == 1
-    assert FlagStore.default().get("deployed_model_sha256") == sha256_file(first)
+    assert flag_store().get("served_version.policy") == 1
+    assert flag_store().get("deployed_model_sha256") == sha256_file(first)
     # validate checks the served version's model, not the highest number on disk
     assert main(["triton", "validate", str(tmp_path / "repo" / "policy" / "config.pbtxt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model_path"].endswith("/1/model.onnx")
     assert main(["triton", "promote", *repo]) == 0
     assert _served(tmp_path) == [2]
-    events = [r["event"] for r in default_log().records()]
+    events = [r["event"] for r in audit_log().records()]
     assert events.count("triton.rollback") == 1 and events.count("triton.promote") == 1
-    rollback = next(r for r in default_log().records() if r["event"] == "triton.rollback")
+    rollback = next(r for r in audit_log().records() if r["event"] == "triton.rollback")
     assert rollback["payload"]["reason"] == "drift"
 
 
@@ -85,7 +84,7 @@ def test_flags_rollback_then_sync_rewrites_the_config(tmp_path, capsys):
     assert main(["flags", "set", "served_version.policy", "2"]) == 0
     assert main(["triton", "sync", "--repository", str(tmp_path / "repo"), "--name", "policy"]) == 0
     assert _served(tmp_path) == [2]
-    assert [r["event"] for r in default_log().records()].count("triton.sync") == 2
+    assert [r["event"] for r in audit_log().records()].count("triton.sync") == 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -109,7 +108,7 @@ def test_repository_without_versions_and_unset_flag(tmp_path, capsys):
     assert "no numbered version folders" in capsys.readouterr().err
     _build(tmp_path, 1)
     capsys.readouterr()
-    FlagStore.default().set("served_version.policy", "unset")
+    flag_store().set("served_version.policy", "unset")
     assert main(["triton", "sync", "--repository", str(tmp_path / "repo"), "--name", "policy"]) == 2
     assert "flag served_version.policy is unset" in capsys.readouterr().err
     assert main(["flags", "set", "served_version.policy", "two"]) == 2
@@ -136,7 +135,9 @@ def test_concurrent_builds_take_distinct_versions(tmp_path):
         model = _tiny_policy(folder / "policy.onnx", seed=seed)
         configs.append(BuildConfig(model, _profile(folder, model), tmp_path / "repo", "policy", instance_kind="cpu"))
     results = []
-    threads = [threading.Thread(target=lambda c=c: results.append(build_repository(c))) for c in configs]
+    here = env_workspace()
+    threads = [threading.Thread(target=lambda c=c: results.append(build_repository(c, workspace=here)))
+               for c in configs]
     for t in threads:
         t.start()
     for t in threads:

@@ -11,6 +11,7 @@ import pytest
 from costeff.quantization import QuantizeConfig, quantize
 from costeff.quantization import onnx_mlp as om
 from costeff.quantization import structural
+from workspace_support import env_workspace
 
 FAST = dict(batch_sizes=(1, 16), window_s=0.05, speed_rounds=1, backends=("onnxruntime",))
 
@@ -59,7 +60,8 @@ def heavy_tailed(rows: int, seed: int = 3) -> np.ndarray:
 
 def test_prune_recovers_the_narrow_width_and_passes_held_out_gates(widened, tiny_observations, tmp_path):
     rep = quantize(widened, tiny_observations[:1200], QuantizeConfig(variants=("prune", "prune+int8-dynamic"),
-                                                                     **FAST), out_dir=tmp_path / "q")
+                                                                     **FAST), out_dir=tmp_path / "q",
+                   workspace=env_workspace())
     v = rep.variant("prune")
     assert v.built and v.passed, (v.error, v.gates)
     s = v.structure
@@ -79,7 +81,7 @@ def test_prune_stacks_with_an_openvino_variant(widened, tiny_observations, tmp_p
     pytest.importorskip("openvino")
     rep = quantize(widened, tiny_observations[:1200],
                    QuantizeConfig(variants=("prune+ov-fp32",), **dict(FAST, backends=("onnxruntime", "openvino"))),
-                   out_dir=tmp_path / "q")
+                   out_dir=tmp_path / "q", workspace=env_workspace())
     v = rep.variant("prune+ov-fp32")
     assert v.built and v.backend == "openvino" and v.derived_from == "prune", v.error
     assert v.structure["chosen"]["sizes"] and Path(v.path).suffix == ".xml"
@@ -144,7 +146,7 @@ def _save(model, path: Path) -> Path:
 
 def test_a_policy_without_redundancy_fails_at_the_first_step_and_says_so(random_mlp, tmp_path):
     rep = quantize(random_mlp, heavy_tailed(1200), QuantizeConfig(variants=("prune", "lowrank"), **FAST),
-                   out_dir=tmp_path / "q")
+                   out_dir=tmp_path / "q", workspace=env_workspace())
     for name in ("prune", "lowrank"):
         v = rep.variant(name)
         assert not v.built and v.error.startswith("not built: identical to fp32"), v.error
@@ -173,7 +175,7 @@ def test_a_convolution_is_not_eligible_and_the_other_variants_go_on(tmp_path):
     path = tmp_path / "conv.onnx"
     export_module(ConvNet(), path, (8, 8))
     rep = quantize(path, heavy_tailed(600), QuantizeConfig(variants=("int8-dynamic", "prune", "prune+int8-dynamic"),
-                                                           **FAST), out_dir=tmp_path / "q")
+                                                           **FAST), out_dir=tmp_path / "q", workspace=env_workspace())
     prune = rep.variant("prune")
     assert prune.not_tried.startswith("not eligible: not an MLP: Conv (a convolution")
     assert "prune has no passing model" in rep.variant("prune+int8-dynamic").error

@@ -24,6 +24,7 @@ import requests
 from costeff.cli import main
 from costeff.errors import InputError
 from triton_support import free_ports, triton_env
+from workspace_support import env_workspace
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -48,7 +49,7 @@ def repo(tiny_policy, tiny_observations, tmp_path_factory):
         prof = profile(model, ProfileConfig(batch_sizes=(1, 16), window_s=0.05, warmup_s=0.02, max_trials=3))
         prof.write(root / "p")
         quantize(model, tiny_observations[:600], QuantizeConfig(variants=("ov-fp32",), batch_sizes=(1, 16),
-                 window_s=0.05, speed_rounds=1, gaps_s=(0.0,)), out_dir=root / "q")
+                 window_s=0.05, speed_rounds=1, gaps_s=(0.0,)), out_dir=root / "q", workspace=env_workspace())
         data = json.loads((root / "q" / "quantization_report.json").read_text())
         ov = next(v for v in data["variants"] if v["name"] == "ov-fp32")
         data["selected"].update(name="ov-fp32", path=ov["path"], sha256=ov["sha256"], backend="openvino",

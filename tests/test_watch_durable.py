@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from costeff.audit import AuditLog, default_log
+from costeff.audit import AuditLog
 from costeff.cli import main
 from costeff.drift.watch import DriftMetrics, DriftWatcher
 from costeff.health import Heartbeat
@@ -19,6 +19,7 @@ from costeff.ramp.watch import RampMetrics, RampWatcher, history
 from costeff.serving.versions import describe
 from test_drift_watch import _config, _log, setup  # noqa: F401 - the fixture
 from test_ramp import _ledger
+from workspace_support import env_workspace, audit_log
 
 
 def _ready_after_one_round(watcher_run) -> dict:
@@ -40,17 +41,18 @@ def test_a_failed_ledger_write_leaves_the_logs_unread_and_the_watcher_unready(se
     _log(tmp_path, "a.npy", 1)
     _log(tmp_path, "b.npy", 2)
     config = _config(tmp_path, ref, fail_windows=2, apply=True)
-    state = _ready_after_one_round(lambda beat: DriftWatcher(config, DriftMetrics(heartbeat=beat))
+    state = _ready_after_one_round(lambda beat: DriftWatcher(config, DriftMetrics(heartbeat=beat),
+                                                             workspace=env_workspace())
                                    .run(threading.Event(), max_cycles=1))
     assert state["ready"] is False and state["failures_in_a_row"] == 1
     saved = json.loads((tmp_path / "state.json").read_text()) if (tmp_path / "state.json").exists() else {}
     assert saved.get("seen", {}) == {}  # neither log marked read
     assert describe(tmp_path / "repo" / "policy").served == 2  # nothing counted, nothing rolled back yet
-    failed = DriftWatcher(config).cycle()
+    failed = DriftWatcher(config, workspace=env_workspace()).cycle()
     assert failed.files == [] and "could not be stored" in failed.error and "a.npy" in failed.error
 
     monkeypatch.setattr(check, "record", real)  # the ledger is back: both logs are read, the rollback fires
-    result = DriftWatcher(config).cycle()
+    result = DriftWatcher(config, workspace=env_workspace()).cycle()
     assert [f.windows_failed for f in result.files] == [1, 1] and result.error is None
     assert result.rollback["to_version"] == 1 and describe(tmp_path / "repo" / "policy").served == 1
     assert set(json.loads((tmp_path / "state.json").read_text())["seen"]) == {"a.npy", "b.npy"}
@@ -60,15 +62,17 @@ def test_ramp_watch_on_a_ledger_truncated_to_nothing_is_not_ready_and_leaves_it_
     ledger = _ledger(tmp_path)
     config = DecideConfig(ledger=ledger.path, as_of=None)
     out = tmp_path / "watch"
-    state = _ready_after_one_round(lambda beat: RampWatcher(config, out, RampMetrics(heartbeat=beat))
+    state = _ready_after_one_round(lambda beat: RampWatcher(config, out, RampMetrics(heartbeat=beat),
+                                                            workspace=env_workspace())
                                    .run(threading.Event(), 0.01, max_rounds=1))
     assert state["ready"] is True
     ledger.path.write_bytes(b"")  # truncated
-    watcher = RampWatcher(config, out, RampMetrics())
+    watcher = RampWatcher(config, out, RampMetrics(), workspace=env_workspace())
     result = watcher.round()
     assert not result.ok and "0 bytes" in result.error and "truncated" in result.error
     assert ledger.path.stat().st_size == 0  # never recreated as an empty schema
-    state = _ready_after_one_round(lambda beat: RampWatcher(config, out, RampMetrics(heartbeat=beat))
+    state = _ready_after_one_round(lambda beat: RampWatcher(config, out, RampMetrics(heartbeat=beat),
+                                                            workspace=env_workspace())
                                    .run(threading.Event(), 0.01, max_rounds=1))
     assert state["ready"] is False and ledger.path.stat().st_size == 0
     assert len(history(out)) == 1
@@ -88,7 +92,7 @@ def _full_disk(path, *args, **kwargs):
 
 
 def _decisions() -> list[dict]:
-    return [r for r in default_log().records() if r["event"] == "ramp.decision"]
+    return [r for r in audit_log().records() if r["event"] == "ramp.decision"]
 
 
 def test_a_report_that_cannot_be_written_leaves_no_decision_in_the_trail(tmp_path, monkeypatch, capsys):
@@ -130,7 +134,7 @@ def test_ramp_watch_round_with_a_full_disk_fails_without_half_a_decision(tmp_pat
         monkeypatch.setattr(report, "atomic_write_json", _full_disk)
     else:
         monkeypatch.setattr(AuditLog, "append", lambda self, *a, **k: _full_disk(self.path))
-    result = RampWatcher(DecideConfig(ledger=ledger.path), out, RampMetrics()).round()
+    result = RampWatcher(DecideConfig(ledger=ledger.path), out, RampMetrics(), workspace=env_workspace()).round()
     assert not result.ok and "No space left on device" in result.error
     assert _decisions() == [] and history(out) == []
     assert not out.exists() or list(out.iterdir()) == []

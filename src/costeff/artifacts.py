@@ -21,8 +21,6 @@ from costeff import __version__
 from costeff._jsonable import to_jsonable
 
 SCHEMA_VERSION = 1
-ROOT_ENV = "COSTEFF_ARTIFACTS"
-REPOSITORY_ENV = "COSTEFF_MODEL_REPOSITORY"
 
 
 def utc_now() -> datetime:
@@ -39,14 +37,24 @@ def iso_utc(when: datetime | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where artifacts live (docs/architecture.md#records). ``root`` defaults to ``./artifacts``."""
+class Workspace:
+    """Where one run's artifacts live (docs/architecture.md#records): ``root`` and its Triton ``repository``.
+
+    Built once, at the command line's edge, and handed to every function that reads or writes
+    artifacts; nothing below the CLI looks up where these folders are.
+    """
 
     root: Path
+    repository: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "repository", Path(self.repository))
 
     @classmethod
-    def default(cls) -> "Layout":
-        return cls(Path(os.environ.get(ROOT_ENV, "artifacts")))
+    def at(cls, root: Path | str) -> "Workspace":
+        """Everything under ``root``, the repository too (``root/model_repository``), as ``costeff run --out``."""
+        return cls(Path(root), Path(root) / "model_repository")
 
     @property
     def cost(self) -> Path:
@@ -87,10 +95,6 @@ class Layout:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
-
-    @staticmethod
-    def model_repository() -> Path:
-        return Path(os.environ.get(REPOSITORY_ENV, "docker/triton/model_repository"))
 
     def run_dir(self, stage: str | None = None, out: Path | str | None = None) -> Path:
         """The folder a run writes into: ``out`` when given, else a new timestamped one."""

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from costeff.artifacts import Layout, utc_stamp
+from costeff.artifacts import Workspace, utc_stamp
 from costeff.errors import CosteffError
 from costeff.runctx import RunConfig, RunContext, Skip, Stage
 
@@ -47,12 +47,14 @@ class RunReport:
     exit_code: int = 0
 
 
-def run_all(config: RunConfig, on_stage: Callable[[StageResult, int, int], None] | None = None) -> RunReport:
-    """Run every stage in order; ``on_stage(result, index, total)`` reports progress."""
+def run_all(config: RunConfig, workspace: Workspace,
+            on_stage: Callable[[StageResult, int, int], None] | None = None) -> RunReport:
+    """Run every stage in order, each writing into ``workspace``; ``on_stage(result, index, total)`` reports
+    progress."""
     from costeff.artifacts import iso_utc
     from costeff.stages import STAGES
 
-    ctx = RunContext(config, Layout.default(), utc_stamp())
+    ctx = RunContext(config, workspace, utc_stamp())
     report = RunReport(started_at=iso_utc(), stages=[StageResult(name) for name, _ in STAGES])
     for index, ((_name, stage), result) in enumerate(zip(STAGES, report.stages, strict=True)):
         if on_stage:

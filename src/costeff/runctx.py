@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from costeff.artifacts import Layout
+from costeff.artifacts import Workspace
 from costeff.errors import InputError
 
 MIN_ROWS = 512
@@ -61,7 +61,7 @@ class RunContext:
     """The configuration, where artifacts go, and what earlier stages produced (``values``)."""
 
     config: RunConfig
-    layout: Layout
+    layout: Workspace
     stamp: str
     values: dict[str, Any] = field(default_factory=dict)
 

@@ -84,7 +84,7 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
                           window_s=cfg.window_s, speed_rounds=2, name=cfg.model_name,
                           latency_budget_ms=cfg.latency_budget_ms)
     # Built variants and their fidelity are reused from the cache when model, recipe and libraries match.
-    report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"), cache=True)
+    report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"), cache=True, workspace=ctx.layout)
     assert report.report_dir is not None  # set since out_dir is given
     out = Path(report.report_dir)
     ctx.values["quant_report"] = out / "quantization_report.json"
@@ -135,14 +135,14 @@ def stage_batching(ctx: RunContext) -> tuple[str, list[str]]:
 
 
 def stage_triton(ctx: RunContext) -> tuple[str, list[str]]:
-    from costeff.artifacts import Layout
     from costeff.serving import BuildConfig, build_repository
 
     model, profile = ctx.need("selected_model", "selected_profile")
-    repo = Layout.model_repository()
+    repo = ctx.layout.repository
     result = build_repository(BuildConfig(
         model_path=model, profile_path=profile, repository=repo, name=ctx.config.model_name,
-        batching_report=ctx.values.get("batching_report"), quantization_report=ctx.values.get("quant_report")))
+        batching_report=ctx.values.get("batching_report"), quantization_report=ctx.values.get("quant_report")),
+        workspace=ctx.layout)
     ctx.values.update(repository=repo, model_name=result.name)
     trt = f", TensorRT {result.tensorrt_precision_mode}" if result.tensorrt_precision_mode else ""
     return (f"{result.config_path}: {result.model_precision} model on the {result.backend} backend, "
@@ -191,7 +191,7 @@ def stage_reaper(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.reaper.run import reap_trace
     from costeff.reaper.sample import sample_path
 
-    report, out = reap_trace(sample_path(), out=ctx.layout.run_dir("reaper"))
+    report, out = reap_trace(sample_path(), out=ctx.layout.run_dir("reaper"), workspace=ctx.layout)
     ctx.values["reaper_report"] = out / "reaper_report.json"
     d = report.to_dict()
     return (f"sample day: GPU-hours {d['gpu_hours_without']:.1f} -> {d['gpu_hours_with']:.1f} "
@@ -210,7 +210,8 @@ def stage_ramp(ctx: RunContext) -> tuple[str, list[str]]:
     deployed = {"triton_repository": ctx.values["repository"], "model_name": ctx.values["model_name"]} \
         if "repository" in ctx.values else {}
     decision = decide(DecideConfig(ledger=ledger.path, quant_report=ctx.values.get("quant_report"),
-                                   as_of=as_of, projection=_projection_inputs(ctx), **deployed), out_dir=out)
+                                   as_of=as_of, projection=_projection_inputs(ctx), **deployed), out_dir=out,
+                      workspace=ctx.layout)
     ctx.values["ramp_decision"] = out / "ramp_decision.json"
     ratio = decision.cost_ratio_pct
     failed = ", ".join(decision.gates_failed) or "none"
@@ -231,10 +232,10 @@ def _projection_inputs(ctx: RunContext):
 
 
 def stage_pack(ctx: RunContext) -> tuple[str, list[str]]:
-    from costeff.audit import default_log
+    from costeff.audit import AuditLog
     from costeff.pack import pack
 
-    default_log().checkpoint()  # the pack carries a head hash that a checkpoint vouches for
+    AuditLog.of(ctx.layout).checkpoint()  # the pack carries a head hash that a checkpoint vouches for
     sources = {name: Path(ctx.values[key]).parent for name, key in (
         ("profile_fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
         ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision"),
@@ -256,7 +257,7 @@ def stage_report(ctx: RunContext) -> tuple[str, list[str]]:
     folders = {name: Path(ctx.values[key]).parent for name, key in (
         ("fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
         ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision")) if key in ctx.values}
-    result = build_report(ctx.layout.root, folders, ctx.values.get("repository"), run=ctx.stamp)
+    result = build_report(ctx.layout, folders, ctx.values.get("repository"), run=ctx.stamp)
     return (f"{result.path}: one self-contained page, acceptance {result.criteria_passed} of "
             f"{result.criteria_total} PASS"), [result.path]
 

@@ -95,10 +95,10 @@ def keygen(path: Path | None = None, force: bool = False, protect: tuple[Path, .
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from costeff.artifacts import Layout, atomic_write_bytes
+    from costeff.artifacts import atomic_write_bytes
 
     path = Path(path or default_key_path())
-    refuse_inside(path, Layout.default().root, *protect)
+    refuse_inside(path, *protect)
     if path.exists() and not force:
         raise InputError(f"{path}: a key already exists; records it signed verify only with its public key "
                          f"(pass --force to replace it anyway)")
@@ -118,11 +118,9 @@ def load_signer(path: Path | None = None, create: bool = True, protect: tuple[Pa
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from costeff.artifacts import Layout
-
     explicit = path is None and bool(os.environ.get(KEY_ENV))
     path = Path(path or default_key_path())
-    refuse_inside(path, Layout.default().root, *protect)
+    refuse_inside(path, *protect)
     if not path.exists():
         if explicit:
             # A key named by the environment is provisioned (a mounted Secret, say): inventing a new one

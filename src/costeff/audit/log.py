@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from costeff._jsonable import to_jsonable
-from costeff.artifacts import Layout, exclusive_lock, iso_utc
+from costeff.artifacts import Workspace, exclusive_lock, iso_utc
 from costeff.audit.files import CHECKPOINT_NAME, LOG_NAME, _append_bytes, _first_line, _last_line
 from costeff.audit.keys import Signer, load_signer
 from costeff.audit.sealed import BadLine, seal, unseal
@@ -43,7 +43,7 @@ from costeff.errors import InputError
 
 LOCK_NAME = ".audit.lock"
 _DEFAULT = object()
-__all__ = ["AuditLog", "GENESIS", "default_log"]
+__all__ = ["AuditLog", "GENESIS"]
 
 
 class AuditLog:
@@ -55,8 +55,9 @@ class AuditLog:
     """
 
     def __init__(self, directory: Path | str, checkpoint_every: int = 1, signer: Signer | None = None,
-                 anchor: Any = _DEFAULT) -> None:
+                 anchor: Any = _DEFAULT, protect: tuple[Path, ...] = ()) -> None:
         self.directory = Path(directory)
+        self.protect = protect  # folders the signing key must lie outside of, besides ``directory``
         self.path = self.directory / LOG_NAME
         self.checkpoint_path = self.directory / CHECKPOINT_NAME
         self.checkpoint_every = max(1, int(checkpoint_every))
@@ -66,10 +67,15 @@ class AuditLog:
         self._anchor_ahead = True  # the anchor may hold checkpoints the local file lacks: look once
         self._read_cache: tuple[Head, list[dict[str, Any]], bytes] | None = None
 
+    @classmethod
+    def of(cls, workspace: Workspace) -> "AuditLog":
+        """The workspace's trail; its signing key must lie outside the whole workspace."""
+        return cls(workspace.audit, protect=(workspace.root,))
+
     @property
     def signer(self) -> Signer:
         if self._signer is None:
-            self._signer = load_signer(protect=(self.directory,))
+            self._signer = load_signer(protect=(self.directory, *self.protect))
         return self._signer
 
     @property
@@ -223,7 +229,3 @@ def _unseal_or_refuse(path: Path, line: bytes, what: str) -> Any:
     except BadLine as exc:
         raise InputError(f"{path}: {what}: {exc}; run `costeff audit verify {path.parent}` (an unsigned trail "
                          f"from an earlier costeff must be moved aside to start a signed one)") from None
-
-
-def default_log() -> AuditLog:
-    return AuditLog(Layout.default().audit)

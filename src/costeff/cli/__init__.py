@@ -21,6 +21,7 @@ import threading
 from typing import NoReturn, Sequence
 
 from costeff import __version__
+from costeff.cli._common import add_workspace
 from costeff.errors import CosteffError
 
 # Command modules, in the order `costeff --help` lists them. Modules import only
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve an RL trading policy cheaply without changing what it decides.",
     )
     parser.add_argument("--version", action="version", version=f"costeff {__version__}")
+    add_workspace(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"costeff.cli.{name}").register(sub)

@@ -4,13 +4,45 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from costeff.artifacts import dumps
+from costeff.artifacts import Workspace, dumps
 from costeff.errors import InputError
+
+ARTIFACTS_ENV = "COSTEFF_ARTIFACTS"
+REPOSITORY_ENV = "COSTEFF_MODEL_REPOSITORY"
+DEFAULT_ARTIFACTS = Path("artifacts")
+DEFAULT_REPOSITORY = Path("docker/triton/model_repository")
+
+
+def add_workspace(parser: argparse.ArgumentParser) -> None:
+    """The global ``--artifacts`` and ``--repository``: where every command reads and writes."""
+    parser.add_argument("--artifacts", dest="workspace_root", type=output_dir("--artifacts"), metavar="DIR",
+                        help=f"artifacts root: reports, models, audit trail, flags, ledger "
+                             f"(default: ${ARTIFACTS_ENV} or ./{DEFAULT_ARTIFACTS})")
+    parser.add_argument("--repository", dest="workspace_repository", type=output_dir("--repository"),
+                        metavar="DIR", help=f"Triton model repository, for commands without their own "
+                                            f"--repository (default: ${REPOSITORY_ENV} or ./{DEFAULT_REPOSITORY})")
+
+
+def workspace(args: argparse.Namespace | None = None) -> Workspace:
+    """The run's Workspace, from the command line, else the environment, else the defaults.
+
+    Only the command line's edge reads these variables; the library is handed the result. A command's own
+    ``--repository`` wins over the global one."""
+    root = _chosen(args, "workspace_root") or os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS
+    repository = _chosen(args, "repository") or _chosen(args, "workspace_repository") \
+        or os.environ.get(REPOSITORY_ENV) or DEFAULT_REPOSITORY
+    return Workspace(Path(root), Path(repository))
+
+
+def _chosen(args: argparse.Namespace | None, name: str) -> Path | None:
+    value = getattr(args, name, None) if args is not None else None
+    return Path(value) if value else None
 
 
 def add_common(parser: argparse.ArgumentParser, *, out: bool = True) -> None:

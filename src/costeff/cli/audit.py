@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.artifacts import Workspace
+from costeff.cli._common import add_common, emit, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,10 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _retire(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.audit.retire import retire
 
-    record = retire(args.directory or Layout.default().audit, args.reason, args.anchor)
+    record = retire(args.directory or workspace(args).audit, args.reason, args.anchor)
     emit(args, record, lambda: print(f"retired trail {record['retired']} of key {record['key_id']} in "
                                      f"{record['anchor']}; {record['folder']} starts {record['next']} at its "
                                      f"next record"))
@@ -57,11 +57,10 @@ def _retire(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.audit import verify
 
     anchor = {"anchor": "none"} if args.no_anchor else ({"anchor": args.anchor} if args.anchor else {})
-    result = verify(args.directory or Layout.default().audit, args.pubkey, all_signatures=args.all_signatures,
+    result = verify(args.directory or workspace(args).audit, args.pubkey, all_signatures=args.all_signatures,
                     **anchor)
 
     def human() -> None:
@@ -83,8 +82,9 @@ def _keygen(args: argparse.Namespace) -> int:
     from costeff.audit.keys import default_key_path
 
     target = Path(args.key or default_key_path())
-    rotated = _rotate(target) if args.force and target.exists() and args.key is None else None
-    key, pub, kid = rotated or keygen(args.key, force=args.force)
+    here = workspace(args)
+    rotated = _rotate(target, here) if args.force and target.exists() and args.key is None else None
+    key, pub, kid = rotated or keygen(args.key, force=args.force, protect=(here.root,))
     record = {"private_key": key, "public_key": pub, "key_id": kid, "rotated_trail": rotated is not None}
     emit(args, record, lambda: print(f"wrote {key} (private, 0600) and {pub}; key id {kid}\n"
                                      f"give {pub} to whoever verifies the trail; keep {key} off the artifacts "
@@ -94,7 +94,7 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rotate(key: Path) -> tuple[Path, Path, str] | None:
+def _rotate(key: Path, here: Workspace) -> tuple[Path, Path, str] | None:
     """Replace the default key under a trail it signs: the old key announces the new one in the trail first.
 
     The new key is staged beside the old (``<key>.new``), the rotation records are appended,
@@ -103,13 +103,12 @@ def _rotate(key: Path) -> tuple[Path, Path, str] | None:
     import os
 
     from costeff.audit import AuditLog, keygen, load_signer
-    from costeff.artifacts import Layout
 
-    log = AuditLog(Layout.default().audit, signer=load_signer(key, create=False))
+    log = AuditLog(here.audit, signer=load_signer(key, create=False, protect=(here.root,)), protect=(here.root,))
     if not log.path.exists() or log.path.stat().st_size == 0:
         return None
     staged = key.with_name(key.name + ".new")
-    _, staged_pub, kid = keygen(staged, force=True)
+    _, staged_pub, kid = keygen(staged, force=True, protect=(here.root,))
     try:
         log.rotate(load_signer(staged, create=False))
     except BaseException:

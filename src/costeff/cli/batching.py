@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, parse_int_list
+from costeff.cli._common import add_common, emit, parse_int_list, workspace
 
 
 def _number(field: str, positive: bool = True):
@@ -83,7 +83,6 @@ def _shared(p: argparse.ArgumentParser) -> None:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.batching import OptimizeConfig
     from costeff.batching.optimizer import optimize
     from costeff.batching.report import write_report
@@ -97,7 +96,7 @@ def _optimize(args: argparse.Namespace) -> int:
         queue_delays_us=_delays(args.queue_delays_us) if args.queue_delays_us else (),
         server_costs=args.server_stats)
     report = optimize(args.profile, cfg)
-    out = Layout.default().run_dir("batching", args.out)
+    out = workspace(args).run_dir("batching", args.out)
     write_report(report, out)
     emit(args, report, lambda: _print_optimize(report, out))
     return 0 if report.feasible else 1
@@ -157,14 +156,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.batching.calibrate import CalibrateConfig, calibrate, write
 
     cfg = CalibrateConfig(tuple(parse_int_list(args.concurrencies, "--concurrencies")),
                           tuple(parse_int_list(args.rows, "--rows")) if args.rows else (), args.requests,
                           protocol=args.protocol, rounds=args.rounds)
     record = calibrate(args.url, args.model, cfg)
-    out = Layout.default().run_dir("batching", args.out)
+    out = workspace(args).run_dir("batching", args.out)
     path = write(record, out)
 
     def human() -> None:

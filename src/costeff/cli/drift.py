@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, positive_float
+from costeff.cli._common import add_common, emit, positive_float, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,17 +84,17 @@ def parse_outputs(text: str | None) -> dict[str, str] | None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.drift import DriftConfig, check_drift
     from costeff.drift.logs import list_logs
     from costeff.drift.report import write
     from costeff.progress import progress
 
+    here = workspace(args)
     config = DriftConfig(args.reference, served_path(args), args.observations, args.window_s, tolerances(args),
-                         parse_outputs(args.outputs), args.ledger, batch_size=_batch_size(args))
+                         parse_outputs(args.outputs), args.ledger or here.ledger, batch_size=_batch_size(args))
     with progress("drift check", 2 * len(list_logs(args.observations))) as task:
         report = check_drift(config, task)
-    path = write(report, Layout.default().run_dir("drift", args.out))
+    path = write(report, here.run_dir("drift", args.out))
     emit(args, report, lambda: _human(report, path))
     return 0 if report.passed else 1
 

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from costeff.cli._common import add_common, add_listener, positive_float
+from costeff.cli._common import add_common, add_listener, positive_float, workspace
 
 
 def register_watch(verbs: argparse._SubParsersAction, add_models, add_gates) -> None:
@@ -33,21 +33,22 @@ def register_watch(verbs: argparse._SubParsersAction, add_models, add_gates) -> 
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.cli.drift import parse_outputs, tolerances
     from costeff.drift.watch import NO_RELOAD, DriftMetrics, DriftWatcher, WatchConfig
     from costeff.remote.client import normalise_url
     from costeff.health import Heartbeat
 
+    here = workspace(args)
     model_dir = args.repository / args.name if args.repository and args.name else None
     config = WatchConfig(args.reference, args.observations,
-                         args.state or Layout.default().cost / "drift" / "watch_state.json", args.served, model_dir,
+                         args.state or here.cost / "drift" / "watch_state.json", args.served, model_dir,
                          args.interval, args.fail_windows, args.apply, args.window_s, tolerances(args),
-                         parse_outputs(args.outputs), args.ledger, normalise_url(args.url) if args.url else None)
+                         parse_outputs(args.outputs), args.ledger or here.ledger,
+                         normalise_url(args.url) if args.url else None)
     metrics = DriftMetrics(args.metrics_port, args.metrics_addr, Heartbeat(config.interval_s, args.stale_after))
     stop = threading.Event()
     try:
-        watcher = DriftWatcher(config, metrics)
+        watcher = DriftWatcher(config, metrics, workspace=here)
         mode = "APPLY" if config.apply else "dry run"
         print(f"watching {config.observations} every {config.interval_s:g} s ({mode}; rollback after "
               f"{config.fail_windows} failing windows)", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.cli._common import add_common, emit, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,10 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _store(args: argparse.Namespace):
-    from costeff.audit import default_log
+    from costeff.audit import AuditLog
     from costeff.flags import FlagStore
 
-    return FlagStore(args.store, default_log()) if args.store else FlagStore.default()
+    here = workspace(args)
+    return FlagStore(args.store, AuditLog.of(here)) if args.store else FlagStore.of(here)
 
 
 def _get(args: argparse.Namespace) -> int:

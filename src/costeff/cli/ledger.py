@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, positive_int
+from costeff.cli._common import add_common, emit, positive_int, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _ledger(args: argparse.Namespace):
     from costeff.ledger import Ledger
 
-    return Ledger(args.ledger) if args.ledger else Ledger.default()
+    return Ledger(args.ledger or workspace(args).ledger)
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.cli._common import add_common, emit, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "record and the records it was made from (default: the newest run whose records are "
                              "unchanged, else the newest chain)")
     parser.add_argument("--repository", type=Path, metavar="DIR",
-                        help="Triton model repository to include (default: docker/triton/model_repository)")
+                        help="Triton model repository to include (default: the global --repository, "
+                             "$COSTEFF_MODEL_REPOSITORY or docker/triton/model_repository)")
     add_common(parser)
     parser.set_defaults(func=_run)
 
@@ -33,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         report = verify_pack(args.verify, args.pubkey)
         emit(args, report, lambda: _print_verify(report))
         return 0 if report.ok else 1
-    result = pack(out_dir=args.out, repository=args.repository, run=args.run)
+    result = pack(workspace(args), out_dir=args.out, run=args.run)  # its --repository is the workspace's
     record = {"pack": result.path, "summary": result.summary_path, "records_from": result.taken,
               "left_out": result.left_out, "included": result.included,
               "files": len(result.manifest["files"]), "skipped": result.skipped, "key_id": result.key_id}

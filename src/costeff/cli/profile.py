@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from costeff.cli._common import add_common, emit, parse_int_list
+from costeff.cli._common import add_common, emit, parse_int_list, workspace
 from costeff.errors import DependencyError, InputError
 
 PRESETS = ("tiny", "default", "large")
@@ -110,12 +110,10 @@ def _provider(name: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
-
     config = _config(args)
     if args.csv is not None and not args.csv.parent.is_dir():
         raise InputError(f"--csv: folder {args.csv.parent} does not exist; expected a path to a new CSV file")
-    out = Layout.default().run_dir(None, args.out)
+    out = workspace(args).run_dir(None, args.out)
     report = _remote(args, config) if args.url else _local(args, config)
     report.write(out)
     if args.csv is not None:

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from costeff.cli._common import add_common, artifact_name, emit, finite_float, parse_int_list
+from costeff.cli._common import add_common, artifact_name, emit, finite_float, parse_int_list, workspace
 from costeff.errors import InputError
 
 PRESETS = ("tiny", "default", "large")
@@ -149,7 +149,6 @@ def _model_files(folder: Path) -> set[Path]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.progress import progress
     from costeff.quantization import VARIANTS, quantize
 
@@ -163,11 +162,12 @@ def _run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, name=name)
     n = len(config.variants or VARIANTS)
     steps = n + 2 + config.speed_rounds * (n + 2)
-    models = Layout.default().models
+    here = workspace(args)
+    models = here.models
     before = _model_files(models)
     try:
         with progress("quantize", steps) as task:
-            report = quantize(model, obs, config, out_dir=args.out, progress=task)
+            report = quantize(model, obs, config, out_dir=args.out, progress=task, workspace=here)
     except BaseException:
         # No report, no new models: variants saved before a failed report write are taken back.
         for path in _model_files(models) - before:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, existing_file
+from costeff.cli._common import add_common, emit, existing_file, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +60,6 @@ def _projection_args(parser: argparse.ArgumentParser) -> None:
 
 def _inputs(args: argparse.Namespace):
     """Explicit inputs when any is given (the rest from the newest artifacts), else None (all defaults)."""
-    from costeff.artifacts import Layout
     from costeff.ramp.evidence import find_report
     from costeff.ramp.projection import ProjectionInputs, default_inputs
 
@@ -68,39 +67,40 @@ def _inputs(args: argparse.Namespace):
                                              "catalog")}
     if not any(given.values()):
         return None
-    found = default_inputs(Layout.default(), find_report(args.quant_report), args.catalog)
+    here = workspace(args)
+    found = default_inputs(here, find_report(args.quant_report, here), args.catalog)
     return ProjectionInputs(**{k: v if v is not None else getattr(found, k) for k, v in given.items()})
 
 
 def _decide(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout, writable_dir
+    from costeff.artifacts import writable_dir
     from costeff.ramp import PROMOTE, DecideConfig, decide
     from costeff.ramp.decide import parse_date
     from costeff.ramp.report import JSON_NAME
 
-    layout = Layout.default()
+    layout = workspace(args)
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           as_of=parse_date(args.as_of) if args.as_of is not None else None,
                           triton_repository=args.triton_repository, model_name=args.model_name,
                           drift_hours=args.drift_hours, projection=_inputs(args),
                           pipeline=args.pipeline)
     directory = writable_dir(layout.run_dir("ramp", args.out), keep=False)  # before the decision is audited
-    decision = decide(config, out_dir=directory)  # the report is written before the decision is audited
+    decision = decide(config, out_dir=directory, workspace=layout)  # the report is written before it is audited
     path = directory / JSON_NAME
     emit(args, decision, lambda: _human(decision, path))
     return 0 if decision.decision == PROMOTE else 1
 
 
 def _project(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout, atomic_write_json, atomic_write_text
+    from costeff.artifacts import atomic_write_json, atomic_write_text
     from costeff.ramp import DecideConfig
     from costeff.ramp.decide import parse_date, projection_for
     from costeff.ramp.report import projection_markdown
 
-    layout = Layout.default()
+    layout = workspace(args)
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           as_of=parse_date(args.as_of) if args.as_of else None, projection=_inputs(args))
-    projection = projection_for(config)
+    projection = projection_for(config, layout)
     out = layout.run_dir("ramp", args.out)
     atomic_write_json(out / "projection.json", projection)
     text = "\n".join(projection_markdown(projection)).lstrip("\n") + "\n"

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from costeff.cli._common import add_common, add_listener, existing_file, positive_float
+from costeff.cli._common import add_common, add_listener, existing_file, positive_float, workspace
 
 
 def register_watch(verbs: argparse._SubParsersAction) -> None:
@@ -34,12 +34,11 @@ def register_watch(verbs: argparse._SubParsersAction) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.ramp import DecideConfig
     from costeff.health import Heartbeat
     from costeff.ramp.watch import DEFAULT_MODEL, RampMetrics, RampWatcher
 
-    layout = Layout.default()
+    layout = workspace(args)
     config = DecideConfig(ledger=args.ledger or layout.ledger, plan=args.plan, quant_report=args.quant_report,
                           triton_repository=args.triton_repository, model_name=args.model_name,
                           drift_hours=args.drift_hours, pipeline=args.pipeline)
@@ -48,7 +47,8 @@ def _watch(args: argparse.Namespace) -> int:
                           args.policy_model or args.model_name or DEFAULT_MODEL)
     try:
         print(f"deciding every {args.interval:g} s; latest decision and history.jsonl in {out}", file=sys.stderr)
-        rounds = RampWatcher(config, out, metrics).run(threading.Event(), args.interval, args.max_rounds, _print)
+        watcher = RampWatcher(config, out, metrics, workspace=layout)
+        rounds = watcher.run(threading.Event(), args.interval, args.max_rounds, _print)
     finally:
         metrics.close()
     print(f"stopped after {rounds} round(s)", file=sys.stderr)

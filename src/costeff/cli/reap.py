@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, add_listener, emit, existing_file, positive_float
+from costeff.cli._common import add_common, add_listener, emit, existing_file, positive_float, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +70,7 @@ def _reap(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace, config, trace: Path) -> int:
     from costeff.reaper import reap_trace
 
-    report, directory = reap_trace(trace, config, args.out)
+    report, directory = reap_trace(trace, config, args.out, workspace=workspace(args))
 
     def human() -> None:
         print(f"replayed {report.source['rows']} samples ({report.source['start']} .. {report.source['end']})")
@@ -86,7 +86,8 @@ def _replay(args: argparse.Namespace, config, trace: Path) -> int:
 
 
 def _live(args: argparse.Namespace, config) -> int:
-    from costeff.audit import default_log
+    from costeff.audit import AuditLog
+    from costeff.flags import FlagStore
     from costeff.health import Heartbeat
     from costeff.reaper.live import Actuators, ReaperMetrics, reaper_lock, tick, watch
     from costeff.reaper.run import price_for
@@ -96,9 +97,11 @@ def _live(args: argparse.Namespace, config) -> int:
     source = PrometheusSource(config.prometheus)
     price = price_for(config).usd_per_gpu_hour
     # A Triton unload that failed is tried again after one more decision window, not every round.
-    audit, actuators = default_log(), Actuators(kube_context=args.kube_context, exclude_labels=config.exclude.labels,
-                                                triton=TritonModels(retry_after_s=config.decision.window_s))
-    with reaper_lock():
+    here = workspace(args)
+    audit = AuditLog.of(here)
+    actuators = Actuators(kube_context=args.kube_context, exclude_labels=config.exclude.labels,
+                          triton=TritonModels(retry_after_s=config.decision.window_s), flags=FlagStore.of(here))
+    with reaper_lock(here):
         if args.watch:
             metrics = ReaperMetrics(args.metrics_port, args.metrics_addr,
                                     Heartbeat(args.interval, args.stale_after))
@@ -135,12 +138,14 @@ def _print_round(result) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from costeff.audit import default_log
+    from costeff.audit import AuditLog
+    from costeff.flags import FlagStore
     from costeff.reaper.live import Actuators, reaper_lock, restore_all
 
-    audit = default_log()
-    with reaper_lock():
-        done = restore_all(audit, args.apply, Actuators(kube_context=args.kube_context))
+    here = workspace(args)
+    audit = AuditLog.of(here)
+    with reaper_lock(here):
+        done = restore_all(audit, args.apply, Actuators(kube_context=args.kube_context, flags=FlagStore.of(here)))
 
     def human() -> None:
         if not done:

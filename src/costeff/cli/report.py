@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.cli._common import add_common, emit, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,16 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
+    from costeff.artifacts import Workspace
     from costeff.errors import InputError
     from costeff.report import build_report
 
-    root = args.dir or Layout.default().root
+    here = workspace(args)
+    root = args.dir or here.root
     if not Path(root).is_dir():
         raise InputError(f"{root}: no such artifacts folder; run `costeff run` (or a stage) first")
     if (Path(root) / "cost").is_dir() is False and Path(root).name == "cost":
         root = Path(root).parent  # accept the cost/ folder itself
-    result = build_report(root, out_dir=args.out or args.dir or root, run=args.run)
+    result = build_report(Workspace(Path(root), here.repository), out_dir=args.out or args.dir or root, run=args.run)
 
     def human() -> None:
         print(f"wrote {result.path} ({result.bytes / 1024:,.0f} KiB, self-contained) from {result.records_from}; "

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, output_dir, parse_int_list, positive_float, positive_int
+from costeff.cli._common import add_common, emit, output_dir, parse_int_list, positive_float, positive_int, workspace
 from costeff.runctx import MIN_ROWS
 
 
@@ -48,26 +47,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "verify stage (default: the one `costeff triton env` creates, made on first use)")
     parser.add_argument("--out", type=output_dir("--out"), metavar="DIR",
                         help="root for everything this run writes: artifacts and the Triton repository "
-                             "(ROOT/model_repository) (default: $COSTEFF_ARTIFACTS or ./artifacts)")
+                             "(ROOT/model_repository) (default: the global --artifacts and --repository)")
     add_common(parser, out=False)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from costeff.artifacts import REPOSITORY_ENV, ROOT_ENV, writable_dir
+    from costeff.artifacts import Workspace, writable_dir
     from costeff.pipeline import RunConfig, run_all
     from costeff.progress import progress
     from costeff.stages import STAGES
 
     config = _config(args, RunConfig)
-    if args.out is not None:
-        writable_dir(args.out)  # an unwritable root fails here, not in every stage
-        # Every stage resolves its folders through Layout.default(), which reads these variables: with
-        # --out, the models, reports, audit trail, Triton repository and pack all go under ROOT.
-        os.environ[ROOT_ENV] = str(args.out)
-        os.environ[REPOSITORY_ENV] = str(Path(args.out) / "model_repository")
+    # With --out, the models, reports, audit trail, Triton repository and pack all go under ROOT.
+    here = workspace(args) if args.out is None else Workspace.at(writable_dir(args.out))
     with progress("costeff run", total=len(STAGES)) as task:
-        report = run_all(config, on_stage=_StageLog(task, quiet=args.json))
+        report = run_all(config, here, on_stage=_StageLog(task, quiet=args.json))
     emit(args, report, lambda: _print(report))
     return report.exit_code
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, positive_float, positive_int
+from costeff.cli._common import add_common, emit, positive_float, positive_int, workspace
 from costeff.cli.triton_serve import register_serving
 from costeff.cli.triton_server import register_server
 
@@ -47,15 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.serving import BuildConfig, build_repository
     from costeff.serving.threads import describe
 
-    config = BuildConfig(args.model, args.profile, args.repository or Layout.model_repository(), args.name,
+    here = workspace(args)
+    config = BuildConfig(args.model, args.profile, here.repository, args.name,
                          args.batching, args.instance_kind, args.quantization_report,
                          keep_versions=args.keep_versions, serving_cpus=args.serving_cpus,
                          instances=args.instances)
-    result = build_repository(config)
+    result = build_repository(config, workspace=here)
 
     def human() -> None:
         b = result.batching

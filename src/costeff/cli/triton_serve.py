@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit
+from costeff.cli._common import add_common, emit, workspace
 
 
 def register_serving(verbs: argparse._SubParsersAction) -> None:
@@ -40,16 +40,22 @@ def _add_server(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_dir(args: argparse.Namespace) -> Path:
-    from costeff.artifacts import Layout
+    return workspace(args).repository / args.name
 
-    return (args.repository or Layout.model_repository()) / args.name
+
+def _stores(args: argparse.Namespace) -> dict:
+    """The workspace's flag store and the audit trail that records its changes, as keyword arguments."""
+    from costeff.flags import FlagStore
+
+    flags = FlagStore.of(workspace(args))
+    return {"flags": flags, "audit": flags.audit_log}
 
 
 def _rollback(args: argparse.Namespace) -> int:
     from costeff.serving.control import rollback
 
     change = rollback(_model_dir(args), args.to, url=args.url, protocol=args.protocol, actor=args.actor,
-                      reason=args.reason)
+                      reason=args.reason, **_stores(args))
     emit(args, change, lambda: _print(change))
     return 0
 
@@ -58,7 +64,7 @@ def _promote(args: argparse.Namespace) -> int:
     from costeff.serving.control import promote
 
     change = promote(_model_dir(args), args.to, url=args.url, protocol=args.protocol, actor=args.actor,
-                     reason=args.reason)
+                     reason=args.reason, **_stores(args))
     emit(args, change, lambda: _print(change))
     return 0
 
@@ -66,7 +72,7 @@ def _promote(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     from costeff.serving.control import sync
 
-    change = sync(_model_dir(args), url=args.url, protocol=args.protocol)
+    change = sync(_model_dir(args), url=args.url, protocol=args.protocol, **_stores(args))
     emit(args, change, lambda: _print(change))
     return 0
 

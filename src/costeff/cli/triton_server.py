@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, positive_float
+from costeff.cli._common import add_common, emit, positive_float, workspace
 
 
 def register_server(verbs: argparse._SubParsersAction) -> None:
@@ -76,12 +76,11 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from costeff.artifacts import Layout
     from costeff.errors import DependencyError
     from costeff.serving.tritonserver import Ports, TritonServer, describe
 
     ports = Ports.from_http(args.http_port, args.grpc_port, args.metrics_port)
-    server = TritonServer(resolve_env(args), args.repository or Layout.model_repository(), ports,
+    server = TritonServer(resolve_env(args), workspace(args).repository, ports,
                           models=args.models, log_path=args.log_file, ready_timeout_s=args.ready_timeout)
     with server:
         record = {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url,

@@ -37,7 +37,7 @@ class DriftConfig:
     window_s: float = DEFAULT_WINDOW_S
     tolerances: Tolerances = field(default_factory=Tolerances)
     outputs: dict[str, str] | None = None
-    ledger: Path | None = None  # None: the default ledger; recording is skipped when record is False
+    ledger: Path | None = None  # where the windows are recorded (the CLI: the workspace's); None with record False
     record: bool = True
     batch_size: int = DEFAULT_BATCH_SIZE  # largest served batch: batch invariance is judged against it
     probe_rows: int = PROBE_ROWS
@@ -45,6 +45,8 @@ class DriftConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.window_s, (int, float)) and self.window_s > 0):
             raise InputError(f"--window-s: {self.window_s!r}; expected seconds > 0")
+        if self.record and self.ledger is None:
+            raise InputError("--ledger: no ledger to record the windows in; expected a SQLite ledger path")
         for name in ("batch_size", "probe_rows"):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -116,7 +118,7 @@ def check_drift(config: DriftConfig, task: Any = None) -> DriftReport:
     report = evaluate(ref, var, logs, str(config.observations), config.window_s, config.tolerances, task)
     rows = np.concatenate([log.obs for log in logs]) if logs else np.empty((0, *(d or 0 for d in ref.sample_shape)))
     report.batch_invariance = batch_invariance(var, rows, config.batch_size, config.probe_rows)
-    if config.record:
+    if config.record and config.ledger is not None:
         record(report, config.ledger)
     return report
 
@@ -166,11 +168,11 @@ def batch_invariance(runner: Runner, obs: np.ndarray, batch: int, probe_rows: in
     return invariance(alone, PolicyOutputs(batched.logits[probe], None), served_batch_sizes([batch]))
 
 
-def record(report: DriftReport, ledger: Path | None) -> None:
-    """Append the report's windows to the ledger's drift table."""
+def record(report: DriftReport, ledger: Path) -> None:
+    """Append the report's windows to the drift table of the ledger at ``ledger``."""
     from costeff.ledger.drift import DriftLedger, DriftRow
 
-    store = DriftLedger(ledger) if ledger else DriftLedger.default()
+    store = DriftLedger(ledger)
     rows = [DriftRow(report.served["sha256"], report.reference["sha256"], w.source, w.start, w.end, w.timed,
                      w.rows, w.fidelity.action_drift_pct, w.fidelity.confident_agreement_pct,
                      w.fidelity.action_correlation, w.fidelity.entropy_drift_pct, w.fidelity.kl_mean,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import SCHEMA_VERSION, atomic_write_json, iso_utc
+from costeff.artifacts import SCHEMA_VERSION, Workspace, atomic_write_json, iso_utc
 from costeff.errors import CosteffError, InputError
 from costeff.quantization.fidelity import Tolerances
 from costeff.observations import SUFFIXES
@@ -119,13 +119,14 @@ class DriftMetrics:
 
 
 class DriftWatcher:
-    def __init__(self, config: WatchConfig, metrics: DriftMetrics | None = None, flags=None, audit=None) -> None:
-        from costeff.audit import default_log
+    def __init__(self, config: WatchConfig, metrics: DriftMetrics | None = None, *, workspace: Workspace) -> None:
+        from costeff.flags import FlagStore
 
         self.config = config
         self.metrics = metrics or DriftMetrics()
-        self.flags = flags
-        self.audit = audit or default_log()
+        self.workspace = workspace  # the ledger (without config.ledger), flags and audit trail it records into
+        self.flags = FlagStore.of(workspace)
+        self.audit = self.flags.audit_log
         self.state = _load_state(config.state_path, config.observations)
         self._pair: tuple[Any, Any] | None = None
         self._served_path: Path | None = None
@@ -191,9 +192,9 @@ class DriftWatcher:
         except Exception as exc:  # noqa: BLE001 - a foreign file must never stop the watcher
             return self._skip(path, "unreadable", f"{type(exc).__name__}: {exc}")
         try:
-            record(report, self.config.ledger)
+            record(report, self.config.ledger or self.workspace.ledger)
         except Exception as exc:  # noqa: BLE001 - nothing counts (no streak, no rollback) until it is stored
-            where = self.config.ledger or "the ledger"
+            where = self.config.ledger or self.workspace.ledger
             raise _NotStored(f"{path}: its {len(report.windows)} window(s) could not be stored in {where} "
                              f"({type(exc).__name__}: {exc}); the log stays unread and this round failed") from None
         self._observe(report)

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
-from costeff.artifacts import SCHEMA_VERSION, Layout, atomic_write_json, exclusive_lock, iso_utc
-from costeff.audit import AuditLog, default_log
+from costeff.artifacts import SCHEMA_VERSION, Workspace, atomic_write_json, exclusive_lock, iso_utc
+from costeff.audit import AuditLog
 from costeff.configfile import validate
 from costeff.errors import DependencyError, InputError
 from costeff.flags.spec import KNOWN, parse_value, spec_for
@@ -87,8 +87,9 @@ class FlagStore:
         self.audit_log = audit_log
 
     @classmethod
-    def default(cls) -> "FlagStore":
-        return cls(Layout.default().flags, default_log())
+    def of(cls, workspace: Workspace) -> "FlagStore":
+        """The workspace's flags, their changes audited in its trail."""
+        return cls(workspace.flags, AuditLog.of(workspace))
 
     def get(self, name: str) -> Any:
         return self.state(name).value

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-from costeff.artifacts import Layout, iso_utc
+from costeff.artifacts import iso_utc
 from costeff.errors import InputError
 from costeff.ledger.store import read_only_query
 
@@ -61,10 +61,6 @@ class DriftLedger:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-
-    @classmethod
-    def default(cls) -> "DriftLedger":
-        return cls(Layout.default().ledger)
 
     def record(self, rows: Sequence[DriftRow]) -> int:
         now = iso_utc()

@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
-from costeff.artifacts import Layout, iso_utc
+from costeff.artifacts import iso_utc
 from costeff.errors import InputError
 from costeff.ledger.csvio import COST, ECONOMICS, CostRow, EconomicsRow
 from costeff.numbers import MAX_USD, finite
@@ -60,10 +60,6 @@ class Ledger:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-
-    @classmethod
-    def default(cls) -> "Ledger":
-        return cls(Layout.default().ledger)
 
     def import_rows(self, kind: str, rows: Sequence[Any], *, replace: bool = False,
                     file: str = "") -> ImportResult:

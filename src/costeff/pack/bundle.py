@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from costeff.artifacts import Layout, atomic_write_bytes, dumps, provenance, sha256_bytes, utc_stamp
+from costeff.artifacts import Workspace, atomic_write_bytes, dumps, provenance, sha256_bytes, utc_stamp
 from costeff.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -53,7 +53,7 @@ class PackResult:
     left_out: list[str] = field(default_factory=list)  # newer records not of that run or chain, with why
 
 
-def collect(layout: Layout, repository: Path | None = None, sources: dict[str, Path] | None = None,
+def collect(layout: Workspace, repository: Path | None = None, sources: dict[str, Path] | None = None,
             skipped: list[str] | None = None, with_repository: bool = True) -> tuple[dict[str, bytes],
                                                                                   dict[str, str | None]]:
     """The files to pack, as ``{path in pack: bytes}``, and where each stage came from.
@@ -69,7 +69,7 @@ def collect(layout: Layout, repository: Path | None = None, sources: dict[str, P
     for name, folder in (sources or {}).items():
         included[name] = str(folder)
         files.update(_folder(Path(folder), name, skipped))
-    repo = repository or Layout.model_repository()
+    repo = repository or layout.repository
     if with_repository and repo.is_dir():
         files.update(_folder(repo, "model_repository", skipped))
     for audit_file in sorted(layout.audit.glob("audit*.jsonl")) if layout.audit.is_dir() else []:
@@ -142,7 +142,7 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def pack(layout: Layout | None = None, out_dir: Path | None = None, repository: Path | None = None,
+def pack(layout: Workspace, out_dir: Path | None = None, repository: Path | None = None,
          sources: dict[str, Path] | None = None, run: str | None = None) -> PackResult:
     """Pack one run's records (``sources``, or the run ``run`` names, by default the newest intact run) or one
     chain's (``costeff.pack.chain``); never a mix. The summary is generated from the packed reports only, and
@@ -152,7 +152,6 @@ def pack(layout: Layout | None = None, out_dir: Path | None = None, repository: 
     from costeff.pack.chain import Selection, select
     from costeff.pack.summary import render_summary
 
-    layout = layout or Layout.default()
     chosen = Selection(sources, f"run {run}" if run else "the folders given", run=run) if sources else \
         select(layout, repository, run)
     skipped: list[str] = []

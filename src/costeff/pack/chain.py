@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import Layout, atomic_write_json, iso_utc, sha256_file
+from costeff.artifacts import Workspace, atomic_write_json, iso_utc, sha256_file
 from costeff.errors import InputError
 
 # pack name -> (stage folder under cost/, report file)
@@ -79,13 +79,14 @@ class Selection:
     repository: bool = True  # False: a build record in the Triton repository is of another chain
 
 
-def index(layout: Layout, repository: Path | None = None) -> list[Record]:
-    """Every stage record under ``cost/`` and every build record in the Triton repository."""
+def index(layout: Workspace, repository: Path | None = None) -> list[Record]:
+    """Every stage record under ``cost/`` and every build record in the Triton repository (``repository``, by
+    default the workspace's)."""
     found = []
     for kind, (stage, name) in RECORDS.items():
         base = layout.cost if stage is None else layout.cost / stage
         found += [_record(kind, p) for p in sorted(base.glob(f"*/{name}"))] if base.is_dir() else []
-    repo = repository or Layout.model_repository()
+    repo = repository or layout.repository
     found += [_record("build", p) for p in sorted(repo.glob(f"*/{BUILD}"))] if repo.is_dir() else []
     return [r for r in found if r is not None]
 
@@ -100,7 +101,7 @@ def _record(kind: str, path: Path) -> Record | None:
     return Record(kind, path, sha256_file(path), data if isinstance(data, dict) else {})
 
 
-def select(layout: Layout, repository: Path | None = None, run: str | None = None) -> Selection:
+def select(layout: Workspace, repository: Path | None = None, run: str | None = None) -> Selection:
     """``run``: a run's stamp, ``chain``, or None (the newest intact run, else the newest chain)."""
     if run not in (None, "chain"):
         return from_run(layout, run)
@@ -120,11 +121,11 @@ def select(layout: Layout, repository: Path | None = None, run: str | None = Non
 
 # -- runs ----------------------------------------------------------------------------------------------------
 
-def runs_dir(layout: Layout) -> Path:
+def runs_dir(layout: Workspace) -> Path:
     return layout.cost / "runs"
 
 
-def write_run(layout: Layout, stamp: str, sources: dict[str, Path], repository: Path | None,
+def write_run(layout: Workspace, stamp: str, sources: dict[str, Path], repository: Path | None,
               model_name: str | None) -> Path:
     """``cost/runs/<stamp>.json``: the records one ``costeff run`` produced, by path and SHA-256."""
     names = {"profile_fp32": "gpu_profile.json", **{k: v[1] for k, v in RECORDS.items()}}
@@ -151,7 +152,7 @@ def _changed(manifest: Path) -> str | None:
     return None
 
 
-def from_run(layout: Layout, stamp: str) -> Selection:
+def from_run(layout: Workspace, stamp: str) -> Selection:
     if not _STAMP.fullmatch(stamp):
         raise InputError(f"--run {stamp!r}: not a run stamp; expected e.g. 20261202_001304Z (a name under "
                          f"{runs_dir(layout)}/) or 'chain'")
@@ -169,7 +170,7 @@ def from_run(layout: Layout, stamp: str) -> Selection:
 
 # -- chains --------------------------------------------------------------------------------------------------
 
-def from_chain(layout: Layout, repository: Path | None = None) -> Selection:
+def from_chain(layout: Workspace, repository: Path | None = None) -> Selection:
     records = index(layout, repository)
     stages = [r for r in records if r.kind in TOPS]
     if not stages:
@@ -199,7 +200,7 @@ def from_chain(layout: Layout, repository: Path | None = None) -> Selection:
                      left_out=left_out + foreign, repository=not foreign)
 
 
-def _builds(chain: dict[str, Record], records: list[Record], layout: Layout) -> tuple[dict[str, Record], list[str]]:
+def _builds(chain: dict[str, Record], records: list[Record], layout: Workspace) -> tuple[dict[str, Record], list[str]]:
     """The chain with each Triton build record of the repository that agrees with it; why the others do not
     (the repository, packed whole, is then left out)."""
     foreign = []
@@ -228,7 +229,7 @@ def _newest(record: Record) -> tuple[str, int, str]:
 
 
 def _follow(record: Record, slot: str, records: list[Record], chain: dict[str, Record],
-            layout: Layout) -> dict[str, Record]:
+            layout: Workspace) -> dict[str, Record]:
     """``chain`` with ``record`` in ``slot`` and every record its ``inputs`` name, followed down."""
     held = chain.get(slot)
     if held is not None and held.sha256 != record.sha256:

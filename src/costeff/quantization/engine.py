@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from costeff.artifacts import Layout, atomic_write_json, atomic_write_text, provenance, sha256_file
+from costeff.artifacts import Workspace, atomic_write_json, atomic_write_text, provenance, sha256_file
 from costeff.errors import CosteffError, InputError
 from costeff.gates import all_passed
 from costeff.quantization import build, recipe as recipes
@@ -92,8 +92,9 @@ class Context:
 
 def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeConfig = QuantizeConfig(),
              out_dir: Path | str | None = None, progress: Any = None,
-             cache: bool | Path | None = None) -> QuantizationReport:
-    """Lower ``model_path`` to each configured precision and keep only what decides like fp32.
+             cache: bool | Path | None = None, *, workspace: Workspace) -> QuantizationReport:
+    """Lower ``model_path`` to each configured precision and keep only what decides like fp32. The report goes
+    to ``out_dir`` (else a new folder in ``workspace``), the kept models to the workspace's models folder.
 
     ``cache``: reuse built and judged variants across runs (True: under the cache root, or a folder);
     speed is measured every run regardless."""
@@ -109,7 +110,8 @@ def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeC
     with tempfile.TemporaryDirectory(prefix="costeff-quant-") as tmp:
         ctx, note = _context(model_path, sig, sp, config, Path(tmp))
         variants, recipe_info, cache_info = _built(ctx, model_path, obs, cache, progress)
-        return _finish(model_path, obs, sp, ctx, variants, recipe_info, note, out_dir, progress, cache_info)
+        return _finish(model_path, obs, sp, ctx, variants, recipe_info, note, out_dir, progress, workspace,
+                       cache_info)
 
 
 def _built(ctx: Context, model_path: Path, obs: np.ndarray, cache: bool | Path | None,
@@ -306,13 +308,12 @@ def _tick(progress: Any, text: str) -> None:
 
 def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: list[VariantResult],
             recipe_info: dict[str, Any], note: str, out_dir: Path | str | None, progress: Any,
-            cache_info: dict[str, Any] | None = None) -> QuantizationReport:
+            layout: Workspace, cache_info: dict[str, Any] | None = None) -> QuantizationReport:
     from costeff.quantization.select import apply_speed, select_and_cost
 
     variants[0].path = str(model_path)
     speed_method, timing = apply_speed(ctx, model_path, obs, variants, progress)
     selected, cost = select_and_cost(variants, ctx.config, obs, timing.noise_floor)
-    layout = Layout.default()
     out = layout.run_dir("quant", out_dir)
     name = ctx.config.name or model_path.stem
     _save_models(variants, layout.models, name, model_path)

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import provenance, sha256_file, utc_now
+from costeff.artifacts import Workspace, provenance, sha256_file, utc_now
 from costeff.errors import InputError
 from costeff.gates import Verdict, check
 from costeff.ledger import Ledger
@@ -108,23 +108,24 @@ class RampDecision:
     inputs: dict[str, str] = field(default_factory=dict)  # {kind: sha256} of the records it was made from
 
 
-def decide(config: DecideConfig, flags=None, audit=None, out_dir: Path | None = None) -> RampDecision:
+def decide(config: DecideConfig, flags=None, audit=None, out_dir: Path | None = None, *,
+           workspace: Workspace) -> RampDecision:
     """Read ledgers, plan, quantization evidence and flags; decide; append the decision to the audit trail.
+    ``flags`` and ``audit`` default to ``workspace``'s, where the newest quantization report is found too.
 
     With ``out_dir``, the report is written there too, all or nothing with the audit record
     (``costeff.ramp.report.write_audited``): a report that cannot be written leaves no decision in the trail."""
-    from costeff.audit import default_log
     from costeff.flags import FlagStore
 
-    flags = flags or FlagStore.default()
-    audit = audit or default_log()
+    flags = flags or FlagStore.of(workspace)
+    audit = audit or flags.audit_log
     plan = load_plan(config.plan)
     ledger = Ledger(config.ledger)
     if not ledger.path.is_file():
         raise InputError(f"{ledger.path}: no ledger here; load one with `costeff ledger import FILE` "
                          "(or --sample for the synthetic sample)")
     as_of = config.as_of or utc_now().date()
-    decision = _evaluate(config, plan, ledger, as_of, flags)
+    decision = _evaluate(config, plan, ledger, as_of, flags, workspace)
     if out_dir is not None:
         from costeff.ramp.report import write_audited
 
@@ -133,7 +134,8 @@ def decide(config: DecideConfig, flags=None, audit=None, out_dir: Path | None = 
     return _with(decision, audit_seq=record["seq"])
 
 
-def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date, flags) -> RampDecision:
+def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date, flags,
+              workspace: Workspace) -> RampDecision:
     end = as_of - timedelta(days=1)
     econ = window_economics(ledger, end, plan.window_days)
     history = step_history(ledger, end)
@@ -141,7 +143,7 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
     step = plan.steps[index]
     enabled = bool(flags.get("cost_gates_enabled"))
     deployed = deployed_model(flags, config.triton_repository, config.model_name)
-    report_path = find_report(config.quant_report)
+    report_path = find_report(config.quant_report, workspace)
     report = load_report(report_path) if report_path else None
     gates = (_data_gates(econ) + _cost_gates(econ, step.cost_ratio_cap_pct, enabled) + _risk_gates(econ, history, step)
              + _promotion_gates(history, step) + _quality_gates(plan, deployed, report)
@@ -158,22 +160,23 @@ def _evaluate(config: DecideConfig, plan: RampPlan, ledger: Ledger, as_of: date,
         econ.signals, econ.trades, econ.cost_per_signal_usd, econ.cost_per_trade_usd, econ.cost_per_day_usd,
         econ.monthly_cost_usd, history.days_at_step, history.trades_at_step, history.drawdown_usd,
         _provenance(ledger, plan, report, deployed), gates_failed=[g.name for g in gates if g.blocks],
-        projection=_projection(config, ledger, end, plan, step, report_path), inputs=_inputs(config, report_path))
+        projection=_projection(config, ledger, end, plan, step, report_path, workspace),
+        inputs=_inputs(config, report_path, workspace))
 
 
-def _inputs(config: DecideConfig, report_path: Path | None) -> dict[str, str]:
+def _inputs(config: DecideConfig, report_path: Path | None, workspace: Workspace) -> dict[str, str]:
     """The quantization report and the projection's reports, by SHA-256 (``costeff pack`` follows them)."""
-    from costeff.artifacts import Layout, inputs_of
+    from costeff.artifacts import inputs_of
     from costeff.ramp.projection import default_inputs
 
-    p = config.projection or default_inputs(Layout.default(), report_path)  # what _projection reads
+    p = config.projection or default_inputs(workspace, report_path)  # what _projection reads
     return inputs_of(quantization_report=report_path, profile=getattr(p, "profile", None),
                      profile_fp32=getattr(p, "baseline_profile", None),
                      batching_report=getattr(p, "batching_report", None),
                      reaper_report=getattr(p, "reaper_report", None))
 
 
-def projection_for(config: DecideConfig):
+def projection_for(config: DecideConfig, workspace: Workspace):
     """``costeff ramp project``: the projection alone, against the plan's cap at the ledger's current step."""
     plan = load_plan(config.plan)
     ledger = Ledger(config.ledger)
@@ -182,15 +185,15 @@ def projection_for(config: DecideConfig):
     end = (config.as_of or utc_now().date()) - timedelta(days=1)
     history = step_history(ledger, end)
     step = plan.steps[plan.index_of(history.influence_pct) if history.influence_pct is not None else 0]
-    return _projection(config, ledger, end, plan, step, find_report(config.quant_report))
+    return _projection(config, ledger, end, plan, step, find_report(config.quant_report, workspace), workspace)
 
 
-def _projection(config: DecideConfig, ledger: Ledger, end: date, plan: RampPlan, step: Step, report_path):
+def _projection(config: DecideConfig, ledger: Ledger, end: date, plan: RampPlan, step: Step, report_path,
+                workspace: Workspace):
     """The projection shown beside the decision; it never changes the verdict, and a missing input only says so."""
-    from costeff.artifacts import Layout
     from costeff.ramp.projection import default_inputs, observed_window, project, unavailable
 
-    inputs = config.projection or default_inputs(Layout.default(), report_path)
+    inputs = config.projection or default_inputs(workspace, report_path)
     try:
         return project(inputs, observed_window(ledger, end, plan.window_days), step.cost_ratio_cap_pct)
     except InputError as exc:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import Layout, sha256_file
+from costeff.artifacts import Workspace, sha256_file
 from costeff.errors import InputError
 
 REPORT_NAME = "quantization_report.json"
@@ -77,12 +77,13 @@ def deployed_model(flags, triton_repository: Path | None, model_name: str | None
     return DeployedModel(state.value, f"flag deployed_model_sha256 v{state.version}", _parse_time(state.changed_at))
 
 
-def find_report(path: Path | None) -> Path | None:
+def find_report(path: Path | None, workspace: Workspace) -> Path | None:
+    """``path``, checked, else the newest quantization report in ``workspace`` (None when there is none)."""
     if path is not None:
         if not Path(path).is_file():
             raise InputError(f"{path}: no such quantization report")
         return Path(path)
-    return Layout.default().latest("quant", REPORT_NAME)
+    return workspace.latest("quant", REPORT_NAME)
 
 
 def load_report(path: Path) -> QuantReport:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from costeff.artifacts import Workspace
 from costeff.errors import CosteffError
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,10 @@ class RoundResult:
 
 
 class RampWatcher:
-    def __init__(self, config: Any, out_dir: Path, metrics: RampMetrics | None = None) -> None:
+    def __init__(self, config: Any, out_dir: Path, metrics: RampMetrics | None = None, *,
+                 workspace: Workspace) -> None:
         self.config = config
+        self.workspace = workspace  # the flags, audit trail and quantization reports each decision reads
         self.out_dir = Path(out_dir)
         self.metrics = metrics or RampMetrics()
 
@@ -122,7 +125,8 @@ class RampWatcher:
         from costeff.ramp import decide
 
         try:
-            decision = decide(self.config, out_dir=self.out_dir)  # report and audit record: both or neither
+            # report and audit record: both or neither
+            decision = decide(self.config, out_dir=self.out_dir, workspace=self.workspace)
         except (CosteffError, OSError) as exc:  # the next round may find the ledger repaired: keep watching
             why = f"{exc.filename or self.out_dir}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
             log.error("ramp watch: no decision this round: %s", why)

@@ -225,11 +225,7 @@ class PowerLimiter:
 class PipelinePauser:
     """Pause a pipeline through its ``pipeline_paused.<name>`` flag (the flag store audits the change)."""
 
-    def __init__(self, store: Any = None) -> None:
-        if store is None:
-            from costeff.flags import FlagStore
-
-            store = FlagStore.default()
+    def __init__(self, store: Any) -> None:
         self.store = store
 
     def flag(self, target: Target) -> str:

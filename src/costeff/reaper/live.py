@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from costeff.artifacts import Layout
+from costeff.artifacts import Workspace
 from costeff.audit import AuditLog
 from costeff.errors import CosteffError, DependencyError, InputError, NoCredentials
 from costeff.reaper.actions import KubeScaler, Outcome, PipelinePauser, PowerLimiter
@@ -41,9 +41,9 @@ class ReaperBusy(CosteffError):
 
 
 @contextmanager
-def reaper_lock(path: Path | None = None) -> Iterator[Path]:
+def reaper_lock(workspace: Workspace) -> Iterator[Path]:
     """One reaper at a time per artifacts root: two would fight over the same replicas."""
-    path = path or Layout.default().reaper / LOCK_NAME
+    path = workspace.reaper / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
@@ -60,12 +60,14 @@ def reaper_lock(path: Path | None = None) -> Iterator[Path]:
 
 
 class Actuators:
-    """The adapters, created on first use (no Kubernetes credentials are needed for a GPU-only setup)."""
+    """The adapters, created on first use (no Kubernetes credentials are needed for a GPU-only setup), and the
+    flag store (``flags``) that holds ``reaper_enabled`` and the pipelines' pause flags."""
 
     def __init__(self, kube: KubeScaler | None = None, power: PowerLimiter | None = None,
                  pipelines: PipelinePauser | None = None, kube_context: str | None = None,
-                 exclude_labels: tuple[tuple[str, str], ...] = (), triton: Any = None) -> None:
+                 exclude_labels: tuple[tuple[str, str], ...] = (), triton: Any = None, *, flags: Any) -> None:
         self._kube, self._power, self._pipelines, self._triton = kube, power, pipelines, triton
+        self.flags = flags
         self.kube_context, self.exclude_labels = kube_context, exclude_labels
 
     def reap(self, target: Target) -> Outcome:
@@ -106,7 +108,7 @@ class Actuators:
             self._power = self._power or PowerLimiter()
             return self._power
         if target.kind == "pipeline":
-            self._pipelines = self._pipelines or PipelinePauser()
+            self._pipelines = self._pipelines or PipelinePauser(self.flags)
             return self._pipelines
         if target.kind == "triton":
             from costeff.reaper.triton_target import TritonModels
@@ -150,7 +152,7 @@ def tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, a
     now = time.time() if now is None else now
     signals = {t.key: source.samples(t, config.decision.window_s, now) for t in config.targets}
     down = {p["target"]: p for p in open_actions(audit)} if apply else {k: {} for k in (dry_down or set())}
-    enabled = _reaper_enabled() if apply else True
+    enabled = _reaper_enabled(actuators) if apply else True
     result = TickResult("apply" if apply else "dry-run", [])
     for target in config.targets:
         verdict = decide(signals[target.key], now, config.decision, target, config.schedule,
@@ -184,10 +186,8 @@ def _record_partial(audit: AuditLog, result: TickResult, failed: Target, exc: Ex
                                               "error": str(exc)}, actor=ACTOR)
 
 
-def _reaper_enabled() -> bool:
-    from costeff.flags import FlagStore
-
-    return bool(FlagStore.default().get("reaper_enabled"))
+def _reaper_enabled(actuators: Actuators) -> bool:
+    return bool(actuators.flags.get("reaper_enabled"))
 
 
 def _next_action(target: Target, verdict: Verdict, samples: list[Sample], down: bool, enabled: bool) -> str | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import Layout, dumps
-from costeff.audit import AuditLog, default_log
+from costeff.artifacts import Workspace, dumps
+from costeff.audit import AuditLog
 from costeff.cost import load_catalog
 from costeff.reaper.config import ReaperConfig
 from costeff.reaper.replay import replay
@@ -22,18 +22,19 @@ def price_for(config: ReaperConfig) -> Any:
 
 
 def reap_trace(trace_path: Path | str, config: ReaperConfig | None = None, out: Path | str | None = None,
-               audit: AuditLog | None = None) -> tuple[ReaperReport, Path]:
-    """Replay ``trace_path``; write reaper_report.json/.md; append every simulated action to the audit trail."""
+               audit: AuditLog | None = None, *, workspace: Workspace) -> tuple[ReaperReport, Path]:
+    """Replay ``trace_path``; write reaper_report.json/.md (into ``out``, else a new folder in ``workspace``);
+    append every simulated action to the audit trail (``audit``, else the workspace's)."""
     config = config or ReaperConfig()
     instance = price_for(config)  # validate everything before writing anything
     trace, load_s = timed(load_trace, trace_path)
     result, replay_s = timed(replay, trace, config, instance.usd_per_gpu_hour)
     report = build_report(trace, result, config, instance, load_s + replay_s)
-    directory = Layout.default().run_dir("reaper", out)
+    directory = workspace.run_dir("reaper", out)
     dumps(report.to_dict())  # fails here, before the audit trail or any file is touched
     # The report first: an audit record must never point at a report that a failed write never produced.
     write_report(report, directory)
-    report.audit = record_replay(audit or default_log(), report, directory)
+    report.audit = record_replay(audit or AuditLog.of(workspace), report, directory)
     write_report(report, directory)  # again, now naming its audit records
     return report, directory
 

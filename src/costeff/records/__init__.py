@@ -30,7 +30,7 @@ from costeff._jsonable import to_jsonable
 from costeff.errors import InputError
 
 if TYPE_CHECKING:
-    from costeff.artifacts import Layout
+    from costeff.artifacts import Workspace
 
 
 class Part(BaseModel):
@@ -66,10 +66,10 @@ class Kind(Generic[R]):
     filename: str
     model: type[R]
 
-    def base(self, layout: "Layout") -> Path:
+    def base(self, layout: "Workspace") -> Path:
         return layout.cost if self.folder is None else layout.cost / self.folder
 
-    def latest(self, layout: "Layout") -> Path | None:
+    def latest(self, layout: "Workspace") -> Path | None:
         """The newest ``<folder>/<stamp>/<filename>`` (stamps sort by time), or None when none was written."""
         base = self.base(layout)
         found = sorted(base.glob(f"*/{self.filename}")) if base.is_dir() else []
@@ -115,7 +115,7 @@ class Kind(Generic[R]):
         except ValidationError as exc:
             raise InputError(f"{where}: corrupt {self.name} record: {_first(exc)}") from None
 
-    def read_latest(self, layout: "Layout") -> tuple[Path, R] | None:
+    def read_latest(self, layout: "Workspace") -> tuple[Path, R] | None:
         """The newest record of this kind and its path, or None when no run wrote one."""
         path = self.latest(layout)
         return None if path is None else (path, self.read(path))

@@ -1,10 +1,11 @@
-"""``build_report(root) -> ReportResult``: one self-contained report_<stamp>.html a person can open or send."""
+"""``build_report(workspace) -> ReportResult``: one self-contained report_<stamp>.html a person can open or send."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from costeff.artifacts import Workspace
 from costeff.report.collect import Sources, collect
 
 NAME = "report_<stamp>.html"
@@ -23,21 +24,22 @@ class ReportResult:
     left_out: list[str] = field(default_factory=list)  # newer records not of that run or chain, with why
 
 
-def build_report(root: Path | str, folders: dict[str, Path] | None = None, repository: Path | None = None,
+def build_report(workspace: Workspace, folders: dict[str, Path] | None = None, repository: Path | None = None,
                  out_dir: Path | str | None = None, run: str | None = None) -> ReportResult:
     """Write ``report_<stamp>.html`` from the named stage ``folders`` (``costeff run``'s, ``run`` its stamp), or
-    from one run's or one chain's records under the artifacts ``root`` (``costeff.pack.chain.select``, ``run``
-    as ``costeff pack --run`` takes it). The name carries the run's stamp: no other run's page is overwritten."""
+    from one run's or one chain's records in ``workspace`` (``costeff.pack.chain.select``, ``run`` as
+    ``costeff pack --run`` takes it); ``repository`` defaults to the workspace's. The name carries the run's
+    stamp: no other run's page is overwritten."""
     from costeff.artifacts import SCHEMA_VERSION, atomic_write_text, utc_stamp
     from costeff.pack.summary import acceptance, disagreements
     from costeff.report.page import render
 
-    root = Path(root)
+    root, repository = workspace.root, repository or workspace.repository
     out = Path(out_dir) if out_dir is not None else root
     left_out: list[str] = []
     taken, with_repository = (f"run {run}" if run else "the folders given"), True
     if folders is None:
-        folders, taken, run, with_repository, left_out = _select(root, repository, run)
+        folders, taken, run, with_repository, left_out = _select(workspace, repository, run)
     sources = collect(root, folders, repository, with_repository)
     if not sources.files:
         from costeff.errors import InputError
@@ -54,13 +56,12 @@ def build_report(root: Path | str, folders: dict[str, Path] | None = None, repos
                         len(criteria), len(text.encode("utf-8")), taken, left_out)
 
 
-def _select(root: Path, repository: Path | None,
+def _select(workspace: Workspace, repository: Path,
             run: str | None) -> tuple[dict[str, Path], str, str | None, bool, list[str]]:
     """One run's (or one chain's) folders, by the page's stage keys; whether the Triton repository is of it."""
-    from costeff.artifacts import Layout
     from costeff.pack.chain import select
 
-    chosen = select(Layout(root), repository, run)
+    chosen = select(workspace, repository, run)
     folders = {("fp32" if name == "profile_fp32" else name): folder for name, folder in chosen.sources.items()}
     return folders, chosen.taken, chosen.run, chosen.repository, chosen.left_out
 

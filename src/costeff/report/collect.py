@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import Layout
-
 # stage key -> (folder under cost/, report file)
 STAGES = {
     "profile": (None, "gpu_profile.json"),
@@ -39,12 +37,11 @@ class Sources:
         return None if folder is None else folder / name
 
 
-def collect(root: Path, folders: dict[str, Path], repository: Path | None = None,
-            with_repository: bool = True) -> Sources:
+def collect(root: Path, folders: dict[str, Path], repository: Path, with_repository: bool = True) -> Sources:
     """``folders`` (stage key -> folder): the run's own, or one chain's (``costeff.pack.chain.select``);
     ``with_repository`` False when the Triton repository was built from another chain."""
     found = {k: Path(v) / STAGES[k][1] for k, v in folders.items() if k in STAGES}
-    sources = Sources(root, repository=(repository or Layout.model_repository()) if with_repository else None)
+    sources = Sources(root, repository=repository if with_repository else None)
     for key in STAGES:
         path = found.get(key)
         sources.reports[key] = _read(path) if path and path.is_file() else None

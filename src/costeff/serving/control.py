@@ -53,15 +53,14 @@ def flag_name(model: str) -> str:
     return f"{FLAG_PREFIX}{model}"
 
 
-def after_build(model_dir: Path, version: int, sha256: str | None, flags=None, audit=None) -> ServeChange:
+def after_build(model_dir: Path, version: int, sha256: str | None, flags, audit) -> ServeChange:
     """Record a fresh build as the served version (the build already pinned it in the config)."""
-    flags, audit = _stores(flags, audit)
     previous = flags.get(flag_name(Path(model_dir).name))
     return _record("build", Path(model_dir), previous, version, flags, audit, "costeff triton build")
 
 
 def rollback(model_dir: Path, to: int | None = None, *, url: str | None = None, protocol: str = "http",
-             actor: str = "costeff", reason: str = "", flags=None, audit=None) -> ServeChange:
+             actor: str = "costeff", reason: str = "", flags, audit) -> ServeChange:
     """Serve an earlier version: ``to``, else the newest one below the served version."""
     with versions.entry_lock(model_dir):
         state = versions.describe(model_dir)
@@ -70,7 +69,7 @@ def rollback(model_dir: Path, to: int | None = None, *, url: str | None = None, 
 
 
 def promote(model_dir: Path, to: int | None = None, *, url: str | None = None, protocol: str = "http",
-            actor: str = "costeff", reason: str = "", flags=None, audit=None) -> ServeChange:
+            actor: str = "costeff", reason: str = "", flags, audit) -> ServeChange:
     """Serve a newer version: ``to``, else the oldest one above the served version."""
     with versions.entry_lock(model_dir):
         state = versions.describe(model_dir)
@@ -79,11 +78,11 @@ def promote(model_dir: Path, to: int | None = None, *, url: str | None = None, p
 
 
 def sync(model_dir: Path, *, url: str | None = None, protocol: str = "http", actor: str = "costeff",
-         flags=None, audit=None) -> ServeChange:
+         flags, audit) -> ServeChange:
     """Make the config serve what the flag says (and reload the server when ``url`` is given)."""
     model_dir = Path(model_dir)
     with versions.entry_lock(model_dir):
-        change = _sync(model_dir, actor, *_stores(flags, audit))
+        change = _sync(model_dir, actor, flags, audit)
     return _with_reload(change, url, protocol)
 
 
@@ -121,7 +120,6 @@ def reload_model(url: str, protocol: str, model_name: str, timeout_s: float = 30
 
 def _move(action: str, model_dir: Path, current: int, target: int, actor: str, reason: str, flags,
           audit) -> ServeChange:
-    flags, audit = _stores(flags, audit)
     change = flags.set(flag_name(model_dir.name), target, actor=actor, reason=reason or f"triton {action}")
     versions.serve(model_dir, target)
     state = versions.describe(model_dir)
@@ -213,10 +211,3 @@ def _with_reload(change: ServeChange, url: str | None, protocol: str) -> ServeCh
     except DependencyError as exc:
         raise DependencyError(f"the repository now serves {change.name} v{change.to_version}, but {exc}; "
                               "rerun `costeff triton sync --url ...` once the server is back") from None
-
-
-def _stores(flags, audit) -> tuple[Any, Any]:
-    from costeff.audit import default_log
-    from costeff.flags import FlagStore
-
-    return flags or FlagStore.default(), audit or default_log()

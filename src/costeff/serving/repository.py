@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import atomic_write_json, atomic_write_text, inputs_of, provenance, sha256_file
+from costeff.artifacts import Workspace, atomic_write_json, atomic_write_text, inputs_of, provenance, sha256_file
 from costeff.errors import InputError
 from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
 from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
@@ -90,8 +90,9 @@ class BuildResult:
     inputs: dict[str, str] = field(default_factory=dict)  # {kind: sha256} of the records it was made from
 
 
-def build_repository(config: BuildConfig) -> BuildResult:
-    """Add a version of ``config.model_path`` to its entry; InputError before anything is written."""
+def build_repository(config: BuildConfig, *, workspace: Workspace) -> BuildResult:
+    """Add a version of ``config.model_path`` to its entry; InputError before anything is written. The served
+    version is recorded in ``workspace``'s flags and audit trail."""
     from costeff.modelio import read_signature
 
     from costeff.serving.served import resolve
@@ -129,14 +130,16 @@ def build_repository(config: BuildConfig) -> BuildResult:
                          inputs={"model": model_sha, **inputs_of(profile=config.profile_path,
                                                                  batching_report=config.batching_report,
                                                                  quantization_report=config.quantization_report)})
-    _write(target, message, served.files, result, profile.get("hardware"), config.keep_versions)
+    _write(target, message, served.files, result, profile.get("hardware"), config.keep_versions, workspace)
     return result
 
 
-def _record_served(target: Path, result: BuildResult) -> None:
+def _record_served(target: Path, result: BuildResult, workspace: Workspace) -> None:
+    from costeff.flags import FlagStore
     from costeff.serving.control import after_build
 
-    after_build(target, result.version, result.model_sha256)
+    flags = FlagStore.of(workspace)
+    after_build(target, result.version, result.model_sha256, flags, flags.audit_log)
 
 
 def _existing(path: Path, what: str) -> Path:
@@ -234,13 +237,13 @@ def _opt(path: Path | None) -> str | None:
 
 
 def _write(target: Path, message: Any, files: list[tuple[Path, str]], result: BuildResult,
-           hardware: dict[str, Any] | None, keep: int) -> None:
+           hardware: dict[str, Any] | None, keep: int, workspace: Workspace) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with entry_lock(target, create=True):  # two builds of one model must not both take version N+1
         result.version = next_version(target)
         result.model_path = str(target / str(result.version) / result.model_path)
         _stage_and_swap(target, to_text(pin(message, result.version)), files, result, hardware, keep)
-        _record_served(target, result)
+        _record_served(target, result, workspace)
 
 
 def _stage_and_swap(target: Path, config_text: str, files: list[tuple[Path, str]], result: BuildResult,
