@@ -135,7 +135,7 @@ class RecordingActuators(Actuators):
     """Acts on nothing; records every reap it is asked for."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(flags=flag_store())
         self.reaped: list[str] = []
 
     def reap(self, target):
