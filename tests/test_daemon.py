@@ -149,3 +149,27 @@ def test_ramp_watch_cli_finishes_the_decision_in_progress_and_exits_143(tmp_path
     assert len(history(tmp_path / "watch")) == 1 and (tmp_path / "watch" / "ramp_decision.json").is_file()
     assert "stopped after 1 round(s)" in capsys.readouterr().err
 
+
+
+def test_a_reaper_round_that_fails_still_leaves_a_stopped_record_with_the_rounds_done(api, scaler, tmp_path):  # noqa: F811
+    from costeff.reaper.live import Actuators, ReaperMetrics, watch
+
+    from test_reap_controls import _config
+
+    class BreaksOnRound2(ListSource):
+        calls = 0
+
+        def samples(self, target, window_s, now):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("client library bug")
+            return super().samples(target, window_s, now)
+
+    audit = AuditLog(tmp_path / "audit")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError, match="client library bug"):
+        watch(_config(), BreaksOnRound2({"policy": _idle("policy", time.time())}), False, Actuators(kube=scaler),
+              audit, 2.0, 0.0, ReaperMetrics(None), stop=_Stop())
+    stopped = [r["payload"] for r in audit.records() if r["event"] == "reaper.stopped"]
+    assert stopped == [{"ticks": 1, "mode": "dry-run", "signal": None}]
+    assert signal.getsignal(signal.SIGTERM) is before

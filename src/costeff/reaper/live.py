@@ -283,9 +283,14 @@ def watch(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, 
     """Tick every ``interval_s`` until SIGTERM/SIGINT (or ``stop``), finishing the round in progress."""
     state = _WatchState()
     result = LoopResult(0)
+
+    def one() -> bool:
+        ok = _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics, state)
+        result.rounds += 1  # counted here too: a round that raises ends the loop before it returns
+        return ok
+
     try:
-        result = run_rounds(lambda: _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics,
-                                                state), interval_s, metrics.heartbeat, stop, max_rounds)
+        result = run_rounds(one, interval_s, metrics.heartbeat, stop, max_rounds)
     finally:
         audit.append("reaper.stopped", {"ticks": result.rounds, "mode": "apply" if apply else "dry-run",
                                         "signal": result.signal}, actor=ACTOR)
