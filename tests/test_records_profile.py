@@ -142,3 +142,47 @@ def test_a_corrupt_batching_report_given_to_triton_build_is_named(tmp_path, caps
     line = _one_error_line(capsys.readouterr().err, batching)
     assert rc == 2 and "chosen.max_batch_size" in line and not (tmp_path / "repo" / "policy").exists()
     assert BATCHING.parse({"chosen": None}, "x").chosen is None  # no setting met the SLO: not an error
+
+
+def test_a_verify_report_carries_the_batching_reports_prediction_and_reads_back(tmp_path):
+    from costeff.records.kinds import VERIFY
+    from costeff.serving import verify as v
+
+    out = tmp_path / "batching"
+    assert main(["batching", "optimize", "--profile", str(_simple_profile(tmp_path)), "--rate", "500",
+                 "--p99-ms", "20", "--out", str(out), "--requests", "2000", "--max-batch-sizes", "1,8",
+                 "--queue-delays-us", "0,500", "--instance", "aws-c6i.large"]) == 0
+    chosen = BATCHING.read(BATCHING.path_in(out)).chosen
+    predicted = v.predicted_from(BATCHING.path_in(out))
+    assert chosen is not None and predicted is not None and predicted.settings is not None
+    assert predicted.p99_ms == chosen.predicted.p99_ms and predicted.settings.max_batch_size == chosen.max_batch_size
+    report = v.skipped("policy", tmp_path / "repo", 500.0, predicted, "Triton cannot start here")
+    path = report.write(tmp_path / "verify")
+    back = VERIFY.read(path)
+    assert back.skipped == "Triton cannot start here" and back.measured is None and back.rate_per_s == 500.0
+    assert back.predicted is not None and back.predicted.p50_ms == predicted.p50_ms
+    assert back.ratios.p99 is None  # nothing measured: no ratio, not a zero
+
+
+def _simple_profile(tmp_path):
+    path = tmp_path / "gpu_profile.json"
+    path.write_text(json.dumps({"model_sha256": "ab" * 32, "points": [
+        {"batch_size": b, "concurrency": 1, "latency_ms": {"mean": m, "p50": m, "p99": m * 1.2}}
+        for b, m in ((1, 1.0), (8, 2.0))]}))
+    return path
+
+
+def test_a_measured_verify_report_writes_its_ratios(tmp_path):
+    from costeff.records.kinds import VERIFY
+    from costeff.records.verify import Measured, Predicted, ServerTimes
+    from costeff.serving.verify import VerifyReport
+
+    report = VerifyReport("policy", "repo", 100.0, Predicted(p50_ms=1.0, p99_ms=4.0, mean_batch_size=2.0),
+                          Measured(p50_ms=1.5, p99_ms=6.0, mean_batch_size=None, requests=300, errors=0,
+                                   server_ms_per_request=ServerTimes(queue=0.25)),
+                          server={"triton": "2.51", "backends": "python"}, load_average=[1.0] * 6)
+    back = VERIFY.read(report.write(tmp_path))
+    assert back.ratios.p50 == pytest.approx(1.5) and back.ratios.p99 == pytest.approx(1.5)
+    assert back.ratios.mean_batch is None and back.measured is not None
+    assert back.measured.server_ms_per_request.queue == 0.25
+    assert "| p99 | 4 ms | 6 ms | 1.5x |" in (tmp_path / "verify_report.md").read_text()

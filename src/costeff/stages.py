@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from costeff.records.kinds import BATCHING, PROFILE
+from costeff.records.kinds import BATCHING, BUILD, PROFILE
 from costeff.records.profile import Optimal, ProfileRecord
 from costeff.runctx import RunContext
 
@@ -174,7 +174,7 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
                           log_path=out / "tritonserver.log")
     except DependencyError as exc:  # Triton cannot run on this host: the run goes on without the check
         report = v.skipped(name, repository, rate, predicted, str(exc))
-    report.inputs = inputs_of(triton_build=Path(repository) / name / "costeff_build.json",
+    report.inputs = inputs_of(triton_build=BUILD.path_in(Path(repository) / name),
                               batching_report=ctx.values.get("batching_report"))
     ctx.values["verify_report"] = report.write(out)
     if report.skipped:
