@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
 from costeff.cli._common import add_common, add_listener, positive_float, workspace
@@ -46,7 +45,6 @@ def _watch(args: argparse.Namespace) -> int:
                          parse_outputs(args.outputs), args.ledger or here.ledger,
                          normalise_url(args.url) if args.url else None)
     metrics = DriftMetrics(args.metrics_port, args.metrics_addr, Heartbeat(config.interval_s, args.stale_after))
-    stop = threading.Event()
     try:
         watcher = DriftWatcher(config, metrics, workspace=here)
         mode = "APPLY" if config.apply else "dry run"
@@ -55,11 +53,11 @@ def _watch(args: argparse.Namespace) -> int:
         if config.apply:
             print(f"a rollback reloads the model on Triton at {config.url}" if config.url else
                   f"without --url, {NO_RELOAD}", file=sys.stderr)
-        cycles = watcher.run(stop, args.max_cycles, on_cycle=_print)
+        result = watcher.run(None, args.max_cycles, on_cycle=_print)
     finally:
         metrics.close()
-    print(f"stopped after {cycles} look(s); position in {config.state_path}", file=sys.stderr)
-    return 0
+    print(f"stopped after {result.rounds} look(s); position in {config.state_path}", file=sys.stderr)
+    return result.exit_code
 
 
 def _print(result) -> None:

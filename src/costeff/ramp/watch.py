@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.artifacts import Workspace
+from costeff.daemon import LoopResult, run_rounds
 from costeff.errors import CosteffError
 
 log = logging.getLogger(__name__)
@@ -104,22 +105,17 @@ class RampWatcher:
         self.out_dir = Path(out_dir)
         self.metrics = metrics or RampMetrics()
 
-    def run(self, stop: threading.Event, interval_s: float, max_rounds: int | None = None,
-            on_round: Any = None) -> int:
-        rounds = 0
-        beat = getattr(self.metrics, "heartbeat", None)
-        while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
-            if beat is not None:
-                beat.begin()
+    def run(self, stop: threading.Event | None, interval_s: float, max_rounds: int | None = None,
+            on_round: Any = None) -> LoopResult:
+        """Decide every ``interval_s`` until SIGTERM/SIGINT, ``stop`` or ``max_rounds``; a round that has begun
+        (decision, report, audit record, history line) always finishes."""
+        def one() -> bool:
             result = self.round()
-            if beat is not None:
-                beat.beat(ok=result.ok)
             if on_round is not None:
                 on_round(result)
-            rounds += 1
-            if max_rounds is None or rounds < max_rounds:
-                stop.wait(interval_s)
-        return rounds
+            return result.ok
+
+        return run_rounds(one, interval_s, getattr(self.metrics, "heartbeat", None), stop, max_rounds)
 
     def round(self) -> RoundResult:
         from costeff.ramp import decide
