@@ -158,3 +158,18 @@ def test_a_reaper_replay_reads_back_typed(tmp_path):
     assert [a.action for a in record.actions] == [a["action"] for a in report.actions]
     assert record.savings.usd_saved == report.savings["usd_saved"] and record.wake_up.wakeups is not None
     assert record.audit.last_seq == report.audit["last_seq"]  # the second write names its audit records
+
+
+def test_a_record_that_cannot_be_written_takes_its_markdown_with_it(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from costeff import artifacts
+
+    def full_disk(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(artifacts, "atomic_write_json", full_disk)  # the records' writer; Markdown still writes
+    out = tmp_path / "replay"
+    assert main(["reap", "--sample", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {out / REAPER.filename}: No space left on device"
+    assert not out.exists() or not any(out.iterdir())

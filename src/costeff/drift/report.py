@@ -19,8 +19,12 @@ def write(report: DriftReport, out_dir: Path | str) -> Path:
     from costeff.records.kinds import DRIFT
 
     out = Path(out_dir)
-    atomic_write_text(out / MD_NAME, markdown(report))
-    return DRIFT.write(out, to_jsonable(report))
+    md = atomic_write_text(out / MD_NAME, markdown(report))
+    try:
+        return DRIFT.write(out, to_jsonable(report))
+    except BaseException:
+        md.unlink(missing_ok=True)  # no Markdown left without its record
+        raise
 
 
 def markdown(r: DriftReport) -> str:

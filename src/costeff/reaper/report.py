@@ -104,8 +104,14 @@ def write_report(report: ReaperReport, directory: Path) -> tuple[Path, Path]:
     """The Markdown, then the record last: a folder holding reaper_report.json is complete."""
     from costeff.records.kinds import REAPER
 
+    first = not REAPER.path_in(directory).exists()  # reap_trace writes again once the audit records exist
     md_path = atomic_write_text(directory / "reaper_report.md", to_markdown(report))
-    return REAPER.write(directory, report.to_dict()), md_path
+    try:
+        return REAPER.write(directory, report.to_dict()), md_path
+    except BaseException:
+        if first:  # no Markdown left without its record
+            md_path.unlink(missing_ok=True)
+        raise
 
 
 def to_markdown(r: ReaperReport) -> str:
