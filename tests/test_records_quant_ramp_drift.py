@@ -173,3 +173,11 @@ def test_a_record_that_cannot_be_written_takes_its_markdown_with_it(tmp_path, mo
     assert main(["reap", "--sample", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {out / REAPER.filename}: No space left on device"
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_quant_record_older_than_selected_speedup_takes_it_from_the_selected_variant(tmp_path):
+    path = QUANT.write(tmp_path, {"selected": {"name": "fp16"}, "variants": [
+        {"name": "fp32", "baseline": True, "speedup": 1.0}, {"name": "fp16", "speedup": 1.4}]})
+    assert QUANT.read(path).selected.speedup == 1.4
+    path = QUANT.write(tmp_path, {"selected": {"name": "fp16"}, "variants": [{"name": "fp32", "speedup": 1.0}]})
+    assert QUANT.read(path).selected.speedup is None  # no row for it: unknown, not fp32's

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import model_validator
+
 from costeff.records import Part, Record
 from costeff.records.fidelity import BatchFidelityPart, BatchInvariancePart, FidelityPart, GateRow, ToleranceSet
 
@@ -216,7 +218,7 @@ class Selected(Part):
     traffic: Traffic = Traffic()
     path: str | None = None
     sha256: str | None = None
-    speedup: float | None = None  # the selected variant's, vs fp32 (older records: see QuantRecord.selected_variant)
+    speedup: float | None = None  # the selected variant's, vs fp32 (older records: taken from its row)
 
 
 class QuantConfigPart(Part):
@@ -343,6 +345,15 @@ class QuantRecord(Record):
     noise_floor: NoiseFloor | None = None
     speed_rounds: list[SpeedRound] = []
     cache: CacheInfo | None = None
+
+    @model_validator(mode="after")
+    def _selected_speedup(self) -> "QuantRecord":
+        """Records older than ``selected.speedup`` carry it on the selected variant only: take it from there."""
+        sel = self.selected
+        row = self.variant(sel.name) if sel is not None and sel.speedup is None else None
+        if sel is not None and row is not None and row.speedup is not None:
+            sel.speedup = row.speedup
+        return self
 
     def variant(self, name: str) -> VariantRow | None:
         return next((v for v in self.variants if v.name == name), None)
