@@ -12,13 +12,9 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from costeff.artifacts import Layout, sha256_file
 from costeff.errors import InputError
-
-if TYPE_CHECKING:
-    from costeff.records.quant import VariantRow
 
 
 @dataclass(frozen=True)
@@ -92,15 +88,15 @@ def load_report(path: Path) -> QuantReport:
     from costeff.records.kinds import QUANT
 
     record = QUANT.read(path)
-    when = _parse_time(record.created_at)
-    missing = [name for name, value in (("created_at", when), ("model_sha256", record.model_sha256),
-                                         ("selected.name", record.selected)) if value is None]
-    missing += [f"variants[{i}].sha256" for i, v in enumerate(record.variants) if v.built and v.sha256 is None]
-    if missing or when is None or record.model_sha256 is None or record.selected is None:
+    when, model, sel = _parse_time(record.created_at), record.model_sha256, record.selected
+    missing = [name for name, value in (("created_at", when), ("model_sha256", model), ("selected.name", sel))
+               if value is None] + [f"variants[{v.name}].sha256" for v in record.variants if v.built and not v.sha256]
+    if missing or when is None or model is None or sel is None:
         raise InputError(f"{path}: not a quantization report the ramp can use: no {', '.join(missing)}; expected "
                          "created_at, model_sha256, selected.name, variants[].name/sha256/fidelity")
-    return QuantReport(str(path), sha256_file(path), when, record.model_sha256, record.selected.name,
-                       tuple(_variant(v) for v in record.variants if v.built))
+    variants = tuple(Variant(v.name, v.sha256, v.path, v.worst("action_drift_pct"), v.worst("entropy_drift_pct"))
+                     for v in record.variants if v.built and v.sha256)
+    return QuantReport(str(path), sha256_file(path), when, model, sel.name, variants)
 
 
 def model_time(report: QuantReport, deployed: DeployedModel) -> tuple[datetime | None, str]:
@@ -111,11 +107,6 @@ def model_time(report: QuantReport, deployed: DeployedModel) -> tuple[datetime |
     if variant and variant.path and os.path.isfile(variant.path) and sha256_file(variant.path) == variant.sha256:
         return datetime.fromtimestamp(int(os.stat(variant.path).st_mtime), timezone.utc), f"mtime of {variant.path}"
     return deployed.changed_at, deployed.source
-
-
-def _variant(v: VariantRow) -> Variant:
-    assert v.sha256 is not None  # load_report refused a built variant without one
-    return Variant(v.name, v.sha256, v.path, v.worst("action_drift_pct"), v.worst("entropy_drift_pct"))
 
 
 def _parse_time(text: str | None) -> datetime | None:
