@@ -13,7 +13,7 @@ from costeff.audit import default_log
 from costeff.cli import main
 from costeff.flags import FlagStore
 from costeff.records.kinds import DRIFT, QUANT, RAMP, REAPER
-from costeff.records.quant import CostEstimatePart, FidelityPart, GateRow, Selected, Traffic
+from costeff.records.quant import CostEstimatePart, Fidelity, GateRow, Selected, Traffic
 from test_ramp import AS_OF, MODEL, _ledger, _live_window, _report
 
 
@@ -75,7 +75,7 @@ def test_a_quant_report_from_the_real_writer_reads_back_typed(quant_run):
     assert isinstance(sel.traffic, Traffic) and sel.traffic.target_rate_per_s is None  # none given
     assert record.config.tolerances.action_drift_pct == report.config["tolerances"]["action_drift_pct"] == 0.5
     fp32, fp16 = record.variant("fp32"), record.variant("fp16")
-    assert fp32.baseline and isinstance(fp32.fidelity, FidelityPart) and fp32.fidelity.action_drift_pct == 0.0
+    assert fp32.baseline and isinstance(fp32.fidelity, Fidelity) and fp32.fidelity.action_drift_pct == 0.0
     assert fp16.fidelity.action_drift_pct == report.variant("fp16").fidelity.action_drift_pct
     assert set(fp16.fidelity_by_batch) == {"1", "16"}
     assert all(isinstance(g, GateRow) for e in fp16.fidelity_by_batch.values() for g in e.gates)
@@ -140,7 +140,7 @@ def test_a_drift_report_from_the_real_writer_reads_back_typed(tmp_path, capsys):
     assert code == (0 if record.passed else 1) and record.passed == printed["passed"]
     assert record.served.sha256 == printed["served"]["sha256"] and record.reference.path == str(ref)
     assert [w.rows for w in record.windows] == [300, 200] and not any(w.timed for w in record.windows)
-    assert isinstance(record.overall, FidelityPart) and record.action_drift_pct == record.overall.action_drift_pct
+    assert isinstance(record.overall, Fidelity) and record.action_drift_pct == record.overall.action_drift_pct
     assert record.tolerances.action_drift_pct == printed["tolerances"]["action_drift_pct"]
     assert {g.name: g.passed for g in record.gates} == {g["name"]: g["verdict"] == "PASS" for g in printed["gates"]}
     assert record.batch_invariance is not None and record.batch_invariance.rows > 0

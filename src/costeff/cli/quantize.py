@@ -197,6 +197,5 @@ def _human(report: Any) -> None:
         print(f"{v.name:16s} {v.backend:11s} {status:5s} {drift}{speed}{target}"
               + (f" kept fp32: {', '.join(v.excluded_nodes)}" if v.excluded_nodes else ""))
     sel = record.selected
-    if sel is not None:
-        print(f"selected {sel.name} ({sel.backend}, {sel.precision}): {sel.reason}")
+    print(f"selected {sel.name} ({sel.backend}, {sel.precision}): {sel.reason}")
     print(f"report {path}")

@@ -129,9 +129,7 @@ def write(rep: QuantizationReport, out: Path) -> QuantRecord:
 
 
 def to_markdown(rep: QuantRecord) -> str:
-    from costeff.records.quant import Selected
-
-    sel = rep.selected or Selected(name="-")
+    sel = rep.selected
     lines = [f"# Precision lowering: {rep.model_name}", "",
              f"- model `{rep.model_path}` sha256 `{rep.model_sha256}`",
              f"- created {rep.created_at} on {(rep.hardware or {}).get('cpu_model')} "

@@ -88,7 +88,7 @@ def load_report(path: Path) -> QuantReport:
     from costeff.records.kinds import QUANT
 
     record = QUANT.read(path)
-    when, model, sel = _parse_time(record.created_at), record.model_sha256, record.selected
+    when, model, sel = _parse_time(record.created_at), record.model_sha256, record.selected.name
     missing = [name for name, value in (("created_at", when), ("model_sha256", model), ("selected.name", sel))
                if value is None] + [f"variants[{v.name}].sha256" for v in record.variants if v.built and not v.sha256]
     if missing or when is None or model is None or sel is None:
@@ -96,7 +96,7 @@ def load_report(path: Path) -> QuantReport:
                          "created_at, model_sha256, selected.name, variants[].name/sha256/fidelity")
     variants = tuple(Variant(v.name, v.sha256, v.path, v.worst("action_drift_pct"), v.worst("entropy_drift_pct"))
                      for v in record.variants if v.built and v.sha256)
-    return QuantReport(str(path), sha256_file(path), when, model, sel.name, variants)
+    return QuantReport(str(path), sha256_file(path), when, model, sel, variants)
 
 
 def model_time(report: QuantReport, deployed: DeployedModel) -> tuple[datetime | None, str]:

@@ -302,7 +302,7 @@ def default_inputs(layout, quant_report: Path | None, catalog: Path | None = Non
         from costeff.records.kinds import QUANT
 
         q = QUANT.read(quant_report)
-        selected_sha, model_sha = q.selected.sha256 if q.selected else None, q.model_sha256
+        selected_sha, model_sha = q.selected.sha256, q.model_sha256
     chosen = _newest_with(profiles, selected_sha) if selected_sha else (profiles[-1] if profiles else None)
     base = _newest_with(profiles, model_sha) if model_sha else None
     return ProjectionInputs(chosen, base, layout.latest("batching", "batching_report.json"),

@@ -6,7 +6,7 @@ Typed from ``costeff.drift.check.DriftReport``: the overall fidelity and gates, 
 from __future__ import annotations
 
 from costeff.records import Part, Record
-from costeff.records.fidelity import BatchInvariancePart, FidelityPart, GateRow, ToleranceSet
+from costeff.records.fidelity import BatchInvariancePart, Fidelity, GateRow, ToleranceSet
 
 
 class ModelRef(Part):
@@ -26,7 +26,7 @@ class DriftWindowRow(Part):
     timed: bool = False  # False: one window per file (rows without timestamps)
     source: str = ""
     rows: int | None = None
-    fidelity: FidelityPart = FidelityPart()
+    fidelity: Fidelity = Fidelity()
     gates: list[GateRow] = []
     passed: bool = False
 
@@ -42,7 +42,7 @@ class DriftRecord(Record):
     window_s: float | None = None
     tolerances: ToleranceSet = ToleranceSet()
     windows: list[DriftWindowRow] = []
-    overall: FidelityPart = FidelityPart()
+    overall: Fidelity = Fidelity()
     action_drift_pct: float | None = None
     entropy_drift_pct: float | None = None
     action_correlation: float | None = None

@@ -22,7 +22,7 @@ class GateRow(Part):
         return self.verdict == "PASS"
 
 
-class FidelityPart(Part):
+class Fidelity(Part):
     """A variant against fp32 on the same rows (``costeff.quantization.fidelity.Fidelity``)."""
 
     rows: int | None = None
@@ -42,7 +42,7 @@ class FidelityPart(Part):
 class BatchFidelityPart(Part):
     batch_size: int | None = None
     rows: int | None = None
-    fidelity: FidelityPart = FidelityPart()
+    fidelity: Fidelity = Fidelity()
     gates: list[GateRow] = []
     passed: bool = False
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import model_validator
 
 from costeff.records import Part, Record
-from costeff.records.fidelity import BatchFidelityPart, BatchInvariancePart, FidelityPart, GateRow, ToleranceSet
+from costeff.records.fidelity import BatchFidelityPart, BatchInvariancePart, Fidelity, GateRow, ToleranceSet
 
 
 class TrialRow(Part):
@@ -96,8 +96,8 @@ class OpenLoopPart(Part):
 class AtTarget(Part):
     """What selection compares at the target rate: instances, dollars per day, the budget verdict."""
 
-    instances: int | None = None
-    usd_per_day: float | None = None
+    instances: int  # always written together: a variant timed at the target rate has both
+    usd_per_day: float
     instances_worst: int | None = None
     meets_budget: bool | None = None
     p50_ms: float | None = None
@@ -123,7 +123,7 @@ class NoiseVerdict(Part):
     answer_time_ratio_needed: float | None = None
 
 
-class VariantRow(Part):
+class Variant(Part):
     """One variant (``costeff.quantization.records.VariantResult``)."""
 
     name: str
@@ -144,7 +144,7 @@ class VariantRow(Part):
     notes: list[str] = []
     size_bytes: int | None = None
     size_reduction_pct: float | None = None
-    fidelity: FidelityPart | None = None  # at the largest served batch, every held-out row
+    fidelity: Fidelity | None = None  # at the largest served batch, every held-out row
     gates: list[GateRow] = []
     passed: bool = False
     fidelity_by_batch: dict[str, BatchFidelityPart] = {}  # "1", "<largest served>"
@@ -204,9 +204,9 @@ class Traffic(Part):
 
 
 class Selected(Part):
-    """The variant to serve and why (``costeff.quantization.select.choose``)."""
+    """The variant to serve and why (``costeff.quantization.select.choose``); no name: none was recorded."""
 
-    name: str
+    name: str | None = None
     reason: str = ""
     passed_any: bool | None = None
     load: str | None = None  # "light" or "batched" traffic, with a target rate
@@ -336,8 +336,8 @@ class QuantRecord(Record):
     split: Split = Split()
     recipe: RecipeInfo = RecipeInfo()
     preprocessing: str | None = None
-    variants: list[VariantRow] = []
-    selected: Selected | None = None
+    variants: list[Variant] = []
+    selected: Selected = Selected()
     passed_any: bool | None = None
     cost: CostSummary = CostSummary()
     speed_method: str | None = None
@@ -350,19 +350,19 @@ class QuantRecord(Record):
     def _selected_speedup(self) -> "QuantRecord":
         """Records older than ``selected.speedup`` carry it on the selected variant only: take it from there."""
         sel = self.selected
-        row = self.variant(sel.name) if sel is not None and sel.speedup is None else None
-        if sel is not None and row is not None and row.speedup is not None:
+        row = self.selected_variant if sel.speedup is None else None
+        if row is not None and row.speedup is not None:
             sel.speedup = row.speedup
         return self
 
-    def variant(self, name: str) -> VariantRow | None:
+    def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
 
     @property
-    def selected_variant(self) -> VariantRow | None:
+    def selected_variant(self) -> Variant | None:
         """The row of the variant it selected (its fidelity, speed and cost)."""
-        return self.variant(self.selected.name) if self.selected else None
+        return self.variant(self.selected.name) if self.selected.name is not None else None
 
     @property
-    def baseline(self) -> VariantRow | None:
+    def baseline(self) -> Variant | None:
         return next((v for v in self.variants if v.baseline), None)

@@ -103,7 +103,7 @@ class ToReachCap(Part):
     serving_alone_exceeds_cap: bool | None = None
 
 
-class ProjectionPart(Part):
+class Projection(Part):
     """PROJECTED serving cost and cost ratio from the measured levers; never a ledger number."""
 
     label: str = ""
@@ -151,4 +151,4 @@ class RampRecord(Record):
     provenance: DecisionProvenance = DecisionProvenance()
     audit_seq: int | None = None
     gates_failed: list[str] = []
-    projection: ProjectionPart | None = None
+    projection: Projection | None = None

@@ -5,6 +5,7 @@ Typed from ``costeff.reaper.report.ReaperReport``; a figure the replay did not p
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from costeff.records import Part, Record
@@ -17,18 +18,18 @@ class ReplaySource(Part):
     trace_sha256: str | None = None
     rows: int | None = None
     resources: list[str] = []
-    start: str | None = None
-    end: str | None = None
+    start: datetime | None = None  # UTC
+    end: datetime | None = None
     span_hours: float | None = None
     path: str | None = None
     kind: str | None = None
 
 
 class SimulatedAction(Part):
-    time: str | None = None
-    resource: str | None = None
+    time: datetime  # UTC
+    resource: str
+    action: str  # "reap" or "restore"
     target: str | None = None
-    action: str | None = None  # "reap" or "restore"
     reason: str = ""
     gpus: float | None = None
     usd_per_hour_saved: float | None = None
