@@ -23,10 +23,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costeff.errors import InputError
 from costeff.numbers import loads_finite
+
+if TYPE_CHECKING:
+    from costeff.records.reaper import ReaperRecord
 
 LABEL = "PROJECTED from measured throughput, the batching optimizer, the reaper replay and catalog prices; not a bill"
 HOURS_PER_DAY = 24.0
@@ -104,9 +107,12 @@ def project(inputs: ProjectionInputs, observed: Observed | None, cap_pct: float 
         missing = [n for n in ("profile", "batching_report", "reaper_report") if getattr(inputs, n) is None]
         return unavailable(f"no {', '.join(missing)} to project from (run costeff profile / batching optimize / "
                            "reap, or costeff run)", inputs)
+    from costeff.records.kinds import REAPER
+
     profile = _load(profile_path)
     baseline = _load(inputs.baseline_profile) if inputs.baseline_profile else profile
-    serving, levers, instance, rate = _levers(profile, baseline, _load(batching_path), _load(reaper_path), inputs)
+    serving, levers, instance, rate = _levers(profile, baseline, _load(batching_path), REAPER.read(reaper_path),
+                                              inputs)
     base = levers[0].usd_per_day_before
     projected_infra, ratio, remaining = _against_ledger(serving, observed, cap_pct)
     return Projection(LABEL, True, "every input present", instance, rate, base, serving,
@@ -129,7 +135,7 @@ def _load(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read report for the projection: {exc}") from None
 
 
-def _levers(profile: dict, baseline: dict, batching: dict, reaper: dict,
+def _levers(profile: dict, baseline: dict, batching: dict, reaper: ReaperRecord,
             inputs: ProjectionInputs) -> tuple[float, list[Lever], str, float]:
     from costeff.cost import estimate, load_catalog
 
@@ -228,9 +234,9 @@ def _cheapest_family(inst, throughput: float, catalog, rate: float, mu: float) -
     return min(options, key=lambda o: (o[1], o[0] != inst.name)) if options else None
 
 
-def _reaping(before: float, reaper: dict, inputs: ProjectionInputs) -> Lever:
-    share = float(reaper.get("reduction_pct") or 0.0) / 100.0
-    source = (reaper.get("source") or {}).get("path") or (reaper.get("source") or {}).get("kind") or ""
+def _reaping(before: float, reaper: ReaperRecord, inputs: ProjectionInputs) -> Lever:
+    share = (reaper.reduction_pct or 0.0) / 100.0
+    source = reaper.source.path or reaper.source.kind or reaper.source.trace or ""
     detail = (f"idle share {100 * share:.1f} % removed by the reaper replay"
               + (f" of {Path(str(source)).name}" if source else ""))
     return _lever("reaping", before, before * (1.0 - share), detail, str(inputs.reaper_report),
@@ -293,8 +299,10 @@ def default_inputs(layout, quant_report: Path | None, catalog: Path | None = Non
     profiles = sorted(layout.cost.glob("*/gpu_profile.json")) if layout.cost.is_dir() else []
     selected_sha = model_sha = None
     if quant_report is not None and Path(quant_report).is_file():
-        q = _load(Path(quant_report))
-        selected_sha, model_sha = (q.get("selected") or {}).get("sha256"), q.get("model_sha256")
+        from costeff.records.kinds import QUANT
+
+        q = QUANT.read(quant_report)
+        selected_sha, model_sha = q.selected.sha256, q.model_sha256
     chosen = _newest_with(profiles, selected_sha) if selected_sha else (profiles[-1] if profiles else None)
     base = _newest_with(profiles, model_sha) if model_sha else None
     return ProjectionInputs(chosen, base, layout.latest("batching", "batching_report.json"),
