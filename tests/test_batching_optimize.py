@@ -114,7 +114,7 @@ def test_cli_rejects_bad_numbers(tmp_path, capsys, args, message):
     ("{not json", "not valid JSON"),
     (json.dumps({"points": []}), "points"),
     (json.dumps({"points": [{"batch_size": 2}]}), "points[0].latency_ms"),
-    (json.dumps({"points": [{"batch_size": "x", "latency_ms": {"mean": 1}}]}), "points.0.batch_size"),
+    (json.dumps({"points": [{"batch_size": "x", "latency_ms": {"mean": 1}}]}), "points[0].batch_size"),
     (json.dumps({"points": [{"batch_size": 1, "latency_ms": {"p99": 1}}]}), "latency_ms.mean"),
 ])
 def test_cli_names_what_is_wrong_with_the_profile(tmp_path, capsys, content, field):

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "mlserver_runtime"))
 
 from launcher import free_port  # noqa: E402
+
 from costeff.cli import main  # noqa: E402
 from costeff.drift.watch import DriftMetrics, DriftWatcher, WatchConfig  # noqa: E402
 from costeff.serving.versions import describe  # noqa: E402

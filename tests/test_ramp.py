@@ -4,6 +4,7 @@ import os
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+
 from costeff.cli import main
 from costeff.errors import InputError
 from costeff.ledger import CostRow, EconomicsRow, Ledger, import_sample

@@ -183,6 +183,7 @@ def test_a_daemon_records_one_failure_not_one_per_round(triton, prometheus, tmp_
     """Idle signals every round, a Triton that cannot unload: the first round records the failure, the next
     rounds hold off (the verdict says why) until a decision window has passed."""
     import threading
+
     from costeff.reaper.config import load_config
     from costeff.reaper.live import Actuators, watch
     from costeff.reaper.metrics import ReaperMetrics

@@ -25,7 +25,7 @@ def _one_error_line(err: str, path) -> str:
 @pytest.mark.parametrize("content, says", [
     ('{"points": [{"batch_size": 1, "latency_ms": {"mean": 1.0}}', "not valid JSON"),  # cut short
     ("[1, 2]", "expected a JSON object"),
-    ('{"points": [{"batch_size": 1, "latency_ms": {"mean": "slow"}}]}', "points.0.latency_ms.mean"),
+    ('{"points": [{"batch_size": 1, "latency_ms": {"mean": "slow"}}]}', "points[0].latency_ms.mean"),
     ('{"points": [{"batch_size": 1, "latency_ms": {"mean": 1.0}}], "hardware": {"gpus": "H100"}}',
      "hardware.gpus"),
 ])

@@ -32,7 +32,7 @@ DEFAULT_MODEL = "policy"
 def policy_influence_pct(step: dict[str, Any]) -> float | None:
     """The influence the policy has or is about to have: a promotion counts from its decision (capacity
     must be there before the capital is), a rollback only once the ledger shows the lower step."""
-    known = [v for v in (step.get("from_pct"), step.get("to_pct")) if v is not None]
+    known = [v for v in (step["from_pct"], step["to_pct"]) if v is not None]
     return max(known) if known else None
 
 
@@ -73,7 +73,7 @@ class RampMetrics:
         _set(self.cost_ratio_cap, None if d.cost_ratio_cap_pct is None else d.cost_ratio_cap_pct / 100)
         _set(self.per_signal, d.cost_per_signal_usd)
         _set(self.per_trade, d.cost_per_trade_usd)
-        _set(self.influence, d.step.get("to_pct"))
+        _set(self.influence, d.step["to_pct"])
         _set(self.policy_influence.labels(self.model), policy_influence_pct(d.step))
         for name in DECISIONS:
             self.decision.labels(name).set(1 if d.decision == name else 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from pydantic import Field
 
@@ -73,23 +72,3 @@ class VersionsLedger(Part):
     schema_version: int | None = None
     last_version: int = Field(default=0, ge=0)
     builds: dict[str, VersionBuild] = {}
-
-
-# The quantization report as a repository entry reads it (``costeff.serving.served``): which file to serve,
-# on which backend, with which measured runtime settings.
-class ServedSelected(Part):
-    name: str
-    backend: str = "onnxruntime"
-    precision: str | None = None
-    path: str | None = None
-    sha256: str | None = None
-
-
-class ServedVariant(Part):
-    name: str
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    runtime: dict[str, Any] = {}
-    sha256: str | None = None
-    passed: bool = False
-    settings: dict[str, Any] = {}

@@ -25,9 +25,8 @@ from pydantic import Field, ValidationError
 from costeff.artifacts import sha256_file
 from costeff.errors import InputError
 from costeff.records import Part
-from costeff.records.build import ServedSelected, ServedVariant
 from costeff.records.profile import Hardware
-from costeff.records.quant import QuantRecord
+from costeff.records.quant import QuantRecord, Selected, Variant
 
 P = TypeVar("P", bound=Part)
 
@@ -93,7 +92,7 @@ def resolve(model: Path, model_sha: str, report_path: Path | None) -> Served:
                   params, tuple(notes), _measured_threads(variant, backend, report_path))
 
 
-def _selected_file(selected: ServedSelected, report_path: Path | None) -> tuple[Path, str]:
+def _selected_file(selected: Selected, report_path: Path | None) -> tuple[Path, str]:
     path = Path(selected.path or "")
     if not path.is_file():
         raise InputError(f"{report_path}: selected.path {path} does not exist; expected the selected variant's file")
@@ -104,7 +103,7 @@ def _selected_file(selected: ServedSelected, report_path: Path | None) -> tuple[
     return path, sha
 
 
-def _variant(report: QuantRecord | None, sha: str, preferred: str | None = None) -> ServedVariant | None:
+def _variant(report: QuantRecord | None, sha: str, preferred: str | None = None) -> Variant | None:
     """The report's entry for the file ``sha``. Variants can share one file (ov-fp32 and ov-bf16 are the
     same IR compiled with different precision hints), so the selected one is preferred."""
     matches = [v for v in (report.variants if report else []) if v.sha256 == sha]
@@ -121,7 +120,7 @@ def _block(model: type[P], data: dict[str, Any], where: str) -> P:
                          f"(found {err['input']!r:.80})") from None
 
 
-def _measured_threads(variant: ServedVariant | None, backend: str = "openvino",
+def _measured_threads(variant: Variant | None, backend: str = "openvino",
                       report_path: Path | None = None) -> int | None:
     """OpenVINO: the threads the variant was measured with. onnxruntime: only a thread count chosen as a
     runtime setting (``fp32@threads=1``); a default session's count is the build host's CPUs, not a choice."""
@@ -132,7 +131,7 @@ def _measured_threads(variant: ServedVariant | None, backend: str = "openvino",
     return _block(Threads, source, f"{report_path}: variants[{variant.name}].{key}").threads
 
 
-def ov_parameters(variant: ServedVariant | None, report: QuantRecord | None, notes: list[str],
+def ov_parameters(variant: Variant | None, report: QuantRecord | None, notes: list[str],
                   report_path: Path | None = None) -> dict[str, str]:
     """The openvino backend's parameters for the measured runtime settings (threads: ``serving.threads``)."""
     runtime = _block(OvRuntime, variant.runtime, f"{report_path}: variants[{variant.name}].runtime") \
