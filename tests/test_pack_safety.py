@@ -22,7 +22,7 @@ from costeff.pack.bundle import read_pack, sign_manifest
 def layout(tmp_path):
     layout = Layout.default()
     folder = layout.quant / "20260101_000001Z"
-    atomic_write_json(folder / "quantization_report.json", {"variants": [], "selected": None})
+    atomic_write_json(folder / "quantization_report.json", {"variants": []})
     atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}})
     return layout
 
