@@ -322,7 +322,7 @@ def _serving_saving_note(r: Reports) -> str:
 
 def acceptance(r: Reports, ledger: bytes | None = None) -> list[Criterion]:
     ramp, reap, sel = r.ramp or RampRecord(), r.reaper or ReaperRecord(), _selected(r.quant)
-    tol = r.quant.config.tolerances.get("action_drift_pct") if r.quant else None
+    tol = r.quant.config.tolerances.action_drift_pct if r.quant else None
     drift, speedup = (_drift(sel.fidelity), sel.speedup) if sel else (None, None)
     ratio, cap = ramp.cost_ratio_pct, ramp.cost_ratio_cap_pct
     return [

@@ -70,8 +70,12 @@ class Split(Part):
     evaluation_rows: int | None = None
 
 
+class Tolerances(Part):
+    action_drift_pct: float | None = None
+
+
 class QuantConfig(Part):
-    tolerances: dict[str, float | None] = {}
+    tolerances: Tolerances = Tolerances()
 
 
 class QuantCost(Part):
