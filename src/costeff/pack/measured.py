@@ -168,6 +168,7 @@ class DayCost:
     target_rate_per_s: float | None
     instances_needed: int | None
     instance: str | None
+    source: str  # the Reports field of the record it was read from
 
 
 def day_costs(r: Reports) -> tuple[DayCost | None, DayCost | None, str]:
@@ -178,11 +179,12 @@ def day_costs(r: Reports) -> tuple[DayCost | None, DayCost | None, str]:
     sel = selected_entry(q)
     if q and base and sel and base.at_target and sel.at_target:
         rate, inst = q.cost.target_rate_per_s, q.cost.instance
-        return (DayCost(base.at_target.usd_per_day, rate, base.at_target.instances, inst),
-                DayCost(sel.at_target.usd_per_day, rate, sel.at_target.instances, inst), f"`{QUANT_PATH}`")
+        return (DayCost(base.at_target.usd_per_day, rate, base.at_target.instances, inst, "quant"),
+                DayCost(sel.at_target.usd_per_day, rate, sel.at_target.instances, inst, "quant"), f"`{QUANT_PATH}`")
     before, after = r.fp32.cost if r.fp32 else None, r.profile.cost if r.profile else None
     if before and after and before.usd_per_day is not None and after.usd_per_day is not None:
-        return (DayCost(before.usd_per_day, before.target_rate_per_s, before.instances_needed, before.instance),
-                DayCost(after.usd_per_day, after.target_rate_per_s, after.instances_needed, after.instance),
+        return (DayCost(before.usd_per_day, before.target_rate_per_s, before.instances_needed, before.instance,
+                        "fp32"),
+                DayCost(after.usd_per_day, after.target_rate_per_s, after.instances_needed, after.instance, "profile"),
                 f"`{PROFILE_FP32_PATH}`, `{PROFILE_PATH}`")
     return None, None, ""

@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from costeff.pack.measured import Disagreement, host, selected_entry
+from costeff.pack.measured import Disagreement, day_costs, host, selected_entry, timed_entry
 from costeff.pack.summary import synthetic_ledger
 from costeff.records.profile import Cost, Optimal, ProfileRecord
-from costeff.records.quant import Fidelity
+from costeff.records.quant import Fidelity, Variant
 from costeff.records.ramp import Projection
 from costeff.records.verify import Figures
 from costeff.report.collect import Sources
@@ -107,11 +107,13 @@ def _glance(p: Page) -> str:
         cards.append(_card("ramp decision", esc(r.ramp.decision),
                            f"cost ratio {p.num(r.ramp.cost_ratio_pct, 'ramp', '.1f', ' %')} "
                            f'<span class="tag observed">observed</span>'))
-        proj = r.ramp.projection
-        if proj and proj.available:
-            cards.append(_card("projected serving / day",
-                               p.num(proj.serving_usd_per_day, "ramp", ",.2f", currency="$"),
-                               f'on {esc(proj.instance)} <span class="tag projected">projected</span>'))
+    before, after, _ = day_costs(r)  # the measurement the speedup comes from, as in the summary
+    if before is not None and after is not None:
+        cards.append(_card("serving / day at target", p.num(after.usd_per_day, after.source, ",.2f", currency="$"),
+                           f"{esc(after.instances_needed)} x {esc(after.instance)} at "
+                           f"{p.num(after.target_rate_per_s, after.source, ',g', '/s')}; fp32 "
+                           f"{p.num(before.usd_per_day, before.source, ',.2f', currency='$')} "
+                           f'<span class="tag projected">projected</span>'))
     if r.reaper:
         cards.append(_card("reaper GPU-hours cut", p.num(r.reaper.reduction_pct, "reaper", ".1f", " %"),
                            "replayed day"))
@@ -144,9 +146,9 @@ def _disagreements(p: Page, found: list[Disagreement]) -> str:
         f"{p.num(d.profile_per_s, 'profile' if d.label == 'served variant' else 'fp32', ',.0f', '/s')} vs "
         f"quantization {p.num(d.quant_per_s, 'quant', ',.0f', '/s')}; the measured ranges do not overlap</li>"
         for d in found)
-    return ("<h2>Measurements that disagree</h2><ul>" + items + "</ul><p>Absolute throughput and $ per inference "
-            "come from the dedicated profiles; the quantization report is used only for speedup ratios (its "
-            "variants ran in interleaved rounds under the same load).</p>")
+    return ("<h2>Measurements that disagree</h2><ul>" + items + "</ul><p>Throughput, speedup and cost on this page "
+            "come from one measurement, the interleaved rounds of the quantization report (every variant beside "
+            "fp32 under the same load); the profile's own figure stays in its file.</p>")
 
 
 def _profiles(p: Page) -> str:
@@ -154,20 +156,28 @@ def _profiles(p: Page) -> str:
     for key, label, prof in (("profile", "served variant", p.s.reports.profile),
                              ("fp32", "fp32 baseline", p.s.reports.fp32)):
         if prof:
-            parts.append(_profile(p, key, label, prof))
+            parts.append(_profile(p, key, label, prof, timed_entry(p.s.reports.quant, prof, label)))
     return "<h2>Profiles</h2>" + "".join(parts) if parts else ""
 
 
-def _profile(p: Page, key: str, label: str, prof: ProfileRecord) -> str:
+def _profile(p: Page, key: str, label: str, prof: ProfileRecord, timed: Variant | None) -> str:
+    """A profile's points, latency and stability. Its throughput and $ come from the interleaved rounds when the
+    model was timed there (the figure every ratio on this page uses), else from the profile itself."""
     opt, cost = prof.optimal or Optimal(), prof.cost or Cost()
     rows = "".join(f"<tr><td>{esc(x.batch_size)}</td><td>{p.num(x.throughput_per_s, key, ',.0f')}</td>"
                    f"<td>{p.num(x.latency_ms.p99 if x.latency_ms else None, key, '.3f')}</td>"
                    f"<td>{'yes' if x.stable else 'no'}</td></tr>" for x in prof.points)
     images = "".join(_png(p.s.beside(key, name)) for name in ("throughput_vs_batch.png", "p99_vs_batch.png"))
-    return (f"<h3>{esc(label)}</h3><p>optimal batch {esc(opt.batch_size)}: "
-            f"{p.num(opt.throughput_per_s, key, ',.0f')} inferences/s, p99 "
-            f"{p.num(opt.latency_p99_ms, key, '.3f')} ms; {p.num(cost.usd_per_million, key, '.4g')} $ "
-            f"per million on {esc(cost.instance)} <span class=\"tag projected\">projected</span></p>"
+    if timed:
+        tcost = timed.cost or Cost()
+        speed = (f"{p.num(timed.optimal_throughput_per_s, 'quant', ',.0f')} inferences/s at batch "
+                 f"{esc(timed.optimal_batch)}; {p.num(tcost.usd_per_million, 'quant', '.4g')} $ per million on "
+                 f"{esc(tcost.instance)} (interleaved rounds)")
+    else:
+        speed = (f"{p.num(opt.throughput_per_s, key, ',.0f')} inferences/s; "
+                 f"{p.num(cost.usd_per_million, key, '.4g')} $ per million on {esc(cost.instance)}")
+    return (f"<h3>{esc(label)}</h3><p>optimal batch {esc(opt.batch_size)}: p99 "
+            f"{p.num(opt.latency_p99_ms, key, '.3f')} ms; {speed} <span class=\"tag projected\">projected</span></p>"
             f"{images}<table><tr><th>batch</th><th>inferences/s</th><th>p99 ms</th><th>stable</th></tr>{rows}</table>"
             + p.source(key))
 
