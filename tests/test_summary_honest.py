@@ -43,7 +43,7 @@ def test_the_cost_gate_criterion_passes_on_a_working_gate(sample_ledger):
 @pytest.mark.parametrize("change, why", [
     ({"cost_gates_enabled": False}, "NOT ENFORCED"),
     ({"cost_ratio_pct": 12.0}, "the decision recorded 12.0"),  # the packed ledger is not what was decided on
-    ({"window": None}, "no packed ledger or decision window"),
+    ({"window": {}}, "no packed ledger or decision window"),
 ])
 def test_the_cost_gate_criterion_fails_when_the_evidence_does_not_hold(sample_ledger, change, why):
     c = _gate(_ramp(sample_ledger, **change), sample_ledger.path.read_bytes())

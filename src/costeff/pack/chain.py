@@ -25,6 +25,7 @@ from typing import Any
 
 from costeff.artifacts import Layout, iso_utc, sha256_file
 from costeff.errors import InputError
+from costeff.pack.measured import selected_entry
 from costeff.records import Kind, Record
 from costeff.records.kinds import BUILD, KINDS, PROFILE
 from costeff.records.quant import QuantRecord
@@ -288,8 +289,9 @@ def _disagrees(chain: dict[str, Found]) -> str | None:
 
 def _selected_sha(quant: QuantRecord) -> str | None:
     """The served model's bytes: the selected variant's sha256 (fp32's is the report's model_sha256)."""
-    variant = next((v for v in quant.variants if v.name == quant.selected.name), None)
-    return (variant.sha256 if variant else None) or quant.selected.sha256 or quant.model_sha256
+    variant = selected_entry(quant)
+    return (variant.sha256 if variant else None) or (quant.selected.sha256 if quant.selected else None) \
+        or quant.model_sha256
 
 
 def _profiles(chain: dict[str, Found], records: list[Found]) -> None:

@@ -19,7 +19,7 @@ from costeff.records import Kind, R
 from costeff.records.batching import BatchingRecord
 from costeff.records.kinds import BATCHING, PROFILE, QUANT, RAMP, REAPER, VERIFY
 from costeff.records.profile import ProfileRecord
-from costeff.records.quant import QuantRecord, Variant
+from costeff.records.quant import QuantRecord, VariantRow
 from costeff.records.ramp import RampRecord
 from costeff.records.reaper import ReaperRecord
 from costeff.records.verify import VerifyRecord
@@ -98,14 +98,14 @@ def host(reports: Reports) -> tuple[str, str, str]:
     return str(hw.get("cpu_model", "unknown")), str(hw.get("cpu_count", "?")), gpus
 
 
-def selected_entry(quant: QuantRecord | None) -> Variant | None:
+def selected_entry(quant: QuantRecord | None) -> VariantRow | None:
     """The quantization report's entry for the variant it selected."""
-    if quant is None:
+    if quant is None or quant.selected is None:
         return None
     return next((v for v in quant.variants if v.name == quant.selected.name), None)
 
 
-def timed_entry(quant: QuantRecord | None, profile: ProfileRecord | None, label: str) -> Variant | None:
+def timed_entry(quant: QuantRecord | None, profile: ProfileRecord | None, label: str) -> VariantRow | None:
     """The quantization report's entry for the profiled model (by hash; fp32 by baseline) when it was timed."""
     if quant is None or profile is None:
         return None
@@ -177,10 +177,11 @@ def day_costs(r: Reports) -> tuple[DayCost | None, DayCost | None, str]:
     q = r.quant
     base = next((v for v in q.variants if v.baseline), None) if q else None
     sel = selected_entry(q)
-    if q and base and sel and base.at_target and sel.at_target:
+    b, s = base.at_target if base else None, sel.at_target if sel else None
+    if q and b and s and b.usd_per_day is not None and s.usd_per_day is not None:
         rate, inst = q.cost.target_rate_per_s, q.cost.instance
-        return (DayCost(base.at_target.usd_per_day, rate, base.at_target.instances, inst, "quant"),
-                DayCost(sel.at_target.usd_per_day, rate, sel.at_target.instances, inst, "quant"), f"`{QUANT_PATH}`")
+        return (DayCost(b.usd_per_day, rate, b.instances, inst, "quant"),
+                DayCost(s.usd_per_day, rate, s.instances, inst, "quant"), f"`{QUANT_PATH}`")
     before, after = r.fp32.cost if r.fp32 else None, r.profile.cost if r.profile else None
     if before and after and before.usd_per_day is not None and after.usd_per_day is not None:
         return (DayCost(before.usd_per_day, before.target_rate_per_s, before.instances_needed, before.instance,

@@ -17,10 +17,10 @@ from typing import Any
 from costeff.pack.measured import PACKED, Reports, day_costs, disagreements, host, timed_entry
 from costeff.pack.measured import selected_entry as _selected
 from costeff.records.profile import Cost, Optimal, ProfileRecord
-from costeff.records.quant import Fidelity, Variant
-from costeff.records.ramp import Projection, RampRecord
+from costeff.records.quant import QuantRecord, VariantRow
+from costeff.records.ramp import RampRecord
 from costeff.records.reaper import ReaperRecord
-from costeff.records.verify import Figures, VerifyRecord
+from costeff.records.verify import VerifyRecord
 
 PROFILE, PROFILE_FP32, QUANT = PACKED["profile"][1], PACKED["fp32"][1], PACKED["quant"][1]
 BATCHING, REAPER, RAMP, VERIFY = (PACKED[k][1] for k in ("batching", "reaper", "ramp", "verify"))
@@ -66,14 +66,14 @@ def _header(r: Reports, criteria: list[Criterion]) -> str:
 def _executive(r: Reports, criteria: list[Criterion]) -> str:
     lines = ["## Executive summary", ""]
     sel, ramp, reap = _selected(r.quant), r.ramp, r.reaper
-    if sel and r.quant:
+    if sel and r.quant and r.quant.selected:
         traffic = r.quant.selected.traffic
         assumed = f"{_num(traffic.target_rate_per_s, ',.0f')} req/s, p99 budget " \
                   f"{_num(traffic.latency_budget_ms, 'g')} ms" if traffic.target_rate_per_s else \
             "no target rate (closed-loop throughput)"
         lines.append(f"- Serving: **{sel.name}** ({sel.backend}, "
                      f"{sel.precision}) at {_num(sel.speedup)}x fp32 throughput, action drift "
-                     f"{_num(_drift(sel.fidelity), '.3f')} %, for the traffic "
+                     f"{_num(_fid(sel, 'action_drift_pct'), '.3f')} %, for the traffic "
                      f"assumed: {assumed} (`{QUANT}`).")
     if reap:
         lines.append(f"- Idle reaper on the sample day: GPU-hours cut by {_num(reap.reduction_pct, '.1f')} % "
@@ -91,8 +91,9 @@ def _executive(r: Reports, criteria: list[Criterion]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _drift(f: Fidelity | None) -> float | None:
-    return f.action_drift_pct if f else None
+def _fid(v: VariantRow, measure: str) -> float | None:
+    """One of a variant's fidelity figures (``action_drift_pct``, ...), None when it has none."""
+    return getattr(v.fidelity, measure) if v.fidelity else None
 
 
 def _profiler(r: Reports) -> str:
@@ -102,7 +103,7 @@ def _profiler(r: Reports) -> str:
     return "## 1. Profiler\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def _profile_line(label: str, p: ProfileRecord, path: str, timed: Variant | None = None) -> str:
+def _profile_line(label: str, p: ProfileRecord, path: str, timed: VariantRow | None = None) -> str:
     """One line per profiled model. Throughput and $ come from the interleaved rounds when the model was timed
     there (one measurement for every ratio in this summary); the profile then adds only its latency and stability."""
     opt, cost = p.optimal or Optimal(), p.cost or Cost()
@@ -145,13 +146,18 @@ def _precision(r: Reports) -> str:
     rows = ["| variant | passed | action drift % | entropy drift % | correlation | speedup | size reduction % |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for v in q.variants:
-        f = v.fidelity or Fidelity()
         rows.append(f"| {v.name} | {'yes' if v.passed else 'no'} | "
-                    f"{_num(f.action_drift_pct, '.3f')} | "
-                    f"{_num(f.entropy_drift_pct, '.3f')} | {_num(f.action_correlation, '.5f')} | "
+                    f"{_num(_fid(v, 'action_drift_pct'), '.3f')} | "
+                    f"{_num(_fid(v, 'entropy_drift_pct'), '.3f')} | {_num(_fid(v, 'action_correlation'), '.5f')} | "
                     f"{_num(v.speedup)} | {_num(v.size_reduction_pct, '.0f')} |")
-    return (f"## 2. Precision (`{QUANT}`)\n\nSelected **{q.selected.name}**: {q.selected.reason}. Fidelity on "
+    name, reason = selection(q)
+    return (f"## 2. Precision (`{QUANT}`)\n\nSelected **{name}**: {reason}. Fidelity on "
             f"{q.split.evaluation_rows} held-out rows.\n\n" + "\n".join(rows) + "\n")
+
+
+def selection(q: QuantRecord) -> tuple[str | None, str]:
+    """The selected variant's name and why it was selected (None and "" in a report that selected none)."""
+    return (q.selected.name, q.selected.reason) if q.selected else (None, "")
 
 
 def _serving(r: Reports, files: dict[str, bytes]) -> str:
@@ -177,15 +183,15 @@ def _verified(v: VerifyRecord | None) -> list[str]:
         return []
     if v.skipped:
         return [f"- Not measured on real Triton (`{VERIFY}`): {v.skipped}"]
-    p, m = v.predicted or Figures(), v.measured or Figures()
-    pairs = "; ".join(f"{label} predicted {_num(getattr(p, key), fmt)}{unit}, measured "
-                      f"{_num(getattr(m, key), fmt)}{unit}"
+    p, m = v.predicted, v.measured
+    pairs = "; ".join(f"{label} predicted {_num(getattr(p, key) if p else None, fmt)}{unit}, measured "
+                      f"{_num(getattr(m, key) if m else None, fmt)}{unit}"
                       for label, key, fmt, unit in (("p50", "p50_ms", ",.3g", " ms"), ("p99", "p99_ms", ",.3g", " ms"),
                                                     ("mean batch", "mean_batch_size", ",.2f", "")))
-    return [f"- Measured on the real Triton {v.server.triton or ''} "
+    return [f"- Measured on the real Triton {v.server.get('triton', '')} "
             f"at {_num(v.rate_per_s, 'g')} "
             f"req/s (`{VERIFY}`; Python-based backends stand in for the C++ ones): {pairs}; "
-            f"{_num(m.errors, 'd')} errors, load average {', '.join(map(str, v.load_average))}."]
+            f"{_num(m.errors if m else None, 'd')} errors, load average {', '.join(map(str, v.load_average))}."]
 
 
 def _reaper(r: Reports) -> str:
@@ -196,11 +202,12 @@ def _reaper(r: Reports) -> str:
     return (f"## 4. Idle reaper (`{REAPER}`)\n\n- GPU-hours without / with the reaper: "
             f"{_num(d.gpu_hours_without)} / {_num(d.gpu_hours_with)} "
             f"({_num(d.reduction_pct, '.1f')} % less); reaps while active: {d.reaps_while_active}.\n"
-            f"- Savings: {_savings_text(d.savings)}\n- Wake-ups: {wake.wakeups}; requests that waited for a "
+            f"- Savings: {_savings_text(d)}\n- Wake-ups: {wake.wakeups}; requests that waited for a "
             f"restore: {_num(wake.requests_waited, ',.0f')}, longest wait {_num(wake.wait_s_max, '.0f')} s.\n")
 
 
-def _savings_text(sav: dict[str, Any]) -> str:
+def _savings_text(savings: ReaperRecord) -> str:
+    sav = savings.savings.model_dump(mode="json", by_alias=True, exclude_unset=True)  # as written, in its order
     keys = [k for k in sav if isinstance(sav[k], (int, float)) and "usd" in k]
     return ", ".join(f"{k} {_num(sav[k])}" for k in keys) or "n/a"
 
@@ -214,14 +221,15 @@ def _ramp(r: Reports) -> str:
         obs = g.observed
         obs = _num(obs, ",d" if isinstance(obs, int) else ".4g") if isinstance(obs, (int, float)) else obs
         rows.append(f"| {g.name} | {obs} | {g.comparator} | {g.threshold} | {g.verdict} |")
-    notices = "".join(f"- {n}\n" for n in d.notices) + _projection_text(d.projection)
+    notices = "".join(f"- {n}\n" for n in d.notices) + _projection_text(d)
     return (f"## 5. Ramp decision (`{RAMP}`)\n\n**{d.decision}** at {d.step.from_pct} % "
             f"influence. Cost per signal ${_num(d.cost_per_signal_usd, '.4f')}, per trade "
             f"${_num(d.cost_per_trade_usd)}, per day ${_num(d.cost_per_day_usd)}, per month "
             f"${_num(d.monthly_cost_usd)}.\n\n{notices}\n" + "\n".join(rows) + "\n")
 
 
-def _projection_text(p: Projection | None) -> str:
+def _projection_text(d: RampRecord) -> str:
+    p = d.projection
     if not p:
         return ""
     if not p.available:
@@ -323,7 +331,7 @@ def _serving_saving_note(r: Reports) -> str:
 def acceptance(r: Reports, ledger: bytes | None = None) -> list[Criterion]:
     ramp, reap, sel = r.ramp or RampRecord(), r.reaper or ReaperRecord(), _selected(r.quant)
     tol = r.quant.config.tolerances.action_drift_pct if r.quant else None
-    drift, speedup = (_drift(sel.fidelity), sel.speedup) if sel else (None, None)
+    drift, speedup = (_fid(sel, "action_drift_pct"), sel.speedup) if sel else (None, None)
     ratio, cap = ramp.cost_ratio_pct, ramp.cost_ratio_cap_pct
     return [
         Criterion("cost ratio <= cap", _num(ratio, ".1f"), f"<= {_num(cap, '.0f')} %", _le(ratio, cap), RAMP),
@@ -358,7 +366,7 @@ def _gate_criterion(ramp: RampRecord, ledger: bytes | None) -> Criterion:
         except (CosteffError, sqlite3.DatabaseError, ValueError) as exc:
             return Criterion(name, f"the packed ledger could not be re-run: {exc}", required, False,
                              f"{RAMP}, {LEDGER}")
-    enforced = ramp.cost_gates_enabled
+    enforced = bool(ramp.cost_gates_enabled)
     observed = result.reason if enforced else f"NOT ENFORCED (cost_gates_enabled false); {result.reason}"
     return Criterion(name, observed, required, result.passed and enforced, f"{RAMP}, {LEDGER}")
 

@@ -7,35 +7,35 @@ from typing import Any
 from costeff.records import Part, Record
 
 
-class Gate(Part):
-    name: str
-    observed: Any = None
-    threshold: Any = None
-    comparator: str | None = None
-    verdict: str | None = None
+class StepMove(Part):
+    from_pct: float | None = None  # None: the ledger does not say which step the policy is at
 
 
-class Step(Part):
-    from_pct: int | float | None = None
-
-
-class Window(Part):
+class LedgerWindow(Part):
     """The days the decision read from the ledger."""
 
     end: str | None = None
     days: int | None = None
 
 
-class Ledger(Part):
+class RampGateRow(Part):
+    name: str
+    observed: Any = None
+    threshold: Any = None
+    comparator: str = ""
+    verdict: str = "NO-DATA"
+
+
+class LedgerRef(Part):
     path: str | None = None
     sources: list[str] = []
 
 
-class Provenance(Part):
-    ledger: Ledger = Ledger()
+class DecisionProvenance(Part):
+    ledger: LedgerRef = LedgerRef()
 
 
-class Lever(Part):
+class LeverRow(Part):
     name: str
     usd_per_day_before: float | None = None
     usd_per_day_after: float | None = None
@@ -45,28 +45,28 @@ class Lever(Part):
     assumption: str | None = None
 
 
-class Reach(Part):
+class ToReachCap(Part):
     """What it takes to bring the projected cost ratio under the cap."""
 
     met: bool | None = None
+    why: str | None = None
     cost_to_cut_usd_per_day: float | None = None
     pnl_needed_usd_per_day: float | None = None
-    why: str = ""
 
 
-class Projection(Part):
+class ProjectionPart(Part):
     """PROJECTED serving cost and cost ratio (``costeff.ramp.projection``), never a ledger number."""
 
-    label: str | None = None
+    label: str = ""
     available: bool = False
-    reason: str | None = None
+    reason: str = ""
     instance: str | None = None
     target_rate_per_s: float | None = None
     baseline_serving_usd_per_day: float | None = None
     serving_usd_per_day: float | None = None
+    levers: list[LeverRow] = []
     projected_cost_ratio_pct: float | None = None
-    levers: list[Lever] = []
-    to_reach_cap: Reach = Reach()
+    to_reach_cap: ToReachCap = ToReachCap()
     notes: list[str] = []
 
 
@@ -74,17 +74,17 @@ class RampRecord(Record):
     """The fields readers use; every other field is kept as written."""
 
     # read by pack/report
-    decision: str | None = None
-    step: Step = Step()
-    window: Window | None = None
-    cost_gates_enabled: bool = False
+    decision: str | None = None  # PROMOTE, HOLD or ROLLBACK
+    step: StepMove = StepMove()
+    window: LedgerWindow = LedgerWindow()
+    cost_gates_enabled: bool | None = None
     notices: list[str] = []
-    gates: list[Gate] = []
+    gates: list[RampGateRow] = []
     cost_ratio_pct: float | None = None
     cost_ratio_cap_pct: float | None = None
     cost_per_signal_usd: float | None = None
     cost_per_trade_usd: float | None = None
     cost_per_day_usd: float | None = None
     monthly_cost_usd: float | None = None
-    provenance: Provenance = Provenance()
-    projection: Projection | None = None
+    provenance: DecisionProvenance = DecisionProvenance()
+    projection: ProjectionPart | None = None

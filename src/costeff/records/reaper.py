@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from costeff.records import Part, Record
 
 
-class Source(Part):
-    """The replayed trace: its span in UTC."""
+class ReplaySource(Part):
+    """The replayed trace: its span (UTC, ISO 8601)."""
 
-    start: datetime | None = None
-    end: datetime | None = None
+    start: str | None = None
+    end: str | None = None
+
+
+class SimulatedAction(Part):
+    time: str | None = None
+    resource: str | None = None
+    action: str | None = None  # "reap" or "restore"
+
+
+class Savings(Part):
+    """The $ figures of the replay (every field named ``usd...`` is a dollar amount)."""
+
+    instance: str | None = None
 
 
 class WakeUp(Part):
@@ -21,13 +30,7 @@ class WakeUp(Part):
     wait_s_max: float | None = None
 
 
-class Action(Part):
-    time: datetime
-    resource: str
-    action: str
-
-
-class Resource(Part):
+class ResourceRow(Part):
     resource: str
 
 
@@ -35,13 +38,13 @@ class ReaperRecord(Record):
     """The fields readers use; every other field is kept as written."""
 
     # read by pack/report
-    mode: str | None = None
-    source: Source = Source()
+    mode: str | None = None  # "replay"
+    source: ReplaySource = ReplaySource()
     gpu_hours_without: float | None = None
     gpu_hours_with: float | None = None
     reduction_pct: float | None = None
     reaps_while_active: int | None = None
-    savings: dict[str, Any] = {}  # instance, prices and the $ figures (every key with "usd" is a dollar amount)
+    actions: list[SimulatedAction] = []
+    savings: Savings = Savings()
     wake_up: WakeUp = WakeUp()
-    actions: list[Action] = []
-    resources: list[Resource] = []
+    resources: list[ResourceRow] = []

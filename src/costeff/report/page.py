@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from costeff.pack.measured import Disagreement, day_costs, host, selected_entry, timed_entry
-from costeff.pack.summary import synthetic_ledger
+from costeff.pack.summary import selection, synthetic_ledger
 from costeff.records.profile import Cost, Optimal, ProfileRecord
-from costeff.records.quant import Fidelity, Variant
-from costeff.records.ramp import Projection
-from costeff.records.verify import Figures
+from costeff.records.quant import VariantRow
+from costeff.records.ramp import RampRecord
 from costeff.report.collect import Sources
 from costeff.report.timeline import reaper_timeline_svg
 
@@ -160,7 +159,7 @@ def _profiles(p: Page) -> str:
     return "<h2>Profiles</h2>" + "".join(parts) if parts else ""
 
 
-def _profile(p: Page, key: str, label: str, prof: ProfileRecord, timed: Variant | None) -> str:
+def _profile(p: Page, key: str, label: str, prof: ProfileRecord, timed: VariantRow | None) -> str:
     """A profile's points, latency and stability. Its throughput and $ come from the interleaved rounds when the
     model was timed there (the figure every ratio on this page uses), else from the profile itself."""
     opt, cost = prof.optimal or Optimal(), prof.cost or Cost()
@@ -195,17 +194,16 @@ def _variants(p: Page) -> str:
         return ""
     rows = []
     for v in q.variants:
-        f = v.fidelity or Fidelity()
         gates = (", ".join(f"<span class=\"{esc(g.verdict)}\">{esc(g.name)} "
                            f"{esc(g.verdict)}</span>" for g in v.gates)
                  or esc(v.error or v.not_tried or "-"))
         tried = v.not_tried is None
         verdict = ("yes", "PASS") if v.passed else ("no", "FAIL") if tried else ("not tried", "muted")
         rows.append(f"<tr><td>{esc(v.name)}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
-                    f"<td>{p.num(f.action_drift_pct, 'quant', '.3f')}</td>"
+                    f"<td>{p.num(v.fidelity.action_drift_pct if v.fidelity else None, 'quant', '.3f')}</td>"
                     f"<td>{p.num(v.speedup, 'quant', '.2f')}</td><td>{gates}</td></tr>")
-    sel = q.selected
-    return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(sel.name)}</b>: {esc(sel.reason)}"
+    name, reason = selection(q)
+    return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(name)}</b>: {esc(reason)}"
             "</p><table><tr><th>variant</th><th>passed</th><th>action drift %</th><th>speedup</th><th>gates</th>"
             f"</tr>{''.join(rows)}</table>" + p.source("quant"))
 
@@ -234,13 +232,13 @@ def _verified(p: Page) -> str:
         return ""
     if v.skipped:
         return f"<p>Not measured on real Triton: {esc(v.skipped)}</p>"
-    pred, meas, ratio = v.predicted or Figures(), v.measured or Figures(), v.ratios
-    rows = "".join(f"<tr><td>{label}</td><td>{p.num(getattr(pred, key), 'verify', '.3g', unit)}</td>"
-                   f"<td>{p.num(getattr(meas, key), 'verify', '.3g', unit)}</td>"
-                   f"<td>{esc(_fmt(ratio.get(r), '.2g'))}x</td></tr>"
+    pred, meas, ratio = v.predicted, v.measured, v.ratios
+    rows = "".join(f"<tr><td>{label}</td><td>{p.num(getattr(pred, key) if pred else None, 'verify', '.3g', unit)}"
+                   f"</td><td>{p.num(getattr(meas, key) if meas else None, 'verify', '.3g', unit)}</td>"
+                   f"<td>{esc(_fmt(getattr(ratio, r), '.2g'))}x</td></tr>"
                    for label, key, r, unit in (("p50", "p50_ms", "p50", " ms"), ("p99", "p99_ms", "p99", " ms"),
                                                ("mean batch size", "mean_batch_size", "mean_batch", "")))
-    return (f"<p>Served on the real Triton {esc(v.server.triton)} at "
+    return (f"<p>Served on the real Triton {esc(v.server.get('triton'))} at "
             f"{p.num(v.rate_per_s, 'verify', 'g')} requests/s (Python-based backends stand in for the C++ "
             f"ones; load average {esc(', '.join(map(str, v.load_average)))}):</p>"
             f"<table><tr><th>figure</th><th>predicted</th><th>measured</th><th>measured / predicted</th></tr>"
@@ -274,7 +272,7 @@ def _ramp(p: Page) -> str:
             f"{p.num(d.cost_per_signal_usd, 'ramp', '.4f')} $, per trade "
             f"{p.num(d.cost_per_trade_usd, 'ramp')} $"
             f"</p><ul>{notices}</ul><table><tr><th>gate</th><th>observed</th><th>required</th><th>verdict</th></tr>"
-            f"{rows}</table>" + _projection(p, d.projection) + p.source("ramp"))
+            f"{rows}</table>" + _projection(p, d) + p.source("ramp"))
 
 
 def _gate_value(p: Page, value: Any) -> str:
@@ -286,7 +284,8 @@ def _gate_value(p: Page, value: Any) -> str:
     return p.num(value, "ramp", ",.4g") if isinstance(value, (int, float)) else esc(value)
 
 
-def _projection(p: Page, proj: Projection | None) -> str:
+def _projection(p: Page, d: RampRecord) -> str:
+    proj = d.projection
     if not proj:
         return ""
     head = (f"<h3>Projection <span class=\"tag projected\">PROJECTED, not from a bill</span></h3>"
@@ -302,7 +301,7 @@ def _projection(p: Page, proj: Projection | None) -> str:
     gap = ("under the cap" if reach.met else
            f"still missing: cut {p.num(reach.cost_to_cut_usd_per_day, 'ramp')} $/day or earn "
            f"{p.num(reach.pnl_needed_usd_per_day, 'ramp')} $/day more gross PnL" if reach.met is False
-           else esc(reach.why))
+           else esc(reach.why or ""))
     notes = "".join(f"<li>{esc(n)}</li>" for n in proj.notes)
     return (head + f"<p>Serving {p.num(proj.target_rate_per_s, 'ramp', ',g')}/s on {esc(proj.instance)}: "
             f"{p.num(proj.baseline_serving_usd_per_day, 'ramp')} $/day (fp32, always on) &rarr; "
