@@ -170,7 +170,8 @@ def _serving(r: Reports, files: dict[str, bytes]) -> str:
                      f"server(s); predicted p50 {_num(pred.p50_ms)} ms, p99 {_num(pred.p99_ms)} ms, "
                      f"mean batch {_num(pred.mean_batch_size)}.")
     elif b:
-        lines.append(f"- No batcher configuration met the SLO (`{BATCHING}`): {b.binding}.")
+        binding = b.binding.model_dump(mode="json", by_alias=True, exclude_unset=True) if b.binding else None
+        lines.append(f"- No batcher configuration met the SLO (`{BATCHING}`): {binding}.")  # as written
     configs = sorted(p for p in files if p.startswith("model_repository/") and p.endswith("config.pbtxt"))
     lines += [f"- Triton configuration: `{p}`" for p in configs]
     lines += _verified(r.verify)
