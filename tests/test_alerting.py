@@ -44,7 +44,7 @@ def test_ramp_watch_keeps_history_and_exports_the_cost_gate(tmp_path):
     ledger = _sample_ledger(tmp_path)
     metrics = RampMetrics()
     watcher = RampWatcher(DecideConfig(ledger=ledger.path), tmp_path / "watch", metrics)
-    assert watcher.run(threading.Event(), 0.01, max_rounds=2) == 2
+    assert watcher.run(threading.Event(), 0.01, max_rounds=2).rounds == 2
     rows = history(tmp_path / "watch")
     assert [r["decision"] for r in rows] == ["HOLD", "HOLD"] and "cost_ratio" in rows[0]["gates_failed"]
     latest = json.loads((tmp_path / "watch" / "ramp_decision.json").read_text())

@@ -10,6 +10,7 @@ from costeff.batching import OptimizeConfig, load_trace
 from costeff.batching.optimizer import optimize
 from costeff.cli import main
 from costeff.errors import InputError
+from costeff.records.kinds import PROFILE
 
 SMALL = dict(requests=3000, verify_factor=2, max_batch_sizes=(1, 8), queue_delays_us=(0, 500), jitter=False,
              instance="aws-c6i.large")
@@ -23,7 +24,7 @@ def profile(path=None):
     if path is not None:
         path.write_text(json.dumps(data))
         return path
-    return data
+    return PROFILE.parse(data, "<test profile>")
 
 
 def test_optimizer_picks_the_cheapest_setting_meeting_the_slo():
@@ -67,7 +68,7 @@ def test_cli_writes_the_report_the_repository_builder_reads(tmp_path, capsys):
     assert isinstance(chosen["preferred_batch_size"], list)
     for key in ("p50_ms", "p99_ms", "mean_batch_size", "utilisation", "usd_per_hour", "usd_per_million"):
         assert key in chosen["predicted"]
-    assert data["profile"]["path"] == str(prof) and data["model_sha256"] == profile()["model_sha256"]
+    assert data["profile"]["path"] == str(prof) and data["model_sha256"] == profile().model_sha256
     assert data["schema_version"] and data["created_at"] and data["top"]
     assert json.loads(capsys.readouterr().out)["chosen"] == chosen
     for name in ("batching_report.md", "p99_vs_queue_delay.png", "cost_vs_p99.png"):
@@ -109,7 +110,7 @@ def test_cli_rejects_bad_numbers(tmp_path, capsys, args, message):
 
 
 @pytest.mark.parametrize("content, field", [
-    (None, "no such profile"),
+    (None, "missing file"),
     ("{not json", "not valid JSON"),
     (json.dumps({"points": []}), "points"),
     (json.dumps({"points": [{"batch_size": 2}]}), "points[0].latency_ms"),

@@ -7,6 +7,7 @@ import pytest
 
 from costeff.batching import BatcherConfig, ServiceTimes, poisson_arrivals, simulate
 from costeff.errors import InputError
+from costeff.records.kinds import PROFILE
 
 MS = 1e-3
 
@@ -97,18 +98,23 @@ def test_md1_mean_wait_matches_closed_form():
     assert r.throughput_per_s == pytest.approx(rate, rel=0.02)
 
 
+def _profile(data):
+    """A profile record as ``costeff profile`` writes it, from a hand-written dict."""
+    return PROFILE.parse(data, "<test profile>")
+
+
 def test_service_time_interpolates_between_measured_points():
-    svc = ServiceTimes.from_profile({"points": [
+    svc = ServiceTimes.from_profile(_profile({"points": [
         {"batch_size": 1, "concurrency": 1, "latency_ms": {"mean": 1.0}},
         {"batch_size": 9, "concurrency": 1, "latency_ms": {"mean": 3.0}},
-        {"batch_size": 4, "concurrency": 4, "latency_ms": {"mean": 50.0}}]})  # not concurrency 1: ignored
+        {"batch_size": 4, "concurrency": 4, "latency_ms": {"mean": 50.0}}]}))  # not concurrency 1: ignored
     assert svc.time_ms(5) == pytest.approx(2.0)
     assert svc.time_ms(17) == pytest.approx(5.0)  # last slope extended
 
 
 def test_jitter_keeps_the_mean_and_widens_the_tail():
-    svc = ServiceTimes.from_profile({"points": [
-        {"batch_size": 1, "latency_ms": {"mean": 1.0, "p50": 1.0, "p99": 2.0}}]})
+    svc = ServiceTimes.from_profile(_profile({"points": [
+        {"batch_size": 1, "latency_ms": {"mean": 1.0, "p50": 1.0, "p99": 2.0}}]}))
     arr = np.arange(20_000) * 10 * MS  # never queue: latency = service time
     r = simulate(arr, svc, BatcherConfig(1), jitter=True)
     assert r.latency_mean_ms == pytest.approx(1.0, rel=0.03)
@@ -139,15 +145,16 @@ def test_cold_calls_after_idle_gaps_lengthen_service_at_low_rates_only():
                           {"batch_size": 8, "concurrency": 1, "latency_ms": {"mean": 2.0, "p50": 2.0, "p99": 2.0}}],
                "latency_by_gap": [{"gap_ms": 0.0, "p50_ms": 1.0}, {"gap_ms": 10.0, "p50_ms": 3.0},
                                   {"gap_ms": 100.0, "p50_ms": 4.0}]}
-    service = ServiceTimes.from_profile(profile)
+    service = ServiceTimes.from_profile(_profile(profile))
     extra = service.cold_penalty()
     assert extra(0.0) == 0.0 and extra(0.005) == pytest.approx(0.001) and extra(1.0) == pytest.approx(0.003)
     cfg = BatcherConfig(max_batch_size=8, max_queue_delay_us=0, instances=1)
     sparse = np.arange(200) * 0.2  # one request every 200 ms: every call is cold
     cold = simulate(sparse, service, cfg, jitter=False)
-    warm = simulate(sparse, ServiceTimes.from_profile({**profile, "latency_by_gap": []}), cfg, jitter=False)
+    warm_service = ServiceTimes.from_profile(_profile({**profile, "latency_by_gap": []}))
+    warm = simulate(sparse, warm_service, cfg, jitter=False)
     assert cold.latency_p50_ms == pytest.approx(warm.latency_p50_ms + 3.0, abs=1e-6)
     busy = np.arange(2000) * 0.0005  # 2000/s: the instance never idles, no penalty after the first call
     assert simulate(busy, service, cfg, jitter=False).latency_p50_ms == pytest.approx(
-        simulate(busy, ServiceTimes.from_profile({**profile, "latency_by_gap": []}), cfg, jitter=False).latency_p50_ms,
+        simulate(busy, warm_service, cfg, jitter=False).latency_p50_ms,
         rel=0.05)

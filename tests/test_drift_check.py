@@ -175,3 +175,23 @@ def test_ragged_parquet_windows_are_refused(tmp_path, models, capsys):
                    tmp_path / "ragged.parquet")
     assert _check(models, models["close"], tmp_path / "ragged.parquet", tmp_path / "out") == 2
     assert "ragged.parquet: column 'obs' holds lists of 12..13 values" in capsys.readouterr().err
+
+
+def test_drift_runs_both_formats_on_the_runtimes_sessions(tmp_path):
+    from costeff.drift.runners import CHUNK_ROWS, open_runner
+    from costeff.quantization.fidelity import run_policy
+    from costeff.runtimes.ort import OnnxRuntimeRunner
+
+    ref = _tiny_policy(tmp_path / "ref.onnx", seed=4)
+    obs = observations(CHUNK_ROWS + 88, seed=1)  # two chunks
+    runner = open_runner(ref, reference=True)
+    assert isinstance(runner.session, OnnxRuntimeRunner) and runner.precision == "graph"
+    assert np.array_equal(runner.run(obs).logits, run_policy(ref, obs, runner.logits, runner.value).logits)
+    pytest.importorskip("openvino")
+    from costeff.runtimes.ov import OpenVinoRunner
+
+    xml = to_openvino(ref, tmp_path / "ref.xml")
+    ir = open_runner(xml, reference=True)
+    assert isinstance(ir.session, OpenVinoRunner) and ir.precision == "openvino f32"
+    assert (ir.sample_shape, ir.logits) == (runner.sample_shape, runner.logits)
+    assert np.allclose(ir.run(obs).logits, runner.run(obs).logits, atol=1e-4)  # fp32 both: the same policy

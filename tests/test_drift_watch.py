@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import urllib.request
@@ -161,3 +162,27 @@ def test_a_repository_without_versions_leaves_the_logs_unread(tmp_path):
     assert main(["triton", "build", str(far), "--profile", str(_profile(tmp_path, far)), "--repository",
                  str(tmp_path / "repo"), "--name", "policy", "--instance-kind", "cpu"]) == 0
     assert [f.status for f in watcher.cycle().files] == ["checked"]
+
+
+def test_sigterm_during_a_rollback_lets_it_finish_then_exits_143(setup, monkeypatch, capsys):
+    import os
+    import signal
+
+    import costeff.serving.control as control
+
+    tmp_path, ref = setup
+    real = control.rollback
+
+    def rollback(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the CLI's own handler would raise here, before anything changed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(control, "rollback", rollback)
+    _log(tmp_path, "a.npy", 1)
+    code = main(["drift", "watch", "--reference", str(ref), "--repository", str(tmp_path / "repo"), "--name",
+                 "policy", "--observations", str(tmp_path / "logs"), "--interval", "3600", "--max-cycles", "5",
+                 "--fail-windows", "1", "--apply", "--state", str(tmp_path / "state.json")])
+    err = capsys.readouterr().err
+    assert code == 143 and "stopped after 1 look(s)" in err, err
+    assert describe(tmp_path / "repo" / "policy").served == 1  # the rollback completed
+    assert "a.npy" in json.loads((tmp_path / "state.json").read_text())["seen"]  # and the round's position saved

@@ -322,7 +322,8 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, ca
     out = tmp_path / "replay"
     assert main(["reap", "--sample", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: {out / 'reaper_report.json'}: No space left on device"
+    # the Markdown is written first, the record last: the first write fails and names its file
+    assert err.strip() == f"error: {out / 'reaper_report.md'}: No space left on device"
     assert not any(out.iterdir()) and not (tmp_path / "artifacts" / "audit").exists()
 
 

@@ -115,6 +115,14 @@ def test_missing_column_is_named(tmp_path, capsys):
     _refused(tmp_path, capsys, ["--focus", str(path)], tmp_path / "l.sqlite", "missing FOCUS column(s) ChargePeriodEnd")
 
 
+def test_a_misspelt_column_gets_the_closest_as_a_suggestion(tmp_path, capsys):
+    table = charges_table(_charges())
+    path = write_table(table.rename_columns([("ChargePeriodEnds" if n == "ChargePeriodEnd" else n)
+                                             for n in table.column_names]), tmp_path / "typo.csv")
+    _refused(tmp_path, capsys, ["--focus", str(path)], tmp_path / "l.sqlite",
+             "missing FOCUS column(s) ChargePeriodEnd (did you mean 'ChargePeriodEnds'?); a FOCUS 1.x export has")
+
+
 def test_bad_datetime_and_bad_cost_name_the_row(tmp_path, capsys):
     text = write_charges(_charges(), tmp_path / "ok.csv").read_text()
     bad_time = tmp_path / "bad_time.csv"

@@ -255,14 +255,15 @@ def test_cli_bad_input_exits_2_with_one_line(case, message, policy, obs, tmp_pat
 def test_a_failed_report_write_takes_back_the_models_it_saved(policy, obs_file, tmp_path, monkeypatch, capsys):
     import errno
 
+    from costeff import artifacts
     from costeff.artifacts import Layout
-    from costeff.quantization import engine
 
     def full_disk(path, obj):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(engine, "atomic_write_json", full_disk)
+    monkeypatch.setattr(artifacts, "atomic_write_json", full_disk)  # the record, written last
     assert _cli(str(policy), "--observations", str(obs_file), "--variants", "fp16", "--out", str(tmp_path / "q")) == 2
     err = capsys.readouterr().err
     assert err.strip().endswith("quantization_report.json: No space left on device")
     assert not list(Layout.default().models.glob("*"))  # the fp16 variant saved before the report is gone
+    assert not list((tmp_path / "q").glob("quantization_report.*"))  # nor its Markdown

@@ -373,6 +373,12 @@ def test_cli_sample_import_then_decide_writes_decision(tmp_path, capsys):
     gates = {g["name"]: g for g in written["gates"]}
     assert gates["cost_ratio"]["verdict"] == "FAIL" and gates["data_freshness"]["verdict"] == "PASS"
     assert {"name", "observed", "threshold", "verdict"} <= set(gates["cost_ratio"])
+    shape = {"name", "kind", "observed", "threshold", "comparator", "verdict", "unit", "detail", "enforced",
+             "hard_breach"}
+    assert all(set(g) == shape for g in written["gates"])  # one gate type, the ramp's fields kept
+    assert (gates["cost_ratio"]["kind"], gates["cost_ratio"]["unit"], gates["cost_ratio"]["enforced"]) == \
+        ("cost", "%", True)
+    assert gates["drawdown"]["hard_breach"] is True and gates["data_freshness"]["hard_breach"] is False
     for key in ("cost_ratio_pct", "cost_per_signal_usd", "cost_per_trade_usd", "cost_per_day_usd",
                 "monthly_cost_usd", "window", "step", "cost_gates_enabled", "provenance", "schema_version"):
         assert written[key] is not None, key

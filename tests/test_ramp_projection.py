@@ -156,12 +156,14 @@ def test_the_shipped_catalog_prices_the_measured_instance(tmp_path, inputs):
 
 
 def test_a_malformed_input_never_stops_the_decision(tmp_path, inputs, capsys):
-    inputs.batching_report.write_text(json.dumps({"chosen": {"max_batch_size": 8}}))  # no "instances"
+    inputs.batching_report.write_text(json.dumps({"chosen": {"instances": 2}}))  # no "max_batch_size"
     code, record = _decide(tmp_path, inputs, capsys, "--profile", str(inputs.profile), "--baseline-profile",
                            str(inputs.baseline_profile), "--batching-report", str(inputs.batching_report),
                            "--reaper-report", str(inputs.reaper_report), "--catalog", str(inputs.catalog))
     assert code == 1 and record["decision"] == "HOLD"
-    assert record["projection"]["available"] is False and "KeyError" in record["projection"]["reason"]
+    reason = record["projection"]["reason"]
+    assert record["projection"]["available"] is False
+    assert str(inputs.batching_report) in reason and "corrupt batching record: chosen.max_batch_size" in reason
 
 
 def test_a_vcpu_slice_is_priced_from_its_instance_and_other_isa_families_are_not_candidates(tmp_path, inputs):

@@ -173,3 +173,42 @@ def test_a_dry_run_without_kubernetes_credentials_still_says_what_it_would_do(tm
                   AuditLog(tmp_path / "audit"), 2.0, set(), now=now)
     assert [a["detail"] for a in result.actions] == ["dry run: would reap"]
     assert result.actions[0]["usd_per_hour_saved"] == 2.0  # per replica: the count could not be read
+
+
+
+def _signature_checks_per_round(audit, size, scaler, checks):
+    """Signatures checked in each of three reaper daemon rounds (applying) over a trail of ``size`` records
+    written without checkpoints, so nothing but the daemon's own progress lets it skip a record."""
+    import time
+
+    from costeff.reaper.live import watch
+
+    filler = AuditLog(audit.directory, checkpoint_every=10**9)
+    for i in range(size):
+        filler.append("test.filler", {"i": i, "of": size}, actor="test")  # two trails, two first lines
+    starts: list[int] = []
+
+    class Counted(ListSource):
+        def samples(self, target, window_s, now):
+            starts.append(len(checks))  # one target: once per round, at its start
+            return super().samples(target, window_s, now)
+
+    result = watch(_config(), Counted({"policy": _idle("policy", time.time())}), True, Actuators(kube=scaler),
+                   audit, 2.0, 0.0, ReaperMetrics(None), max_rounds=3)
+    assert result.rounds == 3 and open_actions(audit)  # round 1 reaped, rounds 2 and 3 kept it down
+    return [b - a for a, b in zip(starts, starts[1:] + [len(checks)], strict=True)]
+
+
+def test_reaper_rounds_verify_only_what_was_appended_since_the_last(api, scaler, monkeypatch, tmp_path):
+    from costeff.audit.keys import Verifier
+
+    checks: list[int] = []
+    real = Verifier.verify
+    monkeypatch.setattr(Verifier, "verify", lambda self, sig, data: checks.append(1) or real(self, sig, data))
+    small = _signature_checks_per_round(AuditLog(tmp_path / "small_trail"), 30, scaler, checks)
+    api.objects[("deployments", "trading", "policy")]["replicas"] = 3  # up again for the second trail
+    large = _signature_checks_per_round(AuditLog(tmp_path / "large_trail"), 300, scaler, checks)
+    assert small[1:] == large[1:] and max(large[1:]) <= 5  # later rounds: the new records, not the trail
+    # The first round of a process over a checkpoint-free trail checks each record once: to act on the records,
+    # and not a second time before appending to them.
+    assert large[0] - small[0] == 300 - 30

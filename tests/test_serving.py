@@ -94,12 +94,12 @@ def test_fp32_gets_tensorrt_fp16_only_when_fp16_passed_fidelity(tmp_path, model)
     quant = tmp_path / "quantization_report.json"
     profile = _profile(tmp_path, model, gpus=[{"name": "H100"}])
     for passed, expected in ((True, "FP16"), (False, None)):
-        quant.write_text(json.dumps({"variants": [{"variant": "fp16", "passed": passed}]}))
+        quant.write_text(json.dumps({"variants": [{"name": "fp16", "passed": passed}]}))
         result = build_repository(BuildConfig(model, profile, tmp_path / "repo", quantization_report=quant))
         assert result.tensorrt_precision_mode == expected
     text = _config_text(tmp_path)  # the last build (fp16 failed) replaced the first
     assert "tensorrt" not in text
-    quant.write_text(json.dumps({"variants": [{"variant": "fp16", "passed": True}]}))
+    quant.write_text(json.dumps({"variants": [{"name": "fp16", "passed": True}]}))
     build_repository(BuildConfig(model, profile, tmp_path / "repo", quantization_report=quant))
     text = _config_text(tmp_path)
     assert 'name: "tensorrt"' in text and re.search(r'key: "precision_mode"\s+value: "FP16"', text)
@@ -113,7 +113,7 @@ def test_int8_models_never_get_tensorrt_fp16(tmp_path, model):
     int8 = tmp_path / "policy_int8.onnx"
     quantize_dynamic(str(model), str(int8))
     quant = tmp_path / "q.json"
-    quant.write_text(json.dumps({"variants": [{"variant": "fp16", "passed": True}]}))
+    quant.write_text(json.dumps({"variants": [{"name": "fp16", "passed": True}]}))
     result = build_repository(BuildConfig(int8, _profile(tmp_path, int8, gpus=[{"name": "H100"}]),
                                           tmp_path / "repo", quantization_report=quant))
     assert result.model_precision == "int8-dynamic" and result.tensorrt_precision_mode is None

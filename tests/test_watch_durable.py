@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from costeff import artifacts
 from costeff.audit import AuditLog, default_log
 from costeff.cli import main
 from costeff.drift.watch import DriftMetrics, DriftWatcher
@@ -94,14 +95,14 @@ def _decisions() -> list[dict]:
 def test_a_report_that_cannot_be_written_leaves_no_decision_in_the_trail(tmp_path, monkeypatch, capsys):
     ledger = _ledger(tmp_path)
     out = tmp_path / "out"
-    real = report.atomic_write_json
-    monkeypatch.setattr(report, "atomic_write_json", _full_disk)  # the audit trail itself still writes
+    real = artifacts.atomic_write_json
+    monkeypatch.setattr(artifacts, "atomic_write_json", _full_disk)  # the record's writer; the audit trail still writes
     assert main(["ramp", "decide", "--ledger", str(ledger.path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {out}/") and "No space left on device" in err and "\n" not in err
     assert _decisions() == []  # the decision never reached the trail
     assert not out.exists() or list(out.iterdir()) == []
-    monkeypatch.setattr(report, "atomic_write_json", real)
+    monkeypatch.setattr(artifacts, "atomic_write_json", real)
     assert main(["ramp", "decide", "--ledger", str(ledger.path), "--out", str(out), "--json"]) in (0, 1)
     written = json.loads((out / "ramp_decision.json").read_text())
     assert [d["seq"] for d in _decisions()] == [written["audit_seq"]]
@@ -127,7 +128,7 @@ def test_ramp_watch_round_with_a_full_disk_fails_without_half_a_decision(tmp_pat
     out = tmp_path / "watch"
 
     if fail_at == "report":
-        monkeypatch.setattr(report, "atomic_write_json", _full_disk)
+        monkeypatch.setattr(artifacts, "atomic_write_json", _full_disk)
     else:
         monkeypatch.setattr(AuditLog, "append", lambda self, *a, **k: _full_disk(self.path))
     result = RampWatcher(DecideConfig(ledger=ledger.path), out, RampMetrics()).round()
@@ -141,14 +142,14 @@ def test_a_report_that_fails_after_the_append_is_kept_without_its_number(tmp_pat
     and the folder has its complete report, without the record's number; never one without the other."""
     ledger = _ledger(tmp_path)
     out = tmp_path / "out"
-    real = report.atomic_write_json
+    real = artifacts.atomic_write_json
 
     def final_fails(path, *args, **kwargs):
-        if path.name == report.JSON_NAME:
+        if path == out / report.JSON_NAME:  # the staged copy writes; the final one finds the disk full
             _full_disk(path)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(report, "atomic_write_json", final_fails)
+    monkeypatch.setattr(artifacts, "atomic_write_json", final_fails)
     assert main(["ramp", "decide", "--ledger", str(ledger.path), "--out", str(out)]) in (0, 1)
     kept = json.loads((out / report.JSON_NAME).read_text())
     [record] = _decisions()

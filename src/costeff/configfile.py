@@ -11,7 +11,7 @@ was expected, with a did-you-mean for a misspelt key::
     reaper.toml: decision.windw_s: unknown key (did you mean 'window_s'?); allowed: factors, ...
     plan.toml: steps[2].min_days: 'seven' is not allowed; expected a whole number
 
-API: ``did_you_mean(text, choices)``, ``read_toml(path, what)``,
+API: ``did_you_mean(text, choices)`` (from ``costeff.hints``), ``read_toml(path, what)``,
 ``validate(model, data, source)``, ``describe(error, source, model)``, ``STRICT`` (config of a
 pydantic dataclass), ``STRICT_MODEL`` (config of a ``BaseModel``).
 """
@@ -19,16 +19,16 @@ pydantic dataclass), ``STRICT_MODEL`` (config of a ``BaseModel``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from costeff.errors import InputError
+from costeff.hints import did_you_mean
 
 # For pydantic dataclasses read from files (freeze them in the decorator): unknown keys refused, and
 # TOML's nan and inf refused wherever a number is read (a NaN threshold makes every comparison false).
@@ -46,12 +46,6 @@ _EXPECTED = {
     "date_type": "a date YYYY-MM-DD", "date_parsing": "a date YYYY-MM-DD",
     "date_from_datetime_parsing": "a date YYYY-MM-DD",
 }
-
-
-def did_you_mean(text: str, choices: Iterable[str], cutoff: float = 0.5) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
-    close = difflib.get_close_matches(str(text), [str(c) for c in choices], n=1, cutoff=cutoff)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def read_toml(path: Path | str, what: str) -> dict[str, Any]:

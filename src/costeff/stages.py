@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from costeff.records.kinds import BATCHING, BUILD, PROFILE
+from costeff.records.profile import Optimal, ProfileRecord
 from costeff.runctx import RunContext
 
 QUANT_ROWS_SEED = 20000  # same seed as `costeff quantize` on the embedded policy
@@ -37,15 +39,19 @@ def stage_policy(ctx: RunContext) -> tuple[str, list[str]]:
             f"confident (top-1 margin >= 0.1) on {100 * art.confident_share:.1f} % of rows"), [str(art.onnx_path)]
 
 
-def _profile(ctx: RunContext, model: Path, runtime: dict[str, Any] | None = None) -> tuple[Any, Path]:
+def _profile(ctx: RunContext, model: Path, runtime: dict[str, Any] | None = None) -> tuple[ProfileRecord, Path]:
     """Profile ``model``; an OpenVINO IR with the precision and hint it was selected with."""
     from costeff.membound import check_batch_sizes
     from costeff.profiling import ProfileConfig, profile
 
     cfg = ctx.config
     check_batch_sizes(model, cfg.batch_sizes)  # before batches that cannot fit are allocated
-    ov = {"ov_precision": runtime.get("precision", "f32"), "ov_hint": runtime.get("performance_hint", "LATENCY")} \
-        if runtime and model.suffix == ".xml" else {}
+    ov: dict[str, Any] = {}
+    if runtime and model.suffix == ".xml":
+        from costeff.serving.served import OvRuntime
+
+        measured = OvRuntime.model_validate(runtime)
+        ov = {"ov_precision": measured.precision or "f32", "ov_hint": measured.performance_hint or "LATENCY"}
     # Latency after idle gaps feeds the batching simulator's cold-call penalty.
     pcfg = ProfileConfig(batch_sizes=cfg.batch_sizes, latency_budget_ms=cfg.latency_budget_ms,
                          target_rate=cfg.target_rate, provider="cpu" if ov else cfg.provider,
@@ -55,15 +61,16 @@ def _profile(ctx: RunContext, model: Path, runtime: dict[str, Any] | None = None
     while out.exists():  # two profiles within one second must not share a folder
         out = out.with_name(out.name + "_")
     report.write(out)
-    return report, out / "gpu_profile.json"
+    path = PROFILE.path_in(out)
+    return PROFILE.read(path), path
 
 
-def _profile_line(report: Any) -> str:
-    opt = report.optimal
-    unstable = sum(1 for p in report.points if not p.stable)
-    cost = report.cost or {}
-    return (f"optimal batch {opt.batch_size}: {opt.throughput_per_s:,.0f} inferences/s, p99 "
-            f"{opt.latency_p99_ms:.2f} ms; ${cost.get('usd_per_million', float('nan')):.3g} per million"
+def _profile_line(report: ProfileRecord) -> str:
+    opt = report.optimal or Optimal()
+    unstable = sum(1 for p in report.points if p.stable is False)
+    per_million = report.cost.usd_per_million if report.cost else None
+    return (f"optimal batch {opt.batch_size}: {opt.throughput_per_s or 0:,.0f} inferences/s, p99 "
+            f"{opt.latency_p99_ms or float('nan'):.2f} ms; ${per_million or float('nan'):.3g} per million"
             + (f"; {unstable} unstable point(s)" if unstable else ""))
 
 
@@ -99,11 +106,11 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
     if inv is not None:
         drift += f", actions changed by batch {inv.action_change_pct:.3f} % of {inv.rows} rows"
     speed = f"{selected.speedup:.2f}x fp32" if selected.speedup else "fp32 speed"
-    c = report.cache or {}
+    c = report.cache
     reused = f"reused {c['variants_reused']} built variant(s) and their fidelity from the cache; " \
-        if c.get("reused") else ""
+        if c and c["reused"] else ""
     return (f"{reused}selected {selected.name} ({selected.backend}, {selected.precision}; {speed}{drift}) for "
-            f"{cfg.target_rate:g} req/s, p99 <= {cfg.latency_budget_ms:g} ms; {report.selected.get('reason', '')}",
+            f"{cfg.target_rate:g} req/s, p99 <= {cfg.latency_budget_ms:g} ms; {report.selected['reason']}",
             [str(out)])
 
 
@@ -124,14 +131,15 @@ def stage_batching(ctx: RunContext) -> tuple[str, list[str]]:
     report = optimize(profile, OptimizeConfig(rate_per_s=cfg.target_rate, p99_ms=cfg.latency_budget_ms))
     out = ctx.layout.run_dir("batching")
     write_report(report, out)
-    if not report.chosen:
-        binding = (report.binding or {}).get("constraint", "unknown")
-        return f"no configuration meets p99 <= {cfg.latency_budget_ms} ms ({binding} binds)", [str(out)]
-    ctx.values["batching_report"] = out / "batching_report.json"
-    c = report.chosen
-    return (f"max batch {c['max_batch_size']}, preferred {c['preferred_batch_size']}, queue delay "
-            f"{c['max_queue_delay_us']:g} us, {c['instances']} server(s): predicted p99 "
-            f"{c['predicted']['p99_ms']:.2f} ms at {cfg.target_rate:g} req/s"), [str(out)]
+    record = BATCHING.read(BATCHING.path_in(out))
+    c = record.chosen
+    if c is None:
+        binding = record.binding.constraint if record.binding else None
+        return f"no configuration meets p99 <= {cfg.latency_budget_ms} ms ({binding or 'unknown'} binds)", [str(out)]
+    ctx.values["batching_report"] = BATCHING.path_in(out)
+    return (f"max batch {c.max_batch_size}, preferred {c.preferred_batch_size}, queue delay "
+            f"{c.max_queue_delay_us:g} us, {c.instances} server(s): predicted p99 "
+            f"{c.predicted.p99_ms or float('nan'):.2f} ms at {cfg.target_rate:g} req/s"), [str(out)]
 
 
 def stage_triton(ctx: RunContext) -> tuple[str, list[str]]:
@@ -153,6 +161,7 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
     """Serve what the triton stage wrote on the real Triton and measure it at the target rate."""
     from costeff.artifacts import inputs_of
     from costeff.errors import DependencyError
+    from costeff.records.verify import Measured
     from costeff.serving import verify as v
 
     if not ctx.config.verify:
@@ -165,15 +174,15 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
                           log_path=out / "tritonserver.log")
     except DependencyError as exc:  # Triton cannot run on this host: the run goes on without the check
         report = v.skipped(name, repository, rate, predicted, str(exc))
-    report.inputs = inputs_of(triton_build=Path(repository) / name / "costeff_build.json",
+    report.inputs = inputs_of(triton_build=BUILD.path_in(Path(repository) / name),
                               batching_report=ctx.values.get("batching_report"))
     ctx.values["verify_report"] = report.write(out)
     if report.skipped:
         return f"skipped: {report.skipped}", [str(out)]
-    m, r = report.measured or {}, report.ratios()
-    ratio = (f" (predicted x{r['p99']:.1f})" if r["p99"] else "")
-    return (f"real Triton at {rate:g} req/s: p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms{ratio}, mean batch "
-            f"{m['mean_batch_size'] or 0:.2f}, {m['errors']} errors"), [str(out)]
+    m, r = report.measured or Measured(), report.ratios()
+    ratio = (f" (predicted x{r.p99:.1f})" if r.p99 else "")
+    return (f"real Triton at {rate:g} req/s: p50 {m.p50_ms or 0:.2f} ms, p99 {m.p99_ms or 0:.2f} ms{ratio}, mean "
+            f"batch {m.mean_batch_size or 0:.2f}, {m.errors} errors"), [str(out)]
 
 
 def _triton_env(location: Path | None):

@@ -194,6 +194,9 @@ class AuditLog:
         head, fresh = self._head, False
         if head is None or not still_there(self.path, head):
             head, fresh = resume_point(self), True
+            read = self._read_cache[0] if self._read_cache else None
+            if read is not None and read.seq > head.seq and still_there(self.path, read):
+                head = read  # this process verified that far to act on the records: not again to append
         size = self.path.stat().st_size if self.path.exists() else 0
         if size != head.end:
             head = check_lines(self.path, read_from(self.path, head.end), head, "refusing to append to")

@@ -2,8 +2,9 @@
 
 A writer checks every record since the last point it can trust before it appends
 (and so before any checkpoint it writes vouches for them): its own previous append in
-this process, else the last local checkpoint that says ``records_verified``, is signed
-by the writer's key and is held byte for byte by the anchor, else the trail's first
+this process, else the further of what this process verified reading the trail
+(``AuditLog.verified_records``) and the last local checkpoint that says ``records_verified``,
+is signed by the writer's key and is held byte for byte by the anchor, else the trail's first
 line. ``AuditLog.verified_records`` resumes the same way from what it verified before.
 """
 

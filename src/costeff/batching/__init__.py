@@ -5,7 +5,7 @@ Public API::
     from costeff.batching import (BatcherConfig, ServiceTimes, poisson_arrivals, load_trace,
                                   simulate, SimResult, OptimizeConfig, optimize, BatchingReport)
 
-    service = ServiceTimes.from_profile("gpu_profile.json")      # or a parsed dict
+    service = ServiceTimes.from_profile("gpu_profile.json")      # or a ProfileRecord (PROFILE.read)
     arrivals = poisson_arrivals(rate_per_s=2000, n=100_000, seed=0)  # or load_trace("trace.csv")
     cfg = BatcherConfig(max_batch_size=64, preferred_batch_sizes=(8, 16, 32),
                         max_queue_delay_us=5000, instances=1, policy="triton")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from costeff import poisson
 from costeff.errors import InputError
 
 # Requests one simulation may draw: 5 M arrivals (40 MB of times) already give a p99 to four digits;
@@ -16,13 +17,13 @@ MAX_REQUESTS = 5_000_000
 
 
 def poisson_arrivals(rate_per_s: float, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` arrival times in seconds (first at the first gap) of a Poisson process."""
+    """``n`` arrival times in seconds of the seeded Poisson process ``costeff.poisson`` (the first one gap after 0),
+    the same times the open-loop harnesses use for that seed and rate."""
     if not rate_per_s > 0:
         raise InputError(f"rate: must be > 0 requests/s, got {rate_per_s!r}")
     if not 1 <= n <= MAX_REQUESTS:
         raise InputError(f"--requests: {n!r} is out of range; expected 1 to {MAX_REQUESTS:,} per simulation")
-    gaps = np.random.default_rng(seed).exponential(1.0 / rate_per_s, size=n)
-    return np.cumsum(gaps)
+    return poisson.poisson_arrivals(rate_per_s, n, seed)
 
 
 def load_trace(path: Path | str) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from costeff.batching.config import BatcherConfig, OptimizeConfig
 from costeff.batching.service import ServiceTimes
 from costeff.batching.simulator import SimResult, simulate
 from costeff.errors import InputError
+from costeff.records.profile import ProfileRecord
 
 DEFAULT_DELAYS_US = (0, 100, 250, 500, 1000, 2000, 5000, 10000)
 # More instances stop paying once p99 improves by less than this (the service floor).
@@ -62,7 +62,7 @@ class _Context:
     price: float
 
 
-def optimize(profile: Path | str | Mapping[str, Any] | None, config: OptimizeConfig) -> BatchingReport:
+def optimize(profile: "Path | str | ProfileRecord | None", config: OptimizeConfig) -> BatchingReport:
     """Choose ``max_batch_size``, preferred sizes, queue delay and instance count.
 
     Service times come from ``profile``, or from ``config.server_costs`` (a server's own
@@ -245,7 +245,7 @@ def _report(profile, ctx: _Context, instance, grid, evaluated, verified) -> Batc
     chosen = verified[0] if verified and verified[0]["meets_slo"] else None
     ranked = verified + sorted((c for c in evaluated if not c["meets_slo"]), key=_rank_key)
     best = None if chosen else min(evaluated, key=lambda c: (c["predicted"]["rejected"], c["predicted"]["p99_ms"]))
-    path = None if profile is None or isinstance(profile, Mapping) else str(profile)
+    path = str(profile) if isinstance(profile, (str, Path)) else None
     return BatchingReport(
         schema_version=header["schema_version"], created_at=header["created_at"],
         costeff_version=header["costeff_version"], model_sha256=svc.model_sha256,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from costeff.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from costeff._jsonable import to_jsonable
+from costeff.artifacts import atomic_write_bytes, atomic_write_text
 from costeff.batching.optimizer import BatchingReport
+from costeff.records.kinds import BATCHING
 
 PLOTS = ("p99_vs_queue_delay.png", "cost_vs_p99.png")
 
@@ -19,7 +21,7 @@ def write_report(report: BatchingReport, out_dir: Path | str) -> list[Path]:
     markdown = render_markdown(report)
     written = [atomic_write_bytes(out / name, data) for name, data in images.items()]
     written.append(atomic_write_text(out / "batching_report.md", markdown))
-    written.append(atomic_write_json(out / "batching_report.json", report))
+    written.append(BATCHING.write(out, to_jsonable(report)))  # last: a folder holding the record is complete
     return written
 
 
@@ -52,8 +54,8 @@ def _plot_delay(report: BatchingReport) -> bytes:
 def _delay_axes(report: BatchingReport):
     """p99 against queue delay, one line per max batch size, at the chosen (or best) instance count."""
     plt, (fig, ax) = _figure()
-    ref = report.chosen or report.best_achievable or {}
-    n = ref.get("instances")
+    ref = report.chosen or report.best_achievable
+    n = ref["instances"] if ref else None
     series = _delay_series(report.evaluated, n)
     for i, (label, xs, ys) in enumerate(series):
         marker, dash = STYLES[i % len(STYLES)]
@@ -154,7 +156,7 @@ def render_markdown(report: BatchingReport) -> str:
         f"- profile: {report.profile['path'] or '(in memory)'} (model sha256 {report.model_sha256})",
         *([f"- service times: {report.service_times['source']}, "
            f"{report.service_times['per_request_ms']:.3g} ms per extra request in a batch"]
-          if report.service_times.get("per_request_ms") else []),
+          if report.service_times["per_request_ms"] else []),
         f"- price: {inst['name']} at ${inst['usd_per_instance_hour']:.4g} per instance-hour ({inst['price_source']})",
         f"- simulated {report.search['simulations']} runs over {report.search['batcher_settings']} batcher settings; "
         f"screening on {t['requests']} requests, finalists re-checked on {t['verify_requests']}",

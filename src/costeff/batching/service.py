@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 
 from costeff.batching.server_stats import ladder, load_server_costs, table_points
 from costeff.errors import InputError
-from costeff.numbers import loads_finite
+from costeff.records.profile import GapLatency, Point, ProfileRecord
 
 # z-score of the 99th percentile of a standard normal: a lognormal with median p50
 # reaches p99 at exp(Z99 * sigma).
@@ -49,6 +48,7 @@ class ServiceTimes:
     cold_idle_s: tuple[float, ...] = ()
     cold_extra_s: tuple[float, ...] = ()
     per_request_ms: float = 0.0
+    gpu: str | None = None  # the profiled GPU, when the profile ran on one (CUDA / TensorRT provider)
 
     def __post_init__(self) -> None:
         if not isinstance(self.per_request_ms, (int, float)) or not 0 <= self.per_request_ms < math.inf:
@@ -59,22 +59,21 @@ class ServiceTimes:
             raise InputError(f"{self.source}: points[].batch_size must be distinct")
 
     @classmethod
-    def from_profile(cls, profile: Path | str | Mapping[str, Any]) -> "ServiceTimes":
-        """Read a profile file or an already-parsed profile dict."""
+    def from_profile(cls, profile: "Path | str | ProfileRecord") -> "ServiceTimes":
+        """Read a profile file, or take an already-read profile record."""
         data, where = _read_profile(profile)
         points = _concurrency_one(data, where)
         sizes, means, sigmas = [], [], []
-        for i, pt in sorted(points, key=lambda ip: ip[1]["batch_size"]):
+        for i, pt in sorted(points, key=lambda ip: ip[1].batch_size):
             mean, p50, p99 = _latency(pt, i, where)
-            sizes.append(int(pt["batch_size"]))
+            sizes.append(pt.batch_size)
             means.append(mean)
             if p50 and p99 and p99 > p50:
                 sigmas.append(math.log(p99 / p50) / Z99)
-        hardware = data.get("hardware") if isinstance(data.get("hardware"), dict) else None
-        cost = found if isinstance(found := data.get("cost"), dict) else {}
-        idle, extra = _cold(data.get("latency_by_gap"), where)
+        idle, extra = _cold(data.latency_by_gap, where)
         return cls(tuple(sizes), tuple(means), float(np.median(sigmas)) if sigmas else 0.0, where,
-                   data.get("model_sha256"), hardware, cost.get("instance"), data.get("provider"), idle, extra)
+                   data.model_sha256, data.hardware, data.cost.instance if data.cost else None, data.provider,
+                   idle, extra, gpu=data.host.gpus[0].name if data.host.gpus and data.on_gpu else None)
 
     @classmethod
     def from_server_costs(cls, costs: Mapping[str, Any], profile: "ServiceTimes | None" = None) -> "ServiceTimes":
@@ -93,7 +92,7 @@ class ServiceTimes:
             return cls(sizes, means, sigma, where, costs.get("model_sha256"),
                        per_request_ms=float(fit["per_request_ms"]))
         return cls(sizes, means, sigma, where, profile.model_sha256, profile.hardware, profile.profile_instance,
-                   profile.provider, per_request_ms=float(fit["per_request_ms"]))
+                   profile.provider, per_request_ms=float(fit["per_request_ms"]), gpu=profile.gpu)
 
     def cold_penalty(self) -> Any:
         """``f(idle_s) -> extra seconds`` for a batch started after ``idle_s`` of idleness (0 when unmeasured)."""
@@ -131,9 +130,7 @@ class ServiceTimes:
     @property
     def gpu_name(self) -> str | None:
         """The profiled GPU, when the profile ran on one (CUDA / TensorRT provider)."""
-        gpus = (self.hardware or {}).get("gpus") or []
-        on_gpu = str(self.provider or "").lower().startswith(("cuda", "tensorrt"))
-        return gpus[0].get("name") if gpus and on_gpu and isinstance(gpus[0], dict) else None
+        return self.gpu
 
     def p99_factor(self) -> float:
         """p99 / mean of one execution under the lognormal jitter model."""
@@ -150,14 +147,13 @@ class ServiceTimes:
         return float(np.max(rows / seconds))
 
 
-def _cold(gaps: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _cold(gaps: list[GapLatency], where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(idle gaps, extra seconds over back-to-back) from ``latency_by_gap``; empty when not measured."""
-    if not isinstance(gaps, list) or not gaps:
+    if not gaps:
         return (), ()
-    try:
-        rows = sorted((float(g["gap_ms"]) / 1e3, float(g["p50_ms"]) / 1e3) for g in gaps)
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{where}: latency_by_gap: expected entries with gap_ms and p50_ms") from None
+    if any(g.gap_ms is None or g.p50_ms is None for g in gaps):
+        raise InputError(f"{where}: latency_by_gap: expected entries with gap_ms and p50_ms")
+    rows = sorted((float(g.gap_ms or 0.0) / 1e3, float(g.p50_ms or 0.0) / 1e3) for g in gaps)
     if rows[0][0] != 0.0:
         return (), ()  # no back-to-back reference: the penalty cannot be told apart
     warm = rows[0][1]
@@ -165,70 +161,46 @@ def _cold(gaps: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(g for g, _ in cold), tuple(e for _, e in cold)
 
 
-def _read_profile(profile: Path | str | Mapping[str, Any]) -> tuple[dict, str]:
-    if isinstance(profile, Mapping):
-        return dict(profile), "<profile>"
-    path = Path(profile)
-    try:
-        data = loads_finite(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such profile file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read profile: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
-    except ValueError as exc:  # NaN, Infinity or a number too large for a float
-        raise InputError(f"{path}: {exc}; a profile holds finite numbers only") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object with a 'points' list")
-    return data, str(path)
+def _read_profile(profile: "Path | str | ProfileRecord") -> tuple[ProfileRecord, str]:
+    from costeff.records.kinds import PROFILE
+
+    if isinstance(profile, ProfileRecord):
+        return profile, "<profile>"
+    return PROFILE.read(profile), str(profile)
 
 
-def _concurrency_one(data: dict, where: str) -> list[tuple[int, dict]]:
-    points = data.get("points")
-    if not isinstance(points, list) or not points:
+def _concurrency_one(data: ProfileRecord, where: str) -> list[tuple[int, Point]]:
+    if not data.points:
         raise InputError(f"{where}: points: expected a non-empty list of measured points")
-    for i, pt in enumerate(points):
-        if not isinstance(pt, dict):
-            raise InputError(f"{where}: points[{i}]: expected an object")
-        bs = pt.get("batch_size")
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-            raise InputError(f"{where}: points[{i}].batch_size: expected an integer >= 1, got {bs!r}")
     # Service time is the time one batch takes alone: concurrency-1 points only
     # (a missing concurrency means a plain sequential measurement).
-    ones = [(i, pt) for i, pt in enumerate(points) if pt.get("concurrency", 1) == 1]
+    ones = [(i, pt) for i, pt in enumerate(data.points) if pt.concurrency == 1]
     if not ones:
         raise InputError(f"{where}: points[].concurrency: no point measured at concurrency 1")
     seen: dict[int, int] = {}
     for i, pt in ones:
-        if pt["batch_size"] in seen:
-            raise InputError(f"{where}: points[{i}].batch_size: {pt['batch_size']} measured twice "
-                             f"at concurrency 1 (also points[{seen[pt['batch_size']]}])")
-        seen[pt["batch_size"]] = i
+        if pt.batch_size in seen:
+            raise InputError(f"{where}: points[{i}].batch_size: {pt.batch_size} measured twice "
+                             f"at concurrency 1 (also points[{seen[pt.batch_size]}])")
+        seen[pt.batch_size] = i
     return ones
 
 
-def _latency(pt: dict, i: int, where: str) -> tuple[float, float | None, float | None]:
-    lat = pt.get("latency_ms")
-    if not isinstance(lat, dict):
+def _latency(pt: Point, i: int, where: str) -> tuple[float, float | None, float | None]:
+    lat = pt.latency_ms
+    if lat is None:
         raise InputError(f"{where}: points[{i}].latency_ms: expected an object with mean/p50/p99")
-
-    def num(key: str) -> float | None:
-        v = lat.get(key)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    for key in ("mean", "p50", "p99"):
+        v = getattr(lat, key)
+        if v is not None and v <= 0:
             raise InputError(f"{where}: points[{i}].latency_ms.{key}: expected a number > 0, got {v!r}")
-        return float(v)
-
-    mean, p50, p99 = num("mean"), num("p50"), num("p99")
-    base = mean if mean is not None else p50
+    base = lat.mean if lat.mean is not None else lat.p50
     if base is None:
         raise InputError(f"{where}: points[{i}].latency_ms.mean: missing (and no p50 to fall back on)")
-    return base, p50, p99
+    return base, lat.p50, lat.p99
 
 
-def load_service(profile: Any, server_costs: Path | str | None) -> Any:
+def load_service(profile: "Path | str | ProfileRecord | None", server_costs: Path | str | None) -> Any:
     """The simulator's ServiceTimes: from a profile, from server statistics, or the server's times with the
     profile's metadata and spread when both are given."""
     base = ServiceTimes.from_profile(profile) if profile is not None else None

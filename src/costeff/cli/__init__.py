@@ -9,7 +9,6 @@ failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import difflib
 import errno
 import importlib
 import logging
@@ -22,6 +21,7 @@ from typing import NoReturn, Sequence
 
 from costeff import __version__
 from costeff.errors import CosteffError
+from costeff.hints import closest
 
 # Command modules, in the order `costeff --help` lists them. Modules import only
 # the standard library and costeff's light modules at import time.
@@ -82,9 +82,9 @@ class _Parser(argparse.ArgumentParser):
 def _did_you_mean(extras: Sequence[str], known: Sequence[str]) -> str:
     hints = []
     for token in (t.split("=", 1)[0] for t in extras if t.startswith("--")):
-        close = difflib.get_close_matches(token, known, n=1, cutoff=0.6)
-        if close:
-            hints.append((token, close[0]))
+        match = closest(token, known)
+        if match is not None:
+            hints.append((token, match))
     if len(hints) == 1:
         return f"; did you mean {hints[0][1]}?"
     return f"; did you mean {', '.join(f'{c} for {t}' for t, c in hints)}?" if hints else ""

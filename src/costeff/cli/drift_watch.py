@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
 from costeff.cli._common import add_common, add_listener, positive_float
@@ -45,7 +44,6 @@ def _watch(args: argparse.Namespace) -> int:
                          args.interval, args.fail_windows, args.apply, args.window_s, tolerances(args),
                          parse_outputs(args.outputs), args.ledger, normalise_url(args.url) if args.url else None)
     metrics = DriftMetrics(args.metrics_port, args.metrics_addr, Heartbeat(config.interval_s, args.stale_after))
-    stop = threading.Event()
     try:
         watcher = DriftWatcher(config, metrics)
         mode = "APPLY" if config.apply else "dry run"
@@ -54,11 +52,11 @@ def _watch(args: argparse.Namespace) -> int:
         if config.apply:
             print(f"a rollback reloads the model on Triton at {config.url}" if config.url else
                   f"without --url, {NO_RELOAD}", file=sys.stderr)
-        cycles = watcher.run(stop, args.max_cycles, on_cycle=_print)
+        result = watcher.run(None, args.max_cycles, on_cycle=_print)
     finally:
         metrics.close()
-    print(f"stopped after {cycles} look(s); position in {config.state_path}", file=sys.stderr)
-    return 0
+    print(f"stopped after {result.rounds} look(s); position in {config.state_path}", file=sys.stderr)
+    return result.exit_code
 
 
 def _print(result) -> None:

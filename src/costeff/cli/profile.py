@@ -230,7 +230,7 @@ def _print(report: Any, out: Path, csv: Path | None = None) -> None:
     print(f"optimal: batch {opt.batch_size} ({opt.reason})")
     if cost:
         line = f"cost: {cost['instance']} ${cost['usd_per_hour']:.4g}/h, ${cost['usd_per_million']:.4g} per million"
-        if cost.get("instances_needed"):
+        if cost["instances_needed"]:
             line += (f", {cost['instances_needed']} instance(s) ${cost['usd_per_day']:.2f}/day"
                      f" at {cost['target_rate_per_s']:g}/s")
         print(line)
@@ -240,7 +240,7 @@ def _print(report: Any, out: Path, csv: Path | None = None) -> None:
     if load:
         print(f"load generator: {load['name']} ({load['reason']})")
     print(f"wrote {out}/gpu_profile.json, gpu_profile.md and plots"
-          + (", perf_analyzer.csv" if load and load.get("name") == "perf_analyzer" else "")
+          + (", perf_analyzer.csv" if load and load["name"] == "perf_analyzer" else "")
           + (f"; perf_analyzer CSV {csv}" if csv else ""))
 
 

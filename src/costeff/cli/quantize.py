@@ -178,19 +178,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _human(report: Any) -> None:
-    for v in report.variants:
+    """The record as written (``report_dir``), variant by variant."""
+    from costeff.records.kinds import QUANT
+
+    path = QUANT.path_in(report.report_dir)
+    record = QUANT.read(path)
+    for v in record.variants:
         f = v.fidelity
         status = "PASS" if v.passed else ("FAIL" if v.built else
                                           f"not tried: {v.not_tried}" if v.not_tried else f"not built: {v.error}")
-        drift = f"drift {f.action_drift_pct:.3f}% entropy {f.entropy_drift_pct or 0:.3f}%" if f else ""
+        drift = f"drift {f.action_drift_pct or 0:.3f}% entropy {f.entropy_drift_pct or 0:.3f}%" if f else ""
         inv = v.batch_invariance
-        drift += f" batch-changed {inv.action_change_pct:.3f}% (max logit diff {inv.max_logit_diff:.2g})" \
+        drift += f" batch-changed {inv.action_change_pct or 0:.3f}% (max logit diff {inv.max_logit_diff or 0:.2g})" \
             if inv else ""
         speed = f" speedup {v.speedup:.2f}x" if v.speedup else ""
-        target = f" p99 at target {v.at_target['p99_ms']:.2f} ms, {v.at_target['instances']} instance(s)" \
-            if v.at_target else ""
+        t = v.at_target
+        target = f" p99 at target {t.p99_ms or 0:.2f} ms, {t.instances} instance(s)" if t else ""
         print(f"{v.name:16s} {v.backend:11s} {status:5s} {drift}{speed}{target}"
               + (f" kept fp32: {', '.join(v.excluded_nodes)}" if v.excluded_nodes else ""))
-    sel = report.selected
-    print(f"selected {sel['name']} ({sel['backend']}, {sel['precision']}): {sel['reason']}")
-    print(f"report {report.report_dir}/quantization_report.json")
+    sel = record.selected
+    print(f"selected {sel.name} ({sel.backend}, {sel.precision}): {sel.reason}")
+    print(f"report {path}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 
 from costeff.cli._common import add_common, add_listener, existing_file, positive_float
@@ -48,11 +47,11 @@ def _watch(args: argparse.Namespace) -> int:
                           args.policy_model or args.model_name or DEFAULT_MODEL)
     try:
         print(f"deciding every {args.interval:g} s; latest decision and history.jsonl in {out}", file=sys.stderr)
-        rounds = RampWatcher(config, out, metrics).run(threading.Event(), args.interval, args.max_rounds, _print)
+        result = RampWatcher(config, out, metrics).run(None, args.interval, args.max_rounds, _print)
     finally:
         metrics.close()
-    print(f"stopped after {rounds} round(s)", file=sys.stderr)
-    return 0
+    print(f"stopped after {result.rounds} round(s)", file=sys.stderr)
+    return result.exit_code
 
 
 def _print(result) -> None:

@@ -106,7 +106,7 @@ def _live(args: argparse.Namespace, config) -> int:
                 result = watch(config, source, args.apply, actuators, audit, price, args.interval, metrics)
             finally:
                 metrics.close()
-            print(f"reaper stopped after {result.ticks} rounds")
+            print(f"reaper stopped after {result.rounds} rounds")
             return result.exit_code
         result = _one_round(config, source, args.apply, actuators, audit, price, tick)
     emit(args, result, lambda: _print_round(result))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from costeff.artifacts import atomic_write_json, atomic_write_text
+from costeff._jsonable import to_jsonable
+from costeff.artifacts import atomic_write_text
 from costeff.drift.check import DriftReport
 
 JSON_NAME = "drift_report.json"
@@ -14,10 +15,16 @@ METRICS = ("action_drift_pct", "confident_agreement_pct", "action_correlation", 
 
 
 def write(report: DriftReport, out_dir: Path | str) -> Path:
+    """The Markdown, then the record last: a folder holding drift_report.json is complete."""
+    from costeff.records.kinds import DRIFT
+
     out = Path(out_dir)
-    atomic_write_json(out / JSON_NAME, report)
-    atomic_write_text(out / MD_NAME, markdown(report))
-    return out / JSON_NAME
+    md = atomic_write_text(out / MD_NAME, markdown(report))
+    try:
+        return DRIFT.write(out, to_jsonable(report))
+    except BaseException:
+        md.unlink(missing_ok=True)  # no Markdown left without its record
+        raise
 
 
 def markdown(r: DriftReport) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.artifacts import SCHEMA_VERSION, atomic_write_json, iso_utc
+from costeff.daemon import LoopResult, run_rounds
 from costeff.errors import CosteffError, InputError
 from costeff.quantization.fidelity import Tolerances
 from costeff.observations import SUFFIXES
@@ -130,22 +131,17 @@ class DriftWatcher:
         self._pair: tuple[Any, Any] | None = None
         self._served_path: Path | None = None
 
-    def run(self, stop: threading.Event, max_cycles: int | None = None, on_cycle: Any = None) -> int:
-        """Cycle every ``interval_s`` until ``stop`` is set (or ``max_cycles``); returns the cycles run."""
-        cycles = 0
-        beat = getattr(self.metrics, "heartbeat", None)
-        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
-            if beat is not None:
-                beat.begin()
+    def run(self, stop: threading.Event | None = None, max_cycles: int | None = None,
+            on_cycle: Any = None) -> LoopResult:
+        """Cycle every ``interval_s`` until SIGTERM/SIGINT, ``stop`` or ``max_cycles``; a cycle that has begun
+        (a rollback included) always finishes."""
+        def one() -> bool:
             result = self.cycle()
-            if beat is not None:
-                beat.beat(ok=result.error is None)  # a skipped file is the file's problem, not the watcher's
             if on_cycle is not None:
                 on_cycle(result)
-            cycles += 1
-            if max_cycles is None or cycles < max_cycles:
-                stop.wait(self.config.interval_s)
-        return cycles
+            return result.error is None  # a skipped file is the file's problem, not the watcher's
+
+        return run_rounds(one, self.config.interval_s, getattr(self.metrics, "heartbeat", None), stop, max_cycles)
 
     def cycle(self) -> CycleResult:
         result = CycleResult(iso_utc(), [], self.state["consecutive_failures"])

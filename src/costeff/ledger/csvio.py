@@ -8,7 +8,6 @@ either loads the whole file or nothing.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import math
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from costeff.errors import InputError
+from costeff.hints import did_you_mean
 from costeff.numbers import MAX_USD, is_number_text
 
 ECONOMICS = "economics"
@@ -92,9 +92,8 @@ def _check_header(name: str, kind: str, header: list[str]) -> None:
     allowed = required | optional
     for col in header:
         if col not in allowed:
-            close = difflib.get_close_matches(col, sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InputError(f"{name}:1: unknown {kind} column {col!r}{hint}; allowed: {', '.join(sorted(allowed))}")
+            raise InputError(f"{name}:1: unknown {kind} column {col!r}{did_you_mean(col, sorted(allowed))}; "
+                             f"allowed: {', '.join(sorted(allowed))}")
     missing = required - set(header)
     if missing:
         raise InputError(f"{name}:1: missing {kind} column(s) {', '.join(sorted(missing))}")

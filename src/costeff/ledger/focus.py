@@ -14,7 +14,6 @@ distinct value.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from costeff.errors import InputError
+from costeff.hints import did_you_mean
 from costeff.ledger.spans import check_spans
 from costeff.numbers import MAX_USD
 
@@ -119,8 +119,7 @@ def _read_table(config: FocusConfig):
     wanted += [TAGS] if config.tags else []
     missing = [c for c in wanted if c not in header]
     if missing:
-        hints = [f"{c} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(c, header, n=1)) else c
-                 for c in missing]
+        hints = [c + did_you_mean(c, header) for c in missing]
         raise InputError(f"{name}: missing FOCUS column(s) {', '.join(hints)}; a FOCUS 1.x export has "
                          f"{', '.join(wanted)}")
     try:

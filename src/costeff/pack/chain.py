@@ -290,8 +290,7 @@ def _disagrees(chain: dict[str, Found]) -> str | None:
 def _selected_sha(quant: QuantRecord) -> str | None:
     """The served model's bytes: the selected variant's sha256 (fp32's is the report's model_sha256)."""
     variant = selected_entry(quant)
-    return (variant.sha256 if variant else None) or (quant.selected.sha256 if quant.selected else None) \
-        or quant.model_sha256
+    return (variant.sha256 if variant else None) or quant.selected.sha256 or quant.model_sha256
 
 
 def _profiles(chain: dict[str, Found], records: list[Found]) -> None:

@@ -19,7 +19,7 @@ from costeff.records import Kind, R
 from costeff.records.batching import BatchingRecord
 from costeff.records.kinds import BATCHING, PROFILE, QUANT, RAMP, REAPER, VERIFY
 from costeff.records.profile import ProfileRecord
-from costeff.records.quant import QuantRecord, VariantRow
+from costeff.records.quant import QuantRecord, Variant
 from costeff.records.ramp import RampRecord
 from costeff.records.reaper import ReaperRecord
 from costeff.records.verify import VerifyRecord
@@ -98,14 +98,14 @@ def host(reports: Reports) -> tuple[str, str, str]:
     return str(hw.get("cpu_model", "unknown")), str(hw.get("cpu_count", "?")), gpus
 
 
-def selected_entry(quant: QuantRecord | None) -> VariantRow | None:
+def selected_entry(quant: QuantRecord | None) -> Variant | None:
     """The quantization report's entry for the variant it selected."""
-    if quant is None or quant.selected is None:
+    if quant is None:
         return None
     return next((v for v in quant.variants if v.name == quant.selected.name), None)
 
 
-def timed_entry(quant: QuantRecord | None, profile: ProfileRecord | None, label: str) -> VariantRow | None:
+def timed_entry(quant: QuantRecord | None, profile: ProfileRecord | None, label: str) -> Variant | None:
     """The quantization report's entry for the profiled model (by hash; fp32 by baseline) when it was timed."""
     if quant is None or profile is None:
         return None

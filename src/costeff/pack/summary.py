@@ -17,7 +17,7 @@ from typing import Any
 from costeff.pack.measured import PACKED, Reports, day_costs, disagreements, host, timed_entry
 from costeff.pack.measured import selected_entry as _selected
 from costeff.records.profile import Cost, Optimal, ProfileRecord
-from costeff.records.quant import QuantRecord, VariantRow
+from costeff.records.quant import Variant
 from costeff.records.ramp import RampRecord
 from costeff.records.reaper import ReaperRecord
 from costeff.records.verify import VerifyRecord
@@ -66,7 +66,7 @@ def _header(r: Reports, criteria: list[Criterion]) -> str:
 def _executive(r: Reports, criteria: list[Criterion]) -> str:
     lines = ["## Executive summary", ""]
     sel, ramp, reap = _selected(r.quant), r.ramp, r.reaper
-    if sel and r.quant and r.quant.selected:
+    if sel and r.quant:
         traffic = r.quant.selected.traffic
         assumed = f"{_num(traffic.target_rate_per_s, ',.0f')} req/s, p99 budget " \
                   f"{_num(traffic.latency_budget_ms, 'g')} ms" if traffic.target_rate_per_s else \
@@ -91,7 +91,7 @@ def _executive(r: Reports, criteria: list[Criterion]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fid(v: VariantRow, measure: str) -> float | None:
+def _fid(v: Variant, measure: str) -> float | None:
     """One of a variant's fidelity figures (``action_drift_pct``, ...), None when it has none."""
     return getattr(v.fidelity, measure) if v.fidelity else None
 
@@ -103,7 +103,7 @@ def _profiler(r: Reports) -> str:
     return "## 1. Profiler\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-def _profile_line(label: str, p: ProfileRecord, path: str, timed: VariantRow | None = None) -> str:
+def _profile_line(label: str, p: ProfileRecord, path: str, timed: Variant | None = None) -> str:
     """One line per profiled model. Throughput and $ come from the interleaved rounds when the model was timed
     there (one measurement for every ratio in this summary); the profile then adds only its latency and stability."""
     opt, cost = p.optimal or Optimal(), p.cost or Cost()
@@ -150,14 +150,8 @@ def _precision(r: Reports) -> str:
                     f"{_num(_fid(v, 'action_drift_pct'), '.3f')} | "
                     f"{_num(_fid(v, 'entropy_drift_pct'), '.3f')} | {_num(_fid(v, 'action_correlation'), '.5f')} | "
                     f"{_num(v.speedup)} | {_num(v.size_reduction_pct, '.0f')} |")
-    name, reason = selection(q)
-    return (f"## 2. Precision (`{QUANT}`)\n\nSelected **{name}**: {reason}. Fidelity on "
+    return (f"## 2. Precision (`{QUANT}`)\n\nSelected **{q.selected.name}**: {q.selected.reason}. Fidelity on "
             f"{q.split.evaluation_rows} held-out rows.\n\n" + "\n".join(rows) + "\n")
-
-
-def selection(q: QuantRecord) -> tuple[str | None, str]:
-    """The selected variant's name and why it was selected (None and "" in a report that selected none)."""
-    return (q.selected.name, q.selected.reason) if q.selected else (None, "")
 
 
 def _serving(r: Reports, files: dict[str, bytes]) -> str:

@@ -6,15 +6,16 @@ observed value and the threshold that triggered it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costeff.errors import InputError
-from costeff.numbers import finite, loads_finite
 from costeff.profiling.measure import Point
+
+if TYPE_CHECKING:
+    from costeff.records.profile import ProfileRecord
 
 
 @dataclass(frozen=True)
@@ -78,66 +79,56 @@ def cost_for(throughput_per_s: float | None, gpu_name: str | None, *, catalog_pa
     return data
 
 
-def load_compare(path: Path) -> dict[str, Any]:
+def load_compare(path: Path) -> ProfileRecord:
     """A ``gpu_profile.json`` measured elsewhere, checked for the fields right-sizing reads."""
+    from costeff.records.kinds import PROFILE
+
     try:
-        data = loads_finite(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"--compare {path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--compare {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"--compare {path}: not JSON (not UTF-8 text)") from None
-    except ValueError as exc:  # NaN, Infinity or a number too large for a float
-        raise InputError(f"--compare {path}: {exc}; a profile holds finite numbers only") from None
-    opt = data.get("optimal") if isinstance(data, dict) else None
-    if not isinstance(opt, dict) or "throughput_per_s" not in opt or "hardware" not in data:
+        data = PROFILE.read(path)
+    except InputError as exc:
+        raise InputError(f"--compare {exc}") from None
+    if data.optimal is None or "throughput_per_s" not in data.optimal.model_fields_set or data.hardware is None:
         raise InputError(f"--compare {path}: not a gpu_profile.json (expected optimal.throughput_per_s and hardware)")
-    throughput = opt["throughput_per_s"]
-    if throughput is not None and (finite(throughput) is None or isinstance(throughput, str) or throughput < 0):
-        raise InputError(f"--compare {path}: optimal.throughput_per_s is {throughput!r}; expected a finite "
-                         "number >= 0")
     return data
 
 
-def right_size(own: dict[str, Any] | None, own_label: str, others: list[tuple[str, dict[str, Any]]],
+def right_size(own: dict[str, Any] | None, own_label: str, others: list[tuple[str, ProfileRecord]],
                catalog_path: Path | None, target_rate: float | None, max_utilisation: float) -> list[dict[str, Any]]:
     """Rank this profile and the compared ones by $ per million inferences (cheapest first)."""
     rows = []
     if own:
-        rows.append(_row(own_label, own))
+        rows.append(_row(own_label, own, compared=False))
     for label, data in others:
-        gpus = (data.get("hardware") or {}).get("gpus") or []
-        on_gpu = str(data.get("provider", "")).startswith(("CUDA", "Tensorrt"))
-        gpu_name = gpus[0].get("name") if gpus and on_gpu else None
-        inst = (data.get("cost") or {}).get("instance")
+        gpus = data.host.gpus
+        gpu_name = gpus[0].name if gpus and data.on_gpu else None
+        inst = data.cost.instance if data.cost else None
         hw = None
         if inst is not None and "/" in inst:  # a CPU host priced per vCPU: price it again from its own ISA
             inst, hw = None, _cpu_view(data)
-        cost = cost_for(data["optimal"].get("throughput_per_s"), gpu_name, catalog_path=catalog_path,
+        assert data.optimal is not None  # load_compare checked it
+        cost = cost_for(data.optimal.throughput_per_s, gpu_name, catalog_path=catalog_path,
                         instance=inst, target_rate=target_rate, max_utilisation=max_utilisation, hw=hw)
         if cost:
-            rows.append(_row(label, cost, data["optimal"]))
+            rows.append(_row(label, cost, data.optimal.batch_size))
     rows.sort(key=lambda r: r["usd_per_million"])
     return rows
 
 
-def _cpu_view(profile: dict[str, Any]) -> Any:
+def _cpu_view(profile: ProfileRecord) -> Any:
     """The compared profile's CPU as ``Catalog.for_cpu`` reads it: ISA, model and the threads it used."""
     from types import SimpleNamespace
 
-    hw = profile.get("hardware") or {}
-    runtime = (profile.get("inputs") or {}).get("runtime") or {}
-    return SimpleNamespace(isa=tuple(hw.get("isa") or ()), cpu_model=str(hw.get("cpu_model") or ""),
-                           cores=runtime.get("threads") or hw.get("cpu_count"))
+    host = profile.host
+    return SimpleNamespace(isa=tuple(host.isa), cpu_model=host.cpu_model or "",
+                           cores=profile.runtime.threads or host.cpu_count)
 
 
-def _row(label: str, cost: dict[str, Any], optimal: dict[str, Any] | None = None) -> dict[str, Any]:
+def _row(label: str, cost: dict[str, Any], batch_size: int | None = None, compared: bool = True) -> dict[str, Any]:
     row = {"profile": label, "instance": cost["instance"], "throughput_per_s": cost["throughput_per_s"],
            "usd_per_hour": cost["usd_per_hour"], "usd_per_million": cost["usd_per_million"],
            "instances_needed": cost["instances_needed"], "usd_per_day": cost["usd_per_day"]}
-    if optimal:
-        row["batch_size"] = optimal.get("batch_size")
+    if compared:
+        row["batch_size"] = batch_size
     return row
 
 
@@ -229,7 +220,7 @@ def _gpu_use(points, optimal, cost, mem) -> list[Recommendation]:
 
 
 def _fleet(points, optimal, cost, mem) -> list[Recommendation]:
-    if not cost or not cost.get("instances_needed") or not cost.get("target_rate_per_s"):
+    if not cost or not cost["instances_needed"] or not cost["target_rate_per_s"]:
         return []
     load = cost["target_rate_per_s"] / (cost["instances_needed"] * cost["throughput_per_s"]) * 100
     msg = (f"{cost['target_rate_per_s']:g} requests/s needs {cost['instances_needed']} x {cost['instance']} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from costeff.profiling.config import ProfileConfig
 from costeff.profiling.measure import Point, measure
 from costeff.profiling.report import ProfileReport
 from costeff.profiling.resources import ResourceSampler, nvml_index_for_cuda_device
+
+if TYPE_CHECKING:
+    from costeff.records.profile import ProfileRecord
 
 OWN_LABEL = "this profile"
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -74,7 +77,7 @@ def _bound(runner: Any, feed: dict[str, np.ndarray]) -> Any:
     return runner.bind(next(iter(feed.values())))
 
 
-def _same_model(model_path: Path | str, compared: list[tuple[str, dict[str, Any]]]) -> None:
+def _same_model(model_path: Path | str, compared: list[tuple[str, ProfileRecord]]) -> None:
     """Right-sizing compares hardware for one model; another model's profile would compare models."""
     from costeff.artifacts import sha256_file
 
@@ -82,8 +85,8 @@ def _same_model(model_path: Path | str, compared: list[tuple[str, dict[str, Any]
         return
     own = sha256_file(model_path)
     for path, data in compared:
-        if data.get("model_sha256") != own:
-            raise InputError(f"--compare {path}: measured model sha256 {data.get('model_sha256')}, not this "
+        if data.model_sha256 != own:
+            raise InputError(f"--compare {path}: measured model sha256 {data.model_sha256}, not this "
                              f"model ({own}); compare profiles of the same model")
 
 
@@ -161,7 +164,7 @@ def _source_text(source: str | None, sig: Any) -> str:
 
 
 def assemble_report(points: list[Point], config: ProfileConfig, *, model_path: Path | str | None, provider: str,
-                    inputs: dict[str, Any], duration_s: float, compared: Sequence[tuple[str, dict]] = (),
+                    inputs: dict[str, Any], duration_s: float, compared: Sequence[tuple[str, ProfileRecord]] = (),
                     target: dict[str, Any] | None = None, gpu_name: str | None = None,
                     model_sha256: str | None = None) -> ProfileReport:
     """Optimal batch, cost, right-sizing and recommendations around measured ``points``.

@@ -39,16 +39,22 @@ class ProfileReport:
                 return p
         raise KeyError(f"no point for batch {batch_size}")
 
+    def markdown(self) -> str:
+        """``gpu_profile.md``: the record for a reader."""
+        return to_markdown(self)
+
     def write(self, out_dir: Path | str) -> list[Path]:
         """Plots, Markdown, then the JSON last: a folder holding gpu_profile.json is complete."""
-        from costeff.artifacts import atomic_write_json, atomic_write_text
+        from costeff._jsonable import to_jsonable
+        from costeff.artifacts import atomic_write_text
+        from costeff.records.kinds import PROFILE
 
         out = Path(out_dir)
         written: list[Path] = []
         try:
             written += write_plots(self, out)
-            written.append(atomic_write_text(out / MD_NAME, to_markdown(self)))
-            written.append(atomic_write_json(out / JSON_NAME, self))
+            written.append(atomic_write_text(out / MD_NAME, self.markdown()))
+            written.append(PROFILE.write(out, to_jsonable(self)))
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -108,7 +114,7 @@ def _cost_md(r: ProfileReport) -> list[str]:
     c = r.cost
     lines = ["", "## Cost", "", f"- instance: {c['instance']} (${c['usd_per_hour']:.4g}/hour; {c['price_source']})",
              f"- ${c['usd_per_million']:.4g} per million inferences at the optimal batch"]
-    if c.get("target_rate_per_s"):
+    if c["target_rate_per_s"]:
         lines.append(f"- {c['target_rate_per_s']:g} requests/s: {c['instances_needed']} instance(s) at "
                      f"<= {100 * c['max_utilisation']:.0f}% load, ${c['usd_per_day']:.2f}/day, "
                      f"${c['usd_per_month']:.0f}/month")

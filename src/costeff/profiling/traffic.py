@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from costeff.errors import InputError
+from costeff.poisson import poisson_arrivals
 
 DEFAULT_GAPS_S = (0.0, 0.01, 0.1, 1.0)
 SPIN_S = 0.0005  # the last half millisecond before an arrival is spun, not slept
@@ -92,12 +93,6 @@ def gap_latency(infer: Callable[[], Any], gap_s: float, calls: int, warmup: int 
     ms = lat / 1e6
     return GapLatency(gap_s * 1e3, calls, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
                       float(ms.mean()))
-
-
-def poisson_arrivals(rate: float, requests: int, seed: int = 0) -> np.ndarray:
-    """Arrival times in seconds from 0: exponential gaps at ``rate`` per second."""
-    gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=requests)
-    return np.cumsum(gaps) - gaps[0]
 
 
 def open_loop(call: Callable[[int], Any], rate: float, max_batch: int, *, requests: int | None = None,

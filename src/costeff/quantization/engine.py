@@ -12,16 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from costeff.artifacts import Layout, atomic_write_json, atomic_write_text, provenance, sha256_file
+from costeff.artifacts import Layout, atomic_write_text, provenance, sha256_file
 from costeff.errors import CosteffError, InputError
 from costeff.gates import all_passed
 from costeff.quantization import build, recipe as recipes
 from costeff.quantization.config import QuantizeConfig
 from costeff.quantization.fidelity import PolicyOutputs, compare, run_policy
-from costeff.quantization.records import QuantizationReport, VariantResult, to_markdown
+from costeff.quantization.records import QuantizationReport, VariantResult, write
 
 log = logging.getLogger(__name__)
-REPORT_JSON, REPORT_MD = "quantization_report.json", "quantization_report.md"
 
 
 @dataclass
@@ -318,7 +317,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
     _save_models(variants, layout.models, name, model_path)
     sel = next(v for v in variants if v.name == selected["name"])
     assert sel.path is not None  # only a built variant is selected
-    selected.update(path=str(Path(sel.path).resolve()), sha256=sel.sha256)
+    selected.update(path=str(Path(sel.path).resolve()), sha256=sel.sha256, speedup=sel.speedup)
     head = provenance(model_path)
     rep = QuantizationReport(
         head["schema_version"], head["created_at"], head["costeff_version"], head["model_sha256"],
@@ -326,8 +325,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
         _split_info(sp, ctx.config, obs), recipe_info, note, variants, selected,
         any(v.passed for v in variants if not v.baseline), cost, speed_method, str(out.resolve()),
         timing.noise_floor, timing.rounds, cache_info)
-    atomic_write_json(out / REPORT_JSON, rep)
-    atomic_write_text(out / REPORT_MD, to_markdown(rep))
+    write(rep, out)
     return rep
 
 

@@ -141,7 +141,12 @@ def run_policy(path: Path | str, obs: np.ndarray, logits: str, value: str | None
     if options is None:
         options = RuntimeOptions(provider=provider, spinning=False,
                                  session_config=tuple((session_config or {}).items()))
-    runner = open_runner(path, backend, options)
+    return policy_outputs(open_runner(path, backend, options), obs, logits, value, chunk)
+
+
+def policy_outputs(runner: Any, obs: np.ndarray, logits: str, value: str | None, chunk: int) -> PolicyOutputs:
+    """``runner`` (a ``costeff.runtimes`` runner) on ``obs``, ``chunk`` rows per call: the chunk bounds the
+    memory a runtime's arena keeps for the largest batch it has seen."""
     wanted = [logits] + ([value] if value else [])
     parts: list[list[np.ndarray]] = [[] for _ in wanted]
     for start in range(0, len(obs), chunk):

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from costeff._jsonable import to_jsonable
 from costeff.gates import Gate
 from costeff.quantization.batches import BatchFidelity, BatchInvariance
 from costeff.quantization.fidelity import Fidelity
+
+if TYPE_CHECKING:
+    from costeff.records.quant import CostSummary, KnobRow, QuantRecord, RecipeInfo, Traffic
+
+MD_NAME = "quantization_report.md"
 
 
 @dataclass
@@ -105,19 +112,34 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
     return format(x, spec) if isinstance(x, float) else str(x)
 
 
-def to_markdown(rep: QuantizationReport) -> str:
+def write(rep: QuantizationReport, out: Path) -> QuantRecord:
+    """The Markdown, then the JSON last (a folder holding the JSON is complete); the record as written."""
+    from costeff.artifacts import atomic_write_text
+    from costeff.records.kinds import QUANT
+
+    data = to_jsonable(rep)
+    record = QUANT.model.model_validate(data)
+    md = atomic_write_text(out / MD_NAME, to_markdown(record))
+    try:
+        QUANT.write(out, data)
+    except BaseException:
+        md.unlink(missing_ok=True)
+        raise
+    return record
+
+
+def to_markdown(rep: QuantRecord) -> str:
     sel = rep.selected
     lines = [f"# Precision lowering: {rep.model_name}", "",
              f"- model `{rep.model_path}` sha256 `{rep.model_sha256}`",
-             f"- created {rep.created_at} on {rep.hardware.get('cpu_model')} "
-             f"({', '.join(rep.hardware.get('isa', []))}); provider {rep.config.get('provider')}",
-             f"- split: {rep.split['calibration_rows']} calibration rows, {rep.split['evaluation_rows']} "
-             f"held-out rows (disjoint, seed {rep.split['seed']}); fidelity on held-out rows only",
-             f"- int8 recipe **{rep.recipe.get('name')}**: {rep.recipe.get('reason')}",
-             f"- selected **{sel['name']}** ({sel.get('backend', 'onnxruntime')}, {sel.get('precision', '-')}; "
-             f"`{sel['path']}`): {sel['reason']}",
-             f"- traffic assumed: {_traffic(sel.get('traffic') or {})}", "",
-             "## Regimes", ""] + _regime_md(rep) + _knobs_md(sel.get("knobs")) + ["", "## Fidelity and size", "",
+             f"- created {rep.created_at} on {(rep.hardware or {}).get('cpu_model')} "
+             f"({', '.join((rep.hardware or {}).get('isa', []))}); provider {rep.config.provider}",
+             f"- split: {rep.split.calibration_rows} calibration rows, {rep.split.evaluation_rows} "
+             f"held-out rows (disjoint, seed {rep.split.seed}); fidelity on held-out rows only",
+             f"- int8 recipe **{rep.recipe.name}**: {rep.recipe.reason}",
+             f"- selected **{sel.name}** ({sel.backend}, {sel.precision or '-'}; `{sel.path}`): {sel.reason}",
+             f"- traffic assumed: {_traffic(sel.traffic)}", "",
+             "## Regimes", ""] + _regime_md(rep) + _knobs_md(sel.knobs) + ["", "## Fidelity and size", "",
              "| variant | built | passed | action drift % | entropy drift % | correlation | KL p99 | value err "
              "| opt batch | speedup | speedup @fp32 batch | size MB | size -% | $/M |",
              "|" + "---|" * 14]
@@ -129,7 +151,7 @@ def to_markdown(rep: QuantizationReport) -> str:
             _fmt(f and f.kl_p99, ".2e"), _fmt(f and f.value_max_abs_err, ".4f"), _fmt(v.optimal_batch),
             _fmt(v.speedup, ".2f"), _fmt(v.speedup_at_baseline_batch, ".2f"),
             _fmt(v.size_bytes / 1e6 if v.size_bytes else None, ".2f"), _fmt(v.size_reduction_pct, ".1f"),
-            _fmt(v.cost and v.cost.get("usd_per_million"), ".4g")]) + " |")
+            _fmt(v.cost and v.cost.usd_per_million, ".4g")]) + " |")
     lines += ["", "## Fidelity by batch size", ""] + _by_batch_md(rep)
     lines += ["", "## Batch invariance", ""] + _invariance_md(rep)
     lines += ["", "## Gates", ""] + _gates_md(rep) + ["", "## Recipe evidence (calibration rows)", ""]
@@ -140,14 +162,14 @@ def to_markdown(rep: QuantizationReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _traffic(t: dict[str, Any]) -> str:
-    if not t.get("target_rate_per_s"):
+def _traffic(t: Traffic) -> str:
+    if not t.target_rate_per_s:
         return "none given: closed-loop throughput decides"
-    budget = t.get("latency_budget_ms")
-    return f"{t['target_rate_per_s']:g} requests/s" + (f", p99 budget {budget:g} ms" if budget else "")
+    budget = t.latency_budget_ms
+    return f"{t.target_rate_per_s:g} requests/s" + (f", p99 budget {budget:g} ms" if budget else "")
 
 
-def _regime_md(rep: QuantizationReport) -> list[str]:
+def _regime_md(rep: QuantRecord) -> list[str]:
     """Every variant in every regime: what selection compares, side by side."""
     out = ["| variant | backend | precision | action drift % | batch 1 tight p50 ms | batch 1 after "
            "gaps p50 ms | optimal batch | inferences/s | p50 / p99 at target ms | instances | $/day | $/million |",
@@ -156,33 +178,33 @@ def _regime_md(rep: QuantizationReport) -> list[str]:
         if v.not_tried:
             out.append(f"| {v.name} | {v.backend} | {v.precision} | not tried: {v.not_tried} |" + " |" * 8)
             continue
-        f, gaps, t = v.fidelity, v.latency_by_gap, v.at_target or {}
-        tight = next((g["p50_ms"] for g in gaps if g["gap_ms"] == 0), None)
-        spaced = ", ".join(f"{g['gap_ms']:g} ms: {g['p50_ms']:.3f}" for g in gaps if g["gap_ms"] > 0) or "-"
-        target = f"{t['p50_ms']:.3f} / {t['p99_ms']:.3f}" + ("" if t.get("meets_budget") else " (over budget)") \
+        f, gaps, t = v.fidelity, v.latency_by_gap, v.at_target
+        tight = next((g.p50_ms for g in gaps if g.gap_ms == 0), None)
+        spaced = ", ".join(f"{g.gap_ms:g} ms: {_fmt(g.p50_ms)}" for g in gaps if g.gap_ms > 0) or "-"
+        target = f"{_fmt(t.p50_ms)} / {_fmt(t.p99_ms)}" + ("" if t.meets_budget else " (over budget)") \
             if t else "-"
         out.append("| " + " | ".join([
             v.name, v.backend, v.precision, _fmt(f and f.action_drift_pct), _fmt(tight), spaced,
-            _fmt(v.optimal_batch), _fmt(v.optimal_throughput_per_s, ",.0f"), target, _fmt(t.get("instances")),
-            _fmt(t.get("usd_per_day"), ".2f"), _fmt(v.cost and v.cost.get("usd_per_million"), ".4g")]) + " |")
+            _fmt(v.optimal_batch), _fmt(v.optimal_throughput_per_s, ",.0f"), target, _fmt(t and t.instances),
+            _fmt(t and t.usd_per_day, ".2f"), _fmt(v.cost and v.cost.usd_per_million, ".4g")]) + " |")
     return out
 
 
-def _knobs_md(rows: list[dict[str, Any]] | None) -> list[str]:
+def _knobs_md(rows: list[KnobRow]) -> list[str]:
     if not rows:
         return []
     out = ["", "### Runtime settings of the selected variant, measured at the target", "",
            "| setting | optimal batch | inferences/s | p50 / p99 at target ms | instances | beats default "
            "| adopted |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        beats = "-" if r["beats_default"] is None else ("yes" if r["beats_default"] else "no")
-        out.append(f"| {r['setting']} | {_fmt(r['optimal_batch'])} | {_fmt(r['throughput_per_s'], ',.0f')} | "
-                   f"{_fmt(r['p50_ms_at_target'])} / {_fmt(r['p99_ms_at_target'])} | {_fmt(r['instances'])} | "
-                   f"{beats} | {'yes' if r['adopted'] else ''} |")
+        beats = "-" if r.beats_default is None else ("yes" if r.beats_default else "no")
+        out.append(f"| {r.setting} | {_fmt(r.optimal_batch)} | {_fmt(r.throughput_per_s, ',.0f')} | "
+                   f"{_fmt(r.p50_ms_at_target)} / {_fmt(r.p99_ms_at_target)} | {_fmt(r.instances)} | "
+                   f"{beats} | {'yes' if r.adopted else ''} |")
     return out
 
 
-def _by_batch_md(rep: QuantizationReport) -> list[str]:
+def _by_batch_md(rep: QuantRecord) -> list[str]:
     """Each variant's fidelity at batch 1 and at the largest served batch; it passes only if it passes at each."""
     out = ["| variant | batch | rows | action drift % | entropy drift % | correlation | KL p99 | verdict |",
            "|" + "---|" * 8]
@@ -196,8 +218,8 @@ def _by_batch_md(rep: QuantizationReport) -> list[str]:
     return out
 
 
-def _invariance_md(rep: QuantizationReport) -> list[str]:
-    tol = (rep.config.get("tolerances") or {}).get("batch_action_change_pct")
+def _invariance_md(rep: QuantRecord) -> list[str]:
+    tol = rep.config.tolerances.batch_action_change_pct
     out = [f"The same held-out rows alone vs inside seeded random batches; a variant whose actions change on more "
            f"than {tol} % of them fails whatever its drift. fp32 is the floor (reported, not gated).", "",
            "| variant | batch sizes | rows | action change % | rows changed | max logit diff | verdict |",
@@ -207,59 +229,58 @@ def _invariance_md(rep: QuantizationReport) -> list[str]:
         if inv is None:
             continue
         gate = next((g for g in v.gates if g.name == "batch_action_change_pct"), None)
-        verdict = "floor" if v.baseline else (gate.verdict.value if gate else "-")
+        verdict = "floor" if v.baseline else (gate.verdict if gate else "-")
         out.append(f"| {v.name} | {', '.join(map(str, inv.batch_sizes))} | {inv.rows} | "
                    f"{_fmt(inv.action_change_pct)} | {inv.changed_rows} | {_fmt(inv.max_logit_diff, '.3g')} | "
                    f"{verdict} |")
     return out
 
 
-def _gates_md(rep: QuantizationReport) -> list[str]:
+def _gates_md(rep: QuantRecord) -> list[str]:
     out = ["| variant | gate | observed | comparator | threshold | verdict |", "|---|---|---|---|---|---|"]
     for v in rep.variants:
         for g in v.gates:
             out.append(f"| {v.name} | {g.name} | {_fmt(g.observed, '.5f')} | {g.comparator} | {g.threshold} | "
-                       f"{g.verdict.value} |")
+                       f"{g.verdict} |")
         if v.excluded_nodes:
             out.append(f"| {v.name} | kept in fp32 | {', '.join(v.excluded_nodes)} | | | |")
     return out
 
 
-def _recipe_md(recipe: dict[str, Any]) -> list[str]:
+def _recipe_md(recipe: RecipeInfo) -> list[str]:
     out = ["| recipe | action drift % | KL mean | session config | note |", "|---|---|---|---|---|"]
-    for e in recipe.get("evidence", []):
-        out.append(f"| {e['recipe']} | {_fmt(e.get('action_drift_pct'))} | {_fmt(e.get('kl_mean'), '.2e')} | "
-                   f"{e.get('session_config') or '-'} | {e.get('error') or e.get('note', '')} |")
+    for e in recipe.evidence:
+        out.append(f"| {e.recipe} | {_fmt(e.action_drift_pct)} | {_fmt(e.kl_mean, '.2e')} | "
+                   f"{e.session_config or '-'} | {e.error or e.note or ''} |")
     return out
 
 
-def _structure_md(rep: QuantizationReport) -> list[str]:
-    probes = [v for v in rep.variants if v.structure and "+" not in v.name]
+def _structure_md(rep: QuantRecord) -> list[str]:
+    probes = [(v.name, v.structure) for v in rep.variants if v.structure and "+" not in v.name]
     out = ["", "## Structural probes (a quarter of the calibration rows, at 60 % of each tolerance)", "",
            "| variant | sizes | parameters | passed | action drift % "
            "| failed gates | seconds |", "|---|---|---|---|---|---|---|"] if probes else []
-    for v in probes:
-        s = v.structure or {}
-        out.append(f"| {v.name} | {s['original_sizes']} (fp32) | {s['original_params']:,} | | | | |")
-        out += [f"| {v.name} | {t['sizes']} | {t['params']:,} | {'yes' if t['passed'] else 'no'} | "
-                f"{_fmt(t['action_drift_pct'])} | {', '.join(t['failed_gates']) or '-'} | {t['seconds']:.1f} |"
-                for t in s["steps"]]
-        out.append(f"| {v.name} | search ended: {s['stopped']} | | | | | {s['seconds']:.1f} |")
+    for name, s in probes:
+        assert s is not None  # filtered above
+        out.append(f"| {name} | {s.original_sizes} (fp32) | {_count(s.original_params)} | | | | |")
+        out += [f"| {name} | {t.sizes} | {_count(t.params)} | {'yes' if t.passed else 'no'} | "
+                f"{_fmt(t.action_drift_pct)} | {', '.join(t.failed_gates) or '-'} | {_fmt(t.seconds, '.1f')} |"
+                for t in s.steps]
+        out.append(f"| {name} | search ended: {s.stopped} | | | | | {_fmt(s.seconds, '.1f')} |")
     return out
 
 
-def _settings_md(rep: QuantizationReport) -> list[str]:
+def _settings_md(rep: QuantRecord) -> list[str]:
     """Runtime-settings variants: what each sets, on which base, and what it gave against that base."""
     rows = [v for v in rep.variants if v.settings_of]
     if not rows:
         return []
-    by = {v.name: v for v in rep.variants}
     out = ["", "## Runtime settings (same file and gates as the base, timed in the same rounds)", "",
            "| variant | base | settings | speedup vs fp32 | batch-1 p50 ms (base) | served by Triton as measured |",
            "|---|---|---|---|---|---|"]
     for v in rows:
-        base = by.get(v.settings_of) if v.settings_of else None
-        p50 = lambda x: x.latency_by_gap[0]["p50_ms"] if x and x.latency_by_gap else None  # noqa: E731
+        base = rep.variant(v.settings_of) if v.settings_of else None
+        p50 = lambda x: x.latency_by_gap[0].p50_ms if x and x.latency_by_gap else None  # noqa: E731
         served = "no: no spinning parameter" if v.settings.get("spinning") is False and v.backend == "onnxruntime" \
             else "yes"
         out.append(f"| {v.name} | {v.settings_of} | {settings_label(v.settings)} | "
@@ -267,7 +288,7 @@ def _settings_md(rep: QuantizationReport) -> list[str]:
     return out
 
 
-def _speed_md(rep: QuantizationReport) -> list[str]:
+def _speed_md(rep: QuantRecord) -> list[str]:
     batches = sorted({b for v in rep.variants for b in v.throughput_per_s})
     out = ["| variant | " + " | ".join(f"b={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
     for v in rep.variants:
@@ -280,35 +301,45 @@ def _speed_md(rep: QuantizationReport) -> list[str]:
     return out
 
 
-def _noise_md(rep: QuantizationReport) -> list[str]:
+def _noise_md(rep: QuantRecord) -> list[str]:
     """The A/A floor, each round's disturbed measurements, and where the built variants came from."""
     out = []
     f = rep.noise_floor
     if f:
         out += ["## Noise floor (fp32 against itself)", "",
-                f"{f['method']}: capacity {f['capacity'] * 100:.1f} %, answer time {f['answer_time'] * 100:.1f} % "
-                f"over {f['rounds_used']} round(s) ({f['rounds_disturbed']} disturbed). A variant is selected only "
+                f"{f.method}: capacity {_pct(f.capacity)} %, answer time {_pct(f.answer_time)} % "
+                f"over {f.rounds_used} round(s) ({f.rounds_disturbed} disturbed). A variant is selected only "
                 "if it beats fp32 by more than this on every round where both ran undisturbed.", ""]
     for r in rep.speed_rounds:
-        if r["disturbed"] or r["repeats"]:
-            out.append(f"- round {r['round']}: {r['repeats']} disturbed measurement(s) taken again; still disturbed: "
-                       f"{', '.join(r['disturbed']) or 'none'}")
+        if r.disturbed or r.repeats:
+            out.append(f"- round {r.round}: {r.repeats} disturbed measurement(s) taken again; still disturbed: "
+                       f"{', '.join(r.disturbed) or 'none'}")
     c = rep.cache
     if c:
-        out += ["", f"Built variants: {'reused from' if c.get('reused') else 'built; stored in'} the cache "
-                    f"`{c.get('root')}` (key {c.get('key', '')[:16]}): {c.get('reason')}", ""]
+        out += ["", f"Built variants: {'reused from' if c.reused else 'built; stored in'} the cache "
+                    f"`{c.root}` (key {(c.key or '')[:16]}): {c.reason}", ""]
     return out
 
 
-def _cost_md(cost: dict[str, Any]) -> list[str]:
-    if not cost:
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f}"
+
+
+def _cost_md(cost: CostSummary) -> list[str]:
+    if not cost.instance and cost.before is None:
         return []
-    b, a = cost.get("before") or {}, cost.get("after") or {}
-    return ["## Cost", "", f"Instance {cost.get('instance')} at target rate {cost.get('target_rate_per_s')} /s.", "",
+    from costeff.records.quant import CostEstimatePart
+
+    b, a = cost.before or CostEstimatePart(), cost.after or CostEstimatePart()
+    return ["## Cost", "", f"Instance {cost.instance} at target rate {cost.target_rate_per_s} /s.", "",
             "| | $/million | instances needed |", "|---|---|---|",
-            f"| before (fp32) | {_fmt(b.get('usd_per_million'), '.4g')} | {_fmt(b.get('instances_needed'))} |",
-            f"| after ({cost.get('selected')}) | {_fmt(a.get('usd_per_million'), '.4g')} | "
-            f"{_fmt(a.get('instances_needed'))} |"]
+            f"| before (fp32) | {_fmt(b.usd_per_million, '.4g')} | {_fmt(b.instances_needed)} |",
+            f"| after ({cost.selected}) | {_fmt(a.usd_per_million, '.4g')} | "
+            f"{_fmt(a.instances_needed)} |"]
 
 
 def settings_label(settings: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from costeff.artifacts import provenance, sha256_file, utc_now
 from costeff.errors import InputError
-from costeff.gates import Verdict, check
+from costeff.gates import Gate, Verdict, check
 from costeff.ledger import Ledger
 from costeff.ramp.economics import Economics, StepHistory, Window, step_history, window_economics
 from costeff.ramp.evidence import DeployedModel, QuantReport, deployed_model, find_report, load_report, model_time
@@ -57,24 +57,6 @@ class DecideConfig:
 
 
 @dataclass(frozen=True)
-class RampGate:
-    name: str
-    kind: str  # data, cost, risk, promotion, quality
-    observed: Any
-    threshold: Any
-    comparator: str
-    verdict: Verdict
-    unit: str
-    detail: str
-    enforced: bool = True
-    hard_breach: bool = False  # a FAIL here rolls back one step
-
-    @property
-    def blocks(self) -> bool:
-        return self.enforced and self.verdict is not Verdict.PASS
-
-
-@dataclass(frozen=True)
 class RampDecision:
     schema_version: int
     created_at: str
@@ -86,7 +68,7 @@ class RampDecision:
     cost_gates_enabled: bool
     notices: list[str]
     reasons: list[str]
-    gates: list[RampGate]
+    gates: list[Gate]
     cost_ratio_pct: float | None
     cost_ratio_cap_pct: float | None
     gross_pnl_usd: float | None
@@ -200,12 +182,12 @@ def _projection(config: DecideConfig, ledger: Ledger, end: date, plan: RampPlan,
 
 
 def _gate(name: str, kind: str, observed: Any, comparator: str, threshold: Any, unit: str, detail: str,
-          enforced: bool = True, hard: bool = False) -> RampGate:
-    g = check(name, observed, comparator, threshold, detail)
-    return RampGate(name, kind, g.observed, threshold, comparator, g.verdict, unit, g.detail, enforced, hard)
+          enforced: bool = True, hard: bool = False) -> Gate:
+    return check(name, observed, comparator, threshold, detail, kind=kind, unit=unit, enforced=enforced,
+                 hard_breach=hard)
 
 
-def _data_gates(econ: Economics) -> list[RampGate]:
+def _data_gates(econ: Economics) -> list[Gate]:
     w = econ.window
     missing = ", ".join(w.missing_dates[:5]) + (" ..." if len(w.missing_dates) > 5 else "")
     detail = (f"both ledgers cover {w.start}..{w.end}" if not w.missing_dates
@@ -214,7 +196,7 @@ def _data_gates(econ: Economics) -> list[RampGate]:
     return [_gate("data_freshness", "data", observed, ">=", w.days, "days", detail)]
 
 
-def _cost_gates(econ: Economics, cap_pct: float, enabled: bool) -> list[RampGate]:
+def _cost_gates(econ: Economics, cap_pct: float, enabled: bool) -> list[Gate]:
     off = "" if enabled else " [NOT ENFORCED: cost_gates_enabled is false]"
     ratio_detail = ("gross PnL <= 0 over the window: the ratio is infinite"
                     if econ.cost_ratio_pct == float("inf") else
@@ -228,7 +210,7 @@ def _cost_gates(econ: Economics, cap_pct: float, enabled: bool) -> list[RampGate
     ]
 
 
-def _risk_gates(econ: Economics, history: StepHistory, step: Step) -> list[RampGate]:
+def _risk_gates(econ: Economics, history: StepHistory, step: Step) -> list[Gate]:
     return [
         _gate("net_loss_limit", "risk", econ.net_pnl_usd, ">=", -step.max_net_loss_usd, "USD",
               "net PnL over the window; below the limit rolls back one step", hard=True),
@@ -238,7 +220,7 @@ def _risk_gates(econ: Economics, history: StepHistory, step: Step) -> list[RampG
     ]
 
 
-def _promotion_gates(history: StepHistory, step: Step) -> list[RampGate]:
+def _promotion_gates(history: StepHistory, step: Step) -> list[Gate]:
     at = f"{history.influence_pct:g} %" if history.influence_pct is not None else "unknown step"
     none = history.influence_pct is None
     return [
@@ -249,7 +231,7 @@ def _promotion_gates(history: StepHistory, step: Step) -> list[RampGate]:
     ]
 
 
-def _quality_gates(plan: RampPlan, deployed: DeployedModel, report: QuantReport | None) -> list[RampGate]:
+def _quality_gates(plan: RampPlan, deployed: DeployedModel, report: QuantReport | None) -> list[Gate]:
     if deployed.sha256 is None or report is None:
         why = deployed.source if deployed.sha256 is None else "no quantization report found"
         return [_gate(n, "quality", None, c, t, u, why) for n, c, t, u in (
@@ -265,7 +247,7 @@ def _quality_gates(plan: RampPlan, deployed: DeployedModel, report: QuantReport 
     return [match] + _drift_gates(plan, report, deployed, variant)
 
 
-def _drift_gates(plan: RampPlan, report: QuantReport, deployed: DeployedModel, variant) -> list[RampGate]:
+def _drift_gates(plan: RampPlan, report: QuantReport, deployed: DeployedModel, variant) -> list[Gate]:
     when, source = model_time(report, deployed) if variant else (None, "")
     age = (report.created_at - when).total_seconds() if when else None
     why = "the report does not describe the deployed model" if variant is None else ""
@@ -279,7 +261,7 @@ def _drift_gates(plan: RampPlan, report: QuantReport, deployed: DeployedModel, v
     ]
 
 
-def _live_drift_gates(config: DecideConfig, plan: RampPlan, deployed: DeployedModel, as_of: date) -> list[RampGate]:
+def _live_drift_gates(config: DecideConfig, plan: RampPlan, deployed: DeployedModel, as_of: date) -> list[Gate]:
     from costeff.ramp.live_drift import live_drift, reference_time
 
     live = live_drift(config.ledger, deployed.sha256, reference_time(config.as_of), config.drift_hours)
@@ -289,7 +271,7 @@ def _live_drift_gates(config: DecideConfig, plan: RampPlan, deployed: DeployedMo
                   plan.max_entropy_drift_pct, "%", live.detail)]
 
 
-def _pause_gates(config: DecideConfig, flags) -> list[RampGate]:
+def _pause_gates(config: DecideConfig, flags) -> list[Gate]:
     """``pipeline_paused`` (every pipeline) and ``pipeline_paused.<pipeline>``: a paused one holds, never promotes."""
     pipeline = config.pipeline or config.model_name
     names = [PAUSE_FLAG] + ([f"{PAUSE_FLAG}.{pipeline}"] if pipeline else [])
@@ -304,7 +286,7 @@ def _pause_gates(config: DecideConfig, flags) -> list[RampGate]:
     return [_gate("pipeline_not_paused", "control", bool(paused), "==", False, "", detail)]
 
 
-def _verdict(gates: list[RampGate], index: int, n_steps: int) -> tuple[str, int, list[str]]:
+def _verdict(gates: list[Gate], index: int, n_steps: int) -> tuple[str, int, list[str]]:
     breaches = [g for g in gates if g.hard_breach and g.verdict is Verdict.FAIL]
     if breaches:
         return ROLLBACK, max(index - 1, 0), [f"hard breach: {_why(g)}" for g in breaches]
@@ -316,7 +298,7 @@ def _verdict(gates: list[RampGate], index: int, n_steps: int) -> tuple[str, int,
     return PROMOTE, index + 1, ["every enforced gate passed"]
 
 
-def _why(g: RampGate) -> str:
+def _why(g: Gate) -> str:
     shown = "no data" if g.verdict is Verdict.NO_DATA else f"{_fmt(g.observed)} {g.unit}"
     return (f"{g.name} {g.verdict.value}: observed {shown}, required {g.comparator} {_fmt(g.threshold)} {g.unit} "
             f"({g.detail})")

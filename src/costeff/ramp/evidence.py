@@ -8,17 +8,13 @@ Missing evidence is not an error here: the gates report NO-DATA and fail closed.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from costeff.artifacts import Layout, sha256_file
 from costeff.errors import InputError
-
-REPORT_NAME = "quantization_report.json"
 
 
 @dataclass(frozen=True)
@@ -82,20 +78,25 @@ def find_report(path: Path | None) -> Path | None:
         if not Path(path).is_file():
             raise InputError(f"{path}: no such quantization report")
         return Path(path)
-    return Layout.default().latest("quant", REPORT_NAME)
+    from costeff.records.kinds import QUANT
+
+    return QUANT.latest(Layout.default())
 
 
 def load_report(path: Path) -> QuantReport:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return QuantReport(str(path), sha256_file(path), _required_time(data, path), _str(data, "model_sha256"),
-                           _str(data["selected"], "name"),
-                           tuple(_variant(v) for v in data["variants"] if v.get("built", True)))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read quantization report: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path}: not a quantization report (field {exc}); expected created_at, model_sha256, "
-                         "selected.name, variants[].name/sha256/fidelity") from None
+    """The decider's view of a quantization report; a corrupt one is an error naming it, never "no report"."""
+    from costeff.records.kinds import QUANT
+
+    record = QUANT.read(path)
+    when, model, sel = _parse_time(record.created_at), record.model_sha256, record.selected.name
+    missing = [name for name, value in (("created_at", when), ("model_sha256", model), ("selected.name", sel))
+               if value is None] + [f"variants[{v.name}].sha256" for v in record.variants if v.built and not v.sha256]
+    if missing or when is None or model is None or sel is None:
+        raise InputError(f"{path}: not a quantization report the ramp can use: no {', '.join(missing)}; expected "
+                         "created_at, model_sha256, selected.name, variants[].name/sha256/fidelity")
+    variants = tuple(Variant(v.name, v.sha256, v.path, v.worst("action_drift_pct"), v.worst("entropy_drift_pct"))
+                     for v in record.variants if v.built and v.sha256)
+    return QuantReport(str(path), sha256_file(path), when, model, sel, variants)
 
 
 def model_time(report: QuantReport, deployed: DeployedModel) -> tuple[datetime | None, str]:
@@ -106,39 +107,6 @@ def model_time(report: QuantReport, deployed: DeployedModel) -> tuple[datetime |
     if variant and variant.path and os.path.isfile(variant.path) and sha256_file(variant.path) == variant.sha256:
         return datetime.fromtimestamp(int(os.stat(variant.path).st_mtime), timezone.utc), f"mtime of {variant.path}"
     return deployed.changed_at, deployed.source
-
-
-def _variant(v: dict[str, Any]) -> Variant:
-    return Variant(_str(v, "name"), _str(v, "sha256"), v.get("path"), _worst(v, "action_drift_pct"),
-                   _worst(v, "entropy_drift_pct"))
-
-
-def _worst(v: dict[str, Any], metric: str) -> float | None:
-    """A drift figure at the batch size where it is worst: Triton forms batches of every size up to
-    the largest, so the served decisions are only as good as the worst of those judged."""
-    by_batch = v.get("fidelity_by_batch")
-    blocks = [b.get("fidelity") or {} for b in by_batch.values() if isinstance(b, dict)] \
-        if isinstance(by_batch, dict) else []
-    values = [x for x in (_float_or_none(b.get(metric)) for b in blocks) if x is not None]
-    return max(values) if values else _float_or_none((v.get("fidelity") or {}).get(metric))
-
-
-def _str(d: dict[str, Any], key: str) -> str:
-    value = d[key]
-    if not isinstance(value, str):
-        raise TypeError(key)
-    return value
-
-
-def _float_or_none(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _required_time(data: dict[str, Any], path: Path) -> datetime:
-    when = _parse_time(data["created_at"])
-    if when is None:
-        raise ValueError("created_at")
-    return when
 
 
 def _parse_time(text: str | None) -> datetime | None:

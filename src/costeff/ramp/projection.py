@@ -19,14 +19,17 @@ is given as cost to cut or PnL needed.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costeff.errors import InputError
-from costeff.numbers import loads_finite
+
+if TYPE_CHECKING:
+    from costeff.records.batching import BatchingRecord
+    from costeff.records.profile import ProfileRecord
+    from costeff.records.reaper import ReaperRecord
 
 LABEL = "PROJECTED from measured throughput, the batching optimizer, the reaper replay and catalog prices; not a bill"
 HOURS_PER_DAY = 24.0
@@ -104,9 +107,12 @@ def project(inputs: ProjectionInputs, observed: Observed | None, cap_pct: float 
         missing = [n for n in ("profile", "batching_report", "reaper_report") if getattr(inputs, n) is None]
         return unavailable(f"no {', '.join(missing)} to project from (run costeff profile / batching optimize / "
                            "reap, or costeff run)", inputs)
-    profile = _load(profile_path)
-    baseline = _load(inputs.baseline_profile) if inputs.baseline_profile else profile
-    serving, levers, instance, rate = _levers(profile, baseline, _load(batching_path), _load(reaper_path), inputs)
+    from costeff.records.kinds import BATCHING, PROFILE, REAPER
+
+    profile = PROFILE.read(profile_path)
+    baseline = PROFILE.read(inputs.baseline_profile) if inputs.baseline_profile else profile
+    serving, levers, instance, rate = _levers(profile, baseline, BATCHING.read(batching_path),
+                                              REAPER.read(reaper_path), inputs)
     base = levers[0].usd_per_day_before
     projected_infra, ratio, remaining = _against_ledger(serving, observed, cap_pct)
     return Projection(LABEL, True, "every input present", instance, rate, base, serving,
@@ -122,24 +128,17 @@ def _notes(instance: str, observed: Observed | None) -> list[str]:
             "the two describe different hardware, so the projected ratio is only as comparable as they are"]
 
 
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        return loads_finite(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: not JSON, NaN or Infinity in it
-        raise InputError(f"{path}: cannot read report for the projection: {exc}") from None
-
-
-def _levers(profile: dict, baseline: dict, batching: dict, reaper: dict,
+def _levers(profile: ProfileRecord, baseline: ProfileRecord, batching: BatchingRecord, reaper: ReaperRecord,
             inputs: ProjectionInputs) -> tuple[float, list[Lever], str, float]:
     from costeff.cost import estimate, load_catalog
 
     catalog = load_catalog(inputs.catalog)
-    cost = profile.get("cost") or {}
-    if not cost.get("instance") or not cost.get("target_rate_per_s"):
+    cost = profile.cost
+    if cost is None or not cost.instance or not cost.target_rate_per_s or cost.max_utilisation is None:
         raise InputError(f"{inputs.profile}: the profile has no cost at a target rate; re-run costeff profile "
                          "with --target-rate")
-    inst, rate, mu = _measured_instance(catalog, cost["instance"]), float(cost["target_rate_per_s"]), \
-        float(cost["max_utilisation"])
+    inst, rate, mu = _measured_instance(catalog, cost.instance), float(cost.target_rate_per_s), \
+        float(cost.max_utilisation)
     fp32 = estimate(inst, _throughput(baseline, inputs.baseline_profile or inputs.profile), rate, mu)
     served = estimate(inst, _throughput(profile, inputs.profile), rate, mu)
     levers = [_precision(fp32, served, baseline, profile, inputs)]
@@ -170,14 +169,14 @@ def _measured_instance(catalog, name: str):
     return replace(inst, name=name, usd_per_hour=inst.usd_per_hour / inst.vcpus * cores, vcpus=cores)
 
 
-def _throughput(profile: dict, path: Path | None) -> float:
-    value = (profile.get("optimal") or {}).get("throughput_per_s")
-    if not isinstance(value, (int, float)) or value <= 0:
+def _throughput(profile: ProfileRecord, path: Path | None) -> float:
+    value = profile.optimal.throughput_per_s if profile.optimal else None
+    if value is None or value <= 0:
         raise InputError(f"{path}: no optimal throughput under the latency budget to project from")
     return float(value)
 
 
-def _precision(fp32, served, baseline: dict, profile: dict, inputs: ProjectionInputs) -> Lever:
+def _precision(fp32, served, baseline: ProfileRecord, profile: ProfileRecord, inputs: ProjectionInputs) -> Lever:
     detail = (f"{fp32.instances_needed} -> {served.instances_needed} x {served.instance} at "
               f"{served.target_rate_per_s:g}/s: {fp32.throughput_per_s:,.0f}/s (fp32) -> "
               f"{served.throughput_per_s:,.0f}/s per replica (batch {_batch(profile)})")
@@ -185,18 +184,18 @@ def _precision(fp32, served, baseline: dict, profile: dict, inputs: ProjectionIn
                   f"{inputs.baseline_profile or inputs.profile}, {inputs.profile}")
 
 
-def _batch(profile: dict) -> Any:
-    return (profile.get("optimal") or {}).get("batch_size")
+def _batch(profile: ProfileRecord) -> int | None:
+    return profile.optimal.batch_size if profile.optimal else None
 
 
-def _batching(before: float, served, batching: dict, inputs: ProjectionInputs) -> Lever:
-    chosen = batching.get("chosen")
-    if not chosen:
+def _batching(before: float, served, batching: BatchingRecord, inputs: ProjectionInputs) -> Lever:
+    chosen = batching.chosen
+    if chosen is None:
         return _lever("batching", before, before, "no batcher configuration met the SLO: no change projected",
                       str(inputs.batching_report))
-    after = chosen["instances"] * served.usd_per_hour * HOURS_PER_DAY
-    detail = (f"{chosen['instances']} server(s) meet the p99 SLO at the target rate (max batch "
-              f"{chosen['max_batch_size']}, queue delay {chosen['max_queue_delay_us']:g} us) vs "
+    after = chosen.instances * served.usd_per_hour * HOURS_PER_DAY
+    detail = (f"{chosen.instances} server(s) meet the p99 SLO at the target rate (max batch "
+              f"{chosen.max_batch_size}, queue delay {chosen.max_queue_delay_us:g} us) vs "
               f"{served.instances_needed} by the capacity rule")
     return _lever("batching", before, after, detail, str(inputs.batching_report))
 
@@ -228,9 +227,9 @@ def _cheapest_family(inst, throughput: float, catalog, rate: float, mu: float) -
     return min(options, key=lambda o: (o[1], o[0] != inst.name)) if options else None
 
 
-def _reaping(before: float, reaper: dict, inputs: ProjectionInputs) -> Lever:
-    share = float(reaper.get("reduction_pct") or 0.0) / 100.0
-    source = (reaper.get("source") or {}).get("path") or (reaper.get("source") or {}).get("kind") or ""
+def _reaping(before: float, reaper: ReaperRecord, inputs: ProjectionInputs) -> Lever:
+    share = (reaper.reduction_pct or 0.0) / 100.0
+    source = reaper.source.path or reaper.source.kind or reaper.source.trace or ""
     detail = (f"idle share {100 * share:.1f} % removed by the reaper replay"
               + (f" of {Path(str(source)).name}" if source else ""))
     return _lever("reaping", before, before * (1.0 - share), detail, str(inputs.reaper_report),
@@ -293,8 +292,10 @@ def default_inputs(layout, quant_report: Path | None, catalog: Path | None = Non
     profiles = sorted(layout.cost.glob("*/gpu_profile.json")) if layout.cost.is_dir() else []
     selected_sha = model_sha = None
     if quant_report is not None and Path(quant_report).is_file():
-        q = _load(Path(quant_report))
-        selected_sha, model_sha = (q.get("selected") or {}).get("sha256"), q.get("model_sha256")
+        from costeff.records.kinds import QUANT
+
+        q = QUANT.read(quant_report)
+        selected_sha, model_sha = q.selected.sha256, q.model_sha256
     chosen = _newest_with(profiles, selected_sha) if selected_sha else (profiles[-1] if profiles else None)
     base = _newest_with(profiles, model_sha) if model_sha else None
     return ProjectionInputs(chosen, base, layout.latest("batching", "batching_report.json"),
@@ -302,13 +303,10 @@ def default_inputs(layout, quant_report: Path | None, catalog: Path | None = Non
 
 
 def _newest_with(profiles: list[Path], sha: str) -> Path | None:
-    for path in reversed(profiles):
-        try:
-            if json.loads(path.read_text(encoding="utf-8")).get("model_sha256") == sha:
-                return path
-        except (OSError, json.JSONDecodeError):
-            continue
-    return None
+    """The newest profile of the model with SHA-256 ``sha``; a corrupt profile is an error naming it."""
+    from costeff.records.kinds import PROFILE
+
+    return next((path for path in reversed(profiles) if PROFILE.read(path).model_sha256 == sha), None)
 
 
 def _input_paths(inputs: ProjectionInputs) -> dict[str, str | None]:

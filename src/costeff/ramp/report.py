@@ -8,43 +8,47 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from costeff.artifacts import atomic_write_json, atomic_write_text
+from costeff._jsonable import to_jsonable
+from costeff.artifacts import atomic_write_text
 
 if TYPE_CHECKING:  # annotations only: decide imports this module to write its record
     from costeff.ramp.decide import RampDecision
 
 JSON_NAME = "ramp_decision.json"
 MD_NAME = "ramp_decision.md"
+STAGE = ".staged"  # the report before its audit record exists
 log = logging.getLogger(__name__)
 
 
 def write(decision: RampDecision, out_dir: Path | str) -> Path:
+    """The Markdown, then the record last: a folder holding ramp_decision.json is complete."""
+    from costeff.records.kinds import RAMP
+
     out = Path(out_dir)
-    atomic_write_json(out / JSON_NAME, decision)
     atomic_write_text(out / MD_NAME, markdown(decision))
-    return out / JSON_NAME
+    return RAMP.write(out, to_jsonable(decision))
 
 
 def write_audited(decision: RampDecision, out_dir: Path | str,
                   append: Callable[[RampDecision], int]) -> RampDecision:
     """Write the report and append the decision to the audit trail (``append`` returns its seq), both or neither.
 
-    The report is first written and synced under hidden staging names (a full disk fails here, before the
+    The report is first written and synced in a hidden staging folder (a full disk fails here, before the
     trail has the decision), then the record is appended (if that fails, the staged report goes), then the
     report is written with the record's number. Should that last write fail, the staged report, complete
     but without the number, is moved into place: the trail never holds a decision whose report is missing.
     """
     out = Path(out_dir)
-    staged = {out / JSON_NAME: out / f".{JSON_NAME}.staged", out / MD_NAME: out / f".{MD_NAME}.staged"}
+    stage = out / STAGE
+    staged = {out / MD_NAME: stage / MD_NAME, out / JSON_NAME: stage / JSON_NAME}
     try:
-        atomic_write_json(staged[out / JSON_NAME], decision)
-        atomic_write_text(staged[out / MD_NAME], markdown(decision))
+        write(decision, stage)
         final = replace(decision, audit_seq=append(decision))
     except BaseException:
-        _remove(staged.values())
+        _remove(stage, staged.values())
         raise
-    finals = ((out / JSON_NAME, lambda: atomic_write_json(out / JSON_NAME, final)),
-              (out / MD_NAME, lambda: atomic_write_text(out / MD_NAME, markdown(final))))
+    finals = ((out / MD_NAME, lambda: atomic_write_text(out / MD_NAME, markdown(final))),
+              (out / JSON_NAME, lambda: _write_record(out, final)))
     try:
         for path, write_final in finals:
             try:
@@ -54,16 +58,26 @@ def write_audited(decision: RampDecision, out_dir: Path | str,
                             path, final.audit_seq, exc.strerror or exc)
                 os.replace(staged[path], path)
     finally:
-        _remove(staged.values())
+        _remove(stage, staged.values())
     return final
 
 
-def _remove(paths: Iterable[Path]) -> None:
+def _write_record(out: Path, decision: RampDecision) -> Path:
+    from costeff.records.kinds import RAMP
+
+    return RAMP.write(out, to_jsonable(decision))
+
+
+def _remove(stage: Path, paths: Iterable[Path]) -> None:
     for path in paths:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+    try:
+        stage.rmdir()
+    except OSError:  # never made, or holds something costeff did not put there
+        pass
 
 
 def markdown(d: RampDecision) -> str:

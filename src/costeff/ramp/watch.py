@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from costeff.daemon import LoopResult, run_rounds
 from costeff.errors import CosteffError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ DEFAULT_MODEL = "policy"
 def policy_influence_pct(step: dict[str, Any]) -> float | None:
     """The influence the policy has or is about to have: a promotion counts from its decision (capacity
     must be there before the capital is), a rollback only once the ledger shows the lower step."""
-    known = [v for v in (step.get("from_pct"), step.get("to_pct")) if v is not None]
+    known = [v for v in (step["from_pct"], step["to_pct"]) if v is not None]
     return max(known) if known else None
 
 
@@ -71,7 +72,7 @@ class RampMetrics:
         _set(self.cost_ratio_cap, None if d.cost_ratio_cap_pct is None else d.cost_ratio_cap_pct / 100)
         _set(self.per_signal, d.cost_per_signal_usd)
         _set(self.per_trade, d.cost_per_trade_usd)
-        _set(self.influence, d.step.get("to_pct"))
+        _set(self.influence, d.step["to_pct"])
         _set(self.policy_influence.labels(self.model), policy_influence_pct(d.step))
         for name in DECISIONS:
             self.decision.labels(name).set(1 if d.decision == name else 0)
@@ -101,22 +102,17 @@ class RampWatcher:
         self.out_dir = Path(out_dir)
         self.metrics = metrics or RampMetrics()
 
-    def run(self, stop: threading.Event, interval_s: float, max_rounds: int | None = None,
-            on_round: Any = None) -> int:
-        rounds = 0
-        beat = getattr(self.metrics, "heartbeat", None)
-        while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
-            if beat is not None:
-                beat.begin()
+    def run(self, stop: threading.Event | None, interval_s: float, max_rounds: int | None = None,
+            on_round: Any = None) -> LoopResult:
+        """Decide every ``interval_s`` until SIGTERM/SIGINT, ``stop`` or ``max_rounds``; a round that has begun
+        (decision, report, audit record, history line) always finishes."""
+        def one() -> bool:
             result = self.round()
-            if beat is not None:
-                beat.beat(ok=result.ok)
             if on_round is not None:
                 on_round(result)
-            rounds += 1
-            if max_rounds is None or rounds < max_rounds:
-                stop.wait(interval_s)
-        return rounds
+            return result.ok
+
+        return run_rounds(one, interval_s, getattr(self.metrics, "heartbeat", None), stop, max_rounds)
 
     def round(self) -> RoundResult:
         from costeff.ramp import decide

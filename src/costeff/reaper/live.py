@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import signal
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from typing import Any, Iterator
 
 from costeff.artifacts import Layout
 from costeff.audit import AuditLog
+from costeff.daemon import LoopResult, run_rounds
 from costeff.errors import CosteffError, DependencyError, InputError, NoCredentials
 from costeff.reaper.actions import KubeScaler, Outcome, PipelinePauser, PowerLimiter
 from costeff.reaper.config import ReaperConfig, Target
@@ -277,37 +277,24 @@ def _target_from(spec: dict[str, Any]) -> Target:
 
 # ---------------------------------------------------------------- daemon
 
-@dataclass
-class WatchResult:
-    ticks: int
-    signal: int | None = None  # the signal that stopped the watch (SIGTERM, SIGINT), if one did
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal, as a shell reports a process ended by it, but only after a clean stop."""
-        return 128 + self.signal if self.signal else 0
-
-
 def watch(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, audit: AuditLog,
           usd_per_gpu_hour: float, interval_s: float, metrics: ReaperMetrics,
-          stop: threading.Event | None = None) -> WatchResult:
+          stop: threading.Event | None = None, max_rounds: int | None = None) -> LoopResult:
     """Tick every ``interval_s`` until SIGTERM/SIGINT (or ``stop``), finishing the round in progress."""
-    stop = stop or threading.Event()
-    received: list[int] = []
-    previous = _install_stop_handlers(stop, received)
     state = _WatchState()
-    ticks = 0
+    result = LoopResult(0)
+
+    def one() -> bool:
+        ok = _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics, state)
+        result.rounds += 1  # counted here too: a round that raises ends the loop before it returns
+        return ok
+
     try:
-        while not stop.is_set():
-            metrics.begin()
-            _watch_tick(config, source, apply, actuators, audit, usd_per_gpu_hour, metrics, state)
-            ticks += 1
-            stop.wait(interval_s)
+        result = run_rounds(one, interval_s, metrics.heartbeat, stop, max_rounds)
     finally:
-        _restore_handlers(previous)
-        audit.append("reaper.stopped", {"ticks": ticks, "mode": "apply" if apply else "dry-run",
-                                        "signal": received[0] if received else None}, actor=ACTOR)
-    return WatchResult(ticks, received[0] if received else None)
+        audit.append("reaper.stopped", {"ticks": result.rounds, "mode": "apply" if apply else "dry-run",
+                                        "signal": result.signal}, actor=ACTOR)
+    return result
 
 
 @dataclass
@@ -317,7 +304,8 @@ class _WatchState:
 
 
 def _watch_tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actuators, audit: AuditLog,
-                usd_per_gpu_hour: float, metrics: ReaperMetrics, state: Any, now: float | None = None) -> None:
+                usd_per_gpu_hour: float, metrics: ReaperMetrics, state: Any, now: float | None = None) -> bool:
+    """One daemon round; True when the signals were read (the round did its job)."""
     state = state if isinstance(state, _WatchState) else _WatchState(dry_down=state)
     now = time.time() if now is None else now
     try:
@@ -329,10 +317,11 @@ def _watch_tick(config: ReaperConfig, source: Any, apply: bool, actuators: Actua
         metrics.failed()
         state.unavailable_since = state.unavailable_since or now
         _fail_safe(config, apply, actuators, audit, now - state.unavailable_since)
-        return
+        return False
     state.unavailable_since = None
     metrics.observe(result)
     metrics.succeeded(now)
+    return True
 
 
 def _fail_safe(config: ReaperConfig, apply: bool, actuators: Actuators, audit: AuditLog, blind_s: float) -> None:
@@ -342,21 +331,3 @@ def _fail_safe(config: ReaperConfig, apply: bool, actuators: Actuators, audit: A
         return
     log.warning("no signals for %.0f s (limit %.0f s): restoring reaped capacity", blind_s, limit)
     restore_all(audit, True, actuators, reason=f"signals unavailable for {blind_s:.0f} s: fail safe to capacity")
-
-
-def _install_stop_handlers(stop: threading.Event, received: list[int] | None = None) -> dict[int, Any]:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("received %s: stopping after this round", signal.Signals(signum).name)
-        if received is not None:
-            received.append(signum)
-        stop.set()
-
-    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-
-
-def _restore_handlers(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)

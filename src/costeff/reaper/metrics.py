@@ -35,19 +35,11 @@ class ReaperMetrics:
             self.actions.labels(action["action"], action["mode"]).inc()
         self.savings.set(result.savings_usd_per_hour)
 
-    def begin(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.begin()
-
     def failed(self) -> None:
         self.rounds_failed.inc()
-        if self.heartbeat is not None:
-            self.heartbeat.beat(ok=False)
 
     def succeeded(self, now: float) -> None:
         self.last_success.set(now)
-        if self.heartbeat is not None:
-            self.heartbeat.beat(ok=True)
 
     def close(self) -> None:
         from costeff import health

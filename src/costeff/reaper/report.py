@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import atomic_write_json, atomic_write_text, provenance, sha256_file
+from costeff.artifacts import atomic_write_text, provenance, sha256_file
 from costeff.reaper.config import ReaperConfig
 from costeff.reaper.replay import ReplayResult, wait_stats
 from costeff.reaper.signals import Trace, iso
@@ -101,9 +101,17 @@ def _config_dict(config: ReaperConfig) -> dict[str, Any]:
 
 
 def write_report(report: ReaperReport, directory: Path) -> tuple[Path, Path]:
-    json_path = atomic_write_json(directory / "reaper_report.json", report.to_dict())
+    """The Markdown, then the record last: a folder holding reaper_report.json is complete."""
+    from costeff.records.kinds import REAPER
+
+    first = not REAPER.path_in(directory).exists()  # reap_trace writes again once the audit records exist
     md_path = atomic_write_text(directory / "reaper_report.md", to_markdown(report))
-    return json_path, md_path
+    try:
+        return REAPER.write(directory, report.to_dict()), md_path
+    except BaseException:
+        if first:  # no Markdown left without its record
+            md_path.unlink(missing_ok=True)
+        raise
 
 
 def to_markdown(r: ReaperReport) -> str:

@@ -123,5 +123,5 @@ class Kind(Generic[R]):
 
 def _first(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "(record)"
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "(record)"
     return f"{field}: {err['msg']} (found {err['input']!r:.80})"

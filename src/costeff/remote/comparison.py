@@ -84,7 +84,9 @@ def _service_times(url: str, name: str, protocol: str, max_batch_size: int, conf
 
     sizes = sorted({1, max_batch_size} | {b for b in (2, 4, 8, 16, 32, 64) if b < max_batch_size})
     report = profile_remote(url, name, protocol, replace(config, batch_sizes=tuple(sizes), concurrency=(1,)))
-    return ServiceTimes.from_profile(to_jsonable(report))
+    from costeff.records.kinds import PROFILE
+
+    return ServiceTimes.from_profile(PROFILE.parse(to_jsonable(report), f"the profile of {url} {name}"))
 
 
 def _measure(url: str, name: str, protocol: str, rate: float, config: Any, batch_output: str,

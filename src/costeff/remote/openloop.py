@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from costeff.errors import InputError
+from costeff.poisson import PoissonProcess
 
 DEFAULT_MAX_IN_FLIGHT = 512
 LATE_MIN_MS = 1.0  # a send later than max(LATE_MIN_MS, LATE_GAP_FRACTION x mean gap) is late
@@ -80,7 +81,7 @@ class _Driver:
         self.factory, self.rate, self.extract, self.cap = factory, rate, extract, max_in_flight
         self.pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="costeff-openloop")
         self.local = threading.local()
-        self.rng = np.random.default_rng(seed)
+        self.arrivals = PoissonProcess(rate, seed)  # seconds from t0, the first one gap after it
         self.sent: list[tuple[int, bool, Future]] = []  # (scheduled ns, waited for a slot, future)
         self.stop = threading.Event()
         self.in_flight = self.peak = self.outstanding = 0
@@ -105,9 +106,8 @@ class _Driver:
             started, done
 
     def dispatch(self, t0_ns: int) -> None:
-        due = t0_ns
         while not self.stop.is_set():
-            due += int(self.rng.exponential(1e9 / self.rate))
+            due = t0_ns + round(next(self.arrivals) * 1e9)
             delay = (due - time.perf_counter_ns()) / 1e9
             if delay > 0 and self.stop.wait(delay):
                 return

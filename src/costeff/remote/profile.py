@@ -34,24 +34,25 @@ def _report_class() -> type:
         simulator_comparison: Any = None
         load_generator: dict[str, Any] = field(default_factory=dict)
 
-        def write(self, out_dir: Path | str) -> list[Path]:
-            from costeff.artifacts import atomic_write_text
+        def markdown(self) -> str:
             from costeff.remote import loadgen
 
-            runs = getattr(self, "_runs", [])
-            if runs:  # before the JSON: a folder holding gpu_profile.json is complete
-                loadgen.write_runs(Path(out_dir), runs, getattr(self, "_input_data", None))
-            written = super().write(out_dir)
-            md = Path(out_dir) / "gpu_profile.md"
-            text = md.read_text()
+            text = super().markdown()
             if self.load_generator:
                 text += "\n" + loadgen.markdown(self.load_generator, self.points)
             if self.simulator_comparison is not None:
                 from costeff.remote.comparison import to_markdown
 
                 text += "\n" + to_markdown(self.simulator_comparison)
-            atomic_write_text(md, text)
-            return written
+            return text
+
+        def write(self, out_dir: Path | str) -> list[Path]:
+            from costeff.remote import loadgen
+
+            runs = getattr(self, "_runs", [])
+            if runs:  # before the JSON: a folder holding gpu_profile.json is complete
+                loadgen.write_runs(Path(out_dir), runs, getattr(self, "_input_data", None))
+            return super().write(out_dir)
 
     return RemoteProfileReport
 

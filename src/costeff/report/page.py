@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from costeff.pack.measured import Disagreement, day_costs, host, selected_entry, timed_entry
-from costeff.pack.summary import selection, synthetic_ledger
+from costeff.pack.summary import synthetic_ledger
 from costeff.records.profile import Cost, Optimal, ProfileRecord
-from costeff.records.quant import VariantRow
+from costeff.records.quant import Variant
 from costeff.records.ramp import RampRecord
 from costeff.report.collect import Sources
 from costeff.report.timeline import reaper_timeline_svg
@@ -159,7 +159,7 @@ def _profiles(p: Page) -> str:
     return "<h2>Profiles</h2>" + "".join(parts) if parts else ""
 
 
-def _profile(p: Page, key: str, label: str, prof: ProfileRecord, timed: VariantRow | None) -> str:
+def _profile(p: Page, key: str, label: str, prof: ProfileRecord, timed: Variant | None) -> str:
     """A profile's points, latency and stability. Its throughput and $ come from the interleaved rounds when the
     model was timed there (the figure every ratio on this page uses), else from the profile itself."""
     opt, cost = prof.optimal or Optimal(), prof.cost or Cost()
@@ -202,8 +202,7 @@ def _variants(p: Page) -> str:
         rows.append(f"<tr><td>{esc(v.name)}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
                     f"<td>{p.num(v.fidelity.action_drift_pct if v.fidelity else None, 'quant', '.3f')}</td>"
                     f"<td>{p.num(v.speedup, 'quant', '.2f')}</td><td>{gates}</td></tr>")
-    name, reason = selection(q)
-    return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(name)}</b>: {esc(reason)}"
+    return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(q.selected.name)}</b>: {esc(q.selected.reason)}"
             "</p><table><tr><th>variant</th><th>passed</th><th>action drift %</th><th>speedup</th><th>gates</th>"
             f"</tr>{''.join(rows)}</table>" + p.source("quant"))
 

@@ -10,8 +10,8 @@ from costeff.records.reaper import ReaperRecord
 WIDTH, ROW, LEFT = 900, 26, 150
 
 
-def _t(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+def _t(when: datetime) -> float:
+    return when.timestamp()
 
 
 def down_intervals(report: ReaperRecord) -> dict[str, list[tuple[float, float]]]:
@@ -19,9 +19,7 @@ def down_intervals(report: ReaperRecord) -> dict[str, list[tuple[float, float]]]
     end = _t(report.source.end) if report.source.end else None
     down: dict[str, list[tuple[float, float]]] = {}
     open_since: dict[str, float] = {}
-    for a in sorted(report.actions, key=lambda a: a.time or ""):
-        if not a.time or not a.resource:
-            continue  # not a reap or restore of a resource at a time: nothing to draw
+    for a in sorted(report.actions, key=lambda a: a.time):
         name, when = a.resource, _t(a.time)
         if a.action == "reap":
             open_since.setdefault(name, when)

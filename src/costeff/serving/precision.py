@@ -10,12 +10,9 @@ dynamic int8 (``DynamicQuantizeLinear`` / ``MatMulInteger``) has no TensorRT mod
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from costeff.errors import InputError
 
 PRECISION_MODES = ("FP32", "FP16", "INT8")
 _DYNAMIC_INT8_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
@@ -56,15 +53,13 @@ def model_precision(model_path: Path | str) -> str:
 
 
 def fp16_passed(report_path: Path | str | None) -> bool | None:
-    """Whether a quantization report says the fp16 variant passed its gates (None: no verdict found)."""
+    """Whether a quantization report says the fp16 variant passed its gates (None: no fp16 variant)."""
+    from costeff.records.kinds import QUANT
+
     if report_path is None:
         return None
-    report = _read_json(report_path)
-    for variant in _variants(report):
-        name = str(variant.get("variant") or variant.get("name") or "")
-        if name == "fp16":
-            return _passed(variant)
-    return None
+    fp16 = next((v for v in QUANT.read(report_path).variants if v.name == "fp16"), None)
+    return None if fp16 is None else fp16.passed
 
 
 def choose_accelerator(precision: str, instance_kind: str, fp16_evidence: bool | None) -> Accelerator:
@@ -81,41 +76,3 @@ def choose_accelerator(precision: str, instance_kind: str, fp16_evidence: bool |
         return Accelerator("FP16", "fp32 model; the quantization report shows fp16 passing its fidelity gates")
     why = "failed its fidelity gates" if fp16_evidence is False else "has no fidelity evidence"
     return Accelerator(None, f"fp32 model and fp16 {why}: TensorRT FP16 would change the policy's numbers")
-
-
-def _read_json(path: Path | str) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return data
-
-
-def _variants(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Variant entries of a quantization report: a list, or a mapping keyed by variant name."""
-    for key in ("variants", "results", "candidates"):
-        value = report.get(key)
-        if isinstance(value, list):
-            return [v for v in value if isinstance(v, dict)]
-        if isinstance(value, dict):
-            return [dict(v, variant=k) for k, v in value.items() if isinstance(v, dict)]
-    return []
-
-
-def _passed(variant: dict[str, Any]) -> bool | None:
-    for key in ("passed", "fidelity_passed"):
-        if isinstance(variant.get(key), bool):
-            return variant[key]
-    verdict = variant.get("verdict")
-    if isinstance(verdict, str):
-        return verdict.upper() in ("PASS", "PASSED")
-    gates = variant.get("gates")
-    if isinstance(gates, list) and gates:
-        return all(str(g.get("verdict", "")).upper() == "PASS" for g in gates if isinstance(g, dict))
-    return None

@@ -9,7 +9,6 @@ partial one.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
@@ -18,8 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import atomic_write_json, atomic_write_text, inputs_of, provenance, sha256_file
+from costeff._jsonable import to_jsonable
+from costeff.artifacts import atomic_write_text, inputs_of, provenance, sha256_file
 from costeff.errors import InputError
+from costeff.records.batching import BatchingRecord
+from costeff.records.kinds import BATCHING, BUILD, PROFILE
+from costeff.records.profile import ProfileRecord
 from costeff.serving.config import DEFAULT_WORKSPACE_BYTES, BatchingSettings, model_config, to_text
 from costeff.serving.precision import choose_accelerator, fp16_passed, model_precision
 from costeff.serving.threads import ThreadPlan, plan_threads
@@ -98,7 +101,7 @@ def build_repository(config: BuildConfig) -> BuildResult:
 
     model_sha = sha256_file(_existing(config.model_path, "MODEL"))
     served = resolve(config.model_path, model_sha, config.quantization_report)
-    profile = _load_json(config.profile_path, "--profile")
+    profile = PROFILE.read(_existing(config.profile_path, "--profile"))
     _check_hash(profile, served.sha256, served.path, config.profile_path, also=(model_sha, config.model_path))
     notes: list[str] = list(served.notes)
     batching = replace(_batching(config, profile, served.sha256, notes), instances=config.instances)
@@ -129,7 +132,7 @@ def build_repository(config: BuildConfig) -> BuildResult:
                          inputs={"model": model_sha, **inputs_of(profile=config.profile_path,
                                                                  batching_report=config.batching_report,
                                                                  quantization_report=config.quantization_report)})
-    _write(target, message, served.files, result, profile.get("hardware"), config.keep_versions)
+    _write(target, message, served.files, result, profile.hardware, config.keep_versions)
     return result
 
 
@@ -145,22 +148,10 @@ def _existing(path: Path, what: str) -> Path:
     return Path(path)
 
 
-def _load_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(_existing(path, what).read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{what} {path}: not valid JSON (not UTF-8 text)") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{what} {path}: expected a JSON object")
-    return data
-
-
-def _check_hash(report: dict[str, Any], model_sha: str, model: Path, report_path: Path,
+def _check_hash(report: ProfileRecord | BatchingRecord, model_sha: str, model: Path, report_path: Path,
                 also: tuple[str, Path] | None = None) -> None:
     """``report`` must have measured ``model`` (or ``also``: the fp32 source of a served variant)."""
-    recorded = report.get("model_sha256")
+    recorded = report.model_sha256
     if not recorded:
         raise InputError(f"{report_path}: no model_sha256; cannot tell which model it measured")
     if recorded != model_sha and (also is None or recorded != also[0]):
@@ -168,26 +159,19 @@ def _check_hash(report: dict[str, Any], model_sha: str, model: Path, report_path
                          "profile the model being packaged")
 
 
-def _batching(config: BuildConfig, profile: dict[str, Any], model_sha: str, notes: list[str]) -> BatchingSettings:
+def _batching(config: BuildConfig, profile: ProfileRecord, model_sha: str, notes: list[str]) -> BatchingSettings:
     if config.batching_report is None:
         return _from_profile(profile, config.profile_path, notes)
-    report = _load_json(config.batching_report, "--batching")
-    if report.get("model_sha256"):
+    report = BATCHING.read(_existing(config.batching_report, "--batching"))
+    if report.model_sha256:
         _check_hash(report, model_sha, config.model_path, config.batching_report)
-    chosen = report.get("chosen")
-    if not isinstance(chosen, dict):
+    chosen = report.chosen
+    if chosen is None:
         raise InputError(f"--batching {config.batching_report}: no 'chosen' block; expected the output of "
                          "`costeff batching optimize`")
-    preferred = chosen.get("preferred_batch_size")
-    preferred = [preferred] if isinstance(preferred, int) else preferred
-    try:
-        settings = BatchingSettings(int(chosen["max_batch_size"]), tuple(int(p) for p in preferred or ()),
-                                    int(chosen["max_queue_delay_us"]), 1,
-                                    source=f"batching report {config.batching_report}",
-                                    replicas=int(chosen.get("instances", 1)))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"--batching {config.batching_report}: chosen.{exc} missing or not a number; expected "
-                         "chosen.max_batch_size, preferred_batch_size, max_queue_delay_us, instances") from None
+    settings = BatchingSettings(chosen.max_batch_size, tuple(chosen.preferred_batch_size),
+                                int(chosen.max_queue_delay_us), 1, source=f"batching report {config.batching_report}",
+                                replicas=chosen.instances)
     if settings.replicas > 1:
         # The simulator priced and modelled independent servers; several instance_group
         # instances on one device would share it, which it did not model.
@@ -196,30 +180,27 @@ def _batching(config: BuildConfig, profile: dict[str, Any], model_sha: str, note
     return settings
 
 
-def _from_profile(profile: dict[str, Any], path: Path, notes: list[str]) -> BatchingSettings:
+def _from_profile(profile: ProfileRecord, path: Path, notes: list[str]) -> BatchingSettings:
     """Settings from the profile's optimal batch when no simulation chose them.
 
     The queue may hold a request for half the slack between the latency budget and the
     optimal batch's p99 (so waiting plus serving stays inside the budget), or for one
     service time when no budget was set.
     """
-    optimal = profile.get("optimal") or {}
-    batch = optimal.get("batch_size")
-    if not isinstance(batch, int) or batch < 1:
+    batch = profile.optimal.batch_size if profile.optimal else None
+    if batch is None or batch < 1:
         raise InputError(f"--profile {path}: optimal.batch_size missing; expected a gpu_profile.json from "
                          "`costeff profile`")
-    p99 = float(optimal.get("latency_p99_ms") or 0.0)
-    budget = (profile.get("config") or {}).get("latency_budget_ms")
+    p99 = (profile.optimal.latency_p99_ms if profile.optimal else None) or 0.0
+    budget = profile.config.latency_budget_ms
     delay_ms = max(0.0, (float(budget) - p99) / 2) if budget else p99
     notes.append(f"no batching report: settings derived from the profile's optimal batch {batch} and not "
                  "simulated; run `costeff batching optimize` for measured-traffic settings")
     return BatchingSettings(batch, (batch,), int(round(delay_ms * 1000)), 1, source=f"profile {path} optimal batch")
 
 
-def _default_kind(profile: dict[str, Any], notes: list[str]) -> str:
-    gpus = (profile.get("hardware") or {}).get("gpus") or []
-    measured_on_gpu = bool(gpus) and str(profile.get("provider", "")).lower() in ("cuda", "tensorrt", "auto")
-    kind = "gpu" if measured_on_gpu or gpus else "cpu"
+def _default_kind(profile: ProfileRecord, notes: list[str]) -> str:
+    kind = "gpu" if profile.host.gpus else "cpu"
     notes.append(f"instance kind {kind}: the profile was measured {'on a GPU' if kind == 'gpu' else 'without a GPU'}")
     return kind
 
@@ -253,8 +234,8 @@ def _stage_and_swap(target: Path, config_text: str, files: list[tuple[Path, str]
         result.versions_kept = stage(entry, target, result.version, {name: src for src, name in files}, keep,
                                      result.model_sha256, result.source_model)
         atomic_write_text(entry / "config.pbtxt", config_text)
-        atomic_write_json(entry / "costeff_build.json", result)
         atomic_write_text(entry / "costeff_build.md", render_markdown(result))
+        BUILD.write(entry, to_jsonable(result))
         check = validate_config(entry / "config.pbtxt", hardware=hardware)
         if not check.valid:  # a generated config that Triton would reject is a bug, never an artifact
             raise InputError("generated config failed validation: " + "; ".join(map(str, check.problems)))

@@ -18,10 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError
 
 from costeff.artifacts import sha256_file
 from costeff.errors import InputError
+from costeff.records import Part
+from costeff.records.profile import Hardware
+from costeff.records.quant import QuantRecord, Selected, Variant
+
+P = TypeVar("P", bound=Part)
 
 OV_PARAMETERS = {"PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS", "HINT_BF16",
                  "NUM_STREAMS", "SKIP_OV_DYNAMIC_BATCHSIZE", "ENABLE_BATCH_PADDING", "RESHAPE_IO_LAYERS",
@@ -47,81 +54,111 @@ class Served:
         return [(self.path, "model.onnx")]
 
 
+class OvRuntime(Part):
+    """The OpenVINO runtime settings a variant was measured with (its ``runtime`` block)."""
+
+    performance_hint: str | None = None
+    streams: int | None = None
+    precision: str | None = None
+    threads: int | None = None
+
+
+class Threads(Part):
+    """A thread count chosen as a runtime setting (a variant's ``runtime`` or ``settings`` block)."""
+
+    threads: int | None = Field(default=None, strict=True, gt=0)
+
+
 def resolve(model: Path, model_sha: str, report_path: Path | None) -> Served:
     """MODEL itself, or the selected variant when ``report_path`` was made from MODEL."""
     report = _load(report_path) if report_path else None
     notes: list[str] = []
     path, sha = model, model_sha
-    selected = (report or {}).get("selected") or {}
-    if report and report.get("model_sha256") == model_sha and selected.get("path") \
-            and selected.get("sha256") not in (None, model_sha):
+    selected = report.selected if report else None
+    if report and selected and report.model_sha256 == model_sha and selected.path \
+            and selected.sha256 not in (None, model_sha):
         path, sha = _selected_file(selected, report_path)
-        notes.append(f"serving the quantization report's selected variant {selected.get('name')} "
-                     f"({selected.get('backend', 'onnxruntime')}, {selected.get('precision', '?')}) from {path}")
-    variant = _variant(report, sha, selected.get("name"))
+        notes.append(f"serving the quantization report's selected variant {selected.name} "
+                     f"({selected.backend}, {selected.precision or '?'}) from {path}")
+    variant = _variant(report, sha, selected.name if selected else None)
     backend = "openvino" if path.suffix == ".xml" else "onnxruntime"
     if backend == "openvino" and not path.with_suffix(".bin").is_file():
         raise InputError(f"{path}: OpenVINO IR without its weights file {path.with_suffix('.bin').name}")
-    params = ov_parameters(variant, report, notes) if backend == "openvino" else {}
+    params = ov_parameters(variant, report, notes, report_path) if backend == "openvino" else {}
     from costeff.quantization.settings import not_served
 
-    notes += not_served(variant)
-    return Served(path, sha, backend, (variant or {}).get("name"), (variant or {}).get("precision"), params,
-                  tuple(notes), _measured_threads(variant, backend))
+    notes += not_served(variant.model_dump() if variant else None)
+    return Served(path, sha, backend, variant.name if variant else None, variant.precision if variant else None,
+                  params, tuple(notes), _measured_threads(variant, backend, report_path))
 
 
-def _selected_file(selected: dict[str, Any], report_path: Path | None) -> tuple[Path, str]:
-    path = Path(selected["path"])
+def _selected_file(selected: Selected, report_path: Path | None) -> tuple[Path, str]:
+    path = Path(selected.path or "")
     if not path.is_file():
         raise InputError(f"{report_path}: selected.path {path} does not exist; expected the selected variant's file")
     sha = sha256_file(path)
-    if sha != selected["sha256"]:
-        raise InputError(f"{path}: sha256 {sha} differs from the report's selected.sha256 {selected['sha256']}: "
+    if sha != selected.sha256:
+        raise InputError(f"{path}: sha256 {sha} differs from the report's selected.sha256 {selected.sha256}: "
                          "the file changed after it was measured")
     return path, sha
 
 
-def _variant(report: dict[str, Any] | None, sha: str, preferred: str | None = None) -> dict[str, Any] | None:
+def _variant(report: QuantRecord | None, sha: str, preferred: str | None = None) -> Variant | None:
     """The report's entry for the file ``sha``. Variants can share one file (ov-fp32 and ov-bf16 are the
     same IR compiled with different precision hints), so the selected one is preferred."""
-    matches = [v for v in (report or {}).get("variants") or [] if isinstance(v, dict) and v.get("sha256") == sha]
-    return next((v for v in matches if v.get("name") == preferred), matches[0] if matches else None)
+    matches = [v for v in (report.variants if report else []) if v.sha256 == sha]
+    return next((v for v in matches if v.name == preferred), matches[0] if matches else None)
 
 
-def _measured_threads(variant: dict[str, Any] | None, backend: str = "openvino") -> int | None:
+def _block(model: type[P], data: dict[str, Any], where: str) -> P:
+    """A variant's settings block checked as ``model``; a mismatch is an error naming the report and field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg']} "
+                         f"(found {err['input']!r:.80})") from None
+
+
+def _measured_threads(variant: Variant | None, backend: str = "openvino",
+                      report_path: Path | None = None) -> int | None:
     """OpenVINO: the threads the variant was measured with. onnxruntime: only a thread count chosen as a
     runtime setting (``fp32@threads=1``); a default session's count is the build host's CPUs, not a choice."""
-    source = (variant or {}).get("runtime") if backend == "openvino" else (variant or {}).get("settings")
-    threads = (source or {}).get("threads")
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+    if variant is None:
+        return None
+    key = "runtime" if backend == "openvino" else "settings"
+    source = variant.runtime if backend == "openvino" else variant.settings
+    return _block(Threads, source, f"{report_path}: variants[{variant.name}].{key}").threads
 
 
-def ov_parameters(variant: dict[str, Any] | None, report: dict[str, Any] | None, notes: list[str]) -> dict[str, str]:
+def ov_parameters(variant: Variant | None, report: QuantRecord | None, notes: list[str],
+                  report_path: Path | None = None) -> dict[str, str]:
     """The openvino backend's parameters for the measured runtime settings (threads: ``serving.threads``)."""
-    runtime = (variant or {}).get("runtime") or {}
-    hint = str(runtime.get("performance_hint") or "LATENCY")
+    runtime = _block(OvRuntime, variant.runtime, f"{report_path}: variants[{variant.name}].runtime") \
+        if variant else OvRuntime()
+    hint = runtime.performance_hint or "LATENCY"
     params = {"PERFORMANCE_HINT": hint}
-    if runtime.get("streams"):  # chosen as a runtime setting (ov-fp32@streams=2)
-        params["NUM_STREAMS"] = str(runtime["streams"])
+    if runtime.streams:  # chosen as a runtime setting (ov-fp32@streams=2)
+        params["NUM_STREAMS"] = str(runtime.streams)
     elif hint == "LATENCY":
         params["NUM_STREAMS"] = "1"  # one stream: every request gets all threads (the backend's latency example)
-    if runtime.get("precision") == "bf16":
+    if runtime.precision == "bf16":
         params["HINT_BF16"] = "YES"
-    elif _has_bf16((report or {}).get("hardware") or {}):
+    elif report is not None and _has_bf16(_block(Hardware, report.hardware or {}, f"{report_path}: hardware")):
         notes.append("the openvino backend has no parameter for f32 inference precision (only HINT_BF16=YES) and "
                      "OpenVINO's CPU default on bf16-capable CPUs is bf16: on such a host the float layers may "
                      "run in bf16; the bf16 variants' fidelity in the report shows what that does")
     return params
 
 
-def _has_bf16(hardware: dict[str, Any]) -> bool:
-    return any(f in (hardware.get("isa") or []) for f in ("amx_bf16", "avx512_bf16"))
+def _has_bf16(hardware: Hardware) -> bool:
+    return any(f in hardware.isa for f in ("amx_bf16", "avx512_bf16"))
 
 
-def _load(path: Path) -> dict[str, Any]:
-    from costeff.serving.precision import _read_json
+def _load(path: Path) -> QuantRecord:
+    from costeff.records.kinds import QUANT
 
     try:
-        return _read_json(path)
+        return QUANT.read(path)
     except InputError as exc:
         raise InputError(f"--quantization-report {exc}") from None

@@ -11,13 +11,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costeff.errors import InputError
 from costeff.serving.config import BACKEND, OV_BACKEND, PLATFORM, triton_schema
 from costeff.serving.precision import PRECISION_MODES, model_precision
 from costeff.serving.problem import Problem
 from costeff.serving.threads import check_threads
+
+if TYPE_CHECKING:
+    from costeff.records.build import BuildRecord
 
 # Parameters Triton's onnxruntime backend reads for its TensorRT accelerator.
 TRT_PARAMETERS = {"precision_mode", "max_workspace_size_bytes", "max_cached_engines", "minimum_segment_size",
@@ -96,28 +99,26 @@ def _check_versions(cfg: Any, path: Path, report: ValidationReport, lines: _Line
                                        lines("versions")))
 
 
-def _build_record(config: Path) -> dict[str, Any]:
-    import json
+def _build_record(config: Path) -> BuildRecord | None:
+    """The ``costeff_build.json`` beside ``config``; None when there is none (a hand-written entry).
+    A corrupt one is an error naming it, never read as absent."""
+    from costeff.records.kinds import BUILD
 
-    try:
-        record = json.loads((config.parent / "costeff_build.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    path = BUILD.path_in(config.parent)
+    return BUILD.read(path) if path.is_file() else None
 
 
 def _recorded_cpus(config: Path) -> float | None:
-    threads = _build_record(config).get("threads")
-    cpus = threads.get("serving_cpus") if isinstance(threads, dict) else None
-    return float(cpus) if isinstance(cpus, (int, float)) and not isinstance(cpus, bool) and cpus > 0 else None
+    record = _build_record(config)
+    return record.threads.serving_cpus if record is not None and record.threads is not None else None
 
 
 def _hardware(config: Path, given: dict[str, Any] | None) -> dict[str, Any]:
     if given:
         return given
-    recorded = _build_record(config).get("hardware")
-    if isinstance(recorded, dict):
-        return recorded
+    record = _build_record(config)
+    if record is not None and record.hardware is not None:
+        return record.hardware
     from costeff.hardware import detect
 
     return detect().to_dict()

@@ -11,15 +11,16 @@ record says why instead of measuring.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from costeff.artifacts import SCHEMA_VERSION, atomic_write_json, atomic_write_text, iso_utc, provenance
+from costeff.artifacts import SCHEMA_VERSION, atomic_write_text, iso_utc, provenance
+from costeff.records.kinds import VERIFY
+from costeff.records.verify import Measured, Predicted, Ratios, ServerTimes, Settings, VerifyRecord
 
 REPORT = "verify_report.json"
 
@@ -29,8 +30,8 @@ class VerifyReport:
     model_name: str
     repository: str
     rate_per_s: float
-    predicted: dict[str, Any] | None
-    measured: dict[str, Any] | None = None
+    predicted: Predicted | None
+    measured: Measured | None = None
     server: dict[str, Any] = field(default_factory=dict)
     skipped: str | None = None
     load_average: list[float] = field(default_factory=list)
@@ -39,34 +40,44 @@ class VerifyReport:
     provenance: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # {kind: sha256}: the repository entry, the batching report
 
-    def ratios(self) -> dict[str, float | None]:
+    def ratios(self) -> Ratios:
         """measured ÷ predicted for p50, p99 and the mean batch size."""
-        pairs = (("p50", "p50_ms"), ("p99", "p99_ms"), ("mean_batch", "mean_batch_size"))
-        p, m = self.predicted or {}, self.measured or {}
-        return {name: (m[key] / p[key] if m.get(key) is not None and p.get(key) else None) for name, key in pairs}
+        p, m = self.predicted or Predicted(), self.measured or Measured()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratios": self.ratios()}
+        def ratio(measured: float | None, predicted: float | None) -> float | None:
+            return measured / predicted if measured is not None and predicted else None
+        return Ratios(p50=ratio(m.p50_ms, p.p50_ms), p99=ratio(m.p99_ms, p.p99_ms),
+                      mean_batch=ratio(m.mean_batch_size, p.mean_batch_size))
+
+    def record(self) -> VerifyRecord:
+        return VerifyRecord.model_validate({**{f.name: getattr(self, f.name) for f in fields(self)},
+                                            "ratios": self.ratios()})
 
     def write(self, out_dir: Path) -> Path:
         out_dir = Path(out_dir)
         atomic_write_text(out_dir / "verify_report.md", to_markdown(self))
-        return atomic_write_json(out_dir / REPORT, self.to_dict())
+        return VERIFY.write(out_dir, self.record())  # last: a folder holding the record is complete
 
 
-def predicted_from(batching_report: Path | None) -> dict[str, Any] | None:
+def predicted_from(batching_report: Path | None) -> Predicted | None:
     """The chosen configuration's prediction in a batching report (None without one)."""
+    from costeff.records.kinds import BATCHING
+
     if batching_report is None:
         return None
-    chosen = json.loads(Path(batching_report).read_text()).get("chosen") or {}
-    pred = chosen.get("predicted") or {}
-    keep = ("p50_ms", "p99_ms", "mean_batch_size", "utilisation_mean")
-    return {k: pred.get(k) for k in keep} | {"settings": {k: chosen.get(k) for k in (
-        "max_batch_size", "preferred_batch_size", "max_queue_delay_us", "instances")}}
+    chosen = BATCHING.read(batching_report).chosen
+    if chosen is None:
+        return Predicted()
+    pred = chosen.predicted
+    return Predicted(p50_ms=pred.p50_ms, p99_ms=pred.p99_ms, mean_batch_size=pred.mean_batch_size,
+                     utilisation_mean=pred.utilisation_mean,
+                     settings=Settings(max_batch_size=chosen.max_batch_size,
+                                       preferred_batch_size=chosen.preferred_batch_size,
+                                       max_queue_delay_us=chosen.max_queue_delay_us, instances=chosen.instances))
 
 
 def verify(env: Any, repository: Path, model_name: str, rate_per_s: float, observations: np.ndarray,
-           predicted: dict[str, Any] | None, *, seconds: float = 3.0, log_path: Path | None = None) -> VerifyReport:
+           predicted: Predicted | None, *, seconds: float = 3.0, log_path: Path | None = None) -> VerifyReport:
     """Serve ``model_name`` from ``repository`` on real Triton and measure it at ``rate_per_s``."""
     from costeff.serving.tritonserver import TRITON_VERSION, Ports, TritonServer
     from costeff.serving.tritonserver.server import free_port_block
@@ -83,7 +94,7 @@ def verify(env: Any, repository: Path, model_name: str, rate_per_s: float, obser
     return report
 
 
-def _measure(server: Any, model_name: str, rate: float, observations: np.ndarray, seconds: float) -> dict[str, Any]:
+def _measure(server: Any, model_name: str, rate: float, observations: np.ndarray, seconds: float) -> Measured:
     from costeff.profiling import ProfileConfig
     from costeff.remote.client import Endpoint, connect, read_signature
     from costeff.remote.profile import open_loop
@@ -96,13 +107,13 @@ def _measure(server: Any, model_name: str, rate: float, observations: np.ndarray
     after = _stats(server, model_name)
     executions = after["execution_count"] - before["execution_count"]
     inferences = after["inference_count"] - before["inference_count"]
-    per_request = {name: _delta_ms(before, after, name) for name in ("queue", "compute_input", "compute_infer",
-                                                                      "compute_output")}
-    return {"p50_ms": point.latency_ms.p50, "p99_ms": point.latency_ms.p99,
-            "mean_batch_size": inferences / executions if executions else None,
-            "requests": int(point.requests or 0), "achieved_rate_per_s": point.requests_per_s,
-            "late_sends": int(point.late_requests or 0), "errors": len(result.errors), "stable": point.stable,
-            "server_ms_per_request": per_request, "executions": executions, "inferences": inferences}
+    per_request = ServerTimes(**{name: _delta_ms(before, after, name) for name in (
+        "queue", "compute_input", "compute_infer", "compute_output")})
+    return Measured(p50_ms=point.latency_ms.p50, p99_ms=point.latency_ms.p99,
+                    mean_batch_size=inferences / executions if executions else None,
+                    requests=int(point.requests or 0), achieved_rate_per_s=point.requests_per_s,
+                    late_sends=int(point.late_requests or 0), errors=len(result.errors), stable=point.stable,
+                    server_ms_per_request=per_request, executions=executions, inferences=inferences)
 
 
 def _stats(server: Any, model_name: str) -> dict[str, Any]:
@@ -118,7 +129,7 @@ def _delta_ms(before: dict[str, Any], after: dict[str, Any], name: str) -> float
     return (int(a["ns"]) - int(b["ns"])) / count / 1e6 if count > 0 else None
 
 
-def skipped(model_name: str, repository: Path, rate_per_s: float, predicted: dict[str, Any] | None,
+def skipped(model_name: str, repository: Path, rate_per_s: float, predicted: Predicted | None,
             reason: str) -> VerifyReport:
     return VerifyReport(model_name, str(repository), rate_per_s, predicted, skipped=reason,
                         load_average=[round(a, 2) for a in os.getloadavg()], provenance=provenance(hardware=True))
@@ -132,18 +143,19 @@ def to_markdown(report: VerifyReport) -> str:
     lines = [f"# Predicted vs measured on real Triton: {report.model_name}", ""]
     if report.skipped:
         return "\n".join(lines + [f"Not measured: {report.skipped}", ""])
-    p, m, r = report.predicted or {}, report.measured or {}, report.ratios()
+    p, m, r = report.predicted or Predicted(), report.measured or Measured(), report.ratios()
     load = report.load_average
     lines += [f"Open-loop Poisson one-row requests at {report.rate_per_s:g}/s over gRPC to Triton "
-              f"{report.server.get('triton')} ({report.server.get('backends')}); load average (1, 5, 15 min) "
+              f"{report.server['triton']} ({report.server['backends']}); load average (1, 5, 15 min) "
               f"before {load[:3]}, after {load[3:]}.", "",
               "| figure | predicted | measured | measured / predicted |", "| --- | --- | --- | --- |"]
     for label, key, ratio in (("p50", "p50_ms", "p50"), ("p99", "p99_ms", "p99"),
                               ("mean batch size", "mean_batch_size", "mean_batch")):
         unit = " ms" if key.endswith("_ms") else ""
-        lines.append(f"| {label} | {_fmt(p.get(key), unit)} | {_fmt(m.get(key), unit)} | {_fmt(r[ratio], 'x')} |")
-    server = m.get("server_ms_per_request") or {}
-    lines += ["", f"{m.get('requests')} requests, achieved {_fmt(m.get('achieved_rate_per_s'))}/s, "
-              f"{m.get('late_sends')} sent late, {m.get('errors')} errors; inside Triton per request: "
+        lines.append(f"| {label} | {_fmt(getattr(p, key), unit)} | {_fmt(getattr(m, key), unit)} | "
+                     f"{_fmt(getattr(r, ratio), 'x')} |")
+    server = m.server_ms_per_request.model_dump()
+    lines += ["", f"{m.requests} requests, achieved {_fmt(m.achieved_rate_per_s)}/s, "
+              f"{m.late_sends} sent late, {m.errors} errors; inside Triton per request: "
               + ", ".join(f"{k} {_fmt(v, ' ms')}" for k, v in server.items()) + ".", ""]
     return "\n".join(lines)

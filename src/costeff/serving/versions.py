@@ -13,7 +13,6 @@ Nothing here knows which files make a model (``model.onnx``, or ``model.xml`` an
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 from costeff.artifacts import SCHEMA_VERSION, atomic_write_json, atomic_write_text, iso_utc
 from costeff.errors import InputError
+from costeff.records.build import VersionBuild, VersionsLedger
 
 VERSIONS_FILE = "costeff_versions.json"
 DEFAULT_KEEP = 5
@@ -75,7 +75,7 @@ def version_numbers(model_dir: Path) -> list[int]:
 
 def next_version(model_dir: Path) -> int:
     """One above every number this entry ever had (on disk or pruned)."""
-    built = int(_ledger(model_dir).get("last_version", 0))
+    built = _ledger(model_dir).last_version
     return max([built, *version_numbers(model_dir)]) + 1
 
 
@@ -115,8 +115,8 @@ def describe(model_dir: Path) -> ModelVersions:
                          "(build one with `costeff triton build`)")
     has_config = (model_dir / "config.pbtxt").is_file()
     pinned = pinned_versions(read_config(model_dir)) if has_config else []
-    builds = _ledger(model_dir).get("builds", {})
-    infos = [_info(model_dir, n, builds.get(str(n), {})) for n in numbers]
+    builds = _ledger(model_dir).builds
+    infos = [_info(model_dir, n, builds.get(str(n)) or VersionBuild()) for n in numbers]
     served = max(pinned) if pinned else numbers[-1]
     return ModelVersions(SCHEMA_VERSION, str(model_dir), model_dir.name, infos, served, bool(pinned))
 
@@ -160,11 +160,11 @@ def model_files(model_dir: Path, version: int) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def _info(model_dir: Path, number: int, build: dict[str, Any]) -> VersionInfo:
-    files = build.get("files") or [p.name for p in model_files(model_dir, number)]
-    recorded, disk = build.get("model_sha256"), disk_sha256(model_dir, number)
+def _info(model_dir: Path, number: int, build: VersionBuild) -> VersionInfo:
+    files = build.files or [p.name for p in model_files(model_dir, number)]
+    recorded, disk = build.model_sha256, disk_sha256(model_dir, number)
     match = None if recorded is None or disk is None else recorded == disk
-    return VersionInfo(number, list(files), recorded, build.get("source_model"), build.get("built_at"), disk, match)
+    return VersionInfo(number, list(files), recorded, build.source_model, build.built_at, disk, match)
 
 
 def disk_sha256(model_dir: Path, number: int) -> str | None:
@@ -178,24 +178,30 @@ def disk_sha256(model_dir: Path, number: int) -> str | None:
     return None
 
 
-def _ledger(model_dir: Path) -> dict[str, Any]:
+def _ledger(model_dir: Path) -> VersionsLedger:
+    from pydantic import ValidationError
+
     path = Path(model_dir) / VERSIONS_FILE
     if not path.is_file():
-        return {}
+        return VersionsLedger()
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable ({exc}); it records the highest version ever built") from None
-    return data if isinstance(data, dict) else {}
+        return VersionsLedger.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: unreadable ({exc.strerror or exc}); it records the highest version ever "
+                         "built") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(map(str, err["loc"])) or "(file)"
+        raise InputError(f"{path}: corrupt ({field}: {err['msg']}); it records the highest version ever "
+                         "built") from None
 
 
 def _write_ledger(entry: Path, current: Path, version: int, files: list[str], sha256: str | None,
                   source: str | None, kept: list[int]) -> None:
-    old = _ledger(current)
-    builds = {k: v for k, v in (old.get("builds") or {}).items() if k.isdigit() and int(k) in kept}
-    builds[str(version)] = {"files": files, "model_sha256": sha256, "source_model": source, "built_at": iso_utc()}
-    atomic_write_json(entry / VERSIONS_FILE, {"schema_version": SCHEMA_VERSION, "last_version": version,
-                                              "builds": builds})
+    builds = {k: v for k, v in _ledger(current).builds.items() if k.isdigit() and int(k) in kept}
+    builds[str(version)] = VersionBuild(files=files, model_sha256=sha256, source_model=source, built_at=iso_utc())
+    ledger = VersionsLedger(schema_version=SCHEMA_VERSION, last_version=version, builds=builds)
+    atomic_write_json(entry / VERSIONS_FILE, ledger.model_dump(mode="json"))
 
 
 def _link_or_copy(src: str, dst: str) -> None:
