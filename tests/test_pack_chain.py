@@ -34,7 +34,7 @@ def _quant(folder, model=MODEL, selected="fp32"):
 
 def _batching(folder, profile):
     return atomic_write_json(folder / "batching_report.json", {
-        "created_at": f"2026-01-01T00:00:{folder.name[-3:-1]}Z", "chosen": None, "binding": "test",
+        "created_at": f"2026-01-01T00:00:{folder.name[-3:-1]}Z", "chosen": None, "binding": {"constraint": "test"},
         "inputs": {"profile": sha256_file(profile)}})
 
 
@@ -132,7 +132,7 @@ def test_a_changed_run_record_is_not_packed_as_that_run(capsys):
     _batching(sources["batching"], layout.cost / "20260101_000010Z" / "gpu_profile.json")  # same bytes: intact
     assert main(["pack", "--run", stamp]) == 0
     data = json.loads((sources["batching"] / "batching_report.json").read_text())
-    atomic_write_json(sources["batching"] / "batching_report.json", {**data, "binding": "edited"})
+    atomic_write_json(sources["batching"] / "batching_report.json", {**data, "binding": {"constraint": "edited"}})
     capsys.readouterr()
     assert main(["pack", "--run", stamp]) == 2
     err = capsys.readouterr().err

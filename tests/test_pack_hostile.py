@@ -99,7 +99,7 @@ class Genuine:
 @pytest.fixture
 def genuine(tmp_path):
     layout = env_workspace()
-    report = {"variants": [], "selected": None}
+    report = {"variants": []}
     atomic_write_json(layout.quant / "20260101_000001Z" / "quantization_report.json", report)
     atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}})
     model = tmp_path / "model_repository" / "policy" / "1" / "model.onnx"

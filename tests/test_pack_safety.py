@@ -23,7 +23,7 @@ from workspace_support import env_workspace, audit_log
 def layout(tmp_path):
     layout = env_workspace()
     folder = layout.quant / "20260101_000001Z"
-    atomic_write_json(folder / "quantization_report.json", {"variants": [], "selected": None})
+    atomic_write_json(folder / "quantization_report.json", {"variants": []})
     atomic_write_json(layout.cost / "20260101_000000Z" / "gpu_profile.json", {"points": [], "optimal": {}})
     return layout
 

@@ -52,3 +52,10 @@ def test_latest_is_the_newest_stamped_folder(tmp_path):
     for stamp in ("20261101_000000Z", "20261202_000000Z", "20261115_000000Z"):
         QUANT.write(layout.quant / stamp, {"schema_version": 1})
     assert QUANT.latest(layout) == layout.quant / "20261202_000000Z" / QUANT.filename
+
+
+def test_a_record_nested_too_deeply_is_a_named_error_not_a_crash(tmp_path):
+    deep = tmp_path / "gpu_profile.json"
+    deep.write_text('{"points": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(InputError, match=rf"{deep}: corrupt profile record"):
+        PROFILE.read(deep)

@@ -139,8 +139,33 @@ def test_the_report_is_self_contained_and_every_number_links_to_its_file(artifac
     assert "SYNTHETIC sample ledger" in text and "max_batch_size: 8" in text and "<svg" in text
     assert "not tried" in text and "this CPU has no bf16 instructions" in text
     assert "Served on the real Triton 2.51.0" in text and "2.71 ms" in text
-    # money cards say it is money
-    assert re.search(r'id="k-projected-serving---day"><a class="n"[^>]*>\$0\.86</a>', text)
+    # money cards say it is money; with no interleaved $/day in the quantization report, the profiles' own
+    assert re.search(r'id="k-serving---day-at-target"><a class="n" href="cost/20260301_000002Z/gpu_profile.json"'
+                     r'[^>]*>\$2\.04</a>', text)
+
+
+def test_the_cost_card_and_the_summary_take_one_measurement_the_interleaved_rounds(artifacts, capsys):
+    """Where the quantization report priced both models at the target rate (the rounds its speedup comes from),
+    the page's cost card shows that figure, as the completion summary does, not the dedicated profile's."""
+    from costeff.pack.summary import render_summary
+    from costeff.report import build_report
+
+    data = json.loads(next(artifacts.glob("cost/quant/*/quantization_report.json")).read_text())
+    for v, usd in zip(data["variants"][:2], (1.37, 0.69), strict=True):
+        v["at_target"] = {"instances": 1, "usd_per_day": usd}
+    data["variants"][0]["baseline"] = True
+    data["cost"] = {"instance": "aws-c7i.large", "target_rate_per_s": 500.0}
+    quant = _write(artifacts / "cost" / "quant" / "20260301_000009Z" / "quantization_report.json", data)
+    profiles = sorted(artifacts.glob("cost/2026*/gpu_profile.json"))
+    folders = {"fp32": profiles[0].parent, "profile": profiles[1].parent, "quant": quant.parent}
+    text = Path(build_report(env_workspace(), folders).path).read_text()  # the fixture's workspace is artifacts
+    card = re.search(r'id="k-serving---day-at-target"><a class="n" href="([^"]+)"[^>]*>\$([0-9.]+)</a>', text)
+    assert card and card.groups() == ("cost/quant/20260301_000009Z/quantization_report.json", "0.69")
+    summary = render_summary({"quant/quantization_report.json": quant.read_bytes(),
+                              "profile_fp32/gpu_profile.json": profiles[0].read_bytes(),
+                              "profile/gpu_profile.json": profiles[1].read_bytes()})
+    assert "| serving cost per day $ at 500/s | projected | 1.37 (1 x aws-c7i.large) | 0.69 (1 x aws-c7i.large)" \
+        in summary
 
 
 def test_report_refuses_a_folder_without_reports(tmp_path, capsys):

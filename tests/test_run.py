@@ -10,6 +10,7 @@ import pytest
 from costeff.cli import main
 from costeff.pack import verify_pack
 from costeff.pack.bundle import read_pack
+from costeff.pack.measured import Reports
 from costeff.pack.summary import acceptance, render_summary
 
 QUICK = ["--preset", "tiny", "--batch-sizes", "1,8", "--window-s", "0.05", "--json"]
@@ -160,13 +161,13 @@ def _reports(ratio=57.9, cap=30.0, speedup=2.0, drift=0.1, reduction=60.0):
 def test_acceptance_is_decided_from_the_data(change, criterion):
     worse = {"ratio": 31.0, "speedup": 1.4, "drift": 0.6, "reduction": 49.0}
     key = next(iter(change))
-    failing = {c.name: c.passed for c in acceptance(_reports(**{key: worse[key]}))}
-    passing = {c.name: c.passed for c in acceptance(_reports(**change))}
+    failing = {c.name: c.passed for c in acceptance(Reports.parse(_reports(**{key: worse[key]})))}
+    passing = {c.name: c.passed for c in acceptance(Reports.parse(_reports(**change)))}
     assert failing[criterion] is False and passing[criterion] is True
 
 
 def test_missing_reports_fail_their_criteria():
-    results = {c.name: c.passed for c in acceptance({k: None for k in _reports()})}
+    results = {c.name: c.passed for c in acceptance(Reports.parse({k: None for k in _reports()}))}
     assert not any(results.values())
 
 

@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 
 from costeff.ledger import Ledger, import_sample
+from costeff.pack.measured import Reports
 from costeff.pack.summary import acceptance, disagreements, render_summary
 from costeff.ramp.economics import window_economics
 
@@ -30,7 +31,7 @@ def _ramp(ledger, **change):
 
 def _gate(ramp, ledger_bytes):
     reports = {"ramp": ramp, "reaper": None, "quant": None, "profile": None, "fp32": None, "batching": None}
-    return next(c for c in acceptance(reports, ledger_bytes) if c.name == GATE)
+    return next(c for c in acceptance(Reports.parse(reports), ledger_bytes) if c.name == GATE)
 
 
 def test_the_cost_gate_criterion_passes_on_a_working_gate(sample_ledger):
@@ -42,7 +43,7 @@ def test_the_cost_gate_criterion_passes_on_a_working_gate(sample_ledger):
 @pytest.mark.parametrize("change, why", [
     ({"cost_gates_enabled": False}, "NOT ENFORCED"),
     ({"cost_ratio_pct": 12.0}, "the decision recorded 12.0"),  # the packed ledger is not what was decided on
-    ({"window": None}, "no packed ledger or decision window"),
+    ({"window": {}}, "no packed ledger or decision window"),
 ])
 def test_the_cost_gate_criterion_fails_when_the_evidence_does_not_hold(sample_ledger, change, why):
     c = _gate(_ramp(sample_ledger, **change), sample_ledger.path.read_bytes())
@@ -105,9 +106,9 @@ def test_measurements_that_disagree_beyond_their_spread_are_named():
 def test_measurements_within_each_others_spread_are_not_flagged():
     reports = {"profile": _profile("a" * 64, 70_000.0, [66_000, 71_000]), "fp32": None,
                "quant": _quant("a" * 64, 72_000.0, 70_500, 73_100)}
-    assert disagreements(reports) == []
+    assert disagreements(Reports.parse(reports)) == []
     other_model = {**reports, "profile": _profile("b" * 64, 15_000.0, [15_000])}
-    assert disagreements(other_model) == []  # a profile of another model is not the same variant
+    assert disagreements(Reports.parse(other_model)) == []  # a profile of another model is not the same variant
 
 
 def test_projected_serving_cost_is_labelled_and_a_zero_saving_said_plainly():

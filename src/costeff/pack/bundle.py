@@ -30,17 +30,6 @@ SUMMARY = "COMPLETION_SUMMARY.md"
 DEPENDENCIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxconverter-common", "torch",
                 "tritonclient", "protobuf", "prometheus-client", "kubernetes", "nvidia-ml-py", "mlserver")
 
-# (stage folder under cost/, report file name, folder name inside the pack)
-STAGES = (
-    (None, "gpu_profile.json", "profile"),
-    ("quant", "quantization_report.json", "quant"),
-    ("batching", "batching_report.json", "batching"),
-    ("reaper", "reaper_report.json", "reaper"),
-    ("ramp", "ramp_decision.json", "ramp"),
-    ("verify", "verify_report.json", "verify"),
-)
-
-
 @dataclass(frozen=True)
 class PackResult:
     path: Path
@@ -63,9 +52,11 @@ def collect(layout: Workspace, repository: Path | None = None, sources: dict[str
     Links are never followed: a symlink or a hard link (a second name for a file that
     may live anywhere) is left out and named in ``skipped``.
     """
+    from costeff.pack.chain import STAGES
+
     skipped = skipped if skipped is not None else []
     files: dict[str, bytes] = {}
-    included: dict[str, str | None] = {name: None for _, _, name in STAGES}
+    included: dict[str, str | None] = {kind.name: None for kind in STAGES}
     for name, folder in (sources or {}).items():
         included[name] = str(folder)
         files.update(_folder(Path(folder), name, skipped))
@@ -149,8 +140,9 @@ def pack(layout: Workspace, out_dir: Path | None = None, repository: Path | None
     the manifest is signed with the audit key. Every output name carries the pack's stamp: nothing an earlier
     pack wrote is overwritten."""
     from costeff.audit import load_signer
-    from costeff.pack.chain import Selection, select
+    from costeff.pack.chain import Selection, kind_of, select
     from costeff.pack.summary import render_summary
+    from costeff.records.kinds import KINDS
 
     chosen = Selection(sources, f"run {run}" if run else "the folders given", run=run) if sources else \
         select(layout, repository, run)
@@ -158,7 +150,9 @@ def pack(layout: Workspace, out_dir: Path | None = None, repository: Path | None
     files, included = collect(layout, repository, chosen.sources, skipped, with_repository=chosen.repository)
     if not any(included.values()):
         raise InputError(f"{layout.cost}: no stage reports to pack; run `costeff run` (or a stage) first")
-    files[SUMMARY] = render_summary(files).encode("utf-8")
+    origin = {f"{name}/{kind_of(name).filename}": str(Path(folder) / kind_of(name).filename)
+              for name, folder in chosen.sources.items() if name == "profile_fp32" or name in KINDS}
+    files[SUMMARY] = render_summary(files, origin).encode("utf-8")  # a corrupt record: InputError naming its file
     manifest = build_manifest(files, chosen.taken)
     manifest_bytes = dumps(manifest).encode("utf-8")
     signer = load_signer(protect=(layout.root,))

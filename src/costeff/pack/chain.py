@@ -17,26 +17,24 @@ writes ``cost/runs/<stamp>.json`` listing the records it produced. Selection:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from costeff.artifacts import Workspace, atomic_write_json, iso_utc, sha256_file
+from costeff.artifacts import Workspace, iso_utc, sha256_file
 from costeff.errors import InputError
+from costeff.pack.measured import selected_entry
+from costeff.records import Kind, Record
+from costeff.records.kinds import BUILD, KINDS, PROFILE
+from costeff.records.quant import QuantRecord
+from costeff.records.run import FOLDER as RUNS
+from costeff.records.run import RunRecord, read_run, run_kind
 
-# pack name -> (stage folder under cost/, report file)
-RECORDS = {
-    "profile": (None, "gpu_profile.json"),
-    "quant": ("quant", "quantization_report.json"),
-    "batching": ("batching", "batching_report.json"),
-    "reaper": ("reaper", "reaper_report.json"),
-    "ramp": ("ramp", "ramp_decision.json"),
-    "verify": ("verify", "verify_report.json"),
-}
-BUILD = "costeff_build.json"  # a Triton repository entry's build record
+# the kinds a pack holds as stage folders (pack name = kind name), in the pack's order
+STAGES: tuple[Kind[Any], ...] = tuple(KINDS[n] for n in ("profile", "quant", "batching", "reaper", "ramp",
+                                                            "verify"))
 # an ``inputs`` key -> the pack name (slot) of the record it names
 LINKS = {"profile": "profile", "profile_fp32": "profile_fp32", "quantization_report": "quant",
          "batching_report": "batching", "reaper_report": "reaper", "triton_build": "build"}
@@ -45,24 +43,31 @@ _STAMP = re.compile(r"[0-9A-Za-z_]{1,64}")
 _SHA = re.compile(r"[0-9a-f]{64}")
 
 
+def kind_of(slot: str) -> Kind[Any]:
+    """The kind of the record in pack slot ``slot`` ("profile_fp32" holds a profile)."""
+    return PROFILE if slot == "profile_fp32" else KINDS[slot]
+
+
 @dataclass(frozen=True)
-class Record:
-    kind: str  # a RECORDS key, or "build"
+class Found:
+    """A record on disk: its kind, file, SHA-256 and typed content."""
+
+    kind: str  # a kind's name ("profile", "quant", ..., "build")
     path: Path
     sha256: str
-    data: dict[str, Any]
+    record: Record
 
     @property
     def inputs(self) -> dict[str, str]:
-        found = self.data.get("inputs")
-        return {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
+        """The records (and models) it was made from, by SHA-256 (a profile's ``inputs`` also say where its
+        batches came from: those are not hashes)."""
+        return {k: v for k, v in self.record.inputs.items() if isinstance(v, str)}
 
     @property
     def when(self) -> str:
         """When it was made: ``created_at``, else the folder's UTC stamp, else the file's mtime."""
-        created = self.data.get("created_at")
-        if isinstance(created, str) and created:
-            return created
+        if self.record.created_at:
+            return self.record.created_at
         try:
             stamp = datetime.strptime(self.path.parent.name.rstrip("_"), "%Y%m%d_%H%M%SZ")
             return iso_utc(stamp.replace(tzinfo=timezone.utc))
@@ -79,26 +84,23 @@ class Selection:
     repository: bool = True  # False: a build record in the Triton repository is of another chain
 
 
-def index(layout: Workspace, repository: Path | None = None) -> list[Record]:
+def index(layout: Workspace, repository: Path | None = None) -> list[Found]:
     """Every stage record under ``cost/`` and every build record in the Triton repository (``repository``, by
-    default the workspace's)."""
+    default the workspace's). A corrupt record is an InputError naming it: whether it belongs to the chain
+    cannot be told."""
     found = []
-    for kind, (stage, name) in RECORDS.items():
-        base = layout.cost if stage is None else layout.cost / stage
-        found += [_record(kind, p) for p in sorted(base.glob(f"*/{name}"))] if base.is_dir() else []
+    for kind in STAGES:
+        base = kind.base(layout)
+        found += [_found(kind, p) for p in sorted(base.glob(f"*/{kind.filename}"))] if base.is_dir() else []
     repo = repository or layout.repository
-    found += [_record("build", p) for p in sorted(repo.glob(f"*/{BUILD}"))] if repo.is_dir() else []
+    found += [_found(BUILD, p) for p in sorted(repo.glob(f"*/{BUILD.filename}"))] if repo.is_dir() else []
     return [r for r in found if r is not None]
 
 
-def _record(kind: str, path: Path) -> Record | None:
+def _found(kind: Kind[Any], path: Path) -> Found | None:
     if path.is_symlink() or not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        data = {}
-    return Record(kind, path, sha256_file(path), data if isinstance(data, dict) else {})
+    return Found(kind.name, path, sha256_file(path), kind.read(path))
 
 
 def select(layout: Workspace, repository: Path | None = None, run: str | None = None) -> Selection:
@@ -108,7 +110,7 @@ def select(layout: Workspace, repository: Path | None = None, run: str | None = 
     passed_over: list[str] = []
     if run is None:
         for manifest in sorted(runs_dir(layout).glob("*.json"), reverse=True) if runs_dir(layout).is_dir() else []:
-            why = _changed(manifest)
+            why = _changed(manifest, read_run(manifest))
             if not why:
                 chosen = from_run(layout, manifest.stem)
                 chosen.left_out += passed_over
@@ -122,32 +124,28 @@ def select(layout: Workspace, repository: Path | None = None, run: str | None = 
 # -- runs ----------------------------------------------------------------------------------------------------
 
 def runs_dir(layout: Workspace) -> Path:
-    return layout.cost / "runs"
+    return layout.cost / RUNS
 
 
 def write_run(layout: Workspace, stamp: str, sources: dict[str, Path], repository: Path | None,
               model_name: str | None) -> Path:
     """``cost/runs/<stamp>.json``: the records one ``costeff run`` produced, by path and SHA-256."""
-    names = {"profile_fp32": "gpu_profile.json", **{k: v[1] for k, v in RECORDS.items()}}
-    records = {name: Path(folder) / names[name] for name, folder in sources.items() if name in names}
+    records = {name: Path(folder) / kind_of(name).filename for name, folder in sources.items()
+               if name == "profile_fp32" or name in KINDS}
     if repository is not None and model_name:
-        records["build"] = Path(repository) / model_name / BUILD
+        records["build"] = Path(repository) / model_name / BUILD.filename
     doc = {"run": stamp, "created_at": iso_utc(), "records": {
         name: {"path": str(path), "sha256": sha256_file(path)} for name, path in records.items() if path.is_file()}}
-    return atomic_write_json(runs_dir(layout) / f"{stamp}.json", doc)
+    return run_kind(stamp).write(runs_dir(layout), doc)
 
 
-def _changed(manifest: Path) -> str | None:
+def _changed(manifest: Path, run: RunRecord) -> str | None:
     """Why the run's records are no longer what it wrote (None when all are there, unchanged)."""
-    try:
-        records = json.loads(manifest.read_text(encoding="utf-8"))["records"]
-        entries = [(name, Path(e["path"]), e["sha256"]) for name, e in records.items()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return f"{manifest}: not a run manifest (expected {{'records': {{name: {{path, sha256}}}}}})"
-    for name, path, sha in entries:
+    for name, entry in run.records.items():
+        path = Path(entry.path)
         if not path.is_file():
             return f"its {name} record {path} is gone"
-        if sha256_file(path) != sha:
+        if sha256_file(path) != entry.sha256:
             return f"its {name} record {path} changed after the run (sha256 differs from {manifest})"
     return None
 
@@ -160,11 +158,11 @@ def from_run(layout: Workspace, stamp: str) -> Selection:
     if not manifest.is_file():
         raise InputError(f"--run {stamp}: no run manifest {manifest}; expected the stamp of a `costeff run` "
                          f"(one of {runs_dir(layout)}/*.json) or 'chain'")
-    why = _changed(manifest)
+    run = read_run(manifest)
+    why = _changed(manifest, run)
     if why:
         raise InputError(f"run {stamp}: {why}; pack another run or --run chain")
-    records = json.loads(manifest.read_text(encoding="utf-8"))["records"]
-    sources = {name: Path(e["path"]).parent for name, e in records.items() if name != "build"}
+    sources = {name: Path(e.path).parent for name, e in run.records.items() if name != "build"}
     return Selection(sources, f"run {stamp} ({manifest})", run=stamp)
 
 
@@ -195,12 +193,12 @@ def from_chain(layout: Workspace, repository: Path | None = None) -> Selection:
             chain = joined
     _profiles(chain, records)
     chain, foreign = _builds(chain, records, layout)
-    sources = {slot: r.path.parent for slot, r in chain.items() if slot in RECORDS or slot == "profile_fp32"}
+    sources = {slot: r.path.parent for slot, r in chain.items() if slot in KINDS or slot == "profile_fp32"}
     return Selection(sources, f"the chain of {top.path} (the records its inputs name; no run manifest)",
                      left_out=left_out + foreign, repository=not foreign)
 
 
-def _builds(chain: dict[str, Record], records: list[Record], layout: Workspace) -> tuple[dict[str, Record], list[str]]:
+def _builds(chain: dict[str, Found], records: list[Found], layout: Workspace) -> tuple[dict[str, Found], list[str]]:
     """The chain with each Triton build record of the repository that agrees with it; why the others do not
     (the repository, packed whole, is then left out)."""
     foreign = []
@@ -217,19 +215,19 @@ def _builds(chain: dict[str, Record], records: list[Record], layout: Workspace) 
     return chain, foreign
 
 
-def _slot(record: Record) -> str:
+def _slot(record: Found) -> str:
     return record.kind
 
 
-def _newest(record: Record) -> tuple[str, int, str]:
+def _newest(record: Found) -> tuple[str, int, str]:
     """Newest first; of records made in the same second, the one made from the others (a ramp decision before
     the quantization report it read)."""
     rank = len(TOPS) - TOPS.index(record.kind) if record.kind in TOPS else 0
     return record.when, rank, record.path.parent.name
 
 
-def _follow(record: Record, slot: str, records: list[Record], chain: dict[str, Record],
-            layout: Workspace) -> dict[str, Record]:
+def _follow(record: Found, slot: str, records: list[Found], chain: dict[str, Found],
+            layout: Workspace) -> dict[str, Found]:
     """``chain`` with ``record`` in ``slot`` and every record its ``inputs`` name, followed down."""
     held = chain.get(slot)
     if held is not None and held.sha256 != record.sha256:
@@ -258,53 +256,56 @@ def _noun(kind: str) -> str:
             "reaper": "reaper report", "ramp": "ramp decision", "verify": "verify report"}.get(kind, kind)
 
 
-def _baseline(chain: dict[str, Record]) -> dict[str, Record]:
+def _quant(chain: dict[str, Found]) -> tuple[Found, QuantRecord] | None:
+    held = chain.get("quant")
+    return (held, held.record) if held is not None and isinstance(held.record, QuantRecord) else None
+
+
+def _baseline(chain: dict[str, Found]) -> dict[str, Found]:
     """A profile of the quantization report's original model, when another variant is served, is its fp32
     baseline: moved to that slot."""
-    quant, held = chain.get("quant"), chain.get("profile")
+    quant, held = _quant(chain), chain.get("profile")
     if quant is None or held is None or "profile_fp32" in chain:
         return chain
-    model = quant.data.get("model_sha256")
-    if held.data.get("model_sha256") == model and _selected_sha(quant.data) != model:
+    model = quant[1].model_sha256
+    if held.record.model_sha256 == model and _selected_sha(quant[1]) != model:
         chain["profile_fp32"] = chain.pop("profile")
     return chain
 
 
-def _disagrees(chain: dict[str, Record]) -> str | None:
+def _disagrees(chain: dict[str, Found]) -> str | None:
     """Why the profiles in ``chain`` are not of the models its quantization report names (None when they are)."""
-    quant = chain.get("quant")
+    quant = _quant(chain)
     if quant is None:
         return None
-    model, selected = quant.data.get("model_sha256"), _selected_sha(quant.data)
+    model, selected = quant[1].model_sha256, _selected_sha(quant[1])
     for slot, wanted in (("profile_fp32", {model}), ("profile", {selected})):
         held = chain.get(slot)
-        got = held.data.get("model_sha256") if held else None
+        got = held.record.model_sha256 if held else None
         if held is not None and got not in wanted:
             return (f"its {slot.replace('_', ' ')} {held.path} measured model sha256 {_short(got)}, not the "
-                    f"model {quant.path} names")
+                    f"model {quant[0].path} names")
     return None
 
 
-def _selected_sha(quant: dict[str, Any]) -> str | None:
+def _selected_sha(quant: QuantRecord) -> str | None:
     """The served model's bytes: the selected variant's sha256 (fp32's is the report's model_sha256)."""
-    name = (quant.get("selected") or {}).get("name") if isinstance(quant.get("selected"), dict) else None
-    variant = next((v for v in quant.get("variants") or [] if isinstance(v, dict) and v.get("name") == name), None)
-    sha = (variant or {}).get("sha256") or (quant.get("selected") or {}).get("sha256")
-    return sha if isinstance(sha, str) else quant.get("model_sha256")
+    variant = selected_entry(quant)
+    return (variant.sha256 if variant else None) or quant.selected.sha256 or quant.model_sha256
 
 
-def _profiles(chain: dict[str, Record], records: list[Record]) -> None:
+def _profiles(chain: dict[str, Found], records: list[Found]) -> None:
     """The newest profile of each model the chain's quantization report names, where the chain has none."""
-    quant = chain.get("quant")
+    quant = _quant(chain)
     if quant is None:
         return
-    model, selected = quant.data.get("model_sha256"), _selected_sha(quant.data)
+    model, selected = quant[1].model_sha256, _selected_sha(quant[1])
     if model == selected and ("profile" in chain) != ("profile_fp32" in chain):  # fp32 served: one profile, as a run
         chain["profile"] = chain["profile_fp32"] = chain.get("profile") or chain["profile_fp32"]
     for slot, sha in (("profile_fp32", model), ("profile", selected)):
-        if slot in chain or not isinstance(sha, str):
+        if slot in chain or sha is None:
             continue
-        found = [r for r in records if r.kind == "profile" and r.data.get("model_sha256") == sha]
+        found = [r for r in records if r.kind == "profile" and r.record.model_sha256 == sha]
         if found:
             chain[slot] = max(found, key=_newest)
 
@@ -313,9 +314,9 @@ def _profiles(chain: dict[str, Record], records: list[Record]) -> None:
 
 def packed_records(names: list[str]) -> list[str]:
     """The packed files that are records (whose ``inputs`` are checked)."""
-    reports = {f"{slot}/{file}" for slot, (_, file) in RECORDS.items()} | {"profile_fp32/gpu_profile.json"}
-    return sorted(n for n in names if n in reports or (n.startswith("model_repository/") and n.endswith(BUILD)
-                                                       and n.count("/") == 2))
+    reports = {f"{kind.name}/{kind.filename}" for kind in STAGES} | {f"profile_fp32/{PROFILE.filename}"}
+    return sorted(n for n in names if n in reports or (n.startswith("model_repository/")
+                                                       and n.endswith(BUILD.filename) and n.count("/") == 2))
 
 
 def chain_problems(kept: dict[str, bytes], digests: dict[str, str]) -> list[str]:
@@ -324,12 +325,16 @@ def chain_problems(kept: dict[str, bytes], digests: dict[str, str]) -> list[str]
     present = {digests[n] for n in names}
     problems = []
     for name in names:
+        kind = BUILD if name.startswith("model_repository/") else kind_of(name.split("/")[0])
         try:
-            data = json.loads(kept.get(name) or b"{}")
-        except (ValueError, RecursionError):
-            continue  # an unreadable report is the summary check's to name
-        inputs = data.get("inputs") if isinstance(data, dict) else None
-        for key, sha in sorted(inputs.items()) if isinstance(inputs, dict) else []:
+            record = kind.parse(kept.get(name) or b"{}", name)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        except RecursionError:  # JSON nested deeper than Python parses: not a record any writer makes
+            problems.append(f"{name}: corrupt {kind.name} record: nested too deep to be one")
+            continue
+        for key, sha in sorted(record.inputs.items()):
             if key in LINKS and sha not in present:
                 problems.append(f"{name}: made from {key.replace('_', ' ')} sha256 {_short(sha)}, which is not "
                                 f"in this pack (records of different runs mixed)")

@@ -107,6 +107,8 @@ class Kind(Generic[R]):
             data = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{where}: corrupt {self.name} record, not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InputError(f"{where}: corrupt {self.name} record: nested too deeply to be a record") from None
         if not isinstance(data, Mapping):
             raise InputError(f"{where}: corrupt {self.name} record: expected a JSON object, "
                              f"found {type(data).__name__}")
@@ -114,6 +116,8 @@ class Kind(Generic[R]):
             return self.model.model_validate(data)
         except ValidationError as exc:
             raise InputError(f"{where}: corrupt {self.name} record: {_first(exc)}") from None
+        except RecursionError:
+            raise InputError(f"{where}: corrupt {self.name} record: nested too deeply to be a record") from None
 
     def read_latest(self, layout: "Workspace") -> tuple[Path, R] | None:
         """The newest record of this kind and its path, or None when no run wrote one."""

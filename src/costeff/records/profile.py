@@ -56,6 +56,12 @@ class GpuUse(Part):
     power_w: Finite = None
 
 
+class Window(Part):
+    """One measurement window of a point (read by pack/report: its spread beside the interleaved rounds')."""
+
+    throughput_per_s: Rate = None
+
+
 class Point(Part):
     """One measured batch size at one client concurrency."""
 
@@ -73,6 +79,9 @@ class Point(Part):
     gpu: GpuUse | None = None
     gpu_null_reason: str | None = None
     extra: dict[str, Any] = {}
+
+    # read by pack/report
+    windows: list[Window] = []
 
 
 class Optimal(Part):

@@ -52,7 +52,7 @@ def build_report(workspace: Workspace, folders: dict[str, Path] | None = None, r
         stamp += "_"
     path = atomic_write_text(out / f"report_{stamp}.html", text)
     return ReportResult(SCHEMA_VERSION, str(path), {k: str(v) for k, v in sources.files.items()},
-                        [k for k, v in sources.reports.items() if v is None], sum(c.passed for c in criteria),
+                        sources.reports.missing(), sum(c.passed for c in criteria),
                         len(criteria), len(text.encode("utf-8")), taken, left_out)
 
 
@@ -67,8 +67,8 @@ def _select(workspace: Workspace, repository: Path,
 
 
 def _ledger_bytes(sources: Sources) -> bytes | None:
-    ledger = (((sources.reports.get("ramp") or {}).get("provenance") or {}).get("ledger") or {}).get("path")
-    path = Path(ledger) if ledger else None
+    ramp = sources.reports.ramp
+    path = Path(ramp.provenance.ledger.path) if ramp and ramp.provenance.ledger.path else None
     return path.read_bytes() if path and path.is_file() else None
 
 

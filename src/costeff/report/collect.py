@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-# stage key -> (folder under cost/, report file)
-STAGES = {
-    "profile": (None, "gpu_profile.json"),
-    "fp32": (None, "gpu_profile.json"),
-    "quant": ("quant", "quantization_report.json"),
-    "batching": ("batching", "batching_report.json"),
-    "reaper": ("reaper", "reaper_report.json"),
-    "ramp": ("ramp", "ramp_decision.json"),
-    "verify": ("verify", "verify_report.json"),
-}
+from costeff.pack.measured import PACKED, Reports
 
 
 @dataclass
 class Sources:
-    """Each stage's report (parsed) and the file it came from; ``folders`` hold the plots beside them."""
+    """Each stage's typed record and the file it came from; ``folders`` hold the plots beside them."""
 
     root: Path
-    reports: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)
+    reports: Reports = field(default_factory=Reports)
+    files: dict[str, Path] = field(default_factory=dict)  # a Reports field -> the record's file
     repository: Path | None = None
 
     def folder(self, key: str) -> Path | None:
@@ -38,21 +27,11 @@ class Sources:
 
 
 def collect(root: Path, folders: dict[str, Path], repository: Path, with_repository: bool = True) -> Sources:
-    """``folders`` (stage key -> folder): the run's own, or one chain's (``costeff.pack.chain.select``);
-    ``with_repository`` False when the Triton repository was built from another chain."""
-    found = {k: Path(v) / STAGES[k][1] for k, v in folders.items() if k in STAGES}
-    sources = Sources(root, repository=repository if with_repository else None)
-    for key in STAGES:
-        path = found.get(key)
-        sources.reports[key] = _read(path) if path and path.is_file() else None
-        if path is not None and sources.reports[key] is not None:
-            sources.files[key] = path
-    return sources
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    """``folders`` (a Reports field -> folder): the run's own, or one chain's (``costeff.pack.chain.select``);
+    ``with_repository`` False when the Triton repository was built from another chain. A folder without its
+    record means that stage wrote none; a record that is there but corrupt is an InputError naming it."""
+    files = {k: Path(v) / PACKED[k][0].filename for k, v in folders.items() if k in PACKED}
+    files = {k: path for k, path in files.items() if path.is_file()}
+    reports = Reports.read(files)
+    repo = repository if with_repository else None
+    return Sources(root, reports, files, repo)

@@ -15,6 +15,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from costeff.pack.measured import Disagreement, day_costs, host, selected_entry, timed_entry
+from costeff.pack.summary import synthetic_ledger
+from costeff.records.profile import Cost, Optimal, ProfileRecord
+from costeff.records.quant import Variant
+from costeff.records.ramp import RampRecord
 from costeff.report.collect import Sources
 from costeff.report.timeline import reaper_timeline_svg
 
@@ -73,7 +78,7 @@ def esc(text: Any) -> str:
     return html.escape(str(text))
 
 
-def render(sources: Sources, out_dir: Path, criteria: list, disagreements: list[dict[str, Any]]) -> str:
+def render(sources: Sources, out_dir: Path, criteria: list, disagreements: list[Disagreement]) -> str:
     page = Page(sources, out_dir)
     sections: list[Callable[[Page], str]] = [_glance, _profiles, _variants, _serving, _reaper, _ramp, _audit]
     body = [_header(page), _criteria(page, criteria), _disagreements(page, disagreements)]
@@ -83,38 +88,33 @@ def render(sources: Sources, out_dir: Path, criteria: list, disagreements: list[
 
 
 def _header(p: Page) -> str:
-    r = p.s.reports
-    hw = (r["profile"] or r["fp32"] or r["quant"] or {}).get("hardware") or {}
-    gpus = ", ".join(g.get("name", "?") for g in hw.get("gpus", [])) or "none"
-    synthetic = _synthetic(r["ramp"])
+    cpu, cores, gpus = host(p.s.reports)
+    synthetic = synthetic_ledger(p.s.reports.ramp)
     tag = ('<span class="tag synthetic">economics: SYNTHETIC sample ledger</span>' if synthetic else "")
     return (f"<h1>costeff report</h1><p class=\"muted\">Artifacts under {esc(p.s.root)}; hardware "
-            f"{esc(hw.get('cpu_model', 'unknown'))}, {esc(hw.get('cpu_count', '?'))} cores, GPUs: {esc(gpus)}. "
+            f"{esc(cpu)}, {esc(cores)} cores, GPUs: {esc(gpus)}. "
             f"Every number links to the file it was read from. {tag}</p>")
-
-
-def _synthetic(ramp: dict[str, Any] | None) -> bool:
-    sources = (((ramp or {}).get("provenance") or {}).get("ledger") or {}).get("sources") or []
-    return any(str(x).startswith("SYNTHETIC") for x in sources)
 
 
 def _glance(p: Page) -> str:
     r, cards = p.s.reports, []
-    sel = _selected(r["quant"])
+    sel = selected_entry(r.quant)
     if sel:
-        cards.append(_card("served precision", esc(sel["name"]),
-                           f"{p.num(sel.get('speedup'), 'quant', '.2f', 'x')} fp32 throughput"))
-    if r["ramp"]:
-        cards.append(_card("ramp decision", esc(r["ramp"].get("decision")),
-                           f"cost ratio {p.num(r['ramp'].get('cost_ratio_pct'), 'ramp', '.1f', ' %')} "
+        cards.append(_card("served precision", esc(sel.name),
+                           f"{p.num(sel.speedup, 'quant', '.2f', 'x')} fp32 throughput"))
+    if r.ramp:
+        cards.append(_card("ramp decision", esc(r.ramp.decision),
+                           f"cost ratio {p.num(r.ramp.cost_ratio_pct, 'ramp', '.1f', ' %')} "
                            f'<span class="tag observed">observed</span>'))
-        proj = r["ramp"].get("projection") or {}
-        if proj.get("available"):
-            cards.append(_card("projected serving / day",
-                               p.num(proj.get("serving_usd_per_day"), "ramp", ",.2f", currency="$"),
-                               f'on {esc(proj.get("instance"))} <span class="tag projected">projected</span>'))
-    if r["reaper"]:
-        cards.append(_card("reaper GPU-hours cut", p.num(r["reaper"].get("reduction_pct"), "reaper", ".1f", " %"),
+    before, after, _ = day_costs(r)  # the measurement the speedup comes from, as in the summary
+    if before is not None and after is not None:
+        cards.append(_card("serving / day at target", p.num(after.usd_per_day, after.source, ",.2f", currency="$"),
+                           f"{esc(after.instances_needed)} x {esc(after.instance)} at "
+                           f"{p.num(after.target_rate_per_s, after.source, ',g', '/s')}; fp32 "
+                           f"{p.num(before.usd_per_day, before.source, ',.2f', currency='$')} "
+                           f'<span class="tag projected">projected</span>'))
+    if r.reaper:
+        cards.append(_card("reaper GPU-hours cut", p.num(r.reaper.reduction_pct, "reaper", ".1f", " %"),
                            "replayed day"))
     return "<h2>At a glance</h2><div class=\"cards\">" + "".join(cards) + "</div>" if cards else ""
 
@@ -127,11 +127,6 @@ def _id(title: str) -> str:
     return "k-" + "".join(c if c.isalnum() else "-" for c in title.lower())
 
 
-def _selected(quant: dict[str, Any] | None) -> dict[str, Any] | None:
-    name = ((quant or {}).get("selected") or {}).get("name")
-    return next((v for v in (quant or {}).get("variants", []) if v.get("name") == name), None)
-
-
 def _criteria(p: Page, criteria: list) -> str:
     rows = "".join(f"<tr><td>{esc(c.name)}</td><td>{esc(c.observed)}</td><td>{esc(c.threshold)}</td>"
                    f"<td class=\"{'PASS' if c.passed else 'FAIL'}\">{'PASS' if c.passed else 'FAIL'}</td>"
@@ -142,38 +137,46 @@ def _criteria(p: Page, criteria: list) -> str:
             f"{rows}</table>")
 
 
-def _disagreements(p: Page, found: list[dict[str, Any]]) -> str:
+def _disagreements(p: Page, found: list[Disagreement]) -> str:
     if not found:
         return ""
     items = "".join(
-        f"<li><b>{esc(d['variant'])}</b> at batch {esc(d['batch'])}: profile "
-        f"{p.num(d['profile_per_s'], 'profile' if d['label'] == 'served variant' else 'fp32', ',.0f', '/s')} vs "
-        f"quantization {p.num(d['quant_per_s'], 'quant', ',.0f', '/s')}; the measured ranges do not overlap</li>"
+        f"<li><b>{esc(d.variant)}</b> at batch {esc(d.batch)}: profile "
+        f"{p.num(d.profile_per_s, 'profile' if d.label == 'served variant' else 'fp32', ',.0f', '/s')} vs "
+        f"quantization {p.num(d.quant_per_s, 'quant', ',.0f', '/s')}; the measured ranges do not overlap</li>"
         for d in found)
-    return ("<h2>Measurements that disagree</h2><ul>" + items + "</ul><p>Absolute throughput and $ per inference "
-            "come from the dedicated profiles; the quantization report is used only for speedup ratios (its "
-            "variants ran in interleaved rounds under the same load).</p>")
+    return ("<h2>Measurements that disagree</h2><ul>" + items + "</ul><p>Throughput, speedup and cost on this page "
+            "come from one measurement, the interleaved rounds of the quantization report (every variant beside "
+            "fp32 under the same load); the profile's own figure stays in its file.</p>")
 
 
 def _profiles(p: Page) -> str:
     parts = []
-    for key, label in (("profile", "served variant"), ("fp32", "fp32 baseline")):
-        prof = p.s.reports[key]
+    for key, label, prof in (("profile", "served variant", p.s.reports.profile),
+                             ("fp32", "fp32 baseline", p.s.reports.fp32)):
         if prof:
-            parts.append(_profile(p, key, label, prof))
+            parts.append(_profile(p, key, label, prof, timed_entry(p.s.reports.quant, prof, label)))
     return "<h2>Profiles</h2>" + "".join(parts) if parts else ""
 
 
-def _profile(p: Page, key: str, label: str, prof: dict[str, Any]) -> str:
-    opt, cost = prof.get("optimal") or {}, prof.get("cost") or {}
-    rows = "".join(f"<tr><td>{esc(x.get('batch_size'))}</td><td>{p.num(x.get('throughput_per_s'), key, ',.0f')}</td>"
-                   f"<td>{p.num((x.get('latency_ms') or {}).get('p99'), key, '.3f')}</td>"
-                   f"<td>{'yes' if x.get('stable') else 'no'}</td></tr>" for x in prof.get("points", []))
+def _profile(p: Page, key: str, label: str, prof: ProfileRecord, timed: Variant | None) -> str:
+    """A profile's points, latency and stability. Its throughput and $ come from the interleaved rounds when the
+    model was timed there (the figure every ratio on this page uses), else from the profile itself."""
+    opt, cost = prof.optimal or Optimal(), prof.cost or Cost()
+    rows = "".join(f"<tr><td>{esc(x.batch_size)}</td><td>{p.num(x.throughput_per_s, key, ',.0f')}</td>"
+                   f"<td>{p.num(x.latency_ms.p99 if x.latency_ms else None, key, '.3f')}</td>"
+                   f"<td>{'yes' if x.stable else 'no'}</td></tr>" for x in prof.points)
     images = "".join(_png(p.s.beside(key, name)) for name in ("throughput_vs_batch.png", "p99_vs_batch.png"))
-    return (f"<h3>{esc(label)}</h3><p>optimal batch {esc(opt.get('batch_size'))}: "
-            f"{p.num(opt.get('throughput_per_s'), key, ',.0f')} inferences/s, p99 "
-            f"{p.num(opt.get('latency_p99_ms'), key, '.3f')} ms; {p.num(cost.get('usd_per_million'), key, '.4g')} $ "
-            f"per million on {esc(cost.get('instance'))} <span class=\"tag projected\">projected</span></p>"
+    if timed:
+        tcost = timed.cost or Cost()
+        speed = (f"{p.num(timed.optimal_throughput_per_s, 'quant', ',.0f')} inferences/s at batch "
+                 f"{esc(timed.optimal_batch)}; {p.num(tcost.usd_per_million, 'quant', '.4g')} $ per million on "
+                 f"{esc(tcost.instance)} (interleaved rounds)")
+    else:
+        speed = (f"{p.num(opt.throughput_per_s, key, ',.0f')} inferences/s; "
+                 f"{p.num(cost.usd_per_million, key, '.4g')} $ per million on {esc(cost.instance)}")
+    return (f"<h3>{esc(label)}</h3><p>optimal batch {esc(opt.batch_size)}: p99 "
+            f"{p.num(opt.latency_p99_ms, key, '.3f')} ms; {speed} <span class=\"tag projected\">projected</span></p>"
             f"{images}<table><tr><th>batch</th><th>inferences/s</th><th>p99 ms</th><th>stable</th></tr>{rows}</table>"
             + p.source(key))
 
@@ -186,34 +189,32 @@ def _png(path: Path | None) -> str:
 
 
 def _variants(p: Page) -> str:
-    q = p.s.reports["quant"]
+    q = p.s.reports.quant
     if not q:
         return ""
     rows = []
-    for v in q.get("variants", []):
-        f = v.get("fidelity") or {}
-        gates = (", ".join(f"<span class=\"{esc(g.get('verdict'))}\">{esc(g.get('name'))} "
-                           f"{esc(g.get('verdict'))}</span>" for g in v.get("gates", []))
-                 or esc(v.get("error") or v.get("not_tried") or "-"))
-        tried = v.get("not_tried") is None
-        verdict = ("yes", "PASS") if v.get("passed") else ("no", "FAIL") if tried else ("not tried", "muted")
-        rows.append(f"<tr><td>{esc(v['name'])}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
-                    f"<td>{p.num(f.get('action_drift_pct'), 'quant', '.3f')}</td>"
-                    f"<td>{p.num(v.get('speedup'), 'quant', '.2f')}</td><td>{gates}</td></tr>")
-    sel = q.get("selected") or {}
-    return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(sel.get('name'))}</b>: {esc(sel.get('reason'))}"
+    for v in q.variants:
+        gates = (", ".join(f"<span class=\"{esc(g.verdict)}\">{esc(g.name)} "
+                           f"{esc(g.verdict)}</span>" for g in v.gates)
+                 or esc(v.error or v.not_tried or "-"))
+        tried = v.not_tried is None
+        verdict = ("yes", "PASS") if v.passed else ("no", "FAIL") if tried else ("not tried", "muted")
+        rows.append(f"<tr><td>{esc(v.name)}</td><td class=\"{verdict[1]}\">{verdict[0]}</td>"
+                    f"<td>{p.num(v.fidelity.action_drift_pct if v.fidelity else None, 'quant', '.3f')}</td>"
+                    f"<td>{p.num(v.speedup, 'quant', '.2f')}</td><td>{gates}</td></tr>")
+    return (f"<h2>Variants</h2><p>Selected <b id=\"k-selected\">{esc(q.selected.name)}</b>: {esc(q.selected.reason)}"
             "</p><table><tr><th>variant</th><th>passed</th><th>action drift %</th><th>speedup</th><th>gates</th>"
             f"</tr>{''.join(rows)}</table>" + p.source("quant"))
 
 
 def _serving(p: Page) -> str:
-    b, parts = p.s.reports["batching"], []
-    if b and b.get("chosen"):
-        c = b["chosen"]
-        parts.append(f"<p>Dynamic batcher: max batch {p.num(c['max_batch_size'], 'batching', 'd')}, preferred "
-                     f"{esc(c['preferred_batch_size'])}, queue delay {p.num(c['max_queue_delay_us'], 'batching', 'g')}"
-                     f" us, {p.num(c['instances'], 'batching', 'd')} server(s); predicted p99 "
-                     f"{p.num((c.get('predicted') or {}).get('p99_ms'), 'batching', '.3f')} ms</p>")
+    b, parts = p.s.reports.batching, []
+    if b and b.chosen:
+        c = b.chosen
+        parts.append(f"<p>Dynamic batcher: max batch {p.num(c.max_batch_size, 'batching', 'd')}, preferred "
+                     f"{esc(c.preferred_batch_size)}, queue delay {p.num(c.max_queue_delay_us, 'batching', 'g')}"
+                     f" us, {p.num(c.instances, 'batching', 'd')} server(s); predicted p99 "
+                     f"{p.num(c.predicted.p99_ms, 'batching', '.3f')} ms</p>")
         parts += [_png(p.s.beside("batching", n)) for n in ("p99_vs_queue_delay.png", "cost_vs_p99.png")]
         parts.append(p.source("batching"))
     parts.append(_verified(p))
@@ -225,52 +226,52 @@ def _serving(p: Page) -> str:
 
 def _verified(p: Page) -> str:
     """The batcher's prediction beside what the real Triton server measured at the target rate."""
-    v = p.s.reports.get("verify")
+    v = p.s.reports.verify
     if not v:
         return ""
-    if v.get("skipped"):
-        return f"<p>Not measured on real Triton: {esc(v['skipped'])}</p>"
-    pred, meas, ratio = v.get("predicted") or {}, v.get("measured") or {}, v.get("ratios") or {}
-    rows = "".join(f"<tr><td>{label}</td><td>{p.num(pred.get(key), 'verify', '.3g', unit)}</td>"
-                   f"<td>{p.num(meas.get(key), 'verify', '.3g', unit)}</td>"
-                   f"<td>{esc(_fmt(ratio.get(r), '.2g'))}x</td></tr>"
+    if v.skipped:
+        return f"<p>Not measured on real Triton: {esc(v.skipped)}</p>"
+    pred, meas, ratio = v.predicted, v.measured, v.ratios
+    rows = "".join(f"<tr><td>{label}</td><td>{p.num(getattr(pred, key) if pred else None, 'verify', '.3g', unit)}"
+                   f"</td><td>{p.num(getattr(meas, key) if meas else None, 'verify', '.3g', unit)}</td>"
+                   f"<td>{esc(_fmt(getattr(ratio, r), '.2g'))}x</td></tr>"
                    for label, key, r, unit in (("p50", "p50_ms", "p50", " ms"), ("p99", "p99_ms", "p99", " ms"),
                                                ("mean batch size", "mean_batch_size", "mean_batch", "")))
-    return (f"<p>Served on the real Triton {esc((v.get('server') or {}).get('triton'))} at "
-            f"{p.num(v.get('rate_per_s'), 'verify', 'g')} requests/s (Python-based backends stand in for the C++ "
-            f"ones; load average {esc(', '.join(map(str, v.get('load_average') or [])))}):</p>"
+    return (f"<p>Served on the real Triton {esc(v.server.get('triton'))} at "
+            f"{p.num(v.rate_per_s, 'verify', 'g')} requests/s (Python-based backends stand in for the C++ "
+            f"ones; load average {esc(', '.join(map(str, v.load_average)))}):</p>"
             f"<table><tr><th>figure</th><th>predicted</th><th>measured</th><th>measured / predicted</th></tr>"
             f"{rows}</table>{p.source('verify')}")
 
 
 def _reaper(p: Page) -> str:
-    d = p.s.reports["reaper"]
+    d = p.s.reports.reaper
     if not d:
         return ""
-    return (f"<h2>Idle reaper ({esc(d.get('mode'))})</h2><p>GPU-hours {p.num(d.get('gpu_hours_without'), 'reaper')}"
-            f" without, {p.num(d.get('gpu_hours_with'), 'reaper')} with the reaper "
-            f"({p.num(d.get('reduction_pct'), 'reaper', '.1f', ' %')} less); reaps while active "
-            f"{p.num(d.get('reaps_while_active'), 'reaper', 'd')}.</p>" + reaper_timeline_svg(d) + p.source("reaper"))
+    return (f"<h2>Idle reaper ({esc(d.mode)})</h2><p>GPU-hours {p.num(d.gpu_hours_without, 'reaper')}"
+            f" without, {p.num(d.gpu_hours_with, 'reaper')} with the reaper "
+            f"({p.num(d.reduction_pct, 'reaper', '.1f', ' %')} less); reaps while active "
+            f"{p.num(d.reaps_while_active, 'reaper', 'd')}.</p>" + reaper_timeline_svg(d) + p.source("reaper"))
 
 
 def _ramp(p: Page) -> str:
-    d = p.s.reports["ramp"]
+    d = p.s.reports.ramp
     if not d:
         return ""
-    rows = "".join(f"<tr><td>{esc(g['name'])}</td><td>{_gate_value(p, g.get('observed'))}</td>"
-                   f"<td>{esc(g.get('comparator'))} {_gate_value(p, g.get('threshold'))}</td>"
-                   f"<td class=\"{esc(g.get('verdict'))}\">{esc(g.get('verdict'))}</td></tr>"
-                   for g in d.get("gates", []))
-    notices = "".join(f"<li>{esc(n)}</li>" for n in d.get("notices", []))
-    return (f"<h2>Ramp decision: <span id=\"k-decision\">{esc(d.get('decision'))}</span></h2>"
+    rows = "".join(f"<tr><td>{esc(g.name)}</td><td>{_gate_value(p, g.observed)}</td>"
+                   f"<td>{esc(g.comparator)} {_gate_value(p, g.threshold)}</td>"
+                   f"<td class=\"{esc(g.verdict)}\">{esc(g.verdict)}</td></tr>"
+                   for g in d.gates)
+    notices = "".join(f"<li>{esc(n)}</li>" for n in d.notices)
+    return (f"<h2>Ramp decision: <span id=\"k-decision\">{esc(d.decision)}</span></h2>"
             f"<p><span class=\"tag observed\">observed</span> cost ratio "
-            f"{p.num(d.get('cost_ratio_pct'), 'ramp', '.2f', ' %')} vs cap "
-            f"{p.num(d.get('cost_ratio_cap_pct'), 'ramp', 'g', ' %')};"
-            f" cost per day {p.num(d.get('cost_per_day_usd'), 'ramp')} $, per signal "
-            f"{p.num(d.get('cost_per_signal_usd'), 'ramp', '.4f')} $, per trade "
-            f"{p.num(d.get('cost_per_trade_usd'), 'ramp')} $"
+            f"{p.num(d.cost_ratio_pct, 'ramp', '.2f', ' %')} vs cap "
+            f"{p.num(d.cost_ratio_cap_pct, 'ramp', 'g', ' %')};"
+            f" cost per day {p.num(d.cost_per_day_usd, 'ramp')} $, per signal "
+            f"{p.num(d.cost_per_signal_usd, 'ramp', '.4f')} $, per trade "
+            f"{p.num(d.cost_per_trade_usd, 'ramp')} $"
             f"</p><ul>{notices}</ul><table><tr><th>gate</th><th>observed</th><th>required</th><th>verdict</th></tr>"
-            f"{rows}</table>" + _projection(p, d.get("projection")) + p.source("ramp"))
+            f"{rows}</table>" + _projection(p, d) + p.source("ramp"))
 
 
 def _gate_value(p: Page, value: Any) -> str:
@@ -282,28 +283,29 @@ def _gate_value(p: Page, value: Any) -> str:
     return p.num(value, "ramp", ",.4g") if isinstance(value, (int, float)) else esc(value)
 
 
-def _projection(p: Page, proj: dict[str, Any] | None) -> str:
+def _projection(p: Page, d: RampRecord) -> str:
+    proj = d.projection
     if not proj:
         return ""
     head = (f"<h3>Projection <span class=\"tag projected\">PROJECTED, not from a bill</span></h3>"
-            f"<p>{esc(proj.get('label'))}</p>")
-    if not proj.get("available"):
-        return head + f"<p>Not available: {esc(proj.get('reason'))}</p>"
-    rows = "".join(f"<tr><td>{esc(lv['name'])}</td><td>{p.num(lv['usd_per_day_before'], 'ramp')}</td>"
-                   f"<td>{p.num(lv['usd_per_day_after'], 'ramp')}</td>"
-                   f"<td>{p.num(lv['saving_usd_per_day'], 'ramp')}</td>"
-                   f"<td>{p.num(lv.get('share_pct'), 'ramp', '.1f', ' %')}</td><td>{esc(lv['detail'])}</td>"
-                   f"<td>{esc(lv.get('assumption') or '-')}</td></tr>" for lv in proj.get("levers", []))
-    reach = proj.get("to_reach_cap") or {}
-    gap = ("under the cap" if reach.get("met") else
-           f"still missing: cut {p.num(reach.get('cost_to_cut_usd_per_day'), 'ramp')} $/day or earn "
-           f"{p.num(reach.get('pnl_needed_usd_per_day'), 'ramp')} $/day more gross PnL" if reach.get("met") is False
-           else esc(reach.get("why", "")))
-    notes = "".join(f"<li>{esc(n)}</li>" for n in proj.get("notes", []))
-    return (head + f"<p>Serving {p.num(proj.get('target_rate_per_s'), 'ramp', ',g')}/s on {esc(proj.get('instance'))}: "
-            f"{p.num(proj.get('baseline_serving_usd_per_day'), 'ramp')} $/day (fp32, always on) &rarr; "
-            f"<b id=\"k-projected-serving\">{p.num(proj.get('serving_usd_per_day'), 'ramp')}</b> $/day; projected cost "
-            f"ratio <b>{p.num(proj.get('projected_cost_ratio_pct'), 'ramp', '.2f', ' %')}</b>; {gap}.</p>"
+            f"<p>{esc(proj.label)}</p>")
+    if not proj.available:
+        return head + f"<p>Not available: {esc(proj.reason)}</p>"
+    rows = "".join(f"<tr><td>{esc(lv.name)}</td><td>{p.num(lv.usd_per_day_before, 'ramp')}</td>"
+                   f"<td>{p.num(lv.usd_per_day_after, 'ramp')}</td>"
+                   f"<td>{p.num(lv.saving_usd_per_day, 'ramp')}</td>"
+                   f"<td>{p.num(lv.share_pct, 'ramp', '.1f', ' %')}</td><td>{esc(lv.detail)}</td>"
+                   f"<td>{esc(lv.assumption or '-')}</td></tr>" for lv in proj.levers)
+    reach = proj.to_reach_cap
+    gap = ("under the cap" if reach.met else
+           f"still missing: cut {p.num(reach.cost_to_cut_usd_per_day, 'ramp')} $/day or earn "
+           f"{p.num(reach.pnl_needed_usd_per_day, 'ramp')} $/day more gross PnL" if reach.met is False
+           else esc(reach.why or ""))
+    notes = "".join(f"<li>{esc(n)}</li>" for n in proj.notes)
+    return (head + f"<p>Serving {p.num(proj.target_rate_per_s, 'ramp', ',g')}/s on {esc(proj.instance)}: "
+            f"{p.num(proj.baseline_serving_usd_per_day, 'ramp')} $/day (fp32, always on) &rarr; "
+            f"<b id=\"k-projected-serving\">{p.num(proj.serving_usd_per_day, 'ramp')}</b> $/day; projected cost "
+            f"ratio <b>{p.num(proj.projected_cost_ratio_pct, 'ramp', '.2f', ' %')}</b>; {gap}.</p>"
             "<table><tr><th>lever</th><th>before $/day</th><th>after $/day</th><th>saving $/day</th><th>share</th>"
             f"<th>detail</th><th>assumption</th></tr>{rows}</table><ul>{notes}</ul>")
 

@@ -4,38 +4,37 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
-from typing import Any
+
+from costeff.records.reaper import ReaperRecord
 
 WIDTH, ROW, LEFT = 900, 26, 150
 
 
-def _t(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+def _t(when: datetime) -> float:
+    return when.timestamp()
 
 
-def down_intervals(report: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+def down_intervals(report: ReaperRecord) -> dict[str, list[tuple[float, float]]]:
     """Per resource, the (start, end) epoch seconds it was reaped, from the report's reap/restore actions."""
-    source = report.get("source") or {}
-    end = _t(source["end"]) if source.get("end") else None
+    end = _t(report.source.end) if report.source.end else None
     down: dict[str, list[tuple[float, float]]] = {}
     open_since: dict[str, float] = {}
-    for a in sorted(report.get("actions", []), key=lambda a: a["time"]):
-        name, when = a["resource"], _t(a["time"])
-        if a["action"] == "reap":
+    for a in sorted(report.actions, key=lambda a: a.time):
+        name, when = a.resource, _t(a.time)
+        if a.action == "reap":
             open_since.setdefault(name, when)
-        elif a["action"] == "restore" and name in open_since:
+        elif a.action == "restore" and name in open_since:
             down.setdefault(name, []).append((open_since.pop(name), when))
     for name, since in open_since.items():
         down.setdefault(name, []).append((since, end if end is not None else since))
     return down
 
 
-def reaper_timeline_svg(report: dict[str, Any]) -> str:
-    source = report.get("source") or {}
-    if not source.get("start") or not source.get("end"):
+def reaper_timeline_svg(report: ReaperRecord) -> str:
+    if not report.source.start or not report.source.end:
         return ""
-    t0, t1 = _t(source["start"]), _t(source["end"])
-    names = [r["resource"] for r in report.get("resources", [])] or sorted(down_intervals(report))
+    t0, t1 = _t(report.source.start), _t(report.source.end)
+    names = [r.resource for r in report.resources] or sorted(down_intervals(report))
     down = down_intervals(report)
     scale = (WIDTH - LEFT - 10) / max(t1 - t0, 1.0)
     height = ROW * len(names) + 30
