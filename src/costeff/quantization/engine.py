@@ -125,7 +125,9 @@ def _built(ctx: Context, model_path: Path, obs: np.ndarray, cache: bool | Path |
     from costeff.quantization import cache as vcache
 
     root = vcache.default_root() if cache is True else Path(cache)
-    k = vcache.key(sha256_file(model_path), _obs_sha256(obs), dataclasses.asdict(ctx.config), detect().to_dict())
+    hw = detect()  # the key reads the ISA and the CPU model only
+    k = vcache.key(sha256_file(model_path), _obs_sha256(obs), dataclasses.asdict(ctx.config),
+                   {"isa": list(hw.isa), "cpu_model": hw.cpu_model})
     stored, why = vcache.load(root, k)
     info = {"root": str(root), "key": k["digest"], "libraries": k["libraries"]}
     if stored is not None:
@@ -192,7 +194,7 @@ def _openvino(ctx: Context, names: list[str], built: list[VariantResult], progre
     tick = lambda text: _tick(progress, text)  # noqa: E731
     ac = [n for n in names if ov_build.OV_VARIANTS[n].ir == "int8-ac"]
     out = ov_build.build_variants(ctx, [n for n in names if n not in ac], tick)
-    why = None if ctx.config.variants is not None else _ac_not_needed(built + out, ctx.ac_known)
+    why = None if ctx.config.variants is not None else _ac_not_needed(built + out, getattr(ctx, "ac_known", None))
     if why is None:
         tried = ov_build.build_variants(ctx, ac, tick)
         if tried:
