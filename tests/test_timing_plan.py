@@ -177,3 +177,23 @@ def test_accuracy_control_that_restored_every_matmul_before_is_not_searched_agai
         assert "restored all 5 MatMuls" in ac.not_tried and "--variants" in ac.not_tried
     else:
         assert ctx.ac_outcome == {"restored_all": False, "detail": None}
+
+
+def test_costeff_quantize_reuses_built_variants_and_says_so(tiny_policy, tiny_observations, tmp_path, capsys,
+                                                            monkeypatch):
+    from costeff.cli import main
+
+    monkeypatch.setenv("COSTEFF_CACHE", str(tmp_path / "cache"))
+    obs = tmp_path / "obs.npy"
+    np.save(obs, tiny_observations[:1200])
+    args = ["quantize", str(tiny_policy.onnx_path), "--observations", str(obs), "--variants", "int8-dynamic",
+            "--batch-sizes", "1,16", "--window-s", "0.05", "--rounds", "1", "--gaps", "0"]
+    main([*args, "--out", str(tmp_path / "a")])
+    assert "reused" not in capsys.readouterr().out
+    main([*args, "--out", str(tmp_path / "b")])
+    reused = json.loads((tmp_path / "b" / "quantization_report.json").read_text())["cache"]
+    assert reused["reused"] is True and reused["variants_reused"] >= 1  # int8-dynamic (and its fallback)
+    assert f"reused {reused['variants_reused']} built variant(s) and their fidelity from the cache" \
+        in capsys.readouterr().out
+    main([*args, "--out", str(tmp_path / "c"), "--no-cache"])
+    assert "reused" not in capsys.readouterr().out
