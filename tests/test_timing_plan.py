@@ -197,3 +197,16 @@ def test_costeff_quantize_reuses_built_variants_and_says_so(tiny_policy, tiny_ob
         in capsys.readouterr().out
     main([*args, "--out", str(tmp_path / "c"), "--no-cache"])
     assert "reused" not in capsys.readouterr().out
+
+
+def test_only_an_undisturbed_screening_is_remembered(tmp_path):
+    from costeff.quantization import cache
+    from costeff.quantization.engine import remember_finalists
+
+    info = {"root": str(tmp_path), "key": "k1"}
+    busy = SimpleNamespace(rounds=[{"kind": "screen", "disturbed": ["fp32"]}], finalists=["big"])
+    assert not remember_finalists(info, busy) and cache.finalists(tmp_path, "k1") is None
+    unscreened = SimpleNamespace(rounds=[{"kind": "full", "disturbed": []}], finalists=["big"])
+    assert not remember_finalists(info, unscreened) and not remember_finalists(None, busy)
+    quiet = SimpleNamespace(rounds=[{"kind": "screen", "disturbed": []}], finalists=["big"])
+    assert remember_finalists(info, quiet) and cache.finalists(tmp_path, "k1") == ["big"]

@@ -328,10 +328,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
 
     variants[0].path = str(model_path)
     speed_method, timing = apply_speed(ctx, model_path, obs, variants, progress)
-    if cache_info and any(r.get("kind") == "screen" for r in timing.rounds):
-        from costeff.quantization import cache as vcache
-
-        vcache.remember_finalists(Path(cache_info["root"]), cache_info["key"], timing.finalists)
+    remember_finalists(cache_info, timing)
     selected, cost = select_and_cost(variants, ctx.config, obs, timing.noise_floor)
     layout = Layout.default()
     out = layout.run_dir("quant", out_dir)
@@ -350,6 +347,18 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
     atomic_write_json(out / REPORT_JSON, rep)
     atomic_write_text(out / REPORT_MD, to_markdown(rep))
     return rep
+
+
+def remember_finalists(cache_info: dict[str, Any] | None, timing: Any) -> bool:
+    """Keep this run's finalists beside its cache entry when it screened, undisturbed (a busy screening
+    may have dropped the winner: the next run screens again)."""
+    screen = next((r for r in timing.rounds if r.get("kind") == "screen"), None)
+    if not cache_info or screen is None or screen["disturbed"]:
+        return False
+    from costeff.quantization import cache as vcache
+
+    vcache.remember_finalists(Path(cache_info["root"]), cache_info["key"], timing.finalists)
+    return True
 
 
 def _split_info(sp: Any, config: QuantizeConfig, obs: np.ndarray) -> dict[str, Any]:
