@@ -108,6 +108,8 @@ def test_a_dropped_variant_says_why_and_is_never_selected():
     assert [p["round"] for p in by["big"].paired_rounds] == [2, 3]  # the screening round is not a paired round
     assert timing.noise_floor["rounds_used"] == 2  # the floor is the full rounds' A/A spread
     assert choose(variants, 1.05, noise_floor=timing.noise_floor)["name"] == "big"
+    table = "\n".join(plan.screen_markdown(timing.rounds))
+    assert "| mid | 2,000 | 0.900 |  | no |" in table and "| big | 9,000 | 0.800 |  | yes |" in table
 
 
 def test_known_finalists_are_timed_without_screening():

@@ -94,3 +94,22 @@ def planned(config: Any, candidates: int, known: list[str] | None = None, contro
     return {"screen": rounds[0][0].kind == "screen" if rounds else False, "rounds": len(rounds),
             "workers_max": workers, "measuring_s_max": round(seconds, 1),
             "full_workers_per_round": finalists + fp32}
+
+
+def screen_markdown(rounds: list[dict[str, Any]]) -> list[str]:
+    """The screening round in the report's words: each variant's short-window numbers and whether it went on."""
+    screen = next((r for r in rounds if r.get("kind") == "screen"), None)
+    if screen is None:
+        return []
+    full = {name for r in rounds if r.get("kind", "full") == "full" for name in r["measurements"]}
+    out = ["## Screening round (who was timed fully)", "",
+           "Short windows, the smallest and largest batch size, no open-loop replay; it gives no speed and no "
+           "selection, only who goes on to the full rounds.", "",
+           "| variant | inferences/s (best of 2 sizes) | answer ms | disturbed | timed fully |",
+           "|---|---|---|---|---|"]
+    for name in screen["order"]:
+        m = screen["measurements"][name]
+        disturbed = "yes" if name in screen["disturbed"] else ""
+        out.append(f"| {name} | {m['optimal_throughput_per_s']:,.0f} | {m['answer_ms']:.3f} | {disturbed} | "
+                   f"{'yes' if name in full else 'no'} |")
+    return out + [""]
