@@ -36,7 +36,7 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     tries = [_candidate(variant, i, knobs) for i, knobs in enumerate(ALTERNATIVES[variant.backend])]
     if not tries or variant.at_target is None:
         return []
-    # screened beside the default first: a setting slower in capacity and answer time is not timed further
+    # screened beside the default first: a setting slower in capacity and every answer time is not timed further
     speeds = measure_all(tries, config, obs, reference=variant)
     for t in tries:
         if t.name in speeds:
@@ -49,7 +49,7 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     winner = None
     for t, knobs in zip(tries, ALTERNATIVES[variant.backend], strict=True):
         wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup, light))
-        dropped = "" if t.name in speeds else " (dropped after screening beside the default: slower in both)"
+        dropped = "" if t.name in speeds else " (dropped after screening beside the default: slower in all)"
         rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()) + dropped, adopted=False,
                          beats_default=wins))
         if wins and (winner is None or _key(t, light) < _key(winner[0], light)):

@@ -6,10 +6,11 @@ selected. So when there are more candidates than finalists, the rounds are:
 
 * one **screening** round: every candidate and fp32 twice (the A/A control),
   each in its own process, measured briefly (the smallest and the largest batch
-  size, short windows, back-to-back batch-1 latency, no open-loop replay). It
-  only decides who goes on: a variant dominated by fp32 beyond the screen's own
-  A/A spread is dropped, and of the rest the best ``finalists`` by capacity and
-  by answer time stay;
+  size, short windows, batch-1 latency back to back and after short idle gaps,
+  no open-loop replay). It only decides who goes on: a variant slower than fp32
+  beyond the screen's own A/A spread in capacity and in every latency is
+  dropped, and of the rest the best ``finalists`` by capacity, by answer time
+  and by answer after an idle gap stay;
 * ``speed_rounds`` **full** interleaved rounds for fp32, its A/A twin and the
   finalists. Only full rounds give speeds, the noise floor and the selection.
 
@@ -25,7 +26,8 @@ from typing import Any
 
 SCREEN_WINDOW_S = 0.1  # per window in the screening round (at most the run's own window)
 SCREEN_WARMUP_S = 0.05
-SCREEN_GAPS_S = (0.0,)  # back-to-back batch-1 latency: the screen's answer time
+SCREEN_MAX_GAP_S = 0.01  # the screen's batch-1 latencies: back to back and after the run's gaps up to 10 ms
+SCREEN_GAP_BUDGET_S = 0.2  # seconds of calls per idle gap in the screen (10 ms apart: the minimum of 12 calls)
 GAP_BUDGET_S = 0.6  # seconds of calls per idle gap in a full round (10 ms apart: 60 calls)
 MAX_TRIALS = 3  # windows per point at most (two that agree end it sooner; see runtimes.worker)
 MAX_REPEATS_PER_ROUND = 4  # disturbed measurements taken once more per round (each once), then marked
@@ -59,9 +61,11 @@ def full(config: Any) -> RoundPlan:
 
 def screen(config: Any) -> RoundPlan:
     sizes = sorted(set(config.batch_sizes))
+    # a setting such as spinning off pays back only after idle gaps: the screen measures them too
+    gaps = tuple(g for g in config.gaps_s if g <= SCREEN_MAX_GAP_S) or (0.0,)
     return RoundPlan("screen", (sizes[0], sizes[-1]) if len(sizes) > 1 else (sizes[0],),
-                     min(SCREEN_WINDOW_S, config.window_s), min(SCREEN_WARMUP_S, config.window_s), SCREEN_GAPS_S,
-                     GAP_BUDGET_S, None)
+                     min(SCREEN_WINDOW_S, config.window_s), min(SCREEN_WARMUP_S, config.window_s), gaps,
+                     SCREEN_GAP_BUDGET_S, None)
 
 
 def screens(config: Any, candidates: int, known: list[str] | None = None) -> bool:
@@ -71,12 +75,14 @@ def screens(config: Any, candidates: int, known: list[str] | None = None) -> boo
 
 
 def most_finalists(config: Any, candidates: int) -> int:
-    """The best ``finalists`` by capacity and as many by answer time: at most twice that, fewer when they agree."""
+    """The best ``finalists`` by capacity, by answer time and by answer after an idle gap: at most three times
+    that, fewer when they agree."""
     keep = getattr(config, "finalists", None)
-    return candidates if keep is None else min(candidates, 2 * keep)
+    return candidates if keep is None else min(candidates, 3 * keep)
 
 
-def planned(config: Any, candidates: int, known: list[str] | None = None, control: bool = True) -> dict[str, Any]:
+def planned(config: Any, candidates: int, known: list[str] | None = None, control: bool = True,
+            repeats: bool = True) -> dict[str, Any]:
     """The most timing work a run can do with ``candidates`` variants besides fp32: workers and seconds.
 
     Every number is a bound fixed before the first worker starts (disturbed measurements taken once
@@ -89,8 +95,9 @@ def planned(config: Any, candidates: int, known: list[str] | None = None, contro
     else:
         finalists = min(candidates, len(known)) if known is not None else candidates
     rounds += [(full(config), finalists + fp32)] * config.speed_rounds
-    workers = sum(n + min(n, MAX_REPEATS_PER_ROUND) for _, n in rounds)
-    seconds = sum((n + min(n, MAX_REPEATS_PER_ROUND)) * p.seconds(config.target_rate) for p, n in rounds)
+    again = MAX_REPEATS_PER_ROUND if repeats else 0  # repeats: as if the machine were busy in every round
+    workers = sum(n + min(n, again) for _, n in rounds)
+    seconds = sum((n + min(n, again)) * p.seconds(config.target_rate) for p, n in rounds)
     return {"screen": rounds[0][0].kind == "screen" if rounds else False, "rounds": len(rounds),
             "workers_max": workers, "measuring_s_max": round(seconds, 1),
             "full_workers_per_round": finalists + fp32}

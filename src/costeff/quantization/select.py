@@ -50,8 +50,9 @@ def _method(cfg: Any, timing: Any) -> str:
 
     screened = any(r.get("kind") == "screen" for r in timing.rounds)
     first = (f"a screening round first (every variant, batch sizes 1 and the largest, {SCREEN_WINDOW_S:g} s windows, "
-             "no open-loop replay; fp32 and the best "
-             f"{cfg.finalists} undominated by capacity and by answer time go on), then " if screened else
+             "short idle gaps, no open-loop replay; fp32 and the best "
+             f"{cfg.finalists} undominated by capacity, by answer time and by answer after an idle gap go on), "
+             "then " if screened else
              "only the finalists of the last screening of this model (from the variant cache), " if timing.dropped
              else "")
     later = f" (rounds after the first: fp32 and the best {cfg.finalists} undominated by capacity and by answer " \

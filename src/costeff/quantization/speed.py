@@ -147,9 +147,9 @@ def _drop_reason(v: Any, runs: dict[str, list[dict[str, Any]]], ref: Any, floor:
     s, b = (summarise(_clean(runs[x])[:1], config.latency_budget_ms) for x in (v.name, ref.name))
     numbers = (f"{s.optimal_throughput_per_s:,.0f}/s at its best batch vs {b.optimal_throughput_per_s:,.0f}/s, "
                f"answer {_answer_ms(s):.3f} ms vs {_answer_ms(b):.3f} ms")
-    what = "screening round (short windows, the smallest and largest batch, no open-loop replay)"
+    what = "screening round (short windows, the smallest and largest batch, short idle gaps, no open-loop replay)"
     if _dominated(s, b, floor):
-        return f"dropped after the {what}: slower than {ref.name} in capacity and answer time ({numbers})"
+        return f"dropped after the {what}: slower than {ref.name} in capacity and every answer time ({numbers})"
     return f"dropped after the {what}: not among the best {config.finalists} by capacity or answer time ({numbers})"
 
 
@@ -266,14 +266,24 @@ def _finalists(variants: list[Any], runs: dict[str, list[dict[str, Any]]], confi
         return alive
     by_capacity = sorted(alive, key=lambda v: -first[v.name].optimal_throughput_per_s)[:keep]
     by_latency = sorted(alive, key=lambda v: _answer_ms(first[v.name]))[:keep]
-    chosen = {v.name for v in by_capacity + by_latency} | {v.name for v in alive if v.baseline}
+    by_idle = sorted(alive, key=lambda v: _answers(first[v.name])[-1])[:keep]  # after the longest gap
+    chosen = {v.name for v in by_capacity + by_latency + by_idle} | {v.name for v in alive if v.baseline}
     return [v for v in alive if v.name in chosen]
 
 
 def _dominated(s: Speed, base: Speed, floor: float) -> bool:
+    """Slower beyond the floor in capacity and in every answer time measured (each idle gap, or the replay)."""
     slower = s.optimal_throughput_per_s * (1 + floor) < base.optimal_throughput_per_s
-    later = _answer_ms(s) > _answer_ms(base) * (1 + floor)
+    later = all(a > b * (1 + floor) for a, b in zip(_answers(s), _answers(base), strict=False))
     return slower and later
+
+
+def _answers(speed: Speed) -> list[float]:
+    """Answer times: the open-loop p50, else batch-1 p50 after each idle gap (shortest gap first)."""
+    if speed.open_loop:
+        return [speed.open_loop["p50_ms"]]
+    by_gap = sorted(speed.latency_by_gap, key=lambda g: g["gap_ms"])
+    return [g["p50_ms"] for g in by_gap] or [float("inf")]
 
 
 def _answer_ms(speed: Speed) -> float:
