@@ -16,6 +16,7 @@ from costeff.runctx import RunContext
 
 QUANT_ROWS_SEED = 20000  # same seed as `costeff quantize` on the embedded policy
 PROFILE_GAPS_S = (0.0, 0.001, 0.01, 0.1)
+RUN_FINALISTS = 1  # per criterion (capacity, answer time): one or two variants timed fully beside fp32
 
 
 def stage_policy(ctx: RunContext) -> tuple[str, list[str]]:
@@ -86,9 +87,10 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
 
     model, obs = ctx.need("model", "observations")
     cfg = ctx.config
-    # Two interleaved speed rounds: with one, a variant within noise of fp32 can win the selection.
+    # Two interleaved speed rounds: with one, a variant within noise of fp32 can win the selection. They time
+    # fp32, its A/A twin and the finalists of a short screening round: the best by capacity and by answer time.
     qcfg = QuantizeConfig(batch_sizes=cfg.batch_sizes, target_rate=cfg.target_rate, provider=cfg.provider,
-                          window_s=cfg.window_s, speed_rounds=2, name=cfg.model_name,
+                          window_s=cfg.window_s, speed_rounds=2, finalists=RUN_FINALISTS, name=cfg.model_name,
                           latency_budget_ms=cfg.latency_budget_ms)
     # Built variants and their fidelity are reused from the cache when model, recipe and libraries match.
     report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"), cache=True, workspace=ctx.layout)

@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-speedup", type=finite_float("--min-speedup"), default=1.05, metavar="X",
                    help="a variant replaces fp32 only when at least X times faster (default 1.05)")
     p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="build and judge every variant anew instead of reusing the variant cache (built variants "
+                        "and their fidelity, keyed by model, observations, recipe, host and library versions; "
+                        "speed is measured every run either way)")
     p.add_argument("--name", type=artifact_name("--name"),
                    help="model name in <name>_<variant>.onnx (default: the model file's stem)")
     add_common(p)
@@ -167,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     before = _model_files(models)
     try:
         with progress("quantize", steps) as task:
-            report = quantize(model, obs, config, out_dir=args.out, progress=task, workspace=here)
+            report = quantize(model, obs, config, out_dir=args.out, progress=task, workspace=here, cache=args.cache)
     except BaseException:
         # No report, no new models: variants saved before a failed report write are taken back.
         for path in _model_files(models) - before:
@@ -196,6 +200,10 @@ def _human(report: Any) -> None:
         target = f" p99 at target {t.p99_ms or 0:.2f} ms, {t.instances} instance(s)" if t else ""
         print(f"{v.name:16s} {v.backend:11s} {status:5s} {drift}{speed}{target}"
               + (f" kept fp32: {', '.join(v.excluded_nodes)}" if v.excluded_nodes else ""))
+    cache = record.cache
+    if cache is not None and cache.reused:
+        print(f"reused {cache.variants_reused} built variant(s) and their fidelity from the cache "
+              f"({cache.root}); speed measured anew")
     sel = record.selected
     print(f"selected {sel.name} ({sel.backend}, {sel.precision}): {sel.reason}")
     print(f"report {path}")

@@ -6,7 +6,8 @@ ISA and the library versions. Those are hashed into the key. An entry is
 written into a temporary folder and renamed into place, with a manifest of
 every file's sha256 and a checksum of the manifest itself; it is verified before
 use, so an interrupted or corrupted entry is never trusted (it is rebuilt).
-Speed is never cached: it is measured on every run.
+Speed is never cached: it is measured on every run. Beside each entry, the names of
+the finalists its last screening kept tell the next run which variants to time.
 
 The entry's ``variants.pickle`` holds the judged :class:`VariantResult` objects.
 It is only read after its checksum matches the manifest written with it.
@@ -30,6 +31,7 @@ from costeff.quantization.records import VariantResult
 FORMAT = 1
 MANIFEST = "manifest.json"
 PAYLOAD = "variants.pickle"
+FINALISTS_SUFFIX = ".finalists.json"  # beside the entry: who the last screening kept (a timing hint)
 LIBRARIES = ("costeff", "numpy", "onnx", "onnxruntime", "onnxconverter-common", "openvino", "nncf")
 # Settings that change only how variants are timed or chosen, never what is built or its fidelity.
 SPEED_ONLY = ("window_s", "speed_rounds", "finalists", "latency_budget_ms", "target_rate", "gaps_s", "open_loop_s",
@@ -121,6 +123,58 @@ def store(root: Path, k: dict[str, Any], variants: list[Any], extra: dict[str, A
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return entry
+
+
+def finalists(root: Path, digest: str) -> list[str] | None:
+    """The finalists the last screening of this entry's variants kept, or None when unknown or unreadable.
+
+    Only a hint for how much to time (timing is measured anew every run): a missing or damaged
+    file means a screening round, never an error."""
+    try:
+        data = json.loads((root / f"{digest}{FINALISTS_SUFFIX}").read_text())
+    except (OSError, ValueError):
+        return None
+    names = data.get("finalists") if isinstance(data, dict) and data.get("key") == digest else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return names
+
+
+def remember_finalists(root: Path, digest: str, names: list[str]) -> None:
+    """Write the finalists of this run's screening beside the entry (atomically; a failure costs a screening)."""
+    path = root / f"{digest}{FINALISTS_SUFFIX}"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"key": digest, "finalists": sorted(names)}))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def ac_outcome(root: Path, k: dict[str, Any]) -> dict[str, Any] | None:
+    """What accuracy control did the last time this model was built on this host with these libraries
+    (any costeff code: the outcome depends on NNCF, the model and the gates), or None when unknown."""
+    try:
+        data = json.loads((root / "ac" / f"{_outcome_digest(k)}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("restored_all"), bool) else None
+
+
+def remember_ac(root: Path, k: dict[str, Any], outcome: dict[str, Any]) -> None:
+    path = root / "ac" / f"{_outcome_digest(k)}.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(outcome))
+        os.replace(tmp, path)
+    except OSError:  # a lost outcome costs the next build one accuracy-control search
+        tmp.unlink(missing_ok=True)
+
+
+def _outcome_digest(k: dict[str, Any]) -> str:
+    parts = {x: v for x, v in k.items() if x not in ("code", "digest")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _copy_model(src: Path, folder: Path) -> str:

@@ -40,6 +40,10 @@ class Context:
     base_fp32: Path | None = None  # the model as given (OpenVINO converts it itself)
     recipe: build.Int8Recipe | None = None
     ov_ac_info: dict[str, Any] | None = None
+    note: str = ""  # how the base model was pre-processed (made only when variants are built)
+    finalists_hint: list[str] | None = None  # who the last screening of these cached variants kept
+    ac_known: dict[str, Any] | None = None  # what accuracy control did in an earlier build (cache)
+    ac_outcome: dict[str, Any] | None = None  # what it did in this one
 
     def outputs(self, path: Path, rows: str = "evaluation", session_config: dict | None = None,
                 variant: VariantResult | None = None, obs: np.ndarray | None = None,
@@ -107,9 +111,9 @@ def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeC
     obs = obs.astype(np.float32, copy=False)
     sp = split_rows(obs, config.calibration_fraction, config.seed, config.min_calibration, config.min_evaluation)
     with tempfile.TemporaryDirectory(prefix="costeff-quant-") as tmp:
-        ctx, note = _context(model_path, sig, sp, config, Path(tmp))
+        ctx = _context(model_path, sig, sp, config, Path(tmp))
         variants, recipe_info, cache_info = _built(ctx, model_path, obs, cache, progress)
-        return _finish(model_path, obs, sp, ctx, variants, recipe_info, note, out_dir, progress, workspace,
+        return _finish(model_path, obs, sp, ctx, variants, recipe_info, ctx.note, out_dir, progress, workspace,
                        cache_info)
 
 
@@ -122,17 +126,23 @@ def _built(ctx: Context, model_path: Path, obs: np.ndarray, cache: bool | Path |
     from costeff.quantization import cache as vcache
 
     root = vcache.default_root() if cache is True else Path(cache)
-    k = vcache.key(sha256_file(model_path), _obs_sha256(obs), dataclasses.asdict(ctx.config), detect().to_dict())
+    hw = detect()  # the key reads the ISA and the CPU model only
+    k = vcache.key(sha256_file(model_path), _obs_sha256(obs), dataclasses.asdict(ctx.config),
+                   {"isa": list(hw.isa), "cpu_model": hw.cpu_model})
     stored, why = vcache.load(root, k)
     info = {"root": str(root), "key": k["digest"], "libraries": k["libraries"]}
     if stored is not None:
         _tick(progress, "reused built variants")
+        ctx.note, ctx.finalists_hint = stored.get("preprocessing", ""), vcache.finalists(root, k["digest"])
         n = sum(1 for v in stored["variants"] if v.built and not v.baseline)
         return stored["variants"], stored["recipe_info"], {**info, "reused": True, "variants_reused": n,
                                                              "reason": why}
+    ctx.ac_known = vcache.ac_outcome(root, k)
     variants, recipe_info = _build_all(ctx, progress)
+    if ctx.ac_outcome is not None:
+        vcache.remember_ac(root, k, ctx.ac_outcome)
     try:
-        entry = vcache.store(root, k, variants, {"recipe_info": recipe_info})
+        entry = vcache.store(root, k, variants, {"recipe_info": recipe_info, "preprocessing": ctx.note})
         info.update(entry=str(entry), stored=True)
     except OSError as exc:  # a read-only or full cache costs the next run time, never this run
         info.update(stored=False, store_error=f"{type(exc).__name__}: {exc}")
@@ -145,13 +155,10 @@ def _obs_sha256(obs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(obs).tobytes()).hexdigest()
 
 
-def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: Path) -> tuple[Context, str]:
-    base = work / "base.onnx"
-    note = build.prepare_base(model_path, base)
+def _context(model_path: Path, sig: Any, sp: Any, config: QuantizeConfig, work: Path) -> Context:
     ref = lambda rows: run_policy(model_path, rows, sig.logits, sig.value, provider=config.provider)  # noqa: E731
-    ctx = Context(config, base, work, sig.input().name, sig.logits, sig.value, sp.calibration, sp.evaluation,
-                  ref(sp.evaluation), ref(sp.calibration), base_fp32=model_path)
-    return ctx, note
+    return Context(config, work / "base.onnx", work, sig.input().name, sig.logits, sig.value, sp.calibration,
+                   sp.evaluation, ref(sp.evaluation), ref(sp.calibration), base_fp32=model_path)
 
 
 def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[str, Any]]:
@@ -160,6 +167,9 @@ def _build_all(ctx: Context, progress: Any) -> tuple[list[VariantResult], dict[s
     from costeff.quantization.fallback import fallbacks
     from costeff.quantization.variants import plan
 
+    assert ctx.base_fp32 is not None  # quantize() gives it
+    # pre-processing costs seconds (it imports torch through onnxruntime.tools): only when building
+    ctx.note = build.prepare_base(ctx.base_fp32, ctx.base)
     names, skipped = plan(ctx.config, detect(), _resolved_provider(ctx.config.provider))
     shaped = [n for n in names if n.split("+")[0] in structural.KINDS]
     ort_names = [n for n in names if not n.startswith("ov-") and n not in shaped]
@@ -185,15 +195,19 @@ def _openvino(ctx: Context, names: list[str], built: list[VariantResult], progre
     tick = lambda text: _tick(progress, text)  # noqa: E731
     ac = [n for n in names if ov_build.OV_VARIANTS[n].ir == "int8-ac"]
     out = ov_build.build_variants(ctx, [n for n in names if n not in ac], tick)
-    why = None if ctx.config.variants is not None else _ac_not_needed(built + out)
+    why = None if ctx.config.variants is not None else _ac_not_needed(built + out, getattr(ctx, "ac_known", None))
     if why is None:
-        return out + ov_build.build_variants(ctx, ac, tick)
+        tried = ov_build.build_variants(ctx, ac, tick)
+        if tried:
+            ctx.ac_outcome = {"restored_all": not any(v.built for v in tried),
+                              "detail": next((v.error for v in tried if v.error), None)}
+        return out + tried
     from costeff.quantization.variants import backend_of, precision_of
 
     return out + [VariantResult(n, backend=backend_of(n), precision=precision_of(n), not_tried=why) for n in ac]
 
 
-def _ac_not_needed(variants: list[VariantResult]) -> str | None:
+def _ac_not_needed(variants: list[VariantResult], known: dict[str, Any] | None = None) -> str | None:
     """Why accuracy control would be wasted here, or None when it is worth its search (asked by name: always)."""
     from costeff.hardware import detect
 
@@ -208,6 +222,9 @@ def _ac_not_needed(variants: list[VariantResult]) -> str | None:
     if not hw.has_vnni:
         return (f"this CPU ({hw.cpu_model}) has no int8 dot-product instructions (VNNI/AMX): int8 with layers "
                 "restored to float is unlikely to beat fp32 here; ask for it with --variants to build it")
+    if known and known.get("restored_all") and "restored all" in str(known.get("detail")):
+        return (f"when this model was last built on this host with these libraries, {known['detail'].split(':')[0]}:"
+                " the result is the float IR (ov-fp32 / ov-bf16); ask for it with --variants to build it")
     return None
 
 
@@ -312,6 +329,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
 
     variants[0].path = str(model_path)
     speed_method, timing = apply_speed(ctx, model_path, obs, variants, progress)
+    remember_finalists(cache_info, timing)
     selected, cost = select_and_cost(variants, ctx.config, obs, timing.noise_floor)
     out = layout.run_dir("quant", out_dir)
     name = ctx.config.name or model_path.stem
@@ -328,6 +346,18 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
         timing.noise_floor, timing.rounds, cache_info)
     write(rep, out)
     return rep
+
+
+def remember_finalists(cache_info: dict[str, Any] | None, timing: Any) -> bool:
+    """Keep this run's finalists beside its cache entry when it screened, undisturbed (a busy screening
+    may have dropped the winner: the next run screens again)."""
+    screen = next((r for r in timing.rounds if r.get("kind") == "screen"), None)
+    if not cache_info or screen is None or screen["disturbed"]:
+        return False
+    from costeff.quantization import cache as vcache
+
+    vcache.remember_finalists(Path(cache_info["root"]), cache_info["key"], timing.finalists)
+    return True
 
 
 def _split_info(sp: Any, config: QuantizeConfig, obs: np.ndarray) -> dict[str, Any]:

@@ -36,16 +36,22 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     tries = [_candidate(variant, i, knobs) for i, knobs in enumerate(ALTERNATIVES[variant.backend])]
     if not tries or variant.at_target is None:
         return []
-    speeds = measure_all(tries, config, obs)
+    # screened beside the default first: a setting slower in capacity and every answer time is not timed further
+    speeds = measure_all(tries, config, obs, reference=variant)
     for t in tries:
-        _fill(t, speeds[t.name], _BaseSpeed(base))
+        if t.name in speeds:
+            _fill(t, speeds[t.name], _BaseSpeed(base))
+        else:  # its speed fields are the default's, copied by _candidate: not this setting's numbers
+            t.at_target = t.optimal_batch = t.optimal_throughput_per_s = None
     _at_target(tries, config, instance)
     light = _light(config.target_rate, base)
     rows = [_row(variant, "default (as timed above)", adopted=False)]
     winner = None
     for t, knobs in zip(tries, ALTERNATIVES[variant.backend], strict=True):
         wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup, light))
-        rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()), adopted=False, beats_default=wins))
+        dropped = "" if t.name in speeds else " (dropped after screening beside the default: slower in all)"
+        rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()) + dropped, adopted=False,
+                         beats_default=wins))
         if wins and (winner is None or _key(t, light) < _key(winner[0], light)):
             winner = (t, rows[-1])
     if winner:

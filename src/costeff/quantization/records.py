@@ -310,6 +310,9 @@ def _noise_md(rep: QuantRecord) -> list[str]:
                 f"{f.method}: capacity {_pct(f.capacity)} %, answer time {_pct(f.answer_time)} % "
                 f"over {f.rounds_used} round(s) ({f.rounds_disturbed} disturbed). A variant is selected only "
                 "if it beats fp32 by more than this on every round where both ran undisturbed.", ""]
+    from costeff.quantization.plan import screen_markdown
+
+    out += screen_markdown(rep.speed_rounds)
     for r in rep.speed_rounds:
         if r.disturbed or r.repeats:
             out.append(f"- round {r.round}: {r.repeats} disturbed measurement(s) taken again; still disturbed: "

@@ -37,22 +37,37 @@ def apply_speed(ctx: Any, model_path: Path, obs: np.ndarray, variants: list[Vari
         if v.built and v not in timed:
             v.notes.append("not timed: it failed a fidelity gate, so it cannot be served")
     tick = (lambda: progress.advance(1, description="profiling")) if progress is not None else (lambda: None)
-    timing = measure_rounds(timed, ctx.config, obs, tick)
+    timing = measure_rounds(timed, ctx.config, obs, tick, known=getattr(ctx, "finalists_hint", None))
     fill_all(timed, timing)
-    cfg = ctx.config
+    for v in timed:
+        if v.name in timing.dropped:
+            v.notes.append(timing.dropped[v.name])
+    return _method(ctx.config, timing), timing
+
+
+def _method(cfg: Any, timing: Any) -> str:
+    from costeff.quantization.plan import SCREEN_WINDOW_S
+
+    screened = any(r.get("kind") == "screen" for r in timing.rounds)
+    first = (f"a screening round first (every variant, batch sizes 1 and the largest, {SCREEN_WINDOW_S:g} s windows, "
+             "short idle gaps, no open-loop replay; fp32 and the best "
+             f"{cfg.finalists} undominated by capacity, by answer time and by answer after an idle gap go on), "
+             "then " if screened else
+             "only the finalists of the last screening of this model (from the variant cache), " if timing.dropped
+             else "")
     later = f" (rounds after the first: fp32 and the best {cfg.finalists} undominated by capacity and by answer " \
-        "time)" if cfg.finalists is not None and cfg.speed_rounds > 1 else ""
-    return (f"each variant in its own process, batch sizes {list(cfg.batch_sizes)}, {cfg.speed_rounds} interleaved "
-            f"round(s){later}, fp32 twice per round as the A/A control, window {cfg.window_s} s per point, "
+        "time)" if cfg.finalists is not None and cfg.speed_rounds > 1 and not first else ""
+    return (f"each variant in its own process, {first}batch sizes {list(cfg.batch_sizes)}, {cfg.speed_rounds} "
+            f"interleaved round(s){later}, fp32 twice per round as the A/A control, window {cfg.window_s} s per point, "
             f"provider {cfg.provider}; latency after idle gaps {[g * 1e3 for g in cfg.gaps_s]} ms"
             + (f"; open loop at {cfg.target_rate:g}/s (Poisson arrivals, greedy batching up to the optimal batch)"
-               if cfg.target_rate else "")), timing
+               if cfg.target_rate else ""))
 
 
 def fill_all(timed: list[VariantResult], timing: Any) -> None:
     """Every timed variant's speed, and its speed against fp32 round by round (the paired ratios)."""
     base = timing.speeds["fp32"]
-    for v in timed:
+    for v in (v for v in timed if v.name in timing.speeds):  # the rest were dropped after screening
         _fill(v, timing.speeds[v.name], base)
         v.paired_rounds = _paired(v.name, timing.rounds)
 
@@ -64,7 +79,7 @@ def _paired(name: str, rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rounds:
         m = r["measurements"]
-        if name not in m or name == "fp32":
+        if name not in m or name == "fp32" or r.get("kind") == "screen":
             continue
         refs = [m[k] for k in ("fp32", CONTROL) if k in m]
         clean_refs = [x for x in refs if not _disturbed(x)]

@@ -9,19 +9,22 @@ rounds and each number is the median over rounds, with its min-max spread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from costeff.errors import DependencyError
+from costeff.quantization import plan
+from costeff.quantization.plan import MAX_REPEATS_PER_ROUND
 
 WORKER_TIMEOUT_S = 600
 
@@ -44,49 +47,110 @@ class Speed:
 
 
 CONTROL = "fp32 (A/A)"  # fp32 timed a second time, in a process of its own, every round
-MAX_REPEATS_PER_ROUND = 4  # disturbed measurements taken once more per round (each once), then marked
 
 
 @dataclass
 class Timing:
-    """Every variant's speed, the rounds they came from and the A/A noise floor."""
+    """Every finalist's speed, the rounds they came from and the A/A noise floor.
+
+    ``dropped``: variants that did not go on to the full rounds, with the reason in words;
+    ``finalists``: those that did (fp32 aside)."""
 
     speeds: dict[str, Speed]
     rounds: list[dict[str, Any]]
     noise_floor: dict[str, Any] | None
+    dropped: dict[str, str] = field(default_factory=dict)
+    finalists: list[str] = field(default_factory=list)
 
 
 def measure_all(variants: list[Any], config: Any, observations: np.ndarray,
-                tick: Callable[[], None] = lambda: None) -> dict[str, Speed]:
-    """Profile each variant at the same batch sizes, ``config.speed_rounds`` interleaved passes."""
-    return measure_rounds(variants, config, observations, tick, control=False).speeds
+                tick: Callable[[], None] = lambda: None, reference: Any = None) -> dict[str, Speed]:
+    """Profile each variant at the same batch sizes, ``config.speed_rounds`` interleaved passes.
+
+    With a ``reference`` (already timed elsewhere), a screening round times it beside the variants
+    first, and a variant slower than it in capacity and in answer time is not timed further."""
+    return measure_rounds(variants, config, observations, tick, control=False, reference=reference).speeds
 
 
 def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
                    tick: Callable[[], None] = lambda: None, control: bool = True,
-                   runner: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Timing:
+                   runner: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                   known: list[str] | None = None, reference: Any = None) -> Timing:
     """Interleaved rounds; with ``control`` the baseline runs twice per round (first and last, two processes).
 
-    A measurement taken while the machine was disturbed (see :mod:`costeff.quantization.load`)
-    is taken once more (at most ``MAX_REPEATS_PER_ROUND`` per round); one still disturbed
-    is kept and marked. Speeds are medians over the undisturbed rounds when there are any.
+    A screening round comes first when there are more candidates than finalists (see
+    :mod:`costeff.quantization.plan`); ``known``: finalists an earlier screening found, timed
+    without screening again. A measurement taken while the machine was disturbed (see
+    :mod:`costeff.quantization.load`) is taken once more (at most ``MAX_REPEATS_PER_ROUND``
+    per round); one still disturbed is kept and marked. Speeds are medians over the
+    undisturbed full rounds when there are any.
     """
     run = runner or run_isolated
-    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    if known is not None and not any(v.name in known for v in variants if not v.baseline):
+        known = None  # none of them is here (or none was kept): screen again
     rounds: list[dict[str, Any]] = []
     base = next((v for v in variants if v.baseline), None) if control else None
     with tempfile.TemporaryDirectory(prefix="costeff-speed-") as tmp:
         obs_path = Path(tmp) / "observations.npy"
         np.save(obs_path, np.ascontiguousarray(observations[:4096], dtype=np.float32))
-        for r in range(config.speed_rounds):
-            subset = variants if r == 0 else _finalists(variants, runs, config, _floor_of(rounds))
+        timed, dropped = _known(variants, known) if known is not None else (variants, {})
+        candidates = sum(1 for v in timed if not v.baseline)
+        settled = known is not None or plan.screens(config, candidates, known) or reference is not None
+        if settled and known is None:
+            timed, dropped = _screen(timed, config, obs_path, run, tick, base, reference, rounds)
+        runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in timed}
+        full = plan.full(config)
+        for r in range(config.speed_rounds if timed else 0):
+            subset = timed if r == 0 or settled else _finalists(timed, runs, config, _floor_of(rounds))
             order = _order(subset, r, base)
-            got, discarded = _round(order, config, obs_path, run, tick)
-            rounds.append(_round_record(r, got, discarded, [n for n, _ in order], config.latency_budget_ms))
+            got, discarded = _round(order, config, obs_path, run, tick, full)
+            rounds.append(_round_record(len(rounds), got, discarded, [n for n, _ in order], config.latency_budget_ms,
+                                        "full"))
             for label, res in got.items():
                 runs["fp32" if label == CONTROL else label].append(res)  # the control is fp32
-    speeds = {name: summarise(_clean(results), config.latency_budget_ms) for name, results in runs.items()}
-    return Timing(speeds, rounds, noise_floor(rounds) if base is not None else None)
+    speeds = {name: summarise(_clean(results), config.latency_budget_ms) for name, results in runs.items()
+              if results}
+    return Timing(speeds, rounds, noise_floor(rounds) if base is not None else None, dropped,
+                  [v.name for v in timed if not v.baseline])
+
+
+def _known(variants: list[Any], known: list[str]) -> tuple[list[Any], dict[str, str]]:
+    keep = [v for v in variants if v.baseline or v.name in known]
+    why = ("not a finalist when this model, recipe and these libraries were last screened on this host (the "
+           "variant cache remembers the finalists; timing is measured anew)")
+    return keep, {v.name: why for v in variants if v not in keep}
+
+
+def _screen(variants: list[Any], config: Any, obs_path: Path, run: Callable, tick: Callable[[], None], base: Any,
+            reference: Any, rounds: list[dict[str, Any]]) -> tuple[list[Any], dict[str, str]]:
+    """One short round over every variant (and the reference); who goes on to the full rounds, who not and why."""
+    subset = variants + ([reference] if reference is not None else [])
+    order = _order(subset, 0, base)
+    got, discarded = _round(order, config, obs_path, run, tick, plan.screen(config))
+    rounds.append(_round_record(0, got, discarded, [n for n, _ in order], config.latency_budget_ms, "screen"))
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in subset}
+    for label, res in got.items():
+        runs["fp32" if label == CONTROL else label].append(res)
+    ref = reference or base
+    if reference is not None:
+        ref = dataclasses.replace(reference, baseline=True)
+        subset = [ref] + variants
+        runs[ref.name] = runs[reference.name]
+    floor = _floor_of(rounds, kind="screen") if base is not None else 0.0
+    kept = _finalists(subset, runs, config, floor) if ref is not None else subset
+    kept = [v for v in kept if v is not ref or reference is None]
+    names = {v.name for v in kept}
+    return kept, {v.name: _drop_reason(v, runs, ref, floor, config) for v in variants if v.name not in names}
+
+
+def _drop_reason(v: Any, runs: dict[str, list[dict[str, Any]]], ref: Any, floor: float, config: Any) -> str:
+    s, b = (summarise(_clean(runs[x])[:1], config.latency_budget_ms) for x in (v.name, ref.name))
+    numbers = (f"{s.optimal_throughput_per_s:,.0f}/s at its best batch vs {b.optimal_throughput_per_s:,.0f}/s, "
+               f"answer {_answer_ms(s):.3f} ms vs {_answer_ms(b):.3f} ms")
+    what = "screening round (short windows, the smallest and largest batch, short idle gaps, no open-loop replay)"
+    if _dominated(s, b, floor):
+        return f"dropped after the {what}: slower than {ref.name} in capacity and every answer time ({numbers})"
+    return f"dropped after the {what}: not among the best {config.finalists} by capacity or answer time ({numbers})"
 
 
 def _order(subset: list[Any], r: int, base: Any) -> list[tuple[str, Any]]:
@@ -97,23 +161,24 @@ def _order(subset: list[Any], r: int, base: Any) -> list[tuple[str, Any]]:
     return order + [(CONTROL, base)] if order[0][0] == base.name else [(CONTROL, base)] + order
 
 
-def _round(order: list[tuple[str, Any]], config: Any, obs_path: Path, run: Callable,
-           tick: Callable[[], None]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def _round(order: list[tuple[str, Any]], config: Any, obs_path: Path, run: Callable, tick: Callable[[], None],
+           how: plan.RoundPlan) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """One round, each entry in its own process; each disturbed measurement is taken once more.
 
     Only the disturbed entries are repeated (a busy machine must not double the run); the
     quieter of the two is kept, the other is returned as discarded, with its load block."""
-    got = {label: _one(run, v, config, obs_path, tick) for label, v in order}
+    got = {label: _one(run, v, config, obs_path, tick, how) for label, v in order}
     discarded = {}
     for label, v in [(lb, v) for lb, v in order if got[lb]["disturbed"]][:MAX_REPEATS_PER_ROUND]:
-        again = _one(run, v, config, obs_path, tick)
+        again = _one(run, v, config, obs_path, tick, how)
         keep, drop = (again, got[label]) if _quieter(again, got[label]) else (got[label], again)
         got[label], discarded[label] = keep, {"optimal_throughput_per_s": _capacity_of(drop), "load": drop["load"]}
     return got, discarded
 
 
-def _one(run: Callable, v: Any, config: Any, obs_path: Path, tick: Callable[[], None]) -> dict[str, Any]:
-    res = run(_task(v, config, obs_path))
+def _one(run: Callable, v: Any, config: Any, obs_path: Path, tick: Callable[[], None],
+         how: plan.RoundPlan) -> dict[str, Any]:
+    res = run(_task(v, config, obs_path, how))
     res.setdefault("load", None)
     res["disturbed"] = bool(res["load"] and res["load"].get("disturbed"))
     tick()
@@ -127,9 +192,9 @@ def _quieter(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _round_record(r: int, got: dict[str, dict[str, Any]], discarded: dict[str, dict[str, Any]], order: list[str],
-                  budget_ms: float | None) -> dict[str, Any]:
+                  budget_ms: float | None, kind: str = "full") -> dict[str, Any]:
     """What the report keeps of one round: per measurement its capacity, answer time and load block."""
-    return {"round": r + 1, "order": order, "repeats": len(discarded), "discarded": discarded,
+    return {"round": r + 1, "kind": kind, "order": order, "repeats": len(discarded), "discarded": discarded,
             "disturbed": sorted(k for k, v in got.items() if v["disturbed"]),
             "measurements": {k: {"optimal_throughput_per_s": _capacity_of(v), "answer_ms": _answer_of(v),
                                  "open_loop_over_budget": over_budget(v.get("open_loop"), budget_ms),
@@ -156,8 +221,10 @@ def _clean(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in results if not r.get("disturbed")] or results
 
 
-def noise_floor(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The spread of fp32 against itself: the largest A/A ratio (capacity and answer time) over clean rounds."""
+def noise_floor(rounds: list[dict[str, Any]], kind: str = "full") -> dict[str, Any] | None:
+    """The spread of fp32 against itself: the largest A/A ratio (capacity and answer time) over clean rounds
+    (of the full rounds: a screening round's short windows only decide who is timed fully)."""
+    rounds = [r for r in rounds if r.get("kind", "full") == kind]
     pairs = [(r["measurements"].get("fp32"), r["measurements"].get(CONTROL)) for r in rounds]
     pairs = [(a, b) for a, b in pairs if a and b]
     if not pairs:
@@ -178,8 +245,8 @@ def _bad(m: dict[str, Any]) -> bool:
     return bool(m.get("load") and m["load"].get("disturbed"))
 
 
-def _floor_of(rounds: list[dict[str, Any]]) -> float:
-    floor = noise_floor(rounds)
+def _floor_of(rounds: list[dict[str, Any]], kind: str = "full") -> float:
+    floor = noise_floor(rounds, kind)
     return max(floor["capacity"], floor["answer_time"]) if floor else 0.0
 
 
@@ -199,14 +266,24 @@ def _finalists(variants: list[Any], runs: dict[str, list[dict[str, Any]]], confi
         return alive
     by_capacity = sorted(alive, key=lambda v: -first[v.name].optimal_throughput_per_s)[:keep]
     by_latency = sorted(alive, key=lambda v: _answer_ms(first[v.name]))[:keep]
-    chosen = {v.name for v in by_capacity + by_latency} | {v.name for v in alive if v.baseline}
+    by_idle = sorted(alive, key=lambda v: _answers(first[v.name])[-1])[:keep]  # after the longest gap
+    chosen = {v.name for v in by_capacity + by_latency + by_idle} | {v.name for v in alive if v.baseline}
     return [v for v in alive if v.name in chosen]
 
 
 def _dominated(s: Speed, base: Speed, floor: float) -> bool:
+    """Slower beyond the floor in capacity and in every answer time measured (each idle gap, or the replay)."""
     slower = s.optimal_throughput_per_s * (1 + floor) < base.optimal_throughput_per_s
-    later = _answer_ms(s) > _answer_ms(base) * (1 + floor)
+    later = all(a > b * (1 + floor) for a, b in zip(_answers(s), _answers(base), strict=False))
     return slower and later
+
+
+def _answers(speed: Speed) -> list[float]:
+    """Answer times: the open-loop p50, else batch-1 p50 after each idle gap (shortest gap first)."""
+    if speed.open_loop:
+        return [speed.open_loop["p50_ms"]]
+    by_gap = sorted(speed.latency_by_gap, key=lambda g: g["gap_ms"])
+    return [g["p50_ms"] for g in by_gap] or [float("inf")]
 
 
 def _answer_ms(speed: Speed) -> float:
@@ -219,18 +296,20 @@ KNOBS = {"onnxruntime": ("threads", "spinning"), "openvino": ("precision", "perf
                                                                  "threads", "pinning")}
 
 
-def _task(v: Any, config: Any, obs_path: Path) -> dict[str, Any]:
+def _task(v: Any, config: Any, obs_path: Path, how: plan.RoundPlan | None = None) -> dict[str, Any]:
     from costeff.quantization.variants import trt_fp16
 
+    how = how or plan.full(config)
     knobs = {k: v.runtime[k] for k in KNOBS[v.backend] if v.runtime.get(k) is not None}
     options = knobs if v.backend == "openvino" else {
         "provider": config.provider, "session_config": dict(v.session_config),
         "trt_fp16": trt_fp16(v.name, config.provider), **knobs}
     return {"path": v.path, "backend": v.backend, "options": options, "observations": str(obs_path),
-            "batch_sizes": list(config.batch_sizes), "window_s": config.window_s,
-            "warmup_s": min(0.2, config.window_s), "gaps_s": list(config.gaps_s),
-            "target_rate": config.target_rate, "latency_budget_ms": config.latency_budget_ms,
-            "max_utilisation": config.max_utilisation, "open_loop_s": config.open_loop_s}
+            "batch_sizes": list(how.batch_sizes), "window_s": how.window_s, "warmup_s": how.warmup_s,
+            "gaps_s": list(how.gaps_s), "gap_budget_s": how.gap_budget_s,
+            "target_rate": config.target_rate if how.open_loop_s else None,
+            "latency_budget_ms": config.latency_budget_ms, "max_utilisation": config.max_utilisation,
+            "open_loop_s": how.open_loop_s or config.open_loop_s}
 
 
 def run_isolated(task: dict[str, Any]) -> dict[str, Any]:

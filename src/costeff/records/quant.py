@@ -311,6 +311,7 @@ class SpeedRound(Part):
     """Every measurement of one interleaved round, with its load block."""
 
     round: int | None = None
+    kind: str = "full"  # "screen": a short first round that only decides who is timed fully
     order: list[str] = []
     repeats: int = 0
     discarded: dict[str, Any] = {}

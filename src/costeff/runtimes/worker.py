@@ -27,6 +27,7 @@ class SpeedTask:
     window_s: float = 0.3
     warmup_s: float = 0.1
     gaps_s: tuple[float, ...] = (0.0, 0.01)
+    gap_budget_s: float = 2.0  # seconds of calls per idle gap (see profiling.traffic.calls_for_gap)
     target_rate: float | None = None
     latency_budget_ms: float | None = None
     max_utilisation: float = 0.8
@@ -59,7 +60,7 @@ def run_task(task: SpeedTask) -> SpeedResult:
         result.closed_loop[b] = {"throughput_per_s": p.throughput_per_s, "p50_ms": p.latency_ms.p50,
                                  "p99_ms": p.latency_ms.p99, "stable": p.stable}
     one = runner.bind(_rows(obs, 1))
-    result.gaps = [asdict(gap_latency(one, g, calls_for_gap(g))) for g in task.gaps_s]
+    result.gaps = [asdict(gap_latency(one, g, calls_for_gap(g, task.gap_budget_s))) for g in task.gaps_s]
     if task.target_rate:
         result.open_loop = _open_loop(runner, obs, result, task)
     return result
