@@ -53,22 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-method", default="MinMax",
                    help="MinMax | Entropy | Percentile, for int8-static (default MinMax)")
     _add_gates(p.add_argument_group("fidelity gates"))
-    p.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST",
-                   help="profiled batch sizes, e.g. 1,64 (default 1,16,64,256); fidelity is gated at batch 1 and "
-                        "at the largest, the biggest batch a served configuration can form")
-    p.add_argument("--target-rate", type=finite_float("--target-rate"), metavar="R",
-                   help="requests/s the policy will get: each variant is replayed open-loop at this rate and the "
-                        "cheapest one meeting --latency-budget-ms there is selected")
-    p.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
-    p.add_argument("--trials", type=int, default=4,
-                   help="fallback trials per failing variant (0 = no fallback; default 4)")
-    p.add_argument("--window-s", type=finite_float("--window-s"), default=1.0,
-                   help="profiling window per point (default 1.0)")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved profiling passes over all variants (default 2)")
-    p.add_argument("--latency-budget-ms", type=finite_float("--latency-budget-ms"), metavar="MS",
-                   help="p99 budget for each variant's optimal batch")
-    p.add_argument("--min-speedup", type=finite_float("--min-speedup"), default=1.05, metavar="X",
-                   help="a variant replaces fp32 only when at least X times faster (default 1.05)")
+    _add_measurement(p.add_argument_group("speed measurement"))
     p.add_argument("--outputs", metavar="MAP", help="output roles, e.g. logits=pi,value=v")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="build and judge every variant anew instead of reusing the variant cache (built variants "
@@ -78,6 +63,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model name in <name>_<variant>.onnx (default: the model file's stem)")
     add_common(p)
     p.set_defaults(func=_run)
+
+
+def _add_measurement(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--batch-sizes", default="1,16,64,256", metavar="LIST",
+                   help="profiled batch sizes, e.g. 1,64 (default 1,16,64,256); fidelity is gated at batch 1 and "
+                        "at the largest, the biggest batch a served configuration can form")
+    g.add_argument("--target-rate", type=finite_float("--target-rate"), metavar="R",
+                   help="requests/s the policy will get: each variant is replayed open-loop at this rate and the "
+                        "cheapest one meeting --latency-budget-ms there is selected")
+    g.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt | auto (default cpu)")
+    g.add_argument("--trials", type=int, default=4,
+                   help="fallback trials per failing variant (0 = no fallback; default 4)")
+    g.add_argument("--window-s", type=finite_float("--window-s"), default=1.0,
+                   help="profiling window per point (default 1.0)")
+    g.add_argument("--rounds", type=int, default=2,
+                   help="full interleaved passes over fp32, its A/A twin and the finalists of a short screening "
+                        "round of every variant (default 2)")
+    g.add_argument("--latency-budget-ms", type=finite_float("--latency-budget-ms"), metavar="MS",
+                   help="p99 budget for each variant's optimal batch")
+    g.add_argument("--min-speedup", type=finite_float("--min-speedup"), default=1.05, metavar="X",
+                   help="a variant replaces fp32 only when at least X times faster (default 1.05)")
 
 
 def _add_gates(g: argparse._ArgumentGroup) -> None:
