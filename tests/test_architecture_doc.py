@@ -54,7 +54,7 @@ def test_the_contract_covers_what_the_code_runs():
                     "exit-codes", "fidelity-metrics", "what-runs-for-real-and-what-stands-in"):
         assert section in anchors(), section
     stages = re.search(r"^## Stages of costeff run$(.*?)^## ", text, flags=re.M | re.S).group(1)
-    assert [name for name, _ in STAGES] == re.findall(r"^\| ([a-z][a-z-]*) \| ", stages, flags=re.M)[1:]
+    assert [stage.name for stage in STAGES] == re.findall(r"^\| ([a-z][a-z-]*) \| ", stages, flags=re.M)[1:]
     for code in ("0", "1", "2", "3", "130"):
         assert re.search(rf"^\| {code} \| ", text, flags=re.M), code
     assert all(f"costeff {c}" in text or f"`{c}" in text for c in COMMAND_MODULES)

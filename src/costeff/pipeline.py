@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from costeff.artifacts import Workspace, utc_stamp
 from costeff.errors import CosteffError
-from costeff.runctx import RunConfig, RunContext, Skip, Stage
+from costeff.runctx import Products, RunConfig, RunContext, Skip, Stage, check_graph
 
 __all__ = ["RunConfig", "RunReport", "StageResult", "run_all"]
 
@@ -54,25 +54,29 @@ def run_all(config: RunConfig, workspace: Workspace,
     from costeff.artifacts import iso_utc
     from costeff.stages import STAGES
 
+    check_graph(STAGES)  # a stage needing what no earlier stage produces is a bug: found before anything runs
     ctx = RunContext(config, workspace, utc_stamp())
-    report = RunReport(started_at=iso_utc(), stages=[StageResult(name) for name, _ in STAGES])
-    for index, ((_name, stage), result) in enumerate(zip(STAGES, report.stages, strict=True)):
+    report = RunReport(started_at=iso_utc(), stages=[StageResult(s.name) for s in STAGES])
+    for index, (stage, result) in enumerate(zip(STAGES, report.stages, strict=True)):
         if on_stage:
             on_stage(result, index, len(STAGES))
         _run_stage(stage, ctx, result)
         if on_stage:
             on_stage(result, index, len(STAGES))
-    report.pack = str(ctx.values.get("pack_path")) if "pack_path" in ctx.values else None
-    report.summary = str(ctx.values.get("summary_path")) if "summary_path" in ctx.values else None
+    made = ctx.products
+    report.pack = str(made.pack_path) if made.pack_path is not None else None
+    report.summary = str(made.summary_path) if made.summary_path is not None else None
     report.exit_code = next((s.exit_code for s in report.stages if s.status == "failed"), 0) or 0
     return report
 
 
 def _run_stage(stage: Stage, ctx: RunContext, result: StageResult) -> None:
     started = time.perf_counter()
+    before = _identities(ctx.products)
     try:
-        result.summary, result.artifacts = stage(ctx)
+        result.summary, result.artifacts = stage.run(ctx)
         result.status = "ok"
+        _check_products(stage, before, ctx.products)
     except Skip as skip:
         result.status, result.summary = "skipped", str(skip)
     except KeyboardInterrupt:
@@ -83,3 +87,15 @@ def _run_stage(stage: Stage, ctx: RunContext, result: StageResult) -> None:
         log.debug("stage %s failed", result.name, exc_info=True)
         result.status, result.error, result.exit_code = "failed", f"{type(exc).__name__}: {exc}", 3
     result.seconds = time.perf_counter() - started
+
+
+def _identities(products: Products) -> dict[str, int]:
+    return {f.name: id(getattr(products, f.name)) for f in fields(products)}
+
+
+def _check_products(stage: Stage, before: dict[str, int], products: Products) -> None:
+    """A stage wrote only the products it declares (``Stage.produces``); anything else is a wiring bug."""
+    changed = [name for name, ident in _identities(products).items() if ident != before[name]]
+    undeclared = [name for name in changed if name not in stage.produces]
+    if undeclared:
+        raise RuntimeError(f"stage {stage.name} wrote {', '.join(undeclared)}, which it does not declare")

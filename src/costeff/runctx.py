@@ -8,7 +8,7 @@ and neither imports the other at module level, so there is no import cycle betwe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
@@ -57,19 +57,74 @@ class Skip(Exception):
 
 
 @dataclass
+class Products:
+    """What the stages hand each other, one typed field per product; None until a stage produces it."""
+
+    model: Path | None = None  # the fp32 policy
+    observations: Any = None  # np.ndarray of rows, validated against the policy's input
+    policy: Any = None  # the embedded policy's artifact, when no model was given
+    baseline_profile: Path | None = None  # the fp32 model's gpu_profile.json
+    quant_report: Path | None = None
+    selected_model: Path | None = None  # what is served: a variant, or the fp32 model
+    selected_runtime: dict[str, Any] | None = None  # the selected variant's runtime settings
+    selected_profile: Path | None = None  # the served model's profile
+    batching_report: Path | None = None
+    repository: Path | None = None  # the Triton model repository built
+    model_name: str | None = None
+    verify_report: Path | None = None
+    reaper_report: Path | None = None
+    ramp_decision: Path | None = None
+    pack_path: Path | None = None
+    summary_path: Path | None = None
+
+
+PRODUCTS = frozenset(f.name for f in fields(Products))
+
+
+@dataclass
 class RunContext:
-    """The configuration, where artifacts go, and what earlier stages produced (``values``)."""
+    """The configuration, where artifacts go, and what earlier stages produced (``products``)."""
 
     config: RunConfig
     layout: Workspace
     stamp: str
-    values: dict[str, Any] = field(default_factory=dict)
+    products: Products = field(default_factory=Products)
 
-    def need(self, *keys: str) -> list[Any]:
-        missing = [k for k in keys if k not in self.values]
+    def need(self, *names: str) -> list[Any]:
+        """The products ``names``; a stage that lacks one is skipped with the reason (an earlier stage failed)."""
+        missing = [n for n in names if getattr(self.products, n) is None]
         if missing:
             raise Skip(f"needs {', '.join(missing)} from an earlier stage")
-        return [self.values[k] for k in keys]
+        return [getattr(self.products, n) for n in names]
 
 
-Stage = Callable[[RunContext], tuple[str, list[str]]]
+StageFn = Callable[[RunContext], tuple[str, list[str]]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of ``costeff run``: what it needs (``requires``: skipped without them), what it reads when
+    there (``uses``) and what it may produce. ``check_graph`` holds every stage to these before a run starts,
+    and the pipeline refuses a stage that writes a product it does not declare."""
+
+    name: str
+    run: StageFn
+    requires: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+
+
+def check_graph(stages: tuple[Stage, ...]) -> None:
+    """Every product a stage requires or uses is one an earlier stage produces, and every name is a product.
+
+    Raises RuntimeError naming the stage and the product: a wiring bug, found before anything is measured."""
+    made: set[str] = set()
+    for stage in stages:
+        for name in (*stage.requires, *stage.uses, *stage.produces):
+            if name not in PRODUCTS:
+                raise RuntimeError(f"stage {stage.name}: {name!r} is not a run product; "
+                                   f"expected one of {', '.join(sorted(PRODUCTS))}")
+        for name in (*stage.requires, *stage.uses):
+            if name not in made:
+                raise RuntimeError(f"stage {stage.name} needs {name}, which no earlier stage produces")
+        made.update(stage.produces)

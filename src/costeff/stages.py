@@ -12,7 +12,7 @@ from typing import Any
 
 from costeff.records.kinds import BATCHING, BUILD, PROFILE
 from costeff.records.profile import Optimal, ProfileRecord
-from costeff.runctx import RunContext
+from costeff.runctx import RunContext, Stage
 
 QUANT_ROWS_SEED = 20000  # same seed as `costeff quantize` on the embedded policy
 PROFILE_GAPS_S = (0.0, 0.001, 0.01, 0.1)
@@ -29,13 +29,13 @@ def stage_policy(ctx: RunContext) -> tuple[str, list[str]]:
         sig = read_signature(cfg.model)
         obs = validate_observations(load_observations(cfg.observations), sig.input().sample_shape,
                                     str(cfg.observations))
-        ctx.values.update(model=Path(cfg.model), observations=obs)
+        ctx.products.model, ctx.products.observations = Path(cfg.model), obs
         return f"user policy {cfg.model}: {len(obs)} observation rows", [str(cfg.model)]
     from costeff.policy import default_policy, generate_observations
 
     art = default_policy(cfg.preset)
     obs = generate_observations(cfg.rows, seed=QUANT_ROWS_SEED, preset=cfg.preset)
-    ctx.values.update(model=art.onnx_path, observations=obs, policy=art)
+    ctx.products.model, ctx.products.observations, ctx.products.policy = art.onnx_path, obs, art
     return (f"embedded '{cfg.preset}' policy: {art.n_params / 1e6:.2f} M parameters, "
             f"confident (top-1 margin >= 0.1) on {100 * art.confident_share:.1f} % of rows"), [str(art.onnx_path)]
 
@@ -57,7 +57,7 @@ def _profile(ctx: RunContext, model: Path, runtime: dict[str, Any] | None = None
     pcfg = ProfileConfig(batch_sizes=cfg.batch_sizes, latency_budget_ms=cfg.latency_budget_ms,
                          target_rate=cfg.target_rate, provider="cpu" if ov else cfg.provider,
                          window_s=cfg.window_s, gaps_s=PROFILE_GAPS_S, **ov)
-    report = profile(model, pcfg, observations=ctx.values["observations"])
+    report = profile(model, pcfg, observations=ctx.products.observations)
     out = ctx.layout.run_dir(None)
     while out.exists():  # two profiles within one second must not share a folder
         out = out.with_name(out.name + "_")
@@ -78,7 +78,8 @@ def _profile_line(report: ProfileRecord) -> str:
 def stage_profile(ctx: RunContext) -> tuple[str, list[str]]:
     (model,) = ctx.need("model")
     report, path = _profile(ctx, model)
-    ctx.values.update(baseline_profile=path, selected_model=model, selected_profile=path)
+    p = ctx.products
+    p.baseline_profile, p.selected_model, p.selected_profile = path, model, path
     return "fp32: " + _profile_line(report), [str(path.parent)]
 
 
@@ -96,12 +97,12 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
     report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"), cache=True, workspace=ctx.layout)
     assert report.report_dir is not None  # set since out_dir is given
     out = Path(report.report_dir)
-    ctx.values["quant_report"] = out / "quantization_report.json"
+    ctx.products.quant_report = out / "quantization_report.json"
     selected = next(v for v in report.variants if v.name == report.selected["name"])
     if not selected.baseline:
-        ctx.values["selected_model"] = Path(report.selected["path"])
-        ctx.values["selected_runtime"] = dict(selected.runtime)
-        ctx.values.pop("selected_profile", None)  # the fp32 profile no longer describes what is served
+        ctx.products.selected_model = Path(report.selected["path"])
+        ctx.products.selected_runtime = dict(selected.runtime)
+        ctx.products.selected_profile = None  # the fp32 profile no longer describes what is served
     fid = selected.fidelity
     drift = f", action drift {fid.action_drift_pct:.3f} %" if fid is not None else ""
     inv = selected.batch_invariance
@@ -118,10 +119,10 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
 
 def stage_profile_selected(ctx: RunContext) -> tuple[str, list[str]]:
     (model,) = ctx.need("selected_model")
-    if "selected_profile" in ctx.values:
+    if ctx.products.selected_profile is not None:
         return "the selected variant is the fp32 model profiled above", []
-    report, path = _profile(ctx, model, ctx.values.get("selected_runtime"))
-    ctx.values["selected_profile"] = path
+    report, path = _profile(ctx, model, ctx.products.selected_runtime)
+    ctx.products.selected_profile = path
     return f"{model.stem}: " + _profile_line(report), [str(path.parent)]
 
 
@@ -138,7 +139,7 @@ def stage_batching(ctx: RunContext) -> tuple[str, list[str]]:
     if c is None:
         binding = record.binding.constraint if record.binding else None
         return f"no configuration meets p99 <= {cfg.latency_budget_ms} ms ({binding or 'unknown'} binds)", [str(out)]
-    ctx.values["batching_report"] = BATCHING.path_in(out)
+    ctx.products.batching_report = BATCHING.path_in(out)
     return (f"max batch {c.max_batch_size}, preferred {c.preferred_batch_size}, queue delay "
             f"{c.max_queue_delay_us:g} us, {c.instances} server(s): predicted p99 "
             f"{c.predicted.p99_ms or float('nan'):.2f} ms at {cfg.target_rate:g} req/s"), [str(out)]
@@ -151,9 +152,9 @@ def stage_triton(ctx: RunContext) -> tuple[str, list[str]]:
     repo = ctx.layout.repository
     result = build_repository(BuildConfig(
         model_path=model, profile_path=profile, repository=repo, name=ctx.config.model_name,
-        batching_report=ctx.values.get("batching_report"), quantization_report=ctx.values.get("quant_report")),
+        batching_report=ctx.products.batching_report, quantization_report=ctx.products.quant_report),
         workspace=ctx.layout)
-    ctx.values.update(repository=repo, model_name=result.name)
+    ctx.products.repository, ctx.products.model_name = repo, result.name
     trt = f", TensorRT {result.tensorrt_precision_mode}" if result.tensorrt_precision_mode else ""
     return (f"{result.config_path}: {result.model_precision} model on the {result.backend} backend, "
             f"{result.instance_kind} instances{trt}; validated"), [str(Path(result.config_path).parent)]
@@ -169,7 +170,7 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
     if not ctx.config.verify:
         return "skipped (--no-verify)", []
     repository, name, obs = ctx.need("repository", "model_name", "observations")
-    predicted = v.predicted_from(ctx.values.get("batching_report"))
+    predicted = v.predicted_from(ctx.products.batching_report)
     rate, out = ctx.config.target_rate, ctx.layout.run_dir("verify")
     try:
         report = v.verify(_triton_env(ctx.config.triton_env), repository, name, rate, obs, predicted,
@@ -177,8 +178,8 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
     except DependencyError as exc:  # Triton cannot run on this host: the run goes on without the check
         report = v.skipped(name, repository, rate, predicted, str(exc))
     report.inputs = inputs_of(triton_build=BUILD.path_in(Path(repository) / name),
-                              batching_report=ctx.values.get("batching_report"))
-    ctx.values["verify_report"] = report.write(out)
+                              batching_report=ctx.products.batching_report)
+    ctx.products.verify_report = report.write(out)
     if report.skipped:
         return f"skipped: {report.skipped}", [str(out)]
     m, r = report.measured or Measured(), report.ratios()
@@ -203,7 +204,7 @@ def stage_reaper(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.reaper.sample import sample_path
 
     report, out = reap_trace(sample_path(), out=ctx.layout.run_dir("reaper"), workspace=ctx.layout)
-    ctx.values["reaper_report"] = out / "reaper_report.json"
+    ctx.products.reaper_report = out / "reaper_report.json"
     d = report.to_dict()
     return (f"sample day: GPU-hours {d['gpu_hours_without']:.1f} -> {d['gpu_hours_with']:.1f} "
             f"({d['reduction_pct']:.1f} % less), {d['reaps_while_active']} reaps while active"), [str(out)]
@@ -218,12 +219,13 @@ def stage_ramp(ctx: RunContext) -> tuple[str, list[str]]:
     as_of = ctx.config.sample_as_of or utc_now().date()
     ledger = Ledger(out / "sample_ledger.sqlite")
     import_sample(ledger, end=as_of - timedelta(days=1))
-    deployed = {"triton_repository": ctx.values["repository"], "model_name": ctx.values["model_name"]} \
-        if "repository" in ctx.values else {}
-    decision = decide(DecideConfig(ledger=ledger.path, quant_report=ctx.values.get("quant_report"),
+    p = ctx.products
+    deployed: dict[str, Any] = {"triton_repository": p.repository, "model_name": p.model_name} \
+        if p.repository else {}
+    decision = decide(DecideConfig(ledger=ledger.path, quant_report=p.quant_report,
                                    as_of=as_of, projection=_projection_inputs(ctx), **deployed), out_dir=out,
                       workspace=ctx.layout)
-    ctx.values["ramp_decision"] = out / "ramp_decision.json"
+    p.ramp_decision = out / "ramp_decision.json"
     ratio = decision.cost_ratio_pct
     failed = ", ".join(decision.gates_failed) or "none"
     p = decision.projection
@@ -237,9 +239,8 @@ def _projection_inputs(ctx: RunContext):
     """This run's own reports, so the projection never mixes in an older run's."""
     from costeff.ramp.projection import ProjectionInputs
 
-    v = ctx.values
-    return ProjectionInputs(v.get("selected_profile"), v.get("baseline_profile"), v.get("batching_report"),
-                            v.get("reaper_report"))
+    p = ctx.products
+    return ProjectionInputs(p.selected_profile, p.baseline_profile, p.batching_report, p.reaper_report)
 
 
 def stage_pack(ctx: RunContext) -> tuple[str, list[str]]:
@@ -247,17 +248,16 @@ def stage_pack(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.pack import pack
 
     AuditLog.of(ctx.layout).checkpoint()  # the pack carries a head hash that a checkpoint vouches for
-    sources = {name: Path(ctx.values[key]).parent for name, key in (
-        ("profile_fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
-        ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision"),
-        ("verify", "verify_report")) if key in ctx.values}
+    sources = _folders(ctx, profile_fp32="baseline_profile", profile="selected_profile", quant="quant_report",
+                       batching="batching_report", reaper="reaper_report", ramp="ramp_decision", verify="verify_report")
+    p = ctx.products
     if sources:  # the run's own records, by hash: `costeff pack` and `costeff report` take them by default
         from costeff.pack.chain import write_run
 
-        write_run(ctx.layout, ctx.stamp, sources, ctx.values.get("repository"), ctx.values.get("model_name"))
-    result = pack(ctx.layout, repository=ctx.values.get("repository"), sources=sources or None,
+        write_run(ctx.layout, ctx.stamp, sources, p.repository, p.model_name)
+    result = pack(ctx.layout, repository=p.repository, sources=sources or None,
                   run=ctx.stamp if sources else None)
-    ctx.values.update(pack_path=result.path, summary_path=result.summary_path)
+    p.pack_path, p.summary_path = result.path, result.summary_path
     return f"{result.path.name}: {len(result.manifest['files'])} files; summary {result.summary_path}", \
         [str(result.path)]
 
@@ -265,24 +265,39 @@ def stage_pack(ctx: RunContext) -> tuple[str, list[str]]:
 def stage_report(ctx: RunContext) -> tuple[str, list[str]]:
     from costeff.report import build_report
 
-    folders = {name: Path(ctx.values[key]).parent for name, key in (
-        ("fp32", "baseline_profile"), ("profile", "selected_profile"), ("quant", "quant_report"),
-        ("batching", "batching_report"), ("reaper", "reaper_report"), ("ramp", "ramp_decision")) if key in ctx.values}
-    result = build_report(ctx.layout, folders, ctx.values.get("repository"), run=ctx.stamp)
+    folders = _folders(ctx, fp32="baseline_profile", profile="selected_profile", quant="quant_report",
+                       batching="batching_report", reaper="reaper_report", ramp="ramp_decision")
+    result = build_report(ctx.layout, folders, ctx.products.repository, run=ctx.stamp)
     return (f"{result.path}: one self-contained page, acceptance {result.criteria_passed} of "
             f"{result.criteria_total} PASS"), [result.path]
 
 
+def _folders(ctx: RunContext, **records: str) -> dict[str, Path]:
+    """``{record name: folder}`` of the products named, for those this run produced."""
+    found = {name: getattr(ctx.products, product) for name, product in records.items()}
+    return {name: Path(path).parent for name, path in found.items() if path is not None}
+
+
+_RECORDS = ("baseline_profile", "selected_profile", "quant_report", "batching_report", "reaper_report",
+            "ramp_decision")
 STAGES = (
-    ("policy", stage_policy),
-    ("profile", stage_profile),
-    ("quantize", stage_quantize),
-    ("profile-selected", stage_profile_selected),
-    ("batching", stage_batching),
-    ("triton", stage_triton),
-    ("verify", stage_verify),
-    ("reaper", stage_reaper),
-    ("ramp", stage_ramp),
-    ("pack", stage_pack),
-    ("report", stage_report),
+    Stage("policy", stage_policy, produces=("model", "observations", "policy")),
+    Stage("profile", stage_profile, requires=("model",), uses=("observations",),
+          produces=("baseline_profile", "selected_model", "selected_profile")),
+    Stage("quantize", stage_quantize, requires=("model", "observations"),
+          produces=("quant_report", "selected_model", "selected_runtime", "selected_profile")),
+    Stage("profile-selected", stage_profile_selected, requires=("selected_model",),
+          uses=("observations", "selected_profile", "selected_runtime"), produces=("selected_profile",)),
+    Stage("batching", stage_batching, requires=("selected_profile",), produces=("batching_report",)),
+    Stage("triton", stage_triton, requires=("selected_model", "selected_profile"),
+          uses=("batching_report", "quant_report"), produces=("repository", "model_name")),
+    Stage("verify", stage_verify, requires=("repository", "model_name", "observations"), uses=("batching_report",),
+          produces=("verify_report",)),
+    Stage("reaper", stage_reaper, produces=("reaper_report",)),
+    Stage("ramp", stage_ramp, uses=("repository", "model_name", "quant_report", "selected_profile",
+                                     "baseline_profile", "batching_report", "reaper_report"),
+          produces=("ramp_decision",)),
+    Stage("pack", stage_pack, uses=(*_RECORDS, "verify_report", "repository", "model_name"),
+          produces=("pack_path", "summary_path")),
+    Stage("report", stage_report, uses=(*_RECORDS, "repository")),
 )
