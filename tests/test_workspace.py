@@ -17,6 +17,7 @@ import costeff
 from costeff.artifacts import Workspace
 from costeff.cli import main
 from costeff.cli._common import workspace
+from workspace_support import env_home
 
 SRC = Path(costeff.__file__).parent
 EDGE_ONLY = {"COSTEFF_ARTIFACTS", "COSTEFF_MODEL_REPOSITORY"}
@@ -67,12 +68,14 @@ def test_without_the_option_the_environment_names_the_root(tmp_path, monkeypatch
 def test_the_edge_takes_option_then_environment_then_default(tmp_path, monkeypatch):
     monkeypatch.delenv("COSTEFF_ARTIFACTS")
     monkeypatch.delenv("COSTEFF_MODEL_REPOSITORY")
-    assert workspace(argparse.Namespace()) == Workspace(Path("artifacts"), Path("docker/triton/model_repository"))
+    home = env_home()
+    assert workspace(argparse.Namespace()) == Workspace(Path("artifacts"), Path("docker/triton/model_repository"),
+                                                        home)
     monkeypatch.setenv("COSTEFF_ARTIFACTS", "env_root")
     monkeypatch.setenv("COSTEFF_MODEL_REPOSITORY", "env_repo")
-    assert workspace(argparse.Namespace()) == Workspace(Path("env_root"), Path("env_repo"))
+    assert workspace(argparse.Namespace()) == Workspace(Path("env_root"), Path("env_repo"), home)
     given = argparse.Namespace(workspace_root=Path("opt_root"), workspace_repository=Path("opt_repo"))
-    assert workspace(given) == Workspace(Path("opt_root"), Path("opt_repo"))
+    assert workspace(given) == Workspace(Path("opt_root"), Path("opt_repo"), home)
     given.repository = Path("own_repo")  # a command's own --repository wins over the global one
     assert workspace(given).repository == Path("own_repo")
 
