@@ -32,6 +32,7 @@ COMPARED = ("fp32", "int8-mixed", "ov-bf16", "ov-int8", "ov-int8-ac", "ov-int8-a
 def main() -> dict[str, Any]:
     from costeff.hardware import detect
     from costeff.policy import default_policy, generate_observations
+    from costeff.cli._common import home
 
     hw = detect()
     amx = any(f in hw.isa for f in ("amx_bf16", "amx_int8"))
@@ -40,7 +41,7 @@ def main() -> dict[str, Any]:
     if not bf16:
         print("this CPU has neither amx_bf16 nor avx512_bf16: bf16 variants are not tried; the search goes on "
               "without them and the AMX goals below are not applicable here")
-    art = default_policy("default")
+    art = default_policy("default", cache=home().cache)
     obs = generate_observations(ROWS, seed=SEED, preset="default")
     high = _search(art.onnx_path, obs, HIGH_RATE, HIGH_BUDGET_MS, (1, 16, 64, 128, 256), "default_high")
     # 160 requests at 20/s: a p99 that is not just the single slowest call

@@ -36,10 +36,10 @@ WINDOWS_S = 6
 
 
 def _env() -> Any:
-    from costeff.policy.default import cache_root
+    from costeff.cli._common import home
     from costeff.serving.tritonserver import default_location, ensure
 
-    return ensure(default_location(cache_root()))
+    return ensure(default_location(home().cache))
 
 
 def _build(model: Path, profile: Path, root: Path, name: str, chosen: dict) -> None:
@@ -130,11 +130,12 @@ def _goals(points: list[dict]) -> list[dict]:
 
 
 def main() -> dict[str, Any]:
+    from costeff.cli._common import home
     from costeff.policy import default_policy
     from costeff.profiling import ProfileConfig, profile
     from costeff.serving.tritonserver import Ports, TritonServer
 
-    env, model = _env(), Path(default_policy("default").onnx_path)
+    env, model = _env(), Path(default_policy("default", cache=home().cache).onnx_path)
     with tempfile.TemporaryDirectory(prefix="costeff-bench-triton-") as tmp:
         root = Path(tmp)
         os.environ["COSTEFF_ARTIFACTS"] = str(root / "artifacts")

@@ -158,7 +158,9 @@ def _drift(tmp: Path, env: dict[str, str]) -> dict[str, Any]:
 
     from costeff.policy import default_policy
 
-    policy = default_policy("default")
+    from costeff.cli._common import home
+
+    policy = default_policy("default", cache=home().cache)
     ref = Path(policy.onnx_path)
     served = tmp / "drift" / "int8.onnx"
     served.parent.mkdir(parents=True)

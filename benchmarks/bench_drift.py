@@ -40,7 +40,9 @@ def _models(tmp: Path) -> tuple[Path, Path, Path]:
 
     from costeff.policy import default_policy
 
-    ref = Path(default_policy("default").onnx_path)
+    from costeff.cli._common import home
+
+    ref = Path(default_policy("default", cache=home().cache).onnx_path)
     served = tmp / "int8_dynamic.onnx"
     quantize_dynamic(str(ref), str(served))
     far = tmp / "far.onnx"

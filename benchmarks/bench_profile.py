@@ -61,8 +61,9 @@ def overhead_ratio(run, batch: int) -> dict:
 
 def _default_model():
     from costeff.policy import default_policy, generate_observations
+    from costeff.cli._common import home
 
-    artifact = default_policy("default")  # trained and cached before the clock starts
+    artifact = default_policy("default", cache=home().cache)  # trained and cached before the clock starts
     return artifact.onnx_path, generate_observations(1024, seed=0, preset="default")
 
 

@@ -50,9 +50,10 @@ def _repository(work: Path) -> Path:
     os.environ["COSTEFF_ARTIFACTS"] = str(work / "artifacts")
     from costeff.cli import main as cli
     from costeff.policy import default_policy
+    from costeff.cli._common import home
     from costeff.profiling import ProfileConfig, profile
 
-    model = Path(default_policy("tiny").onnx_path)
+    model = Path(default_policy("tiny", cache=home().cache).onnx_path)
     profile(model, ProfileConfig(batch_sizes=(1, 16), window_s=0.05, warmup_s=0.02, max_trials=3)).write(work / "p")
     if cli(["triton", "build", str(model), "--profile", str(work / "p" / "gpu_profile.json"),
             "--repository", str(work / "repository"), "--name", "pol"]) != 0:

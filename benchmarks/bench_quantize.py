@@ -20,10 +20,11 @@ ROWS, SEED = 4096, 20_000
 def main() -> dict[str, Any]:
     from costeff.artifacts import Layout
     from costeff.policy import default_policy, generate_observations
+    from costeff.cli._common import home
     from costeff.quantization import QuantizeConfig, quantize
     from costeff.quantization.records import to_markdown
 
-    art = default_policy("default")
+    art = default_policy("default", cache=home().cache)
     obs = generate_observations(ROWS, seed=SEED, preset="default")
     config = QuantizeConfig(batch_sizes=(1, 16, 64, 256), window_s=1.0, speed_rounds=2, name="policy_default",
                             backends=("onnxruntime",))

@@ -49,13 +49,13 @@ def main() -> dict:
 
 def _cache(tmp: Path) -> Path:
     """A cache root without built variants; the trained policy and the Triton environment linked in."""
-    from costeff.policy.default import cache_root
+    from costeff.cli._common import home
 
     cache = tmp / "cache"
     cache.mkdir()
     for part in ("policy", "triton"):
-        if (cache_root() / part).is_dir():
-            (cache / part).symlink_to(cache_root() / part)
+        if (home().cache / part).is_dir():
+            (cache / part).symlink_to(home().cache / part)
     return cache
 
 

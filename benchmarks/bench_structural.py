@@ -18,10 +18,11 @@ BATCHES = (1, 64, 256)
 def main() -> dict[str, Any]:
     from costeff.artifacts import Layout
     from costeff.policy import default_policy, generate_observations
+    from costeff.cli._common import home
     from costeff.quantization import QuantizeConfig, quantize
     from costeff.quantization.structural import PROBE_BUDGET_S
 
-    art = default_policy("default")
+    art = default_policy("default", cache=home().cache)
     obs = generate_observations(ROWS, seed=SEED, preset="default")
     config = QuantizeConfig(variants=("prune", "lowrank", "prune+int8-dynamic"), backends=("onnxruntime",),
                             batch_sizes=BATCHES, window_s=1.0, speed_rounds=5, finalists=None,

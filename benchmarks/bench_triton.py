@@ -30,16 +30,16 @@ def main() -> dict:
 
     from costeff.cli import main as costeff
     from costeff.policy import default_policy
-    from costeff.policy.default import cache_root
+    from costeff.cli._common import home
     from costeff.serving.tritonserver import default_location, ensure
     from costeff.serving.tritonserver.server import free_port_block
 
-    env = ensure(default_location(cache_root()))
+    env = ensure(default_location(home().cache))
     ready, switched = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["COSTEFF_ARTIFACTS"] = str(work / "artifacts")
-        model = Path(default_policy("default").onnx_path)
+        model = Path(default_policy("default", cache=home().cache).onnx_path)
         for _ in range(2):
             assert costeff(["triton", "build", str(model), "--profile", str(_profile(work, model, batch=8)),
                             "--repository", str(work / "repo"), "--name", "policy", "--instance-kind", "cpu"]) == 0

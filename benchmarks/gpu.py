@@ -103,10 +103,11 @@ def fidelity(fp32: Path, variant: Path, provider: str, obs: np.ndarray, base_pro
 def measure_preset(preset: str, args: argparse.Namespace, results: Results, work: Path) -> None:
     from costeff.errors import CosteffError
     from costeff.policy import default_policy, generate_observations
+    from costeff.cli._common import home
     from costeff.quantization.build import build_fp16
 
     started = time.perf_counter()
-    art = default_policy(preset)
+    art = default_policy(preset, cache=home().cache)
     results.add("policies", {"preset": preset, "n_params": art.n_params, "sha256": art.sha256,
                              "build_seconds": time.perf_counter() - started, "train_device": art.train_device,
                              "confident_share": art.confident_share})

@@ -29,10 +29,10 @@ def tiny_policy(tmp_path_factory):
     """The ``tiny`` embedded policy (PolicyArtifact), built once per session in a private cache."""
     from costeff.policy import default_policy
 
-    patch = pytest.MonkeyPatch()
-    patch.setenv("COSTEFF_CACHE", str(tmp_path_factory.mktemp("costeff_cache")))
+    patch, cache = pytest.MonkeyPatch(), tmp_path_factory.mktemp("costeff_cache")
+    patch.setenv("COSTEFF_CACHE", str(cache))  # and the commands these tests run keep their caches there too
     try:
-        yield default_policy("tiny")
+        yield default_policy("tiny", cache=cache)
     finally:
         patch.undo()
 

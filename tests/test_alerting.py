@@ -27,7 +27,7 @@ from costeff.ledger import Ledger, import_sample  # noqa: E402
 from costeff.ramp import DecideConfig  # noqa: E402
 from costeff.ramp.watch import RampMetrics, RampWatcher, history  # noqa: E402
 from costeff.reaper.live import ReaperMetrics  # noqa: E402
-from workspace_support import env_workspace, flag_store  # noqa: E402
+from workspace_support import env_workspace, flag_store, env_home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "costeff-alerts.yml"
@@ -157,8 +157,8 @@ def _reaper_round(metrics, work):
         def samples(self, target, window_s, at):
             return idle
 
-    _watch_tick(config, Source(), False, Actuators(flags=flag_store()), AuditLog(work / "audit"), 2.0, metrics,
-                _WatchState(), now=now)
+    _watch_tick(config, Source(), False, Actuators(flags=flag_store()), AuditLog(work / "audit", home=env_home()), 2.0,
+                metrics, _WatchState(), now=now)
 
 
 @pytest.fixture(scope="module")

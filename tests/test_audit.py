@@ -11,11 +11,12 @@ from costeff.audit import AuditLog, keygen, load_signer, verify
 from costeff.audit.log import GENESIS
 from costeff.audit.sealed import seal
 from costeff.cli import main
+from workspace_support import env_home
 
 
 @pytest.fixture(params=[1, 4], ids=["anchor-every-record", "anchor-every-4"])
 def log(request, tmp_path):
-    log = AuditLog(tmp_path / "audit", checkpoint_every=request.param)
+    log = AuditLog(tmp_path / "audit", checkpoint_every=request.param, home=env_home())
     for i in range(10):
         log.append("test.event", {"i": i, "flag": "cost_gates_enabled"})
     log.checkpoint()  # a command anchors its head when it ends
@@ -285,7 +286,7 @@ def test_the_catalogue_holds_at_least_27_kinds():
 
 
 def test_intact_log_verifies_and_is_anchored(log, capsys):
-    result = verify(log.directory)
+    result = verify(log.directory, home=env_home())
     assert result.ok and result.records == 10 and result.head_sha256 == log.head()["line_sha256"]
     assert result.anchored_checkpoints == result.checkpoints >= 3 and result.anchored_through_seq == 9
     assert main(["audit", "verify", str(log.directory)]) == 0
@@ -295,7 +296,7 @@ def test_intact_log_verifies_and_is_anchored(log, capsys):
 @pytest.mark.parametrize("tamper", TAMPERING, ids=lambda f: f.__name__)
 def test_tampering_is_detected_and_named(log, tmp_path, tamper, capsys):
     expected_line = tamper(log, tmp_path)
-    result = verify(log.directory)
+    result = verify(log.directory, home=env_home())
     assert not result.ok, tamper.__name__
     if expected_line is not None:
         assert result.first_bad_line == expected_line, result.reason
@@ -304,13 +305,13 @@ def test_tampering_is_detected_and_named(log, tmp_path, tamper, capsys):
 
 
 def test_every_signature_mode_agrees(log, tmp_path):
-    assert verify(log.directory, all_signatures=True).signatures_checked >= 10
+    assert verify(log.directory, all_signatures=True, home=env_home()).signatures_checked >= 10
     rewrite_middle_and_rechain_rest(log, tmp_path)
-    assert verify(log.directory, all_signatures=True).first_bad_line == 5
+    assert verify(log.directory, all_signatures=True, home=env_home()).first_bad_line == 5
 
 
 def test_covered_records_skip_their_own_signature_check(log):
-    result = verify(log.directory)
+    result = verify(log.directory, home=env_home())
     assert result.ok and result.signatures_checked == 0  # the anchored head's signature vouches for all of them
 
 
@@ -319,12 +320,12 @@ def test_legacy_unsigned_trail_is_reported_as_such(tmp_path, capsys):
     folder.mkdir()
     record = {"seq": 0, "event": "flag.set", "payload": {}, "prev_sha256": GENESIS, "sha256": "a" * 64}
     (folder / "audit.jsonl").write_text(json.dumps(record) + "\n")
-    result = verify(folder)
+    result = verify(folder, home=env_home())
     assert not result.ok and result.legacy_unsigned and "unsigned" in result.reason
     assert main(["audit", "verify", str(folder)]) == 1
     # and nobody appends signed records on top of an unsigned history
     with pytest.raises(Exception, match="unsigned"):
-        AuditLog(folder).append("x", {})
+        AuditLog(folder, home=env_home()).append("x", {})
 
 
 def test_keygen_writes_private_key_0600_outside_artifacts(tmp_path, capsys):
@@ -342,9 +343,9 @@ def test_verify_with_an_explicit_public_key_elsewhere(log, tmp_path):
     pub = tmp_path / "costeff_home" / "keys" / "audit_ed25519.pub"
     copy = tmp_path / "auditor.pub"
     shutil.copy(pub, copy)
-    assert verify(log.directory, pubkey=copy).ok
+    assert verify(log.directory, pubkey=copy, home=env_home()).ok
     _, other_pub, _ = keygen(tmp_path / "other" / "k")
-    assert not verify(log.directory, pubkey=other_pub).ok
+    assert not verify(log.directory, pubkey=other_pub, home=env_home()).ok
 
 
 def test_missing_public_key_is_input_error(log, tmp_path, capsys):
@@ -377,9 +378,9 @@ def test_records_are_written_as_signed_exact_bytes(log):
 
 
 def test_nan_payload_is_written_as_null_and_verifies(tmp_path):
-    log = AuditLog(tmp_path / "audit")
+    log = AuditLog(tmp_path / "audit", home=env_home())
     log.append("x", {"v": float("nan")})
-    assert log.records()[0]["payload"] == {"v": None} and verify(log.directory).ok
+    assert log.records()[0]["payload"] == {"v": None} and verify(log.directory, home=env_home()).ok
 
 
 def test_cli_verify_missing_log_is_input_error(tmp_path, capsys):
@@ -388,11 +389,11 @@ def test_cli_verify_missing_log_is_input_error(tmp_path, capsys):
 
 
 def test_batch_checkpoints_once(tmp_path):
-    log = AuditLog(tmp_path / "audit")
+    log = AuditLog(tmp_path / "audit", home=env_home())
     with log.batch():
         for i in range(5):
             log.append("e", {"i": i})
-    assert len(_lines(log.checkpoint_path)) == 1 and verify(log.directory).ok
+    assert len(_lines(log.checkpoint_path)) == 1 and verify(log.directory, home=env_home()).ok
 
 
 def test_a_key_named_by_the_environment_is_never_invented(tmp_path, monkeypatch, capsys):

@@ -8,11 +8,11 @@ import subprocess
 
 import pytest
 
-from costeff.audit import AuditLog, load_signer, verify
-from costeff.audit.keys import default_key_path, default_pubkey_path
+from costeff.audit import AuditLog, verify
 from costeff.cli import main
 from costeff.errors import DependencyError, InputError
-from workspace_support import audit_log, flag_store
+from costeff.audit.keys import home_signer
+from workspace_support import audit_log, flag_store, env_home
 
 
 def _unsigned_line(log):
@@ -39,19 +39,20 @@ def test_flags_set_refuses_after_an_unsigned_append_and_verify_still_fails(capsy
 
 
 def test_a_writer_checks_only_records_since_its_last_verified_checkpoint(tmp_path, monkeypatch):
-    log = AuditLog(tmp_path / "audit")
+    log = AuditLog(tmp_path / "audit", home=env_home())
     for i in range(20):
         log.append("e", {"i": i})
     checked = []
     real = type(log.signer.verifier()).verify
     monkeypatch.setattr(type(log.signer.verifier()), "verify", lambda self, sig, data: checked.append(1) or
                         real(self, sig, data))
-    AuditLog(tmp_path / "audit").append("e", {"i": 20})  # a new process: resumes from the anchored checkpoint
+    # a new process: resumes from the anchored checkpoint
+    AuditLog(tmp_path / "audit", home=env_home()).append("e", {"i": 20})
     assert len(checked) <= 2  # the checkpoint's own signature, not twenty records'
 
 
 def test_a_checkpoint_the_anchor_does_not_hold_is_no_resume_point(tmp_path, monkeypatch):
-    log = AuditLog(tmp_path / "audit")
+    log = AuditLog(tmp_path / "audit", home=env_home())
     for i in range(5):
         log.append("e", {"i": i})
     folder = log.sink.root / log.trail_id()
@@ -63,9 +64,9 @@ def test_a_checkpoint_the_anchor_does_not_hold_is_no_resume_point(tmp_path, monk
     real = type(log.signer.verifier()).verify
     monkeypatch.setattr(type(log.signer.verifier()), "verify", lambda self, sig, data: checked.append(1) or
                         real(self, sig, data))
-    AuditLog(tmp_path / "audit").append("e", {"i": 5})
+    AuditLog(tmp_path / "audit", home=env_home()).append("e", {"i": 5})
     assert len(checked) >= 5  # every record checked again, from the first
-    assert not verify(tmp_path / "audit").ok  # and the lost anchor is still reported
+    assert not verify(tmp_path / "audit", home=env_home()).ok  # and the lost anchor is still reported
 
 
 # ---- key rotation ---------------------------------------------------------------------------------
@@ -73,16 +74,16 @@ def test_a_checkpoint_the_anchor_does_not_hold_is_no_resume_point(tmp_path, monk
 def test_keygen_force_rotates_the_trail_and_both_keys_verify(tmp_path, capsys):
     flag_store().set("cost_gates_enabled", False)
     old_pub = tmp_path / "old.pub"
-    shutil.copy(default_pubkey_path(), old_pub)
-    old_id = load_signer().key_id
+    shutil.copy(env_home().pubkey, old_pub)
+    old_id = home_signer(env_home()).key_id
     assert main(["audit", "keygen", "--force"]) == 0
     assert "rotation record" in capsys.readouterr().out
-    assert load_signer().key_id != old_id
+    assert home_signer(env_home()).key_id != old_id
     flag_store().set("cost_gates_enabled", True)  # the new key appends after its acceptance
     events = [r["event"] for r in audit_log().records()]
     assert events == ["flag.set", "audit.key_rotated", "audit.key_accepted", "flag.set"]
     for pub in (None, old_pub):
-        result = verify(audit_log().directory, pub, all_signatures=True)
+        result = verify(audit_log().directory, pub, all_signatures=True, home=env_home())
         assert result.ok, result.reason
     assert main(["flags", "rollback", "cost_gates_enabled"]) == 0  # acting commands accept a rotated trail
     assert flag_store().get("cost_gates_enabled") is False
@@ -93,9 +94,9 @@ def test_keygen_force_on_a_bad_trail_keeps_the_old_key(capsys):
     log = audit_log()
     with open(log.path, "ab") as fh:
         fh.write(_unsigned_line(log))
-    old = load_signer().key_id
+    old = home_signer(env_home()).key_id
     assert main(["audit", "keygen", "--force"]) == 2
-    assert load_signer().key_id == old and not list(default_key_path().parent.glob("*.new*"))
+    assert home_signer(env_home()).key_id == old and not list(env_home().key.parent.glob("*.new*"))
 
 
 def test_a_new_key_without_rotation_is_refused_by_writers(capsys):
@@ -103,7 +104,7 @@ def test_a_new_key_without_rotation_is_refused_by_writers(capsys):
 
     flag_store().set("cost_gates_enabled", False)
     before = audit_log().path.read_bytes()
-    keygen(default_key_path(), force=True)  # the key replaced behind costeff's back
+    keygen(env_home().key, force=True)  # the key replaced behind costeff's back
     assert main(["flags", "set", "cost_gates_enabled", "true"]) == 2
     with pytest.raises(InputError, match="nor announced by a rotation record"):
         audit_log().append("reaper.stopped", {})
@@ -136,10 +137,10 @@ def test_a_trail_swapped_in_during_verification_is_not_acted_on(monkeypatch):
 
 
 def test_repeated_reads_verify_only_what_was_appended(tmp_path, monkeypatch):
-    log = AuditLog(tmp_path / "audit")
+    log = AuditLog(tmp_path / "audit", home=env_home())
     for i in range(30):
         log.append("e", {"i": i})
-    reader = AuditLog(tmp_path / "audit")
+    reader = AuditLog(tmp_path / "audit", home=env_home())
     assert len(reader.verified_records()) == 30
     log.append("e", {"i": 30})
     checked = []
@@ -156,10 +157,10 @@ def test_repeated_reads_verify_only_what_was_appended(tmp_path, monkeypatch):
 
 
 def test_a_tail_cut_off_behind_a_reader_is_seen(tmp_path):
-    log = AuditLog(tmp_path / "audit")
+    log = AuditLog(tmp_path / "audit", home=env_home())
     for i in range(5):
         log.append("e", {"i": i})
-    reader = AuditLog(tmp_path / "audit")
+    reader = AuditLog(tmp_path / "audit", home=env_home())
     reader.verified_records()
     keep = log.path.read_bytes()
     log.append("e", {"i": 5})
@@ -224,7 +225,7 @@ def test_a_real_full_filesystem(tmp_path, capsys):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("this environment does not allow mounting a tmpfs (no CAP_SYS_ADMIN)")
     try:
-        log = AuditLog(mnt / "audit", anchor=str(tmp_path / "anchor"))
+        log = AuditLog(mnt / "audit", anchor=str(tmp_path / "anchor"), home=env_home())
         filler = mnt / "filler"
         filler.write_bytes(b"\0" * 24 * 1024)
         with pytest.raises(DependencyError):
@@ -233,7 +234,7 @@ def test_a_real_full_filesystem(tmp_path, capsys):
         assert log.path.read_bytes().endswith(b"\n")  # no half line left behind
         filler.unlink()  # space freed
         log.append("e", {"after": "space freed"})
-        assert verify(mnt / "audit", anchor=str(tmp_path / "anchor")).ok
+        assert verify(mnt / "audit", anchor=str(tmp_path / "anchor"), home=env_home()).ok
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
@@ -258,7 +259,7 @@ def test_a_trail_from_before_attested_checkpoints_keeps_verifying(tmp_path):
     from costeff.audit.log import GENESIS
     from costeff.audit.sealed import seal
 
-    signer, sink, folder = load_signer(), DirectorySink(tmp_path / "home_anchor"), tmp_path / "old"
+    signer, sink, folder = home_signer(env_home()), DirectorySink(tmp_path / "home_anchor"), tmp_path / "old"
     folder.mkdir()
     prev, prev_cp, trail, lines, cps = GENESIS, GENESIS, None, [], []
     for seq in range(6):
@@ -271,16 +272,16 @@ def test_a_trail_from_before_attested_checkpoints_keeps_verifying(tmp_path):
         lines.append(line), cps.append(cp)
     (folder / "audit.jsonl").write_bytes(b"".join(lines))
     (folder / "audit.checkpoints.jsonl").write_bytes(b"".join(cps))
-    result = verify(folder, anchor=sink)
+    result = verify(folder, anchor=sink, home=env_home())
     assert result.ok and result.signatures_checked == 6
     assert any("no identity" in w for w in result.warnings)
-    AuditLog(folder, anchor=sink).append("e", {"new": True})
-    result = verify(folder, anchor=sink)
+    AuditLog(folder, anchor=sink, home=env_home()).append("e", {"new": True})
+    result = verify(folder, anchor=sink, home=env_home())
     assert result.ok and result.signatures_checked == 0 and not result.warnings  # attested and identified now
 
 
 def test_a_writer_refuses_a_trail_cut_back_below_its_checkpoints(tmp_path):
-    log = AuditLog(tmp_path / "audit")
+    log = AuditLog(tmp_path / "audit", home=env_home())
     for i in range(4):
         log.append("e", {"i": i})
     lines = log.path.read_bytes().splitlines(keepends=True)
@@ -288,5 +289,6 @@ def test_a_writer_refuses_a_trail_cut_back_below_its_checkpoints(tmp_path):
     log.checkpoint_path.write_bytes(b"".join(log.checkpoint_path.read_bytes().splitlines(keepends=True)[:2]))
     before = log.path.read_bytes()
     with pytest.raises(InputError, match="truncated"):
-        AuditLog(tmp_path / "audit").append("reaper.stopped", {})  # the anchor still holds record 2's checkpoint
+        # the anchor still holds record 2's checkpoint
+        AuditLog(tmp_path / "audit", home=env_home()).append("reaper.stopped", {})
     assert log.path.read_bytes() == before

@@ -18,6 +18,7 @@ from botocore.stub import ANY, Stubber
 from costeff.audit import AuditLog, verify
 from costeff.audit.anchor import S3Sink, sink_from_uri, trail_name
 from costeff.errors import DependencyError, InputError
+from workspace_support import env_home
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_each_checkpoint_is_a_compliance_locked_put(s3, tmp_path):
     sent = []
     client.meta.events.register("before-parameter-build.s3.PutObject", lambda params, **_: sent.append(dict(params)))
     sink = S3Sink("audit-anchor", "prod/costeff", retain_days=30, client=client)
-    log = AuditLog(tmp_path / "audit", anchor=sink)
+    log = AuditLog(tmp_path / "audit", anchor=sink, home=env_home())
     kid = f"{log.signer.key_id}/{trail_name(log.directory)}"
     # the writer first asks whether this folder's trail was retired (a deliberate fresh start)...
     stub.add_client_error("get_object", "NoSuchKey", "no such key", http_status_code=404,
@@ -70,7 +71,7 @@ def test_each_checkpoint_is_a_compliance_locked_put(s3, tmp_path):
 def test_verify_reads_the_anchor_back_and_sees_truncation(s3, tmp_path):
     client, stub = s3
     directory = tmp_path / "anchor"
-    log = AuditLog(tmp_path / "audit", anchor=str(directory))  # written through a directory sink...
+    log = AuditLog(tmp_path / "audit", anchor=str(directory), home=env_home())  # written through a directory sink...
     for i in range(3):
         log.append("e", {"i": i})
     objects = sorted((directory / log.trail_id()).glob("*.json"))
@@ -94,13 +95,13 @@ def test_verify_reads_the_anchor_back_and_sees_truncation(s3, tmp_path):
                               {"Bucket": "audit-anchor", "Key": key})
 
     expect_listing()
-    result = verify(log.directory, anchor=sink)
+    result = verify(log.directory, anchor=sink, home=env_home())
     assert result.ok and result.anchored_checkpoints == 3 and result.anchor == "s3://audit-anchor/"
     lines = log.path.read_bytes().splitlines(keepends=True)
     log.path.write_bytes(b"".join(lines[:-1]))
     log.checkpoint_path.write_bytes(b"".join(log.checkpoint_path.read_bytes().splitlines(keepends=True)[:-1]))
     expect_listing()
-    result = verify(log.directory, anchor=sink)
+    result = verify(log.directory, anchor=sink, home=env_home())
     assert not result.ok and "truncated" in result.reason and "s3://audit-anchor/" in result.reason
 
 

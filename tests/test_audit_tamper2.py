@@ -18,11 +18,11 @@ import pytest
 from costeff.audit import AuditLog, keygen, load_signer
 from costeff.audit.anchor import sink_from_uri
 from costeff.audit.keyring import ACCEPTED, ROTATED, rotation_payload
-from costeff.audit.keys import default_key_path
 from costeff.audit.sealed import seal
 from costeff.cli import main
 from costeff.flags import FlagStore
-from workspace_support import audit_log, flag_store
+from costeff.audit.keys import home_signer
+from workspace_support import audit_log, flag_store, env_home
 
 
 def _reap(action_id="a1", name="etl"):
@@ -93,7 +93,7 @@ def _append_unsigned(t):
 def _other_trail(t, anchor=None, signer=None):
     """Another genuine trail, written by costeff itself in another folder."""
     other = AuditLog(t.tmp / "other" / "audit", signer=signer,
-                     **({"anchor": str(anchor)} if anchor is not None else {}))
+                     **({"anchor": str(anchor)} if anchor is not None else {}), home=env_home())
     store = FlagStore(t.tmp / "other" / "flags.json", other)
     store.set("cost_gates_enabled", False)
     other.append("reaper.action", _reap("b1"), actor="costeff-reaper")
@@ -156,7 +156,7 @@ def _forged_unsigned(t):
 
 
 def _forged_thief_claims_our_key(t):
-    _append_sealed(t, _thief(t), key_id=load_signer().key_id)
+    _append_sealed(t, _thief(t), key_id=home_signer(env_home()).key_id)
 
 
 def _forged_thief_own_key(t):
@@ -170,7 +170,7 @@ def _forged_garbage_signature(t):
 
 
 def _forged_flag_value(t):
-    _append_sealed(t, _thief(t), key_id=load_signer().key_id, event="flag.set",
+    _append_sealed(t, _thief(t), key_id=home_signer(env_home()).key_id, event="flag.set",
                    payload={"flag": "cost_gates_enabled", "old_value": True, "new_value": False, "version": 1,
                             "reason": "", "action": "set", "rolled_back_to": None})
 
@@ -185,8 +185,8 @@ def _laundered(forge, writer):
 
 def _laundered_by_old_style_checkpoint(t):
     """What a costeff that did not verify before checkpointing would have signed over a forged record."""
-    _append_sealed(t, _thief(t), key_id=load_signer().key_id)
-    ours, lines, cps = load_signer(), _lines(t.log.path), _lines(t.log.checkpoint_path)
+    _append_sealed(t, _thief(t), key_id=home_signer(env_home()).key_id)
+    ours, lines, cps = home_signer(env_home()), _lines(t.log.path), _lines(t.log.checkpoint_path)
     body = {"seq": len(lines) - 1, "line_sha256": _chain(lines[-1]), "ts": "2026-01-01T00:00:00Z",
             "trail": t.log.trail_id(), "prev_checkpoint_sha256": _chain(cps[-1]), "key_id": ours.key_id}
     line = seal(body, ours)[0]
@@ -280,25 +280,25 @@ def _appended_record_from_other_trail(t):
 
 def _unannounced_key_change(t):
     """`audit keygen` of a new key in place of the old (no rotation), then records signed by it."""
-    keygen(default_key_path(), force=True)
-    _append_sealed(t, load_signer())
+    keygen(env_home().key, force=True)
+    _append_sealed(t, home_signer(env_home()))
 
 
 def _rotation_forged_by_thief(t):
-    thief, ours = _thief(t), load_signer()
+    thief, ours = _thief(t), home_signer(env_home())
     _append_sealed(t, thief, key_id=ours.key_id, event=ROTATED,
                    payload=rotation_payload(ours.verifier(), thief.verifier()))
     _append_sealed(t, thief, event=ACCEPTED, payload={"key_id": thief.key_id})
 
 
 def _rotation_without_acceptance(t):
-    ours, new = load_signer(), _thief(t)
+    ours, new = home_signer(env_home()), _thief(t)
     _append_sealed(t, ours, event=ROTATED, payload=rotation_payload(ours.verifier(), new.verifier()))
     _append_sealed(t, new)
 
 
 def _rotation_then_third_key(t):
-    ours, new = load_signer(), _thief(t)
+    ours, new = home_signer(env_home()), _thief(t)
     third = load_signer(keygen(t.tmp / "third" / "key")[0])
     _append_sealed(t, ours, event=ROTATED, payload=rotation_payload(ours.verifier(), new.verifier()))
     _append_sealed(t, third, event=ACCEPTED, payload={"key_id": third.key_id})
@@ -328,7 +328,7 @@ def _forged_local_checkpoint(t):
 
 
 def _forged_checkpoint_in_anchor(t):
-    _append_sealed(t, _thief(t), key_id=load_signer().key_id)
+    _append_sealed(t, _thief(t), key_id=home_signer(env_home()).key_id)
     newest = _anchored(t)[-1]
     last = _body(newest.read_bytes())
     body = {**last, "seq": last["seq"] + 1, "line_sha256": _chain(_lines(t.log.path)[-1]),

@@ -16,7 +16,7 @@ from costeff.daemon import LoopResult, run_rounds
 from costeff.health import Heartbeat
 
 from test_reap_k8s import ListSource, _idle, api, scaler  # noqa: F401 - api and scaler are fixtures
-from workspace_support import flag_store
+from workspace_support import flag_store, env_home
 
 
 class _Stop(threading.Event):
@@ -119,7 +119,7 @@ def test_the_reaper_watch_finishes_its_round_and_records_the_signal(api, scaler,
             os.kill(os.getpid(), signal.SIGTERM)  # signals read, nothing decided or audited yet
             return super().samples(target, window_s, now)
 
-    audit = AuditLog(tmp_path / "audit")
+    audit = AuditLog(tmp_path / "audit", home=env_home())
     source = Signalling({"policy": _idle("policy", time.time())})
     result = watch(_config(), source, False, Actuators(kube=scaler, flags=flag_store()), audit, 2.0, 3600.0,
                    ReaperMetrics(None), stop=_Stop())
@@ -166,7 +166,7 @@ def test_a_reaper_round_that_fails_still_leaves_a_stopped_record_with_the_rounds
                 raise RuntimeError("client library bug")
             return super().samples(target, window_s, now)
 
-    audit = AuditLog(tmp_path / "audit")
+    audit = AuditLog(tmp_path / "audit", home=env_home())
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(RuntimeError, match="client library bug"):
         watch(_config(), BreaksOnRound2({"policy": _idle("policy", time.time())}), False,

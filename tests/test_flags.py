@@ -6,14 +6,14 @@ from costeff.audit import AuditLog, verify
 from costeff.cli import main
 from costeff.errors import InputError
 from costeff.flags import FlagStore
-from workspace_support import audit_log, flag_store
+from workspace_support import audit_log, flag_store, env_home
 
 SHA = "ab" * 32
 
 
 @pytest.fixture
 def store(tmp_path):
-    return FlagStore(tmp_path / "flags" / "flags.json", AuditLog(tmp_path / "audit"))
+    return FlagStore(tmp_path / "flags" / "flags.json", AuditLog(tmp_path / "audit", home=env_home()))
 
 
 def test_defaults_before_any_change(store):
@@ -47,7 +47,7 @@ def test_rollback_to_previous_and_to_any_earlier_version(store):
     history = store.history("served_version.policy")
     assert [c.version for c in history] == [1, 2, 3, 4, 5, 6]
     assert [c.rolled_back_to for c in history[3:]] == [2, 1, 0]
-    assert len(store.audit_log.records()) == 6 and verify(store.audit_log.directory).ok
+    assert len(store.audit_log.records()) == 6 and verify(store.audit_log.directory, home=env_home()).ok
 
 
 def test_rollback_without_history_or_to_future_is_rejected(store):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from costeff.cli import main
+from workspace_support import env_home
 
 HOSTILE_FILES = ("missing", "dir", "empty", "garbage", "text", "json_list", "non_utf8")
 BAD_POSITIVE = ("0", "-1", "nan", "inf", "abc")
@@ -56,11 +57,11 @@ def _valid_inputs(root: Path, files: dict) -> None:
     files["ledger"] = root / "ledger.sqlite"
     import_sample(Ledger(files["ledger"]))
     files["trail"] = root / "trail"
-    trail = AuditLog(files["trail"])
+    trail = AuditLog(files["trail"], home=env_home())
     trail.append("test.event", {})
     files["trail_pub"] = trail.signer.path + ".pub"
     files["flag_store"] = root / "flags.json"
-    FlagStore(files["flag_store"], AuditLog(root / "flag_trail")).set("reaper_enabled", False)
+    FlagStore(files["flag_store"], AuditLog(root / "flag_trail", home=env_home())).set("reaper_enabled", False)
     files["triton_config"] = root / "config.pbtxt"
     files["triton_config"].write_text('name: "p"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
     files["reaper_targets"] = root / "targets.toml"

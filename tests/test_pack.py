@@ -9,7 +9,7 @@ from costeff.cli import main
 from costeff.errors import InputError
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import read_pack
-from workspace_support import env_workspace
+from workspace_support import env_workspace, env_home
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def layout(tmp_path):
     (repo / "config.pbtxt").write_text('name: "policy"\n')
     (repo / "1" / "model.onnx").write_bytes(b"\x08\x07")
     from costeff.audit import AuditLog
-    AuditLog(layout.audit).append("test.event", {"i": 0})
+    AuditLog(layout.audit, home=env_home()).append("test.event", {"i": 0})
     return layout
 
 
@@ -49,13 +49,13 @@ def test_pack_holds_latest_reports_repository_audit_and_verifies(layout):
     assert {"profile/gpu_profile.json", "quant/quantization_report.md", "model_repository/policy/config.pbtxt",
             "model_repository/policy/1/model.onnx", "audit/audit.jsonl", "COMPLETION_SUMMARY.md"} <= paths
     assert manifest["dependencies"]["numpy"] and manifest["hardware"]["cpu_count"] >= 1
-    assert verify_pack(result.path).ok
+    assert verify_pack(result.path, env_home().pubkey).ok
 
 
 def test_verify_names_a_modified_file(layout):
     result = pack(layout)
     _rewrite(result.path, lambda f: f.__setitem__("quant/quantization_report.md", b"# forged\n"))
-    report = verify_pack(result.path)
+    report = verify_pack(result.path, env_home().pubkey)
     assert not report.ok and any("quant/quantization_report.md" in p for p in report.problems)
 
 
@@ -66,7 +66,7 @@ def test_verify_names_missing_and_extra_files(layout):
         del files["audit/audit.jsonl"]
         files["extra.txt"] = b"x"
     _rewrite(result.path, mutate)
-    problems = verify_pack(result.path).problems
+    problems = verify_pack(result.path, env_home().pubkey).problems
     assert any("audit/audit.jsonl" in p and "missing" in p for p in problems)
     assert any("extra.txt" in p for p in problems)
 

@@ -8,13 +8,13 @@ import shutil
 import pytest
 
 from costeff.artifacts import atomic_write_json, sha256_file
-from costeff.audit import load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import SUMMARY, _tarball, build_manifest, read_pack, sign_manifest
 from costeff.pack.chain import write_run
 from costeff.pack.summary import render_summary
-from workspace_support import env_workspace
+from costeff.audit.keys import home_signer
+from workspace_support import env_workspace, env_home
 
 MODEL, INT8 = "a" * 64, "b" * 64
 
@@ -101,8 +101,8 @@ def test_a_hand_made_mixed_pack_fails_verify(capsys):
     files.pop("manifest.json"), files.pop("manifest.sig")
     files[SUMMARY] = render_summary(files).encode()
     manifest = json.dumps(build_manifest(files), indent=2).encode()
-    result.path.write_bytes(_tarball(files, manifest, sign_manifest(manifest, load_signer())))
-    report = verify_pack(result.path)
+    result.path.write_bytes(_tarball(files, manifest, sign_manifest(manifest, home_signer(env_home()))))
+    report = verify_pack(result.path, env_home().pubkey)
     assert not report.ok
     assert report.problems == ["batching/batching_report.json: made from profile sha256 "
                                f"{sha256_file(second['profile'] / 'gpu_profile.json')[:12]}…, which is not in this "
@@ -230,4 +230,4 @@ def test_a_triton_repository_built_from_another_chain_is_left_out_and_named(caps
     assert not [n for n in read_pack(record["pack"]) if n.startswith("model_repository/")]
     assert any(line.startswith(f"{entry / 'costeff_build.json'}: not of this chain") and
                line.endswith("the Triton repository is left out") for line in record["left_out"])
-    assert verify_pack(record["pack"]).ok
+    assert verify_pack(record["pack"], env_home().pubkey).ok

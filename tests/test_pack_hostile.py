@@ -20,11 +20,11 @@ import zlib
 import pytest
 
 from costeff.artifacts import atomic_write_json
-from costeff.audit import load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import read_pack, sign_manifest
-from workspace_support import env_workspace
+from costeff.audit.keys import home_signer
+from workspace_support import env_workspace, env_home
 
 MODEL = "model_repository/policy/1/model.onnx"
 EOF = bytes(1024)
@@ -106,7 +106,7 @@ def genuine(tmp_path):
     model.parent.mkdir(parents=True)
     model.write_bytes(b"genuine model bytes " * 5)
     g = Genuine(pack(layout).path)
-    assert MODEL in g.offsets and verify_pack(g.path).ok
+    assert MODEL in g.offsets and verify_pack(g.path, env_home().pubkey).ok
     return g
 
 
@@ -127,7 +127,7 @@ def rebuilt(g: Genuine, change: str, data: bytes, resign: bool = False) -> bytes
             if entry["path"] == change:
                 entry.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
         files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
-        files["manifest.sig"] = sign_manifest(files["manifest.json"], load_signer())
+        files["manifest.sig"] = sign_manifest(files["manifest.json"], home_signer(env_home()))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, body in files.items():
@@ -226,7 +226,7 @@ def test_a_hostile_pack_is_caught(genuine, tmp_path, label):
     build, expect = CASES[label]
     bad = tmp_path / "hostile.tar.gz"
     bad.write_bytes(build(genuine))
-    report = verify_pack(bad)
+    report = verify_pack(bad, env_home().pubkey)
     assert not report.ok and any(expect in p for p in report.problems), report.problems
 
 
@@ -252,7 +252,7 @@ def _zeros_gz(path, prefix: bytes, zeros: int, suffix: bytes) -> None:
 MEASURE = ("import re, sys\n"
            "from costeff.pack import verify_pack\n"
            "def hwm(): return int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024\n"
-           "before = hwm(); r = verify_pack(sys.argv[1]); print(hwm() - before, r.ok, r.problems)\n")
+           "before = hwm(); r = verify_pack(sys.argv[1], sys.argv[2]); print(hwm() - before, r.ok, r.problems)\n")
 
 
 @pytest.mark.parametrize("kind", ["x", "L", "0"])
@@ -264,8 +264,8 @@ def test_a_512_mib_header_or_member_is_verified_in_bounded_memory(genuine, tmp_p
     _zeros_gz(bad, genuine.body + header(name, 512 << 20, 0o644, kind.encode()), 512 << 20,
               header("x", 0) + EOF)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(bad)], capture_output=True, text=True, check=True,
-                         timeout=120, env=env).stdout
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(bad), str(env_home().pubkey)], capture_output=True,
+                         text=True, check=True, timeout=120, env=env).stdout
     grew, ok = int(out.split()[0]), out.split()[1]
     print(f"verify of a {bad.stat().st_size} byte pack announcing a 512 MiB {kind!r}: peak grew {grew} MB")
     assert ok == "False" and grew < 200, out
@@ -295,6 +295,6 @@ def test_long_and_non_ascii_names_still_verify(genuine, tmp_path):
     path = pack(env_workspace()).path
     raw = gzip.decompress(path.read_bytes())
     assert b"path=quant/" + long_name.encode() in raw and "résumé-ñ".encode() in raw  # pax records
-    report = verify_pack(path)
+    report = verify_pack(path, env_home().pubkey)
     assert report.ok, report.problems
     assert report.files_checked == len(json.loads(read_pack(path)["manifest.json"])["files"])

@@ -16,7 +16,8 @@ from costeff.audit import keygen, load_signer
 from costeff.cli import main
 from costeff.pack import pack, verify_pack
 from costeff.pack.bundle import read_pack, sign_manifest
-from workspace_support import env_workspace, audit_log
+from costeff.audit.keys import home_signer
+from workspace_support import env_workspace, audit_log, env_home
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_pack_leaves_out_symlinks_and_hard_links_and_says_so(layout, tmp_path, c
     names = set(read_pack(tar_path))
     assert not any("hostname" in n or "hardlinked" in n or "escape_dir" in n for n in names)
     assert b"do not pack me" not in b"".join(read_pack(tar_path).values())
-    assert verify_pack(tar_path).ok
+    assert verify_pack(tar_path, env_home().pubkey).ok
 
 
 def test_a_symlinked_stage_folder_is_not_followed(layout, tmp_path):
@@ -88,7 +89,7 @@ def test_verify_rejects_hostile_members(layout, tmp_path, hostile, expect, capsy
     data = None if hostile.get("type") in (tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE,
                                            tarfile.DIRTYPE) else b"x"
     bad = _tar(tmp_path / "bad.tar.gz", _members_of(good) + [(dict(hostile), data)])
-    report = verify_pack(bad)
+    report = verify_pack(bad, env_home().pubkey)
     assert not report.ok and any(expect in p for p in report.problems), report.problems
     assert main(["pack", "--verify", str(bad)]) == 1
     assert "pack FAILED" in capsys.readouterr().out
@@ -98,7 +99,7 @@ def test_verify_rejects_duplicate_member_names(layout, tmp_path):
     good = pack(layout).path
     members = _members_of(good)
     shadow = ({"name": "quant/quantization_report.json"}, b'{"variants": [], "forged": true}')
-    report = verify_pack(_tar(tmp_path / "dup.tar.gz", members + [shadow]))
+    report = verify_pack(_tar(tmp_path / "dup.tar.gz", members + [shadow]), env_home().pubkey)
     assert not report.ok and any("appears twice" in p for p in report.problems)
 
 
@@ -117,7 +118,7 @@ def _edit_summary_and_manifest(good, tmp_path, signer=None):
 
 
 def test_hand_edited_summary_with_recomputed_hash_fails(layout, tmp_path):
-    report = verify_pack(_edit_summary_and_manifest(pack(layout).path, tmp_path))
+    report = verify_pack(_edit_summary_and_manifest(pack(layout).path, tmp_path), env_home().pubkey)
     assert not report.ok
     assert any("signature does not verify" in p for p in report.problems)
     assert any("regenerated" in p for p in report.problems)
@@ -125,12 +126,13 @@ def test_hand_edited_summary_with_recomputed_hash_fails(layout, tmp_path):
 
 def test_resigned_by_another_key_fails(layout, tmp_path):
     thief = load_signer(keygen(tmp_path / "thief" / "k")[0])
-    report = verify_pack(_edit_summary_and_manifest(pack(layout).path, tmp_path, thief))
+    report = verify_pack(_edit_summary_and_manifest(pack(layout).path, tmp_path, thief), env_home().pubkey)
     assert any("signature does not verify" in p for p in report.problems)
 
 
 def test_even_the_key_holder_cannot_hand_edit_the_summary(layout, tmp_path):
-    report = verify_pack(_edit_summary_and_manifest(pack(layout).path, tmp_path, load_signer()))
+    edited = _edit_summary_and_manifest(pack(layout).path, tmp_path, home_signer(env_home()))
+    report = verify_pack(edited, env_home().pubkey)
     assert report.problems == ["COMPLETION_SUMMARY.md differs from the summary regenerated from the packed "
                                "reports (edited by hand)"]
 
@@ -138,7 +140,8 @@ def test_even_the_key_holder_cannot_hand_edit_the_summary(layout, tmp_path):
 def test_unsigned_manifest_fails(layout, tmp_path):
     files = read_pack(pack(layout).path)
     del files["manifest.sig"]
-    report = verify_pack(_tar(tmp_path / "unsigned.tar.gz", [({"name": n}, d) for n, d in files.items()]))
+    unsigned = _tar(tmp_path / "unsigned.tar.gz", [({"name": n}, d) for n, d in files.items()])
+    report = verify_pack(unsigned, env_home().pubkey)
     assert any("manifest.sig is missing" in p for p in report.problems)
 
 
@@ -152,7 +155,7 @@ def test_manifest_signature_is_over_the_exact_bytes(layout):
     result = pack(layout)
     files = read_pack(result.path)
     doc = json.loads(files["manifest.sig"])
-    assert load_signer().verifier().verify(base64.b64decode(doc["sig"]), files["manifest.json"])
+    assert home_signer(env_home()).verifier().verify(base64.b64decode(doc["sig"]), files["manifest.json"])
     stamp = result.path.name[len("pack_"):-len(".tar.gz")]
     assert (layout.cost / f"manifest_{stamp}.sig").read_bytes() == files["manifest.sig"]
 
@@ -184,11 +187,11 @@ def test_verify_streams_a_large_member_in_bounded_memory(layout, tmp_path):
         info.size = size
         tar.addfile(info, io.BufferedReader(Zeros()))
     # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec on Linux.
-    code = ("import re, sys; from costeff.pack import verify_pack; r = verify_pack(sys.argv[1]); "
+    code = ("import re, sys; from costeff.pack import verify_pack; r = verify_pack(sys.argv[1], sys.argv[2]); "
             "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
             "print(int(hwm) // 1024, r.ok, r.problems)")
-    out = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout
+    out = subprocess.run([sys.executable, "-c", code, str(big), str(env_home().pubkey)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout
     rss_mb = int(out.split()[0])
     assert "extra/huge.bin: in the pack but not in the manifest" in out
     print(f"verify peak RSS {rss_mb} MB for a 300 MB member")
@@ -199,7 +202,7 @@ def test_the_packed_audit_trail_is_verified_too(layout, tmp_path):
     for i in range(3):
         audit_log().append("flag.set", {"i": i})
     good = pack(layout).path
-    assert verify_pack(good).ok
+    assert verify_pack(good, env_home().pubkey).ok
     files = read_pack(good)
     # Re-sign the manifest as the key holder would, over a trail edited before packing: still caught.
     files["audit/audit.jsonl"] = files["audit/audit.jsonl"].replace(b'"i":1', b'"i":7')
@@ -208,6 +211,7 @@ def test_the_packed_audit_trail_is_verified_too(layout, tmp_path):
         if entry["path"] == "audit/audit.jsonl":
             entry["sha256"] = hashlib.sha256(files["audit/audit.jsonl"]).hexdigest()
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
-    files["manifest.sig"] = sign_manifest(files["manifest.json"], load_signer())
-    report = verify_pack(_tar(tmp_path / "edited.tar.gz", [({"name": n}, d) for n, d in files.items()]))
+    files["manifest.sig"] = sign_manifest(files["manifest.json"], home_signer(env_home()))
+    edited = _tar(tmp_path / "edited.tar.gz", [({"name": n}, d) for n, d in files.items()])
+    report = verify_pack(edited, env_home().pubkey)
     assert report.problems == ["audit/audit.jsonl line 2: content does not match its sha256 (edited)"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from costeff.modelio import create_session, read_signature
@@ -75,7 +77,7 @@ def test_unknown_preset_is_an_input_error():
     from costeff.errors import InputError
 
     with pytest.raises(InputError, match="tiny, default, large"):
-        default_policy("huge")
+        default_policy("huge", cache=Path("unused"))
     with pytest.raises(InputError):
         generate_observations(0, preset="tiny")
 
@@ -86,28 +88,26 @@ def test_presets_are_sized_as_documented():
     assert 110_000_000 <= PRESETS["large"].n_params <= 140_000_000
 
 
-def test_cache_hit_returns_same_file_and_tampering_rebuilds(tmp_path, monkeypatch):
+def test_cache_hit_returns_same_file_and_tampering_rebuilds(tmp_path):
     from costeff.artifacts import sha256_file
 
-    monkeypatch.setenv("COSTEFF_CACHE", str(tmp_path / "cache"))
-    first = default_policy("tiny")
+    first = default_policy("tiny", cache=tmp_path / "cache")
     assert not first.cache_hit and sha256_file(first.onnx_path) == first.sha256
-    again = default_policy("tiny")
+    again = default_policy("tiny", cache=tmp_path / "cache")
     assert again.cache_hit and again.sha256 == first.sha256 and again.onnx_path == first.onnx_path
     first.onnx_path.write_bytes(first.onnx_path.read_bytes()[:-10] + b"tampered!!")
-    rebuilt = default_policy("tiny")
+    rebuilt = default_policy("tiny", cache=tmp_path / "cache")
     assert not rebuilt.cache_hit and sha256_file(rebuilt.onnx_path) == rebuilt.sha256
     assert rebuilt.metadata_path.is_file()
 
 
-def test_concurrent_first_use_builds_once_and_never_corrupts(tmp_path, monkeypatch):
+def test_concurrent_first_use_builds_once_and_never_corrupts(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     from costeff.artifacts import sha256_file
 
-    monkeypatch.setenv("COSTEFF_CACHE", str(tmp_path / "cache"))
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: default_policy("tiny", seed=3), range(2)))
+        results = list(pool.map(lambda _: default_policy("tiny", seed=3, cache=tmp_path / "cache"), range(2)))
     assert results[0].sha256 == results[1].sha256 == sha256_file(results[0].onnx_path)
     assert sorted(r.cache_hit for r in results) == [False, True]
     assert not list((tmp_path / "cache").rglob("*.tmp*"))

@@ -159,12 +159,13 @@ def test_load_values_become_perf_analyzer_ranges():
 def test_auto_uses_costeff_for_a_server_that_is_not_triton_and_says_why(monkeypatch, tmp_path):
     import costeff.remote.perf_analyzer as pa_module
 
-    monkeypatch.setattr(pa_module, "locate", lambda explicit=None: pa_module.PerfAnalyzer(tmp_path / "pa", None))
+    monkeypatch.setattr(pa_module, "locate",
+                        lambda explicit=None, cache=None: pa_module.PerfAnalyzer(tmp_path / "pa", None))
     pa, reason = loadgen.choose("auto", None, {"name": "mlserver"})
     assert pa is None and "not Triton" in reason
     pa, reason = loadgen.choose("auto", None, {"name": "triton"})
     assert pa is not None and "Triton" in reason
-    monkeypatch.setattr(pa_module, "locate", lambda explicit=None: None)
+    monkeypatch.setattr(pa_module, "locate", lambda explicit=None, cache=None: None)
     assert loadgen.choose("auto", None, {"name": "triton"})[0] is None
     with pytest.raises(DependencyError, match="perf_analyzer is not installed"):
         loadgen.choose("perf_analyzer", None, {"name": "triton"})

@@ -10,7 +10,7 @@ from costeff.reaper.config import DecisionConfig, ReaperConfig, ScheduleConfig, 
 from costeff.reaper.live import Actuators, ReaperMetrics, _watch_tick, _WatchState, open_actions, tick
 
 from test_reap_k8s import ListSource, _idle, api, scaler  # noqa: F401 - api and scaler are fixtures
-from workspace_support import flag_store
+from workspace_support import flag_store, env_home
 
 
 def _config(*targets, blind_s=900.0):
@@ -37,7 +37,7 @@ def test_a_label_selector_matches_the_objects_own_labels(api, scaler):
 
 
 def test_a_round_that_fails_part_way_is_recorded_as_partly_applied(api, scaler, tmp_path):
-    audit = AuditLog(tmp_path / "audit")
+    audit = AuditLog(tmp_path / "audit", home=env_home())
     now = 1_700_000_000.0
     targets = (Target("policy", namespace="trading"), Target("ghost", namespace="trading"))
     source = ListSource({"policy": _idle("policy", now), "ghost": _idle("ghost", now)})
@@ -54,7 +54,7 @@ class Down:
 
 
 def test_signals_gone_too_long_bring_reaped_capacity_back(api, scaler, tmp_path):
-    audit, actuators = AuditLog(tmp_path / "audit"), Actuators(kube=scaler, flags=flag_store())
+    audit, actuators = AuditLog(tmp_path / "audit", home=env_home()), Actuators(kube=scaler, flags=flag_store())
     now = 1_700_000_000.0
     config = _config(blind_s=600.0)
     tick(config, ListSource({"policy": _idle("policy", now)}), True, actuators, audit, 2.0, now=now)
@@ -73,8 +73,8 @@ def test_signals_gone_too_long_bring_reaped_capacity_back(api, scaler, tmp_path)
 def test_a_successful_round_sets_the_last_success_time(api, scaler, tmp_path):
     metrics, now = ReaperMetrics(None), 1_700_000_000.0
     _watch_tick(_config(), ListSource({"policy": _idle("policy", now)}), False,
-                Actuators(kube=scaler, flags=flag_store()), AuditLog(tmp_path / "audit"), 2.0, metrics, _WatchState(),
-                now=now)
+                Actuators(kube=scaler, flags=flag_store()), AuditLog(tmp_path / "audit", home=env_home()), 2.0, metrics,
+                _WatchState(), now=now)
     assert metrics.last_success._value.get() == now and metrics.rounds_failed._value.get() == 0
 
 
@@ -148,7 +148,7 @@ def test_a_dry_run_reads_the_object_and_shows_what_applying_would_do(api, scaler
     what --apply would do, exclusion annotation and real replica count included, from reads only."""
     api.objects[("deployments", "trading", "ghost")] = {
         "replicas": 2, "annotations": {EXCLUDE_ANNOTATION: "true"}}
-    now, audit = 1_700_000_000.0, AuditLog(tmp_path / "audit")
+    now, audit = 1_700_000_000.0, AuditLog(tmp_path / "audit", home=env_home())
     targets = (Target("policy", namespace="trading", gpus_per_replica=1.0),
                Target("ghost", namespace="trading"))
     source = ListSource({"policy": _idle("policy", now), "ghost": _idle("ghost", now)})
@@ -173,7 +173,7 @@ def test_a_dry_run_without_kubernetes_credentials_still_says_what_it_would_do(tm
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     now = 1_700_000_000.0
     result = tick(_config(), ListSource({"policy": _idle("policy", now)}), False, Actuators(flags=flag_store()),
-                  AuditLog(tmp_path / "audit"), 2.0, set(), now=now)
+                  AuditLog(tmp_path / "audit", home=env_home()), 2.0, set(), now=now)
     assert [a["detail"] for a in result.actions] == ["dry run: would reap"]
     assert result.actions[0]["usd_per_hour_saved"] == 2.0  # per replica: the count could not be read
 
@@ -186,7 +186,7 @@ def _signature_checks_per_round(audit, size, scaler, checks):
 
     from costeff.reaper.live import watch
 
-    filler = AuditLog(audit.directory, checkpoint_every=10**9)
+    filler = AuditLog(audit.directory, checkpoint_every=10**9, home=env_home())
     for i in range(size):
         filler.append("test.filler", {"i": i, "of": size}, actor="test")  # two trails, two first lines
     starts: list[int] = []
@@ -208,9 +208,9 @@ def test_reaper_rounds_verify_only_what_was_appended_since_the_last(api, scaler,
     checks: list[int] = []
     real = Verifier.verify
     monkeypatch.setattr(Verifier, "verify", lambda self, sig, data: checks.append(1) or real(self, sig, data))
-    small = _signature_checks_per_round(AuditLog(tmp_path / "small_trail"), 30, scaler, checks)
+    small = _signature_checks_per_round(AuditLog(tmp_path / "small_trail", home=env_home()), 30, scaler, checks)
     api.objects[("deployments", "trading", "policy")]["replicas"] = 3  # up again for the second trail
-    large = _signature_checks_per_round(AuditLog(tmp_path / "large_trail"), 300, scaler, checks)
+    large = _signature_checks_per_round(AuditLog(tmp_path / "large_trail", home=env_home()), 300, scaler, checks)
     assert small[1:] == large[1:] and max(large[1:]) <= 5  # later rounds: the new records, not the trail
     # The first round of a process over a checkpoint-free trail checks each record once: to act on the records,
     # and not a second time before appending to them.

@@ -13,6 +13,7 @@ from costeff.reaper.config import (DecisionConfig, Exclusions, ReaperConfig, Sav
 from costeff.reaper.decision import decide
 from costeff.reaper.replay import replay, wait_stats
 from costeff.reaper.signals import Sample, load_trace, write_trace
+from workspace_support import env_home
 
 CFG = DecisionConfig(window_s=300, stale_after_s=120)
 T0 = datetime(2025, 3, 15, 0, 0, tzinfo=timezone.utc).timestamp()  # a Saturday: no market hours
@@ -184,7 +185,7 @@ def test_cli_replay_writes_report_and_audits(tmp_path, capsys):
     records = [json.loads(line) for line in (audit_dir / "audit.jsonl").read_text().splitlines()]
     actions = [r["payload"] for r in records if r["event"] == "reaper.action"]
     assert [a["action"] for a in actions] == ["reap", "restore"] and {a["mode"] for a in actions} == {"replay"}
-    assert verify(audit_dir).ok
+    assert verify(audit_dir, home=env_home()).ok
     # Tampering with a replayed action is caught by `costeff audit verify`.
     lines = (audit_dir / "audit.jsonl").read_text().splitlines(keepends=True)
     lines[0] = lines[0].replace('"reap"', '"restore"')

@@ -26,7 +26,7 @@ from costeff.reaper.actions import Outcome
 from costeff.reaper.config import DecisionConfig, PrometheusConfig, ReaperConfig, ScheduleConfig, Target
 from costeff.reaper.live import Actuators, tick
 from costeff.reaper.prometheus import PrometheusSource
-from workspace_support import env_workspace, flag_store
+from workspace_support import env_workspace, flag_store, env_home
 
 FACTOR_METRICS = {"gpu_util_pct": "DCGM_FI_DEV_GPU_UTIL", "requests_per_s": "nv_inference_request_success",
                   "influence_pct": "costeff_policy_influence_pct"}
@@ -146,7 +146,7 @@ class RecordingActuators(Actuators):
 def _reaps(url: str, tmp_path: Path, apply: bool = False, actuators: Actuators | None = None) -> int:
     config = _config(url)
     result = tick(config, PrometheusSource(config.prometheus), apply, actuators or Actuators(flags=flag_store()),
-                  AuditLog(tmp_path / "audit"), 1.0, set(), now=time.time())
+                  AuditLog(tmp_path / "audit", home=env_home()), 1.0, set(), now=time.time())
     return sum(1 for a in result.actions if a["action"] == "reap")
 
 

@@ -24,7 +24,7 @@ from costeff.reaper.config import ANNOTATION, DecisionConfig, ReaperConfig, Sche
 from costeff.reaper.rbac import allows, manifests
 from costeff.reaper.live import Actuators, open_actions, restore_all, tick
 from costeff.reaper.signals import Sample
-from workspace_support import flag_store
+from workspace_support import flag_store, env_home
 
 KINDS = {"deployments": ("Deployment", "apps/v1"), "statefulsets": ("StatefulSet", "apps/v1")}
 VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
@@ -220,7 +220,7 @@ def _config():
 
 
 def test_applied_reap_is_restored_from_the_audit_trail_via_cli(api, scaler, tmp_path, monkeypatch, capsys):
-    audit = AuditLog(tmp_path / "artifacts" / "audit")
+    audit = AuditLog(tmp_path / "artifacts" / "audit", home=env_home())
     now = 1_741_996_800.0
     actuators = Actuators(kube=scaler, flags=flag_store())
     result = tick(_config(), ListSource({"policy": _idle("policy", now)}), True, actuators, audit, 2.0, now=now)
@@ -248,7 +248,7 @@ def test_applied_reap_is_restored_from_the_audit_trail_via_cli(api, scaler, tmp_
 
 
 def test_demand_wakes_a_reaped_target(api, scaler, tmp_path):
-    audit = AuditLog(tmp_path / "audit")
+    audit = AuditLog(tmp_path / "audit", home=env_home())
     now = 1_741_996_800.0
     actuators = Actuators(kube=scaler, flags=flag_store())
     tick(_config(), ListSource({"policy": _idle("policy", now)}), True, actuators, audit, 2.0, now=now)
@@ -260,7 +260,7 @@ def test_demand_wakes_a_reaped_target(api, scaler, tmp_path):
 
 
 def test_uncertain_data_means_no_action(api, scaler, tmp_path):
-    audit = AuditLog(tmp_path / "audit")
+    audit = AuditLog(tmp_path / "audit", home=env_home())
     now = 1_741_996_800.0
     samples = _idle("policy", now)
     samples[5] = Sample(samples[5].ts, "policy", 1.0, None, 0.0)  # requests missing once
@@ -272,7 +272,7 @@ def test_uncertain_data_means_no_action(api, scaler, tmp_path):
 def test_tampered_audit_trail_blocks_restore(api, scaler, tmp_path):
     from costeff.errors import InputError
 
-    audit = AuditLog(tmp_path / "audit")
+    audit = AuditLog(tmp_path / "audit", home=env_home())
     now = 1_741_996_800.0
     tick(_config(), ListSource({"policy": _idle("policy", now)}), True, Actuators(kube=scaler, flags=flag_store()),
          audit, 2.0, now=now)

@@ -7,6 +7,7 @@ import pytest
 from costeff.artifacts import Workspace
 from costeff.errors import InputError
 from costeff.records.kinds import KINDS, PROFILE, QUANT
+from workspace_support import env_home
 
 
 def test_every_kind_is_declared_once_with_its_own_file():
@@ -47,7 +48,7 @@ def test_a_writer_cannot_write_a_record_that_does_not_match_its_type(tmp_path):
 
 
 def test_latest_is_the_newest_stamped_folder(tmp_path):
-    layout = Workspace.at(tmp_path)
+    layout = Workspace.at(tmp_path, env_home())
     assert QUANT.latest(layout) is None
     for stamp in ("20261101_000000Z", "20261202_000000Z", "20261115_000000Z"):
         QUANT.write(layout.quant / stamp, {"schema_version": 1})

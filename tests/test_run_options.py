@@ -8,6 +8,7 @@ import pytest
 from costeff.artifacts import Workspace
 from costeff.cli import main
 from costeff.runctx import RunConfig
+from workspace_support import env_home
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -51,4 +52,4 @@ def test_options_reach_the_run_config(monkeypatch, tmp_path):
               "--out", str(tmp_path / "out")])
     config = seen["config"]
     assert (config.rows, config.model_name, config.sample_as_of) == (1024, "book_a", date(2026, 3, 10))
-    assert seen["workspace"] == Workspace(tmp_path / "out", tmp_path / "out" / "model_repository")
+    assert seen["workspace"] == Workspace(tmp_path / "out", tmp_path / "out" / "model_repository", env_home())

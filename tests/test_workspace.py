@@ -1,7 +1,9 @@
 """Where costeff writes is one Workspace, built at the command line's edge and handed down.
 
 ``--artifacts`` / ``$COSTEFF_ARTIFACTS`` and ``--repository`` / ``$COSTEFF_MODEL_REPOSITORY`` are read
-there only; ``costeff run --out`` builds its own Workspace and leaves the environment alone.
+there only; ``costeff run --out`` builds its own Workspace and leaves the environment alone. So are the
+signing key, its public key, the anchor and the cache (``$COSTEFF_HOME``, ``$COSTEFF_AUDIT_KEY``,
+``$COSTEFF_AUDIT_PUBKEY``, ``$COSTEFF_AUDIT_ANCHOR``, ``$COSTEFF_CACHE``): the edge's Home.
 """
 
 import argparse
@@ -17,9 +19,11 @@ import costeff
 from costeff.artifacts import Workspace
 from costeff.cli import main
 from costeff.cli._common import workspace
+from workspace_support import env_home
 
 SRC = Path(costeff.__file__).parent
-EDGE_ONLY = {"COSTEFF_ARTIFACTS", "COSTEFF_MODEL_REPOSITORY"}
+EDGE_ONLY = {"COSTEFF_ARTIFACTS", "COSTEFF_MODEL_REPOSITORY", "COSTEFF_HOME", "COSTEFF_AUDIT_KEY",
+             "COSTEFF_AUDIT_PUBKEY", "COSTEFF_AUDIT_ANCHOR", "COSTEFF_CACHE"}
 
 
 def _files(root: Path) -> list[Path]:
@@ -67,12 +71,14 @@ def test_without_the_option_the_environment_names_the_root(tmp_path, monkeypatch
 def test_the_edge_takes_option_then_environment_then_default(tmp_path, monkeypatch):
     monkeypatch.delenv("COSTEFF_ARTIFACTS")
     monkeypatch.delenv("COSTEFF_MODEL_REPOSITORY")
-    assert workspace(argparse.Namespace()) == Workspace(Path("artifacts"), Path("docker/triton/model_repository"))
+    home = env_home()
+    assert workspace(argparse.Namespace()) == Workspace(Path("artifacts"), Path("docker/triton/model_repository"),
+                                                        home)
     monkeypatch.setenv("COSTEFF_ARTIFACTS", "env_root")
     monkeypatch.setenv("COSTEFF_MODEL_REPOSITORY", "env_repo")
-    assert workspace(argparse.Namespace()) == Workspace(Path("env_root"), Path("env_repo"))
+    assert workspace(argparse.Namespace()) == Workspace(Path("env_root"), Path("env_repo"), home)
     given = argparse.Namespace(workspace_root=Path("opt_root"), workspace_repository=Path("opt_repo"))
-    assert workspace(given) == Workspace(Path("opt_root"), Path("opt_repo"))
+    assert workspace(given) == Workspace(Path("opt_root"), Path("opt_repo"), home)
     given.repository = Path("own_repo")  # a command's own --repository wins over the global one
     assert workspace(given).repository == Path("own_repo")
 
@@ -102,6 +108,8 @@ def _edge_reads(tree: ast.AST) -> list[int]:
 def test_the_static_check_sees_an_environment_read():
     assert _edge_reads(ast.parse('import os\nroot = os.environ.get("COSTEFF_ARTIFACTS", "artifacts")\n')) == [2]
     assert _edge_reads(ast.parse('import os\nENV = "COSTEFF_MODEL_REPOSITORY"\nos.getenv(ENV)\n')) == [2]
+    assert _edge_reads(ast.parse('import os\nkey = os.environ.get("COSTEFF_AUDIT_KEY")\n')) == [2]
+    assert _edge_reads(ast.parse('import os\nCACHE_ENV = "COSTEFF_CACHE"\n')) == [2]
 
 
 def test_only_the_command_line_reads_where_the_workspace_is():
@@ -112,4 +120,4 @@ def test_only_the_command_line_reads_where_the_workspace_is():
         lines = _edge_reads(ast.parse(path.read_text(encoding="utf-8")))
         if lines:
             found[str(path.relative_to(SRC))] = lines
-    assert found == {}, "only costeff/cli/ may read COSTEFF_ARTIFACTS / COSTEFF_MODEL_REPOSITORY"
+    assert found == {}, f"only costeff/cli/ may read {', '.join(sorted(EDGE_ONLY))}"

@@ -12,8 +12,9 @@ import argparse
 
 from costeff.artifacts import Workspace
 from costeff.audit import AuditLog
-from costeff.cli._common import workspace
+from costeff.cli._common import home, workspace
 from costeff.flags import FlagStore
+from costeff.home import Home
 
 
 def env_workspace() -> Workspace:
@@ -26,3 +27,8 @@ def audit_log() -> AuditLog:
 
 def flag_store() -> FlagStore:
     return FlagStore.of(env_workspace())
+
+
+def env_home() -> Home:
+    """The signing key, anchor and cache a test's commands use (conftest points ``COSTEFF_HOME`` at its folder)."""
+    return home(argparse.Namespace())

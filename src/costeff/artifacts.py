@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from costeff import __version__
 from costeff._jsonable import to_jsonable
+from costeff.home import Home
 
 SCHEMA_VERSION = 1
 
@@ -38,7 +39,8 @@ def iso_utc(when: datetime | None = None) -> str:
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where one run's artifacts live (docs/architecture.md#records): ``root`` and its Triton ``repository``.
+    """Where one run's artifacts live (docs/architecture.md#records): ``root`` and its Triton ``repository``,
+    with the ``home`` that signs and anchors its records (kept outside them, ``costeff.home``).
 
     Built once, at the command line's edge, and handed to every function that reads or writes
     artifacts; nothing below the CLI looks up where these folders are.
@@ -46,15 +48,16 @@ class Workspace:
 
     root: Path
     repository: Path
+    home: Home
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
         object.__setattr__(self, "repository", Path(self.repository))
 
     @classmethod
-    def at(cls, root: Path | str) -> "Workspace":
+    def at(cls, root: Path | str, home: Home) -> "Workspace":
         """Everything under ``root``, the repository too (``root/model_repository``), as ``costeff run --out``."""
-        return cls(Path(root), Path(root) / "model_repository")
+        return cls(Path(root), Path(root) / "model_repository", home)
 
     @property
     def cost(self) -> Path:

@@ -33,7 +33,7 @@ def stage_policy(ctx: RunContext) -> tuple[str, list[str]]:
         return f"user policy {cfg.model}: {len(obs)} observation rows", [str(cfg.model)]
     from costeff.policy import default_policy, generate_observations
 
-    art = default_policy(cfg.preset)
+    art = default_policy(cfg.preset, cache=ctx.layout.home.cache)
     obs = generate_observations(cfg.rows, seed=QUANT_ROWS_SEED, preset=cfg.preset)
     ctx.products.model, ctx.products.observations, ctx.products.policy = art.onnx_path, obs, art
     return (f"embedded '{cfg.preset}' policy: {art.n_params / 1e6:.2f} M parameters, "
@@ -173,8 +173,8 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
     predicted = v.predicted_from(ctx.products.batching_report)
     rate, out = ctx.config.target_rate, ctx.layout.run_dir("verify")
     try:
-        report = v.verify(_triton_env(ctx.config.triton_env), repository, name, rate, obs, predicted,
-                          log_path=out / "tritonserver.log")
+        report = v.verify(_triton_env(ctx.config.triton_env, ctx.layout.home.cache), repository, name, rate, obs,
+                          predicted, log_path=out / "tritonserver.log")
     except DependencyError as exc:  # Triton cannot run on this host: the run goes on without the check
         report = v.skipped(name, repository, rate, predicted, str(exc))
     report.inputs = inputs_of(triton_build=BUILD.path_in(Path(repository) / name),
@@ -188,14 +188,13 @@ def stage_verify(ctx: RunContext) -> tuple[str, list[str]]:
             f"batch {m.mean_batch_size or 0:.2f}, {m.errors} errors"), [str(out)]
 
 
-def _triton_env(location: Path | None):
+def _triton_env(location: Path | None, cache: Path):
     """The real Triton's environment, created on first use (its own numpy<2 virtual environment)."""
     import sys
 
-    from costeff.policy.default import cache_root
     from costeff.serving.tritonserver import default_location, ensure
 
-    return ensure(location or default_location(cache_root()), log=lambda line: print(line, file=sys.stderr,
+    return ensure(location or default_location(cache), log=lambda line: print(line, file=sys.stderr,
                                                                                       flush=True))
 
 

@@ -32,7 +32,6 @@ from urllib.parse import parse_qs, urlparse
 
 from costeff.errors import DependencyError, InputError
 
-ANCHOR_ENV = "COSTEFF_AUDIT_ANCHOR"
 DEFAULT_RETAIN_DAYS = 2557  # seven years, the usual retention for broker-dealer records
 
 
@@ -272,25 +271,22 @@ class S3Sink:
             raise DependencyError(f"s3://{self.bucket}/{key}: {operation} failed: {exc}") from None
 
 
-def sink_from_uri(uri: str | None) -> Sink | None:
+def sink_from_uri(uri: str) -> Sink | None:
     """``none``, a directory (``/path`` or ``file:///path``) or ``s3://bucket/prefix[?retain_days=N]``."""
-    from costeff.audit.keys import costeff_home
-
-    uri = uri if uri is not None else os.environ.get(ANCHOR_ENV) or str(costeff_home() / "anchor")
     if uri.strip().lower() == "none":
         return None
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise InputError(f"{ANCHOR_ENV}: {uri!r} names no bucket; expected s3://BUCKET/PREFIX")
+            raise InputError(f"COSTEFF_AUDIT_ANCHOR: {uri!r} names no bucket; expected s3://BUCKET/PREFIX")
         return S3Sink(parsed.netloc, parsed.path, _retain_days(uri, parse_qs(parsed.query)))
     if parsed.scheme in ("", "file"):
         return DirectorySink(parsed.path if parsed.scheme == "file" else uri)
-    raise InputError(f"{ANCHOR_ENV}: {uri!r} is not a directory, file:// or s3:// anchor")
+    raise InputError(f"COSTEFF_AUDIT_ANCHOR: {uri!r} is not a directory, file:// or s3:// anchor")
 
 
 def _retain_days(uri: str, query: dict[str, list[str]]) -> int:
     text = (query.get("retain_days") or [str(DEFAULT_RETAIN_DAYS)])[0]
     if not text.isdigit() or not 1 <= int(text) <= 36500:
-        raise InputError(f"{ANCHOR_ENV}: retain_days={text!r} in {uri!r}; expected whole days, 1..36500")
+        raise InputError(f"COSTEFF_AUDIT_ANCHOR: retain_days={text!r} in {uri!r}; expected whole days, 1..36500")
     return int(text)

@@ -1,9 +1,10 @@
 """The Ed25519 key that signs audit records, checkpoints and pack manifests.
 
-The private key lives outside the artifacts folder (``$COSTEFF_HOME/keys``,
-default ``~/.costeff/keys``, or ``$COSTEFF_AUDIT_KEY``): whoever can write the
-artifacts must not also be able to re-sign them. Verification needs only the
-public key (``$COSTEFF_AUDIT_PUBKEY`` or the ``.pub`` file beside the key).
+The private key lives outside the artifacts folder (``Home.key``, by default
+``~/.costeff/keys``): whoever can write the artifacts must not also be able to
+re-sign them. Verification needs only the public key (``Home.pubkey``, by default
+the ``.pub`` file beside the key). Where both are is resolved at the command line's
+edge (``costeff.home``); these functions take the paths.
 """
 
 from __future__ import annotations
@@ -11,32 +12,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from costeff.errors import InputError
+from costeff.home import KEY_NAME, Home
 
-HOME_ENV = "COSTEFF_HOME"
-KEY_ENV = "COSTEFF_AUDIT_KEY"
-PUBKEY_ENV = "COSTEFF_AUDIT_PUBKEY"
-KEY_NAME = "audit_ed25519"
+__all__ = ["KEY_NAME", "Signer", "Verifier", "home_signer", "key_id", "keygen", "load_signer", "load_verifier",
+           "refuse_inside"]
 
 log = logging.getLogger("costeff.audit")
-
-
-def costeff_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".costeff")
-
-
-def default_key_path() -> Path:
-    return Path(os.environ.get(KEY_ENV) or costeff_home() / "keys" / KEY_NAME)
-
-
-def default_pubkey_path() -> Path:
-    env = os.environ.get(PUBKEY_ENV)
-    return Path(env) if env else default_key_path().with_name(default_key_path().name + ".pub")
 
 
 def key_id(public_raw: bytes) -> str:
@@ -87,17 +73,17 @@ def refuse_inside(path: Path, *folders: Path) -> None:
     for folder in folders:
         if resolved.is_relative_to(folder.resolve()):
             raise InputError(f"{path}: the audit signing key must live outside {folder} (the folder it protects); "
-                             f"set {KEY_ENV} or {HOME_ENV} to a path elsewhere")
+                             "set COSTEFF_AUDIT_KEY or COSTEFF_HOME to a path elsewhere")
 
 
-def keygen(path: Path | None = None, force: bool = False, protect: tuple[Path, ...] = ()) -> tuple[Path, Path, str]:
+def keygen(path: Path | str, force: bool = False, protect: tuple[Path, ...] = ()) -> tuple[Path, Path, str]:
     """Create a new Ed25519 key pair: ``path`` (0600) and ``path.pub``; returns both paths and the key id."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from costeff.artifacts import atomic_write_bytes
 
-    path = Path(path or default_key_path())
+    path = Path(path)
     refuse_inside(path, *protect)
     if path.exists() and not force:
         raise InputError(f"{path}: a key already exists; records it signed verify only with its public key "
@@ -113,19 +99,25 @@ def keygen(path: Path | None = None, force: bool = False, protect: tuple[Path, .
     return path, pub_path, key_id(_raw_public(private.public_key()))
 
 
-def load_signer(path: Path | None = None, create: bool = True, protect: tuple[Path, ...] = ()) -> Signer:
-    """The private key at ``path``; created (and said so) on first use when ``create``."""
+def home_signer(home: Home, create: bool = True, protect: tuple[Path, ...] = ()) -> Signer:
+    """The home's signing key (``load_signer`` on ``home.key``, provisioned when the home says who named it)."""
+    return load_signer(home.key, create=create, protect=protect, named_by=home.key_named_by)
+
+
+def load_signer(path: Path | str, create: bool = True, protect: tuple[Path, ...] = (),
+                named_by: str | None = None) -> Signer:
+    """The private key at ``path``; created (and said so) on first use when ``create``, unless ``named_by``
+    says who provisioned it (``COSTEFF_AUDIT_KEY``, say): then a missing key is an error."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    explicit = path is None and bool(os.environ.get(KEY_ENV))
-    path = Path(path or default_key_path())
+    path = Path(path)
     refuse_inside(path, *protect)
     if not path.exists():
-        if explicit:
-            # A key named by the environment is provisioned (a mounted Secret, say): inventing a new one
+        if named_by:
+            # A named key is provisioned (a mounted Secret, say): inventing a new one
             # would sign records that the published public key cannot verify.
-            raise InputError(f"{KEY_ENV}={path}: no such key; create it with `costeff audit keygen --key FILE` "
+            raise InputError(f"{named_by}={path}: no such key; create it with `costeff audit keygen --key FILE` "
                              "and provide that file here (in a cluster: the Secret mounted at this path)")
         if not create:
             raise InputError(f"{path}: no audit signing key; create one with `costeff audit keygen`")
@@ -140,15 +132,15 @@ def load_signer(path: Path | None = None, create: bool = True, protect: tuple[Pa
     return Signer(private, key_id(_raw_public(private.public_key())), str(path))
 
 
-def load_verifier(path: Path | str | None = None) -> Verifier:
+def load_verifier(path: Path | str) -> Verifier:
     """The public key at ``path`` (PEM or the base64 of the 32 raw bytes)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    path = Path(path or default_pubkey_path())
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no audit public key; pass --pubkey FILE (the .pub written by "
-                         f"`costeff audit keygen`) or set {PUBKEY_ENV}")
+                         f"`costeff audit keygen`) or set COSTEFF_AUDIT_PUBKEY")
     data = path.read_bytes()
     try:
         public = (serialization.load_pem_public_key(data) if b"BEGIN" in data

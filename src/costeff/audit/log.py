@@ -36,10 +36,11 @@ from typing import Any, Iterator
 from costeff._jsonable import to_jsonable
 from costeff.artifacts import Workspace, exclusive_lock, iso_utc
 from costeff.audit.files import CHECKPOINT_NAME, LOG_NAME, _append_bytes, _first_line, _last_line
-from costeff.audit.keys import Signer, load_signer
+from costeff.audit.keys import Signer, home_signer
 from costeff.audit.sealed import BadLine, seal, unseal
 from costeff.audit.tail import GENESIS, Head, check_lines, read_from, still_there
 from costeff.errors import InputError
+from costeff.home import Home
 
 LOCK_NAME = ".audit.lock"
 _DEFAULT = object()
@@ -49,14 +50,14 @@ __all__ = ["AuditLog", "GENESIS"]
 class AuditLog:
     """The audit trail in ``directory`` (``audit.jsonl`` + ``audit.checkpoints.jsonl``).
 
-    ``signer`` defaults to the key at ``$COSTEFF_AUDIT_KEY`` / ``$COSTEFF_HOME/keys``
-    (created on first use); ``anchor`` to ``$COSTEFF_AUDIT_ANCHOR`` or
-    ``$COSTEFF_HOME/anchor`` (a sink, a URI, or None for no anchor).
+    ``signer`` defaults to ``home``'s key (created on first use unless provisioned); ``anchor`` (a sink,
+    a URI, or None for no anchor) to ``home``'s anchor. Without ``home``, give both.
     """
 
     def __init__(self, directory: Path | str, checkpoint_every: int = 1, signer: Signer | None = None,
-                 anchor: Any = _DEFAULT, protect: tuple[Path, ...] = ()) -> None:
+                 anchor: Any = _DEFAULT, protect: tuple[Path, ...] = (), home: Home | None = None) -> None:
         self.directory = Path(directory)
+        self.home = home
         self.protect = protect  # folders the signing key must lie outside of, besides ``directory``
         self.path = self.directory / LOG_NAME
         self.checkpoint_path = self.directory / CHECKPOINT_NAME
@@ -70,20 +71,25 @@ class AuditLog:
     @classmethod
     def of(cls, workspace: Workspace) -> "AuditLog":
         """The workspace's trail; its signing key must lie outside the whole workspace."""
-        return cls(workspace.audit, protect=(workspace.root,))
+        return cls(workspace.audit, protect=(workspace.root,), home=workspace.home)
 
     @property
     def signer(self) -> Signer:
         if self._signer is None:
-            self._signer = load_signer(protect=(self.directory, *self.protect))
+            self._signer = home_signer(self._home("signer"), protect=(self.directory, *self.protect))
         return self._signer
+
+    def _home(self, what: str) -> Home:
+        if self.home is None:
+            raise TypeError(f"AuditLog({self.directory}): no {what} and no home to take it from")
+        return self.home
 
     @property
     def sink(self) -> Any:
         from costeff.audit.anchor import sink_from_uri
 
         if self._anchor is _DEFAULT:
-            self._anchor = sink_from_uri(None)
+            self._anchor = sink_from_uri(self._home("anchor").anchor)
         elif isinstance(self._anchor, str):
             self._anchor = sink_from_uri(self._anchor)
         return self._anchor

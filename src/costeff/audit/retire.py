@@ -15,13 +15,15 @@ from typing import Any
 
 from costeff.artifacts import iso_utc, sha256_bytes
 from costeff.errors import InputError
+from costeff.home import Home
 
 
-def retire(directory: Path | str, reason: str, anchor: Any = None) -> dict[str, Any]:
-    """Retire the anchored identity of the trail folder ``directory`` (its audit.jsonl must be gone)."""
+def retire(directory: Path | str, reason: str, home: Home, anchor: Any = None) -> dict[str, Any]:
+    """Retire the anchored identity of the trail folder ``directory`` (its audit.jsonl must be gone), with
+    ``home``'s key in its anchor (or in ``anchor``: a sink or a URI)."""
     from costeff.audit.anchor import RETIRED, identity_slot
     from costeff.audit.files import LOG_NAME
-    from costeff.audit.keys import load_signer
+    from costeff.audit.keys import home_signer
     from costeff.audit.log import AuditLog
     from costeff.audit.sealed import seal
 
@@ -32,8 +34,8 @@ def retire(directory: Path | str, reason: str, anchor: Any = None) -> dict[str, 
     if trail.exists() and trail.stat().st_size > 0:
         raise InputError(f"{trail}: the trail is still here; move the folder aside first (it keeps verifying "
                          f"where it lies: `costeff audit verify NEWDIR`) and retire the empty one")
-    signer = load_signer(create=False, protect=(directory,))
-    sink = AuditLog(directory, signer=signer, **({"anchor": anchor} if anchor is not None else {})).sink
+    signer = home_signer(home, create=False, protect=(directory,))
+    sink = AuditLog(directory, signer=signer, anchor=home.anchor if anchor is None else anchor).sink
     if sink is None or not hasattr(sink, "identity"):
         raise InputError("no checkpoint anchor: there is no remembered trail to retire")
     slot = identity_slot(sink, signer.key_id, directory)

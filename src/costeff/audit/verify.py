@@ -29,6 +29,7 @@ from costeff.audit.pins import Failed, Pins, identity_failure, load_pins
 from costeff.audit.sealed import BadLine, Sealed, unseal
 from costeff.audit.tail import GENESIS
 from costeff.errors import InputError
+from costeff.home import Home
 
 _DEFAULT = object()
 _PENDING_MAX = 65536  # past this many unpinned records, check their signatures rather than keep them
@@ -52,21 +53,26 @@ class VerifyResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve_sink(anchor: Any) -> Any:
-    return sink_from_uri(None) if anchor is _DEFAULT else (sink_from_uri(anchor) if isinstance(anchor, str)
-                                                           else anchor)
+def _from_home(home: Home | None, what: str) -> Home:
+    if home is None:
+        raise TypeError(f"verify: no {what} and no home to take it from")
+    return home
 
 
 def verify(directory: Path | str, pubkey: Verifier | Path | str | None = None, anchor: Any = _DEFAULT,
-           all_signatures: bool = False, data: bytes | None = None) -> VerifyResult:
-    """Check the trail in ``directory``; the result names the first bad line (1-based) and why."""
+           all_signatures: bool = False, data: bytes | None = None, home: Home | None = None) -> VerifyResult:
+    """Check the trail in ``directory``; the result names the first bad line (1-based) and why.
+
+    ``pubkey`` and ``anchor`` (a sink, a URI, or None for no anchor) default to ``home``'s."""
     directory = Path(directory)
+    pubkey = pubkey if pubkey is not None else _from_home(home, "pubkey").pubkey
+    anchor = _from_home(home, "anchor").anchor if anchor is _DEFAULT else anchor
     path = directory / LOG_NAME
     source = _Source(path, data)
     legacy = _legacy(path, source.first()) if source.exists else None
     if legacy is not None:
         return legacy
-    sink = resolve_sink(anchor)
+    sink = sink_from_uri(anchor) if isinstance(anchor, str) else anchor
     if not source.exists and not (directory / CHECKPOINT_NAME).exists():
         return _missing(path, pubkey, sink)
     ring = KeyRing(pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey))
@@ -85,7 +91,7 @@ def verify(directory: Path | str, pubkey: Verifier | Path | str | None = None, a
     return scan.result(True, None, pins, sink, warnings)
 
 
-def _missing(path: Path, pubkey: Verifier | Path | str | None, sink: Any) -> VerifyResult:
+def _missing(path: Path, pubkey: Verifier | Path | str, sink: Any) -> VerifyResult:
     """No trail and no checkpoints here: a failure when the anchor names a trail for the key, else bad input."""
     try:
         ring = KeyRing(pubkey if isinstance(pubkey, Verifier) else load_verifier(pubkey))

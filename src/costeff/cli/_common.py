@@ -12,9 +12,15 @@ from typing import Any, Callable
 
 from costeff.artifacts import Workspace, dumps
 from costeff.errors import InputError
+from costeff.home import Home, default_home
 
 ARTIFACTS_ENV = "COSTEFF_ARTIFACTS"
 REPOSITORY_ENV = "COSTEFF_MODEL_REPOSITORY"
+HOME_ENV = "COSTEFF_HOME"
+KEY_ENV = "COSTEFF_AUDIT_KEY"
+PUBKEY_ENV = "COSTEFF_AUDIT_PUBKEY"
+ANCHOR_ENV = "COSTEFF_AUDIT_ANCHOR"
+CACHE_ENV = "COSTEFF_CACHE"
 DEFAULT_ARTIFACTS = Path("artifacts")
 DEFAULT_REPOSITORY = Path("docker/triton/model_repository")
 
@@ -37,7 +43,20 @@ def workspace(args: argparse.Namespace | None = None) -> Workspace:
     root = _chosen(args, "workspace_root") or os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS
     repository = _chosen(args, "repository") or _chosen(args, "workspace_repository") \
         or os.environ.get(REPOSITORY_ENV) or DEFAULT_REPOSITORY
-    return Workspace(Path(root), Path(repository))
+    return Workspace(Path(root), Path(repository), home(args))
+
+
+def home(args: argparse.Namespace | None = None) -> Home:
+    """The signing key, its public key, the checkpoint anchor and the cache: a command's own ``--pubkey`` /
+    ``--anchor`` / ``--no-anchor``, else ``$COSTEFF_HOME``, ``$COSTEFF_AUDIT_KEY``, ``$COSTEFF_AUDIT_PUBKEY``,
+    ``$COSTEFF_AUDIT_ANCHOR``, ``$COSTEFF_CACHE``, else the defaults (``costeff.home``). A key named by
+    the environment is provisioned: the library refuses to invent one in its place."""
+    env = os.environ
+    key = env.get(KEY_ENV)
+    anchor = "none" if getattr(args, "no_anchor", False) else getattr(args, "anchor", None) or env.get(ANCHOR_ENV)
+    return Home.under(env.get(HOME_ENV) or default_home(), key=key, key_named_by=KEY_ENV if key else None,
+                      pubkey=_chosen(args, "pubkey") or env.get(PUBKEY_ENV), anchor=anchor,
+                      cache=env.get(CACHE_ENV))
 
 
 def _chosen(args: argparse.Namespace | None, name: str) -> Path | None:

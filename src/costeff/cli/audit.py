@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _retire(args: argparse.Namespace) -> int:
     from costeff.audit.retire import retire
 
-    record = retire(args.directory or workspace(args).audit, args.reason, args.anchor)
+    here = workspace(args)  # its home's anchor is --anchor, else $COSTEFF_AUDIT_ANCHOR, else ~/.costeff/anchor
+    record = retire(args.directory or here.audit, args.reason, here.home)
     emit(args, record, lambda: print(f"retired trail {record['retired']} of key {record['key_id']} in "
                                      f"{record['anchor']}; {record['folder']} starts {record['next']} at its "
                                      f"next record"))
@@ -59,9 +60,8 @@ def _retire(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from costeff.audit import verify
 
-    anchor = {"anchor": "none"} if args.no_anchor else ({"anchor": args.anchor} if args.anchor else {})
-    result = verify(args.directory or workspace(args).audit, args.pubkey, all_signatures=args.all_signatures,
-                    **anchor)
+    here = workspace(args)  # its home holds --pubkey and --anchor / --no-anchor, else the environment's
+    result = verify(args.directory or here.audit, home=here.home, all_signatures=args.all_signatures)
 
     def human() -> None:
         if result.ok:
@@ -79,12 +79,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     from costeff.audit import keygen
-    from costeff.audit.keys import default_key_path
 
-    target = Path(args.key or default_key_path())
     here = workspace(args)
+    target = Path(args.key or here.home.key)
     rotated = _rotate(target, here) if args.force and target.exists() and args.key is None else None
-    key, pub, kid = rotated or keygen(args.key, force=args.force, protect=(here.root,))
+    key, pub, kid = rotated or keygen(target, force=args.force, protect=(here.root,))
     record = {"private_key": key, "public_key": pub, "key_id": kid, "rotated_trail": rotated is not None}
     emit(args, record, lambda: print(f"wrote {key} (private, 0600) and {pub}; key id {kid}\n"
                                      f"give {pub} to whoever verifies the trail; keep {key} off the artifacts "
@@ -104,7 +103,8 @@ def _rotate(key: Path, here: Workspace) -> tuple[Path, Path, str] | None:
 
     from costeff.audit import AuditLog, keygen, load_signer
 
-    log = AuditLog(here.audit, signer=load_signer(key, create=False, protect=(here.root,)), protect=(here.root,))
+    log = AuditLog(here.audit, signer=load_signer(key, create=False, protect=(here.root,)), protect=(here.root,),
+                   home=here.home)
     if not log.path.exists() or log.path.stat().st_size == 0:
         return None
     staged = key.with_name(key.name + ".new")

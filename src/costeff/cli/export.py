@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from costeff.cli._common import add_common, emit, parse_int_list
+from costeff.cli._common import add_common, emit, home, parse_int_list
 from costeff.errors import InputError
 
 OBSERVATION_SUFFIXES = (".npy", ".npz")
@@ -110,7 +110,7 @@ def _from_preset(args: argparse.Namespace) -> object:
     from costeff.policy.nets import preset_spec
 
     preset_spec(args.preset)  # validate before any training starts
-    artifact = default_policy(args.preset)
+    artifact = default_policy(args.preset, cache=home(args).cache)
     atomic_write_bytes(args.out, artifact.onnx_path.read_bytes())
     shutil.copystat(artifact.onnx_path, args.out)
     return {"source": f"preset:{args.preset}", "onnx_path": args.out, "sha256": artifact.sha256,

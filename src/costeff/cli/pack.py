@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, workspace
+from costeff.cli._common import add_common, emit, home, workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     from costeff.pack import pack, verify_pack
 
     if args.verify:
-        report = verify_pack(args.verify, args.pubkey)
+        report = verify_pack(args.verify, home(args).pubkey)  # --pubkey, else $COSTEFF_AUDIT_PUBKEY, else the default
         emit(args, report, lambda: _print_verify(report))
         return 0 if report.ok else 1
     result = pack(workspace(args), out_dir=args.out, run=args.run)  # its --repository is the workspace's

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from costeff.cli._common import add_common, emit, parse_int_list, workspace
+from costeff.cli._common import add_common, emit, home, parse_int_list, workspace
 from costeff.errors import DependencyError, InputError
 
 PRESETS = ("tiny", "default", "large")
@@ -148,7 +148,7 @@ def _model_and_observations(args: argparse.Namespace) -> tuple[Path, Any, str]:
     if args.preset not in PRESETS:
         raise InputError(f"--preset: unknown preset {args.preset!r}; expected one of {', '.join(PRESETS)}")
     policy = _policy_module()
-    artifact = policy.default_policy(args.preset)
+    artifact = policy.default_policy(args.preset, cache=home(args).cache)
     _check_memory(artifact.onnx_path, args.batch_sizes)  # before observations for the largest batch exist
     if obs is None:
         rows = max(DEFAULT_OBSERVATION_ROWS, max(parse_int_list(args.batch_sizes, "--batch-sizes")))
@@ -205,7 +205,8 @@ def _remote(args: argparse.Namespace, config: Any) -> Any:
         return profile_remote(url=args.url, model_name=args.model_name, protocol=args.protocol, config=config,
                               request_rates=rates, observations=obs, progress=task,
                               max_in_flight=args.max_in_flight or DEFAULT_MAX_IN_FLIGHT,
-                              load_generator=args.load_generator, perf_analyzer=args.perf_analyzer)
+                              load_generator=args.load_generator, perf_analyzer=args.perf_analyzer,
+                              cache=home(args).cache)
 
 
 def _rates(text: str) -> tuple[float, ...]:

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from costeff.cli._common import add_common, artifact_name, emit, finite_float, parse_int_list, workspace
+from costeff.cli._common import (add_common, artifact_name, emit, finite_float, home, parse_int_list,
+                                 workspace)
 from costeff.errors import InputError
 
 PRESETS = ("tiny", "default", "large")
@@ -148,7 +149,7 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Any, str | None]:
 
     if args.preset not in PRESETS:
         raise InputError(f"--preset: {args.preset!r}; expected one of {', '.join(PRESETS)}")
-    art = default_policy(args.preset)
+    art = default_policy(args.preset, cache=home(args).cache)
     obs = load_observations(args.observations, args.observations_key) if args.observations else \
         generate_observations(args.rows, seed=GENERATED_SEED, preset=args.preset)
     return Path(art.onnx_path), obs, args.name or f"policy_{args.preset}"

@@ -31,7 +31,8 @@ def _report(args: argparse.Namespace) -> int:
         raise InputError(f"{root}: no such artifacts folder; run `costeff run` (or a stage) first")
     if (Path(root) / "cost").is_dir() is False and Path(root).name == "cost":
         root = Path(root).parent  # accept the cost/ folder itself
-    result = build_report(Workspace(Path(root), here.repository), out_dir=args.out or args.dir or root, run=args.run)
+    result = build_report(Workspace(Path(root), here.repository, here.home), out_dir=args.out or args.dir or root,
+                          run=args.run)
 
     def human() -> None:
         print(f"wrote {result.path} ({result.bytes / 1024:,.0f} KiB, self-contained) from {result.records_from}; "

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, output_dir, parse_int_list, positive_float, positive_int, workspace
+from costeff.cli._common import (add_common, emit, home, output_dir, parse_int_list, positive_float, positive_int,
+                                 workspace)
 from costeff.runctx import MIN_ROWS
 
 
@@ -60,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = _config(args, RunConfig)
     # With --out, the models, reports, audit trail, Triton repository and pack all go under ROOT.
-    here = workspace(args) if args.out is None else Workspace.at(writable_dir(args.out))
+    here = workspace(args) if args.out is None else Workspace.at(writable_dir(args.out), home(args))
     with progress("costeff run", total=len(STAGES)) as task:
         report = run_all(config, here, on_stage=_StageLog(task, quiet=args.json))
     emit(args, report, lambda: _print(report))

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from costeff.cli._common import add_common, emit, positive_float, workspace
+from costeff.cli._common import add_common, emit, home, positive_float, workspace
 
 
 def register_server(verbs: argparse._SubParsersAction) -> None:
@@ -55,10 +55,9 @@ def _add_env_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve_env(args: argparse.Namespace):
     """The server environment the options name, created when missing (progress on stderr)."""
-    from costeff.policy.default import cache_root
     from costeff.serving.tritonserver import default_location, ensure, find
 
-    location = args.env_dir or default_location(cache_root(), gpu=args.gpu)
+    location = args.env_dir or default_location(home(args).cache, gpu=args.gpu)
     env = find(location)
     if env is None:
         env = ensure(location, gpu=args.gpu, find_links=args.find_links,

@@ -139,7 +139,7 @@ def pack(layout: Workspace, out_dir: Path | None = None, repository: Path | None
     chain's (``costeff.pack.chain``); never a mix. The summary is generated from the packed reports only, and
     the manifest is signed with the audit key. Every output name carries the pack's stamp: nothing an earlier
     pack wrote is overwritten."""
-    from costeff.audit import load_signer
+    from costeff.audit.keys import home_signer
     from costeff.pack.chain import Selection, kind_of, select
     from costeff.pack.summary import render_summary
     from costeff.records.kinds import KINDS
@@ -155,7 +155,7 @@ def pack(layout: Workspace, out_dir: Path | None = None, repository: Path | None
     files[SUMMARY] = render_summary(files, origin).encode("utf-8")  # a corrupt record: InputError naming its file
     manifest = build_manifest(files, chosen.taken)
     manifest_bytes = dumps(manifest).encode("utf-8")
-    signer = load_signer(protect=(layout.root,))
+    signer = home_signer(layout.home, protect=(layout.root,))
     signature = sign_manifest(manifest_bytes, signer)
     out_dir = Path(out_dir) if out_dir else layout.cost
     stamp = utc_stamp()

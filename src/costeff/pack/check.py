@@ -69,7 +69,7 @@ def _keep(name: str) -> bool:
                                                                                      "costeff_build.json")))
 
 
-def verify_pack(path: Path | str, pubkey: Path | str | None = None) -> VerifyReport:
+def verify_pack(path: Path | str, pubkey: Path | str) -> VerifyReport:
     """Every problem found, not only the first; ``ok`` when there is none."""
     path = Path(path)
     if not path.is_file():
@@ -192,7 +192,7 @@ def _manifest(seen: _Seen, report: VerifyReport) -> dict[str, dict[str, Any]] | 
     return listed
 
 
-def _check_signature(seen: _Seen, report: VerifyReport, pubkey: Path | str | None) -> Any:
+def _check_signature(seen: _Seen, report: VerifyReport, pubkey: Path | str) -> Any:
     """The verifier when the manifest's signature could be checked (whatever the verdict), else None."""
     from costeff.audit import load_verifier
 

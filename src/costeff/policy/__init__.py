@@ -1,7 +1,7 @@
 """The embedded default policy, its market observations, and export of user policies.
 
-``default_policy(preset)`` returns a trained, verified ONNX policy (behaviour-cloned
-from a documented rule strategy at first use, cached by recipe hash);
+``default_policy(preset, cache=home.cache)`` returns a trained, verified ONNX policy
+(behaviour-cloned from a documented rule strategy at first use, cached by recipe hash);
 ``generate_observations(n, seed, preset)`` returns seeded synthetic market windows.
 Importing this package does not import torch or onnxruntime.
 """

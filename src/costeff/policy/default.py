@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 from costeff import __version__
 
 log = logging.getLogger("costeff.policy")
-CACHE_ENV = "COSTEFF_CACHE"
 RECIPE_VERSION = 1  # bump when training or export code changes what a recipe produces
 INPUT_NAME = "obs"
 OUTPUT_NAMES = ("logits", "value")
@@ -56,10 +54,6 @@ class PolicyArtifact:
     cache_hit: bool = False
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "costeff")
-
-
 def recipe(preset: str, seed: int = 0) -> dict[str, Any]:
     """Everything that determines the trained weights, as JSON-able data."""
     from costeff.policy import market, strategy, widen
@@ -82,10 +76,11 @@ def recipe_sha256(preset: str, seed: int = 0) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def default_policy(preset: str = "default", seed: int = 0) -> PolicyArtifact:
-    """The trained, exported and verified policy for ``preset``; built at first use, then cached."""
+def default_policy(preset: str = "default", seed: int = 0, *, cache: Path) -> PolicyArtifact:
+    """The trained, exported and verified policy for ``preset``; built at first use, then kept under ``cache``
+    (the home's, ``costeff.home``)."""
     key = recipe_sha256(preset, seed)
-    entry = cache_root() / "policy" / f"{preset}-{key[:16]}"
+    entry = Path(cache) / "policy" / f"{preset}-{key[:16]}"
     cached = _load_cached(entry, key)
     if cached is not None:
         return cached

@@ -38,10 +38,9 @@ SPEED_ONLY = ("window_s", "speed_rounds", "finalists", "latency_budget_ms", "tar
               "max_utilisation", "speed_of_failing", "tune_knobs", "min_speedup", "name")
 
 
-def default_root() -> Path:
-    from costeff.policy.default import cache_root
-
-    return cache_root() / "variants"
+def default_root(cache: Path) -> Path:
+    """Where built variants are kept under the home's ``cache`` (``costeff.home``)."""
+    return Path(cache) / "variants"
 
 
 def versions() -> dict[str, str | None]:

@@ -99,8 +99,8 @@ def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeC
     """Lower ``model_path`` to each configured precision and keep only what decides like fp32. The report goes
     to ``out_dir`` (else a new folder in ``workspace``), the kept models to the workspace's models folder.
 
-    ``cache``: reuse built and judged variants across runs (True: under the cache root, or a folder);
-    speed is measured every run regardless."""
+    ``cache``: reuse built and judged variants across runs (True: under the workspace home's cache, or a
+    folder); speed is measured every run regardless."""
     from costeff.observations import split as split_rows, validate_observations
     from costeff.modelio import read_signature
 
@@ -112,20 +112,25 @@ def quantize(model_path: Path | str, observations: np.ndarray, config: QuantizeC
     sp = split_rows(obs, config.calibration_fraction, config.seed, config.min_calibration, config.min_evaluation)
     with tempfile.TemporaryDirectory(prefix="costeff-quant-") as tmp:
         ctx = _context(model_path, sig, sp, config, Path(tmp))
-        variants, recipe_info, cache_info = _built(ctx, model_path, obs, cache, progress)
+        variants, recipe_info, cache_info = _built(ctx, model_path, obs, _cache_folder(cache, workspace), progress)
         return _finish(model_path, obs, sp, ctx, variants, recipe_info, ctx.note, out_dir, progress, workspace,
                        cache_info)
 
 
-def _built(ctx: Context, model_path: Path, obs: np.ndarray, cache: bool | Path | None,
+def _cache_folder(cache: bool | Path | None, workspace: Workspace) -> Path | None:
+    from costeff.quantization import cache as vcache
+
+    return vcache.default_root(workspace.home.cache) if cache is True else (Path(cache) if cache else None)
+
+
+def _built(ctx: Context, model_path: Path, obs: np.ndarray, root: Path | None,
            progress: Any) -> tuple[list[VariantResult], dict[str, Any], dict[str, Any] | None]:
     """The built and judged variants: from the cache when a verified entry matches, else built (and stored)."""
-    if not cache:
+    if root is None:
         return (*_build_all(ctx, progress), None)
     from costeff.hardware import detect
     from costeff.quantization import cache as vcache
 
-    root = vcache.default_root() if cache is True else Path(cache)
     hw = detect()  # the key reads the ISA and the CPU model only
     k = vcache.key(sha256_file(model_path), _obs_sha256(obs), dataclasses.asdict(ctx.config),
                    {"isa": list(hw.isa), "cpu_model": hw.cpu_model})

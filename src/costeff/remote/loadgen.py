@@ -26,15 +26,17 @@ GENERATORS = ("auto", "perf_analyzer", "costeff")
 CSV_NAME, RUNS_DIR = "perf_analyzer.csv", "perf_analyzer"
 
 
-def choose(load_generator: str, perf_analyzer: Path | None, server: dict[str, Any]) -> tuple[Any, str]:
-    """(a ``PerfAnalyzer`` or None for costeff's client, the reason)."""
+def choose(load_generator: str, perf_analyzer: Path | None, server: dict[str, Any],
+           cache: Path | None = None) -> tuple[Any, str]:
+    """(a ``PerfAnalyzer`` or None for costeff's client, the reason); an installed perf_analyzer is looked for
+    in the Triton environment under ``cache``."""
     from costeff.remote.perf_analyzer import locate
 
     if load_generator not in GENERATORS:
         raise InputError(f"--load-generator: {load_generator!r}; expected one of {', '.join(GENERATORS)}")
     if load_generator == "costeff":
         return None, "asked for (--load-generator costeff)"
-    pa = locate(perf_analyzer)
+    pa = locate(perf_analyzer, cache)
     if load_generator == "perf_analyzer":
         if pa is None:
             raise DependencyError("--load-generator perf_analyzer: perf_analyzer is not installed; run "

@@ -74,12 +74,12 @@ class PerfAnalyzer:
         return env
 
 
-def locate(explicit: Path | None = None) -> PerfAnalyzer | None:
-    """``explicit`` (checked), else the Triton environment's perf_analyzer when installed, else None."""
-    from costeff.policy.default import cache_root
+def locate(explicit: Path | None = None, cache: Path | None = None) -> PerfAnalyzer | None:
+    """``explicit`` (checked), else the perf_analyzer of the Triton environment under ``cache`` when installed,
+    else None."""
     from costeff.serving.tritonserver import default_location, find
 
-    tenv = find(default_location(cache_root()))
+    tenv = find(default_location(cache)) if cache is not None else None
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file() or not os.access(path, os.X_OK):

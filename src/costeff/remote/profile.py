@@ -61,14 +61,16 @@ def profile_remote(url: str, model_name: str, protocol: str = "http", config: An
                    request_rates: list[float] | tuple[float, ...] | None = None,
                    observations: np.ndarray | None = None, *, model_version: str = "",
                    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, progress: Any = None,
-                   load_generator: str = "costeff", perf_analyzer: Path | None = None) -> Any:
+                   load_generator: str = "costeff", perf_analyzer: Path | None = None,
+                   cache: Path | None = None) -> Any:
     """Measure ``model_name`` at ``url``; returns a ProfileReport (``provider`` ``remote:<protocol>``).
 
     Inputs come from the server's model metadata; ``observations`` fill the first input
     (cycled to each batch size), other inputs are seeded standard-normal.
     ``load_generator`` is ``costeff`` (this package's client), ``perf_analyzer`` or
     ``auto`` (perf_analyzer when installed and the server is Triton, see
-    ``costeff.remote.loadgen``).
+    ``costeff.remote.loadgen``); ``auto`` and ``perf_analyzer`` look for an installed one in the Triton
+    environment under ``cache`` (the home's, ``costeff.home``).
     """
     from costeff.profiling import ProfileConfig, assemble_report, check_observations
     from costeff.remote import loadgen
@@ -81,7 +83,7 @@ def profile_remote(url: str, model_name: str, protocol: str = "http", config: An
     sig = read_signature(client, endpoint)
     obs = check_observations(sig, observations, "observations")
     server = _server_metadata(client, endpoint)
-    pa, reason = loadgen.choose(load_generator, perf_analyzer, server)
+    pa, reason = loadgen.choose(load_generator, perf_analyzer, server, cache)
     with tempfile.TemporaryDirectory(prefix="costeff-perf-analyzer-") as tmp:
         runs: list[Any]
         if pa is None:
