@@ -8,6 +8,7 @@ from costeff import pipeline, stages
 from costeff.artifacts import Workspace
 from costeff.pipeline import StageResult, _run_stage
 from costeff.runctx import RunConfig, RunContext, Skip, Stage, check_graph
+from workspace_support import env_home
 
 
 def _ok(ctx):
@@ -37,12 +38,12 @@ def test_run_all_checks_the_graph_before_any_stage_runs(tmp_path, monkeypatch):
              Stage("second", _ok, requires=("verify_report",)))
     monkeypatch.setattr(stages, "STAGES", graph)
     with pytest.raises(RuntimeError, match="stage second needs verify_report"):
-        pipeline.run_all(RunConfig(), Workspace.at(tmp_path))
+        pipeline.run_all(RunConfig(), Workspace.at(tmp_path, env_home()))
     assert ran == [] and not any(tmp_path.iterdir())
 
 
 def _ctx(tmp_path):
-    return RunContext(RunConfig(), Workspace.at(tmp_path), "20261202_000000Z")
+    return RunContext(RunConfig(), Workspace.at(tmp_path, env_home()), "20261202_000000Z")
 
 
 def test_a_stage_writing_a_product_it_does_not_declare_fails(tmp_path):
