@@ -224,3 +224,39 @@ def test_only_an_undisturbed_screening_is_remembered(tmp_path):
     assert not remember_finalists(info, unscreened) and not remember_finalists(None, busy)
     quiet = SimpleNamespace(rounds=[{"kind": "screen", "disturbed": []}], finalists=["big"])
     assert remember_finalists(info, quiet) and cache.finalists(tmp_path, "k1") == ["big"]
+
+
+class KnobWorker(Worker):
+    """Like Worker; a session without spinning threads is twice as fast; every load is ``load``."""
+
+    def __init__(self, load: dict) -> None:
+        super().__init__()
+        self.load = load
+
+    def __call__(self, task: dict) -> dict:
+        out = super().__call__(task)
+        if task["options"].get("spinning") is False:
+            for point in out["closed_loop"].values():
+                point["throughput_per_s"] *= 2
+            out["open_loop"] = out["open_loop"] and {**out["open_loop"], "p50_ms": out["open_loop"]["p50_ms"] / 2}
+        return {**out, "load": dict(self.load)}
+
+
+@pytest.mark.parametrize("disturbed, adopted", [(False, "spinning=False"), (True, "default (as timed above)")])
+def test_a_runtime_setting_is_adopted_only_on_rounds_the_load_did_not_disturb(monkeypatch, disturbed, adopted):
+    from costeff.quantization import select, speed
+
+    load = {**CLEAN, "disturbed": disturbed, "other_share": 0.9 if disturbed else 0.0}
+    worker, obs, cfg = KnobWorker(load), np.zeros((8, 4), np.float32), _run_config()
+    monkeypatch.setattr(speed, "measure_all", lambda tries, config, o, reference=None: measure_rounds(
+        tries, config, o, runner=worker, control=False, reference=reference).speeds)
+    variants = _variants(())  # fp32 alone: the selection keeps it, then its runtime settings are tried
+    timing = measure_rounds(variants, cfg, obs, runner=worker)
+    fill_all(variants, timing)
+    selected, _ = select.select_and_cost(variants, cfg, obs, timing.noise_floor)
+    rows = {r["setting"].split(" (")[0] if r["setting"].startswith("spinning") else r["setting"]: r
+            for r in selected["knobs"]}
+    assert [name for name, r in rows.items() if r["adopted"]] == [adopted]
+    if disturbed:  # the 2x win was measured only while the machine was busy: not adopted, and it says so
+        assert any("measured only while the machine was disturbed" in r["setting"] for r in selected["knobs"])
+        assert variants[0].speedup == pytest.approx(1.0)  # fp32 is not "faster than fp32"

@@ -109,6 +109,9 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
     if inv is not None:
         drift += f", actions changed by batch {inv.action_change_pct:.3f} % of {inv.rows} rows"
     speed = f"{selected.speedup:.2f}x fp32" if selected.speedup else "fp32 speed"
+    if selected.baseline:  # fp32 itself: a ratio here is its adopted runtime setting against its default one
+        speed = "fp32 speed" if not selected.speedup or abs(selected.speedup - 1) < 1e-9 else \
+            f"{selected.speedup:.2f}x fp32 with its default settings"
     c = report.cache
     reused = f"reused {c['variants_reused']} built variant(s) and their fidelity from the cache; " \
         if c and c["reused"] else ""

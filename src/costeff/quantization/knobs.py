@@ -23,8 +23,12 @@ ALTERNATIVES: dict[str, tuple[dict[str, Any], ...]] = {
 }
 
 
-def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instance: Any) -> list[dict[str, Any]]:
-    """Try the alternatives for ``variant``; adopt a winner in place. Returns every setting's numbers."""
+def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instance: Any,
+         noise_floor: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Try the alternatives for ``variant``; adopt a winner in place. Returns every setting's numbers.
+
+    A setting is adopted only as a variant is selected: it beats the default by more than the A/A noise
+    floor, and neither it nor the default was measured only while the machine was disturbed."""
     from costeff.quantization.select import _at_target, _beats, _fill, _light
     from costeff.quantization.speed import measure_all
 
@@ -47,9 +51,12 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     light = _light(config.target_rate, base)
     rows = [_row(variant, "default (as timed above)", adopted=False)]
     winner = None
+    needed = max(config.min_speedup, 1.0 + (noise_floor or {}).get("capacity", 0.0))
     for t, knobs in zip(tries, ALTERNATIVES[variant.backend], strict=True):
-        wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, config.min_speedup, light))
+        wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, needed, light))
         dropped = "" if t.name in speeds else " (dropped after screening beside the default: slower in all)"
+        if wins and (_only_disturbed(t) or _only_disturbed(variant) or (noise_floor or {}).get("only_disturbed")):
+            wins, dropped = False, " (not adopted: measured only while the machine was disturbed)"
         rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()) + dropped, adopted=False,
                          beats_default=wins))
         if wins and (winner is None or _key(t, light) < _key(winner[0], light)):
@@ -85,6 +92,11 @@ def _beats_default(v: Any, default: Any, config: Any) -> bool:
                     and v.at_target["p99_ms"] * config.min_speedup <= default.at_target["p99_ms"])
     return bool(v.at_target["meets_budget"] and _beats(v, default, config.min_speedup,
                                                        _light(config.target_rate, default)))
+
+
+def _only_disturbed(v: Any) -> bool:
+    """Every measurement of ``v`` was taken while other processes or the hypervisor took the CPU."""
+    return bool((v.speed_measurements or {}).get("disturbed"))
 
 
 class _BaseSpeed:

@@ -240,7 +240,7 @@ def select_and_cost(variants: list[VariantResult], config: Any, obs: np.ndarray 
     if config.tune_knobs and obs is not None and sel.at_target:
         from costeff.quantization.knobs import tune
 
-        selected["knobs"] = tune(sel, variants, config, obs, instance)
+        selected["knobs"] = tune(sel, variants, config, obs, instance, noise_floor)
     cost = _costs(variants, config, selected["name"], instance)
     selected.update(backend=sel.backend, precision=sel.precision, runtime=sel.runtime,
                     traffic={"target_rate_per_s": config.target_rate, "latency_budget_ms": config.latency_budget_ms})
