@@ -4,7 +4,6 @@ handler raises wherever the main thread is)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -16,6 +15,7 @@ from costeff.daemon import LoopResult, run_rounds
 from costeff.health import Heartbeat
 
 from test_reap_k8s import ListSource, _idle, api, scaler  # noqa: F401 - api and scaler are fixtures
+from signals_support import signal_main_thread
 from workspace_support import flag_store, env_home
 
 
@@ -38,7 +38,7 @@ def _round_signalling(signum: int, steps: list[str], on_round: int = 1):
         calls.append(1)
         steps.append(f"start {len(calls)}")
         if len(calls) == on_round:
-            os.kill(os.getpid(), signum)  # delivered now, in the middle of the round
+            signal_main_thread(signum)  # delivered now, in the middle of the round
         steps.append(f"end {len(calls)}")
         return True
 
@@ -116,7 +116,7 @@ def test_the_reaper_watch_finishes_its_round_and_records_the_signal(api, scaler,
 
     class Signalling(ListSource):
         def samples(self, target, window_s, now):
-            os.kill(os.getpid(), signal.SIGTERM)  # signals read, nothing decided or audited yet
+            signal_main_thread(signal.SIGTERM)  # signals read, nothing decided or audited yet
             return super().samples(target, window_s, now)
 
     audit = AuditLog(tmp_path / "audit", home=env_home())
@@ -139,7 +139,7 @@ def test_ramp_watch_cli_finishes_the_decision_in_progress_and_exits_143(tmp_path
     real = ramp.decide
 
     def decide(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # before the report, audit record and history line are written
+        signal_main_thread(signal.SIGTERM)  # before the report, audit record and history line are written
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ramp, "decide", decide)

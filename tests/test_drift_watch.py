@@ -166,8 +166,9 @@ def test_a_repository_without_versions_leaves_the_logs_unread(tmp_path):
 
 
 def test_sigterm_during_a_rollback_lets_it_finish_then_exits_143(setup, monkeypatch, capsys):
-    import os
     import signal
+
+    from signals_support import signal_main_thread
 
     import costeff.serving.control as control
 
@@ -175,7 +176,7 @@ def test_sigterm_during_a_rollback_lets_it_finish_then_exits_143(setup, monkeypa
     real = control.rollback
 
     def rollback(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)  # the CLI's own handler would raise here, before anything changed
+        signal_main_thread(signal.SIGTERM)  # the CLI's own handler would raise here, before anything changed
         return real(*args, **kwargs)
 
     monkeypatch.setattr(control, "rollback", rollback)
