@@ -182,11 +182,7 @@ def from_chain(layout: Workspace, repository: Path | None = None) -> Selection:
         if newest is None or any(r.path == newest.path for r in chain.values()) or \
                 (kind == "profile" and "quant" in chain):  # the quantization report's models pick its profiles
             continue
-        try:
-            joined = _baseline(_follow(newest, _slot(newest), records, dict(chain), layout))
-            why = _disagrees(joined)
-        except InputError as exc:
-            joined, why = chain, str(exc)
+        joined, why = _join(chain, newest, _slot(newest), records, layout)
         if why:
             left_out.append(f"{newest.path}: not of this chain ({why})")
         else:
@@ -198,16 +194,22 @@ def from_chain(layout: Workspace, repository: Path | None = None) -> Selection:
                      left_out=left_out + foreign, repository=not foreign)
 
 
+def _join(chain: dict[str, Found], record: Found, slot: str, records: list[Found],
+          layout: Workspace) -> tuple[dict[str, Found], str | None]:
+    """``chain`` with ``record`` and what its inputs name, and why they do not agree (None when they do)."""
+    try:
+        joined = _baseline(_follow(record, slot, records, dict(chain), layout))
+        return joined, _disagrees(joined)
+    except InputError as exc:
+        return chain, str(exc)
+
+
 def _builds(chain: dict[str, Found], records: list[Found], layout: Workspace) -> tuple[dict[str, Found], list[str]]:
     """The chain with each Triton build record of the repository that agrees with it; why the others do not
     (the repository, packed whole, is then left out)."""
     foreign = []
     for build in (r for r in records if r.kind == "build"):
-        try:
-            joined = _baseline(_follow(build, f"build {build.path.parent.name}", records, dict(chain), layout))
-            why = _disagrees(joined)
-        except InputError as exc:
-            joined, why = chain, str(exc)
+        joined, why = _join(chain, build, f"build {build.path.parent.name}", records, layout)
         if why:
             foreign.append(f"{build.path}: not of this chain ({why}); the Triton repository is left out")
         else:
