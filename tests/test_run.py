@@ -45,13 +45,30 @@ def run_output(tmp_path_factory, tiny_policy):
 def test_run_completes_every_stage_and_packs(run_output):
     code, report, root = run_output
     assert code == 0, [s for s in report["stages"] if s["status"] != "ok"]
-    assert [s["name"] for s in report["stages"]] == ["policy", "profile", "quantize", "profile-selected",
+    assert [s["name"] for s in report["stages"]] == ["policy", "quantize", "profile", "profile-selected",
                                                     "batching", "triton", "verify", "reaper", "ramp", "pack",
                                                     "report"]
     assert all(s["status"] == "ok" and s["seconds"] >= 0 for s in report["stages"])
     page = next(s for s in report["stages"] if s["name"] == "report")["artifacts"][0]
     assert 'id="k-decision">HOLD<' in open(page).read()
     assert verify_pack(report["pack"], root / "home" / "keys" / "audit_ed25519.pub").ok
+
+
+@pytest.mark.slow
+def test_the_profiles_are_the_rounds_the_selection_was_made_on(run_output):
+    """fp32's and the served variant's profiles are assembled from the quantize stage's full rounds: the same
+    throughput per batch size as the selection compared, not a second measurement that could disagree."""
+    _, report, _ = run_output
+    files = read_pack(report["pack"])
+    quant = json.loads(files["quant/quantization_report.json"])
+    by_name = {v["name"]: v for v in quant["variants"]}
+    served = quant["selected"]["name"]
+    for record, name in (("profile_fp32", "fp32"), ("profile", served)):
+        profile = json.loads(files[f"{record}/gpu_profile.json"])
+        measured = {str(p["batch_size"]): p["throughput_per_s"] for p in profile["points"]}
+        assert measured == pytest.approx(by_name[name]["throughput_per_s"], rel=1e-9), record
+        assert profile["inputs"]["rounds"] == len([r for r in quant["speed_rounds"] if r["kind"] == "full"])
+        assert "not measured again" in profile["inputs"]["source"]
 
 
 @pytest.mark.slow

@@ -68,6 +68,10 @@ class Products:
     selected_model: Path | None = None  # what is served: a variant, or the fp32 model
     selected_runtime: dict[str, Any] | None = None  # the selected variant's runtime settings
     selected_profile: Path | None = None  # the served model's profile
+    # the quantize stage's full-round measurements (worker results) of fp32 and of the served variant: their
+    # profiles are assembled from them, so every figure of the run comes from the rounds the selection used
+    baseline_rounds: list[dict[str, Any]] | None = None
+    selected_rounds: list[dict[str, Any]] | None = None
     batching_report: Path | None = None
     repository: Path | None = None  # the Triton model repository built
     model_name: str | None = None

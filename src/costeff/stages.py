@@ -57,7 +57,19 @@ def _profile(ctx: RunContext, model: Path, runtime: dict[str, Any] | None = None
     pcfg = ProfileConfig(batch_sizes=cfg.batch_sizes, latency_budget_ms=cfg.latency_budget_ms,
                          target_rate=cfg.target_rate, provider="cpu" if ov else cfg.provider,
                          window_s=cfg.window_s, gaps_s=PROFILE_GAPS_S, **ov)
-    report = profile(model, pcfg, observations=ctx.products.observations)
+    return _written(ctx, profile(model, pcfg, observations=ctx.products.observations))
+
+
+def _from_rounds(ctx: RunContext, model: Path, rounds: list[dict[str, Any]]) -> tuple[ProfileRecord, Path]:
+    """The profile of ``model`` assembled from the quantize stage's full rounds (not measured again)."""
+    from costeff.profiling.rounds import from_rounds
+    from costeff.quantization.plan import profile_config
+
+    return _written(ctx, from_rounds(model, rounds, profile_config(_quantize_config(ctx)),
+                                     source="the run's observation rows, cycled to each batch size"))
+
+
+def _written(ctx: RunContext, report: Any) -> tuple[ProfileRecord, Path]:
     out = ctx.layout.run_dir(None)
     while out.exists():  # two profiles within one second must not share a folder
         out = out.with_name(out.name + "_")
@@ -77,32 +89,59 @@ def _profile_line(report: ProfileRecord) -> str:
 
 def stage_profile(ctx: RunContext) -> tuple[str, list[str]]:
     (model,) = ctx.need("model")
-    report, path = _profile(ctx, model)
     p = ctx.products
-    p.baseline_profile, p.selected_model, p.selected_profile = path, model, path
-    return "fp32: " + _profile_line(report), [str(path.parent)]
+    rounds = p.baseline_rounds
+    report, path = _from_rounds(ctx, model, rounds) if rounds else _profile(ctx, model)
+    p.baseline_profile = path
+    if p.selected_model is None:  # fp32 as timed is served (selected, or there was no selection)
+        p.selected_model, p.selected_profile = model, path
+    return "fp32: " + _profile_line(report) + _from_where(rounds), [str(path.parent)]
 
 
-def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
-    from costeff.quantization import QuantizeConfig, quantize
+def _from_where(rounds: list[dict[str, Any]] | None) -> str:
+    return f" (the quantize stage's {len(rounds)} full round(s), not measured again)" if rounds else ""
 
-    model, obs = ctx.need("model", "observations")
+
+def _quantize_config(ctx: RunContext) -> Any:
+    from costeff.quantization import QuantizeConfig
+
     cfg = ctx.config
     # Two interleaved speed rounds: with one, a variant within noise of fp32 can win the selection. They time
     # fp32, its A/A twin and the finalists of a short screening round: the best by capacity and by answer time.
-    qcfg = QuantizeConfig(batch_sizes=cfg.batch_sizes, target_rate=cfg.target_rate, provider=cfg.provider,
+    # Latency after idle gaps up to 100 ms: the profiles assembled from these rounds feed the batching
+    # simulator's cold-call penalty.
+    return QuantizeConfig(batch_sizes=cfg.batch_sizes, target_rate=cfg.target_rate, provider=cfg.provider,
                           window_s=cfg.window_s, speed_rounds=2, finalists=RUN_FINALISTS, name=cfg.model_name,
-                          latency_budget_ms=cfg.latency_budget_ms)
+                          latency_budget_ms=cfg.latency_budget_ms, gaps_s=PROFILE_GAPS_S)
+
+
+def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
+    from costeff.quantization import quantize
+
+    model, obs = ctx.need("model", "observations")
+    cfg = ctx.config
     # Built variants and their fidelity are reused from the cache when model, recipe and libraries match.
-    report = quantize(model, obs, qcfg, out_dir=ctx.layout.run_dir("quant"), cache=True, workspace=ctx.layout)
+    report = quantize(model, obs, _quantize_config(ctx), out_dir=ctx.layout.run_dir("quant"), cache=True,
+                      workspace=ctx.layout)
     assert report.report_dir is not None  # set since out_dir is given
     out = Path(report.report_dir)
-    ctx.products.quant_report = out / "quantization_report.json"
+    p = ctx.products
+    p.quant_report = out / "quantization_report.json"
     selected = next(v for v in report.variants if v.name == report.selected["name"])
-    if not selected.baseline:
-        ctx.products.selected_model = Path(report.selected["path"])
-        ctx.products.selected_runtime = dict(selected.runtime)
-        ctx.products.selected_profile = None  # the fp32 profile no longer describes what is served
+    p.baseline_rounds = report.measured.get("fp32")
+    if not selected.baseline or _adopted(report.selected):  # served as measured: another file or other settings
+        p.selected_model = Path(report.selected["path"])
+        p.selected_runtime = dict(selected.runtime)
+        p.selected_rounds = report.measured.get(selected.name)
+    return _quantize_line(report, selected, cfg), [str(out)]
+
+
+def _adopted(selected: dict[str, Any]) -> bool:
+    """A runtime setting other than the default was adopted for the selected variant."""
+    return any(row["adopted"] and not row["setting"].startswith("default") for row in selected.get("knobs") or [])
+
+
+def _quantize_line(report: Any, selected: Any, cfg: Any) -> str:
     fid = selected.fidelity
     drift = f", action drift {fid.action_drift_pct:.3f} %" if fid is not None else ""
     inv = selected.batch_invariance
@@ -116,17 +155,18 @@ def stage_quantize(ctx: RunContext) -> tuple[str, list[str]]:
     reused = f"reused {c['variants_reused']} built variant(s) and their fidelity from the cache; " \
         if c and c["reused"] else ""
     return (f"{reused}selected {selected.name} ({selected.backend}, {selected.precision}; {speed}{drift}) for "
-            f"{cfg.target_rate:g} req/s, p99 <= {cfg.latency_budget_ms:g} ms; {report.selected['reason']}",
-            [str(out)])
+            f"{cfg.target_rate:g} req/s, p99 <= {cfg.latency_budget_ms:g} ms; {report.selected['reason']}")
 
 
 def stage_profile_selected(ctx: RunContext) -> tuple[str, list[str]]:
     (model,) = ctx.need("selected_model")
-    if ctx.products.selected_profile is not None:
+    p = ctx.products
+    if p.selected_profile is not None:
         return "the selected variant is the fp32 model profiled above", []
-    report, path = _profile(ctx, model, ctx.products.selected_runtime)
-    ctx.products.selected_profile = path
-    return f"{model.stem}: " + _profile_line(report), [str(path.parent)]
+    rounds = p.selected_rounds
+    report, path = _from_rounds(ctx, model, rounds) if rounds else _profile(ctx, model, p.selected_runtime)
+    p.selected_profile = path
+    return f"{model.stem}: " + _profile_line(report) + _from_where(rounds), [str(path.parent)]
 
 
 def stage_batching(ctx: RunContext) -> tuple[str, list[str]]:
@@ -284,12 +324,13 @@ _RECORDS = ("baseline_profile", "selected_profile", "quant_report", "batching_re
             "ramp_decision")
 STAGES = (
     Stage("policy", stage_policy, produces=("model", "observations", "policy")),
-    Stage("profile", stage_profile, requires=("model",), uses=("observations",),
-          produces=("baseline_profile", "selected_model", "selected_profile")),
     Stage("quantize", stage_quantize, requires=("model", "observations"),
-          produces=("quant_report", "selected_model", "selected_runtime", "selected_profile")),
+          produces=("quant_report", "selected_model", "selected_runtime", "baseline_rounds", "selected_rounds")),
+    Stage("profile", stage_profile, requires=("model",), uses=("observations", "baseline_rounds", "selected_model"),
+          produces=("baseline_profile", "selected_model", "selected_profile")),
     Stage("profile-selected", stage_profile_selected, requires=("selected_model",),
-          uses=("observations", "selected_profile", "selected_runtime"), produces=("selected_profile",)),
+          uses=("observations", "selected_profile", "selected_runtime", "selected_rounds"),
+          produces=("selected_profile",)),
     Stage("batching", stage_batching, requires=("selected_profile",), produces=("batching_report",)),
     Stage("triton", stage_triton, requires=("selected_model", "selected_profile"),
           uses=("batching_report", "quant_report"), produces=("repository", "model_name")),

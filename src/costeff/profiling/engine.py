@@ -14,13 +14,12 @@ from costeff.profiling.analysis import cost_for, load_compare, recommendations, 
 from costeff.profiling.config import ProfileConfig
 from costeff.profiling.measure import Point, measure
 from costeff.profiling.report import ProfileReport
-from costeff.profiling.resources import ResourceSampler, nvml_index_for_cuda_device
+from costeff.profiling.resources import GPU_PROVIDERS, ResourceSampler, gpu_unused_reason, sampler_for
 
 if TYPE_CHECKING:
     from costeff.records.profile import ProfileRecord
 
 OWN_LABEL = "this profile"
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def profile(model_path: Path | str, config: ProfileConfig = ProfileConfig(), observations: np.ndarray | None = None,
@@ -146,14 +145,8 @@ def sweep(runner: Any, sig: Any, obs: np.ndarray | None, config: ProfileConfig, 
 
 
 def _sampler(provider: str, config: ProfileConfig) -> ResourceSampler:
-    if provider in GPU_PROVIDERS:
-        return ResourceSampler(nvml_index_for_cuda_device(0), interval_s=config.sample_interval_s)
-    from costeff.hardware import detect
-
-    hw = detect()
-    reason = (f"{provider} runs on the CPU; the GPU is not used" if hw.gpus
-              else hw.gpu_unavailable_reason or "no NVIDIA GPU")
-    return ResourceSampler(None, gpu_null_reason=reason, interval_s=config.sample_interval_s)
+    reason = None if provider in GPU_PROVIDERS else gpu_unused_reason(provider)
+    return sampler_for(provider, config.sample_interval_s, reason)
 
 
 def _source_text(source: str | None, sig: Any) -> str:

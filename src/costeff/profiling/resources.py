@@ -131,6 +131,26 @@ def nvml_index_for_cuda_device(cuda_device: int = 0) -> int:
     return cuda_device
 
 
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def sampler_for(provider: str, interval_s: float, cpu_reason: str | None = None) -> "ResourceSampler":
+    """The sampler for a point run on ``provider``: NVML on the GPU it runs on; on the CPU, process CPU and
+    RSS only (no thread), the GPU field empty for ``cpu_reason``."""
+    if provider in GPU_PROVIDERS:
+        return ResourceSampler(nvml_index_for_cuda_device(0), interval_s=interval_s)
+    return ResourceSampler(None, gpu_null_reason=cpu_reason, interval_s=interval_s)
+
+
+def gpu_unused_reason(provider: str) -> str:
+    """Why a point run on the CPU has no GPU numbers, in the profile's words."""
+    from costeff.hardware import detect
+
+    hw = detect()
+    return f"{provider} runs on the CPU; the GPU is not used" if hw.gpus else hw.gpu_unavailable_reason or \
+        "no NVIDIA GPU"
+
+
 class ResourceSampler:
     """Samples process CPU/RSS and (when ``gpu_index`` is given) one GPU during ``track()``."""
 

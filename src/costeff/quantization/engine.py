@@ -335,7 +335,8 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
     variants[0].path = str(model_path)
     speed_method, timing = apply_speed(ctx, model_path, obs, variants, progress)
     remember_finalists(cache_info, timing)
-    selected, cost = select_and_cost(variants, ctx.config, obs, timing.noise_floor)
+    measured = dict(timing.results)
+    selected, cost = select_and_cost(variants, ctx.config, obs, timing.noise_floor, measured)
     out = layout.run_dir("quant", out_dir)
     name = ctx.config.name or model_path.stem
     _save_models(variants, layout.models, name, model_path)
@@ -348,7 +349,7 @@ def _finish(model_path: Path, obs: np.ndarray, sp: Any, ctx: Context, variants: 
         str(model_path.resolve()), name, head["hardware"], dataclasses.asdict(ctx.config),
         _split_info(sp, ctx.config, obs), recipe_info, note, variants, selected,
         any(v.passed for v in variants if not v.baseline), cost, speed_method, str(out.resolve()),
-        timing.noise_floor, timing.rounds, cache_info)
+        timing.noise_floor, timing.rounds, cache_info, measured)
     write(rep, out)
     return rep
 

@@ -24,12 +24,14 @@ ALTERNATIVES: dict[str, tuple[dict[str, Any], ...]] = {
 
 
 def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instance: Any,
-         noise_floor: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+         noise_floor: dict[str, Any] | None = None,
+         measured: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """Try the alternatives for ``variant``; adopt a winner in place. Returns every setting's numbers.
 
     A setting is adopted only as a variant is selected: it beats the default by more than the A/A noise
-    floor, and neither it nor the default was measured only while the machine was disturbed."""
-    from costeff.quantization.select import _at_target, _beats, _fill, _light
+    floor, and neither it nor the default was measured only while the machine was disturbed. An adopted
+    setting's own measurements replace the variant's in ``measured`` (what its profile is assembled from)."""
+    from costeff.quantization.select import _at_target, _beats, _light
     from costeff.quantization.speed import measure_all
 
     family = [v for v in variants if v.name == (variant.settings_of or variant.name)
@@ -40,13 +42,12 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     tries = [_candidate(variant, i, knobs) for i, knobs in enumerate(ALTERNATIVES[variant.backend])]
     if not tries or variant.at_target is None:
         return []
-    # screened beside the default first: a setting slower in capacity and every answer time is not timed further
-    speeds = measure_all(tries, config, obs, reference=variant)
-    for t in tries:
-        if t.name in speeds:
-            _fill(t, speeds[t.name], _BaseSpeed(base))
-        else:  # its speed fields are the default's, copied by _candidate: not this setting's numbers
-            t.at_target = t.optimal_batch = t.optimal_throughput_per_s = None
+    # screened beside the default first (with a short replay of the target traffic): a setting goes on to full
+    # rounds only when it beats the default there by more than the A/A floor, as it must to be adopted
+    margin = max((noise_floor or {}).get("capacity", 0.0), (noise_floor or {}).get("answer_time", 0.0))
+    timing = measure_all(tries, config, obs, reference=variant, margin=margin)
+    speeds = timing.speeds
+    _fill_tries(tries, speeds, base)
     _at_target(tries, config, instance)
     light = _light(config.target_rate, base)
     rows = [_row(variant, "default (as timed above)", adopted=False)]
@@ -54,7 +55,8 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     needed = max(config.min_speedup, 1.0 + (noise_floor or {}).get("capacity", 0.0))
     for t, knobs in zip(tries, ALTERNATIVES[variant.backend], strict=True):
         wins = bool(t.at_target and t.at_target["meets_budget"] and _beats(t, variant, needed, light))
-        dropped = "" if t.name in speeds else " (dropped after screening beside the default: slower in all)"
+        dropped = "" if t.name in speeds else " (dropped after screening beside the default: not faster beyond the " \
+            "A/A noise floor)"
         if wins and (_only_disturbed(t) or _only_disturbed(variant) or (noise_floor or {}).get("only_disturbed")):
             wins, dropped = False, " (not adopted: measured only while the machine was disturbed)"
         rows.append(_row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()) + dropped, adopted=False,
@@ -64,9 +66,21 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     if winner:
         _adopt(variant, winner[0])
         winner[1]["adopted"] = True
+        if measured is not None:
+            measured[variant.name] = timing.results[winner[0].name]
     else:
         rows[0]["adopted"] = True
     return rows
+
+
+def _fill_tries(tries: list[Any], speeds: dict[str, Any], base: Any) -> None:
+    from costeff.quantization.select import _fill
+
+    for t in tries:
+        if t.name in speeds:
+            _fill(t, speeds[t.name], _BaseSpeed(base))
+        else:  # its speed fields are the default's, copied by _candidate: not this setting's numbers
+            t.at_target = t.optimal_batch = t.optimal_throughput_per_s = None
 
 
 def _timed_rows(selected: Any, family: list[Any], config: Any) -> list[dict[str, Any]]:

@@ -24,15 +24,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from costeff.runtimes import worker
+
 if TYPE_CHECKING:
+    from costeff.profiling import ProfileConfig
     from costeff.records.quant import SpeedRound
 
 SCREEN_WINDOW_S = 0.1  # per window in the screening round (at most the run's own window)
 SCREEN_WARMUP_S = 0.05
 SCREEN_MAX_GAP_S = 0.01  # the screen's batch-1 latencies: back to back and after the run's gaps up to 10 ms
+SCREEN_OPEN_LOOP_S = 0.5  # a runtime setting's screen replays the target rate this long
 SCREEN_GAP_BUDGET_S = 0.2  # seconds of calls per idle gap in the screen (10 ms apart: the minimum of 12 calls)
 GAP_BUDGET_S = 0.6  # seconds of calls per idle gap in a full round (10 ms apart: 60 calls)
-MAX_TRIALS = 3  # windows per point at most (two that agree end it sooner; see runtimes.worker)
+MAX_TRIALS = worker.MAX_TRIALS  # windows per point at most (two that agree end it sooner)
 MAX_REPEATS_PER_ROUND = 4  # disturbed measurements taken once more per round (each once), then marked
 
 
@@ -62,13 +66,27 @@ def full(config: Any) -> RoundPlan:
                      tuple(config.gaps_s), GAP_BUDGET_S, config.open_loop_s)
 
 
-def screen(config: Any) -> RoundPlan:
+def profile_config(config: Any) -> ProfileConfig:
+    """The full rounds' measuring rules as a profile's configuration: a profile assembled from those rounds
+    (:mod:`costeff.profiling.rounds`) records how its numbers were taken."""
+    from costeff.profiling import ProfileConfig
+
+    how = full(config)
+    return ProfileConfig(batch_sizes=how.batch_sizes, latency_budget_ms=config.latency_budget_ms,
+                         target_rate=config.target_rate, provider=config.provider, warmup_s=how.warmup_s,
+                         window_s=how.window_s, stable_windows=worker.STABLE_WINDOWS, max_trials=worker.MAX_TRIALS,
+                         gaps_s=how.gaps_s, sample_interval_s=1.0, max_utilisation=config.max_utilisation)
+
+
+def screen(config: Any, open_loop: bool = False) -> RoundPlan:
+    """The screening round; with ``open_loop`` a short replay at the target rate too (a runtime setting's
+    screen: at light traffic the replay's answer time is what decides whether a setting is adopted)."""
     sizes = sorted(set(config.batch_sizes))
     # a setting such as spinning off pays back only after idle gaps: the screen measures them too
     gaps = tuple(g for g in config.gaps_s if g <= SCREEN_MAX_GAP_S) or (0.0,)
     return RoundPlan("screen", (sizes[0], sizes[-1]) if len(sizes) > 1 else (sizes[0],),
                      min(SCREEN_WINDOW_S, config.window_s), min(SCREEN_WARMUP_S, config.window_s), gaps,
-                     SCREEN_GAP_BUDGET_S, None)
+                     SCREEN_GAP_BUDGET_S, min(SCREEN_OPEN_LOOP_S, config.open_loop_s) if open_loop else None)
 
 
 def screens(config: Any, candidates: int, known: list[str] | None = None) -> bool:

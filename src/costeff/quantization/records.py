@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,9 @@ class QuantizationReport:
     noise_floor: dict[str, Any] | None = None  # fp32 against itself (A/A), per round; what a winner must beat
     speed_rounds: list[dict[str, Any]] = field(default_factory=list)  # every measurement with its load block
     cache: dict[str, Any] | None = None  # built variants reused from, or stored to, the variant cache
+    # each timed variant's full-round measurements, whole points included (not written: the record keeps their
+    # medians); a profile of fp32 or of the served variant is assembled from them (costeff.profiling.rounds)
+    measured: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def variant(self, name: str) -> VariantResult:
         return next(v for v in self.variants if v.name == name)
@@ -117,7 +121,8 @@ def write(rep: QuantizationReport, out: Path) -> QuantRecord:
     from costeff.artifacts import atomic_write_text
     from costeff.records.kinds import QUANT
 
-    data = to_jsonable(rep)
+    data = to_jsonable(dataclasses.replace(rep, measured={}))
+    del data["measured"]
     record = QUANT.model.model_validate(data)
     md = atomic_write_text(out / MD_NAME, to_markdown(record))
     try:

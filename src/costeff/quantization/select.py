@@ -46,6 +46,7 @@ def apply_speed(ctx: Any, model_path: Path, obs: np.ndarray, variants: list[Vari
 
 
 def _method(cfg: Any, timing: Any) -> str:
+    from costeff.quantization.noise import DECISIVE, QUIET_AA
     from costeff.quantization.plan import SCREEN_WINDOW_S
 
     screened = any(r.get("kind") == "screen" for r in timing.rounds)
@@ -57,8 +58,11 @@ def _method(cfg: Any, timing: Any) -> str:
              else "")
     later = f" (rounds after the first: fp32 and the best {cfg.finalists} undominated by capacity and by answer " \
         "time)" if cfg.finalists is not None and cfg.speed_rounds > 1 and not first else ""
+    alone = f"; one round when the first decides alone (undisturbed, A/A within {100 * QUIET_AA:g} %, every " \
+        f"comparison at least {DECISIVE:g}x apart)" if any(r.get("decisive") for r in timing.rounds) else ""
     return (f"each variant in its own process, {first}batch sizes {list(cfg.batch_sizes)}, {cfg.speed_rounds} "
-            f"interleaved round(s){later}, fp32 twice per round as the A/A control, window {cfg.window_s} s per point, "
+            f"interleaved round(s){later}{alone}, fp32 twice per round as the A/A control, window {cfg.window_s} s "
+            "per point, "
             f"provider {cfg.provider}; latency after idle gaps {[g * 1e3 for g in cfg.gaps_s]} ms"
             + (f"; open loop at {cfg.target_rate:g}/s (Poisson arrivals, greedy batching up to the optimal batch)"
                if cfg.target_rate else ""))
@@ -232,7 +236,8 @@ def _beats(v: VariantResult, base: VariantResult, min_speedup: float, light: boo
 
 
 def select_and_cost(variants: list[VariantResult], config: Any, obs: np.ndarray | None = None,
-                    noise_floor: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                    noise_floor: dict[str, Any] | None = None,
+                    measured: dict[str, list[dict[str, Any]]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     instance = _instance(config)
     _at_target(variants, config, instance)
     selected = choose(variants, config.min_speedup, config.target_rate, config.latency_budget_ms, noise_floor)
@@ -240,7 +245,7 @@ def select_and_cost(variants: list[VariantResult], config: Any, obs: np.ndarray 
     if config.tune_knobs and obs is not None and sel.at_target:
         from costeff.quantization.knobs import tune
 
-        selected["knobs"] = tune(sel, variants, config, obs, instance, noise_floor)
+        selected["knobs"] = tune(sel, variants, config, obs, instance, noise_floor, measured)
     cost = _costs(variants, config, selected["name"], instance)
     selected.update(backend=sel.backend, precision=sel.precision, runtime=sel.runtime,
                     traffic={"target_rate_per_s": config.target_rate, "latency_budget_ms": config.latency_budget_ms})

@@ -23,6 +23,9 @@ from typing import Any, Callable
 import numpy as np
 
 from costeff.errors import DependencyError
+from costeff.profiling.rounds import median_gaps
+from costeff.quantization.noise import CONTROL, floor_of, noise_floor
+from costeff.quantization.noise import decisive as _decisive
 from costeff.quantization import plan
 from costeff.quantization.plan import MAX_REPEATS_PER_ROUND
 
@@ -46,7 +49,6 @@ class Speed:
     disturbed: int = 0  # of those, taken while the machine was disturbed (all were: none was clean)
 
 
-CONTROL = "fp32 (A/A)"  # fp32 timed a second time, in a process of its own, every round
 
 
 @dataclass
@@ -54,28 +56,34 @@ class Timing:
     """Every finalist's speed, the rounds they came from and the A/A noise floor.
 
     ``dropped``: variants that did not go on to the full rounds, with the reason in words;
-    ``finalists``: those that did (fp32 aside)."""
+    ``finalists``: those that did (fp32 aside); ``results``: per variant, the full rounds' measurements its
+    speed is the median of (each a worker's result, with its whole points): a profile of a variant is
+    assembled from them (:mod:`costeff.profiling.rounds`), so both tell one story."""
 
     speeds: dict[str, Speed]
     rounds: list[dict[str, Any]]
     noise_floor: dict[str, Any] | None
     dropped: dict[str, str] = field(default_factory=dict)
     finalists: list[str] = field(default_factory=list)
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def measure_all(variants: list[Any], config: Any, observations: np.ndarray,
-                tick: Callable[[], None] = lambda: None, reference: Any = None) -> dict[str, Speed]:
-    """Profile each variant at the same batch sizes, ``config.speed_rounds`` interleaved passes.
+                tick: Callable[[], None] = lambda: None, reference: Any = None, margin: float | None = None) -> Timing:
+    """Profile each variant at the same batch sizes, ``config.speed_rounds`` interleaved passes (no A/A control).
 
     With a ``reference`` (already timed elsewhere), a screening round times it beside the variants
-    first, and a variant slower than it in capacity and in answer time is not timed further."""
-    return measure_rounds(variants, config, observations, tick, control=False, reference=reference).speeds
+    first, and a variant slower than it in capacity and in answer time is not timed further; with a
+    ``margin`` too, only a variant faster than the reference by more than it (in capacity or in an
+    answer time) is timed further."""
+    return measure_rounds(variants, config, observations, tick, control=False, reference=reference,
+                          margin=margin)
 
 
 def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
                    tick: Callable[[], None] = lambda: None, control: bool = True,
                    runner: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                   known: list[str] | None = None, reference: Any = None) -> Timing:
+                   known: list[str] | None = None, reference: Any = None, margin: float | None = None) -> Timing:
     """Interleaved rounds; with ``control`` the baseline runs twice per round (first and last, two processes).
 
     A screening round comes first when there are more candidates than finalists (see
@@ -83,7 +91,8 @@ def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
     without screening again. A measurement taken while the machine was disturbed (see
     :mod:`costeff.quantization.load`) is taken once more (at most ``MAX_REPEATS_PER_ROUND``
     per round); one still disturbed is kept and marked. Speeds are medians over the
-    undisturbed full rounds when there are any.
+    undisturbed full rounds when there are any. A second full round is skipped when the
+    first one decides alone (:func:`decisive`).
     """
     run = runner or run_isolated
     if known is not None and not any(v.name in known for v in variants if not v.baseline):
@@ -97,21 +106,24 @@ def measure_rounds(variants: list[Any], config: Any, observations: np.ndarray,
         candidates = sum(1 for v in timed if not v.baseline)
         settled = known is not None or plan.screens(config, candidates, known) or reference is not None
         if settled and known is None:
-            timed, dropped = _screen(timed, config, obs_path, run, tick, base, reference, rounds)
+            timed, dropped = _screen(timed, config, obs_path, run, tick, base, reference, rounds, margin)
         runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in timed}
         full = plan.full(config)
         for r in range(config.speed_rounds if timed else 0):
-            subset = timed if r == 0 or settled else _finalists(timed, runs, config, _floor_of(rounds))
+            subset = timed if r == 0 or settled else _finalists(timed, runs, config, floor_of(rounds))
             order = _order(subset, r, base)
             got, discarded = _round(order, config, obs_path, run, tick, full)
             rounds.append(_round_record(len(rounds), got, discarded, [n for n, _ in order], config.latency_budget_ms,
                                         "full"))
             for label, res in got.items():
                 runs["fp32" if label == CONTROL else label].append(res)  # the control is fp32
-    speeds = {name: summarise(_clean(results), config.latency_budget_ms) for name, results in runs.items()
-              if results}
+            if r == 0 and base is not None and decisive(got, config.latency_budget_ms):
+                rounds[-1]["decisive"] = True
+                break
+    used = {name: _clean(results) for name, results in runs.items() if results}
+    speeds = {name: summarise(results, config.latency_budget_ms) for name, results in used.items()}
     return Timing(speeds, rounds, noise_floor(rounds) if base is not None else None, dropped,
-                  [v.name for v in timed if not v.baseline])
+                  [v.name for v in timed if not v.baseline], used)
 
 
 def _known(variants: list[Any], known: list[str]) -> tuple[list[Any], dict[str, str]]:
@@ -122,11 +134,12 @@ def _known(variants: list[Any], known: list[str]) -> tuple[list[Any], dict[str, 
 
 
 def _screen(variants: list[Any], config: Any, obs_path: Path, run: Callable, tick: Callable[[], None], base: Any,
-            reference: Any, rounds: list[dict[str, Any]]) -> tuple[list[Any], dict[str, str]]:
+            reference: Any, rounds: list[dict[str, Any]],
+            margin: float | None = None) -> tuple[list[Any], dict[str, str]]:
     """One short round over every variant (and the reference); who goes on to the full rounds, who not and why."""
     subset = variants + ([reference] if reference is not None else [])
     order = _order(subset, 0, base)
-    got, discarded = _round(order, config, obs_path, run, tick, plan.screen(config))
+    got, discarded = _round(order, config, obs_path, run, tick, plan.screen(config, reference is not None))
     rounds.append(_round_record(0, got, discarded, [n for n, _ in order], config.latency_budget_ms, "screen"))
     runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in subset}
     for label, res in got.items():
@@ -136,20 +149,44 @@ def _screen(variants: list[Any], config: Any, obs_path: Path, run: Callable, tic
         ref = dataclasses.replace(reference, baseline=True)
         subset = [ref] + variants
         runs[ref.name] = runs[reference.name]
-    floor = _floor_of(rounds, kind="screen") if base is not None else 0.0
+    floor = floor_of(rounds, kind="screen") if base is not None else 0.0
     kept = _finalists(subset, runs, config, floor) if ref is not None else subset
     kept = [v for v in kept if v is not ref or reference is None]
+    if reference is not None and margin is not None:  # only what may beat the reference by more than the margin
+        kept = [v for v in kept if _promising(_first(runs, v.name, config), _first(runs, ref.name, config), margin)]
     names = {v.name for v in kept}
-    return kept, {v.name: _drop_reason(v, runs, ref, floor, config) for v in variants if v.name not in names}
+    return kept, {v.name: _drop_reason(v, runs, ref, floor, config, margin) for v in variants if v.name not in names}
 
 
-def _drop_reason(v: Any, runs: dict[str, list[dict[str, Any]]], ref: Any, floor: float, config: Any) -> str:
+def _first(runs: dict[str, list[dict[str, Any]]], name: str, config: Any) -> Speed:
+    return summarise(_clean(runs[name])[:1], config.latency_budget_ms)
+
+
+def _promising(s: Speed, ref: Speed, margin: float) -> bool:
+    """Faster than ``ref`` by more than ``margin`` in capacity or in one answer time."""
+    return s.optimal_throughput_per_s > ref.optimal_throughput_per_s * (1 + margin) or \
+        any(a * (1 + margin) < b for a, b in zip(_answers(s), _answers(ref), strict=False))
+
+
+def decisive(got: dict[str, dict[str, Any]], budget_ms: float | None) -> bool:
+    """Whether a second full round could change nothing this first one says (see :func:`noise.decisive`)."""
+    if any(m["disturbed"] or over_budget(m.get("open_loop"), budget_ms) for m in got.values()):
+        return False  # a disturbed measurement, or a bad verdict that holds only when seen twice
+    return _decisive({k: _capacity_of(m) for k, m in got.items()}, {k: _answer_of(m) for k, m in got.items()})
+
+
+def _drop_reason(v: Any, runs: dict[str, list[dict[str, Any]]], ref: Any, floor: float, config: Any,
+                 margin: float | None = None) -> str:
     s, b = (summarise(_clean(runs[x])[:1], config.latency_budget_ms) for x in (v.name, ref.name))
     numbers = (f"{s.optimal_throughput_per_s:,.0f}/s at its best batch vs {b.optimal_throughput_per_s:,.0f}/s, "
                f"answer {_answer_ms(s):.3f} ms vs {_answer_ms(b):.3f} ms")
-    what = "screening round (short windows, the smallest and largest batch, short idle gaps, no open-loop replay)"
+    replay = "a short replay at the target rate" if b.open_loop else "no open-loop replay"
+    what = f"screening round (short windows, the smallest and largest batch, short idle gaps, {replay})"
     if _dominated(s, b, floor):
         return f"dropped after the {what}: slower than {ref.name} in capacity and every answer time ({numbers})"
+    if margin is not None:
+        return (f"dropped after the {what}: not faster than {ref.name} by more than the A/A noise floor "
+                f"({100 * margin:.1f} %) in capacity or any answer time ({numbers})")
     return f"dropped after the {what}: not among the best {config.finalists} by capacity or answer time ({numbers})"
 
 
@@ -219,35 +256,6 @@ def _answer_of(res: dict[str, Any]) -> float:
 def _clean(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The undisturbed measurements, or all of them when every one was disturbed."""
     return [r for r in results if not r.get("disturbed")] or results
-
-
-def noise_floor(rounds: list[dict[str, Any]], kind: str = "full") -> dict[str, Any] | None:
-    """The spread of fp32 against itself: the largest A/A ratio (capacity and answer time) over clean rounds
-    (of the full rounds: a screening round's short windows only decide who is timed fully)."""
-    rounds = [r for r in rounds if r.get("kind", "full") == kind]
-    pairs = [(r["measurements"].get("fp32"), r["measurements"].get(CONTROL)) for r in rounds]
-    pairs = [(a, b) for a, b in pairs if a and b]
-    if not pairs:
-        return None
-    clean = [(a, b) for a, b in pairs if not _bad(a) and not _bad(b)]
-    used = clean or pairs
-    cap = [b["optimal_throughput_per_s"] / a["optimal_throughput_per_s"] for a, b in used]
-    ans = [b["answer_ms"] / a["answer_ms"] for a, b in used if a["answer_ms"] and b["answer_ms"]]
-    spread = lambda xs: max((max(x, 1 / x) - 1 for x in xs if x > 0), default=0.0)  # noqa: E731
-    return {"method": "fp32 timed twice per round in separate processes (first and last); the floor is the "
-                      "largest relative difference between the two over undisturbed rounds",
-            "capacity_ratios": [round(x, 4) for x in cap], "answer_time_ratios": [round(x, 4) for x in ans],
-            "capacity": round(spread(cap), 4), "answer_time": round(spread(ans), 4),
-            "rounds_used": len(used), "rounds_disturbed": len(pairs) - len(clean), "only_disturbed": not clean}
-
-
-def _bad(m: dict[str, Any]) -> bool:
-    return bool(m.get("load") and m["load"].get("disturbed"))
-
-
-def _floor_of(rounds: list[dict[str, Any]], kind: str = "full") -> float:
-    floor = noise_floor(rounds, kind)
-    return max(floor["capacity"], floor["answer_time"]) if floor else 0.0
 
 
 def _finalists(variants: list[Any], runs: dict[str, list[dict[str, Any]]], config: Any,
@@ -355,18 +363,8 @@ def summarise(results: list[dict[str, Any]], budget_ms: float | None) -> Speed:
     ol, ol_range = _open_loop(results)
     verdicts = [over_budget(r.get("open_loop"), budget_ms) for r in results if r.get("open_loop")]
     return Speed(med, {b: (min(v), max(v)) for b, v in sorted(per_batch.items())}, best, med[best], lat,
-                 _gaps(results), ol, ol_range, results[0]["runtime"], len(verdicts), sum(map(bool, verdicts)),
+                 median_gaps(results), ol, ol_range, results[0]["runtime"], len(verdicts), sum(map(bool, verdicts)),
                  len(results), sum(1 for r in results if r.get("disturbed")))
-
-
-def _gaps(results: list[dict[str, Any]]) -> list[dict[str, float]]:
-    out = []
-    for i, first in enumerate(results[0]["gaps"]):
-        rows = [r["gaps"][i] for r in results]
-        out.append({"gap_ms": first["gap_ms"], "calls": sum(r["calls"] for r in rows),
-                    "p50_ms": statistics.median(r["p50_ms"] for r in rows),
-                    "p99_ms": statistics.median(r["p99_ms"] for r in rows)})
-    return out
 
 
 def _open_loop(results: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, tuple[float, float] | None]:

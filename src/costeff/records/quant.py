@@ -317,6 +317,7 @@ class SpeedRound(Part):
     discarded: dict[str, Any] = {}
     disturbed: list[str] = []
     measurements: dict[str, Measurement] = {}
+    decisive: bool = False  # a first full round that decided alone: no second round was taken
 
 
 class CacheInfo(Part):
