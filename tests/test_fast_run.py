@@ -258,3 +258,25 @@ def test_a_variant_slower_than_fp32_in_capacity_and_answer_time_is_not_timed_aga
     timing = measure_rounds(variants, _config(2), np.zeros((8, 4), np.float32), runner=runner)
     assert runner.calls.count("fp16.onnx") == 1 and runner.calls.count("int8-dynamic.onnx") == 2
     assert "fp16" not in timing.rounds[1]["measurements"] and timing.speeds["fp16"].measurements == 1
+
+
+def test_the_variant_cache_keeps_the_most_recently_used_entries_and_spares_one_in_use(tmp_path):
+    import os
+
+    from costeff.quantization import cache as variant_cache
+
+    root = tmp_path / "variants"
+    root.mkdir()
+    now = 1_000_000_000.0
+    ages_h = [0.1, 0.3, 0.5, 2, 3]  # hours since each entry was last used (read or stored)
+    digests = [f"{i:064x}" for i in range(len(ages_h))]
+    for digest, age in zip(digests, ages_h, strict=True):
+        (root / digest).mkdir()
+        (root / f"{digest}{variant_cache.FINALISTS_SUFFIX}").write_text("{}")
+        os.utime(root / digest, (now - age * 3600, now - age * 3600))
+    removed = variant_cache.prune(root, keep=2, now=now)
+    # kept: the two most recent, and the third, beyond them but used within the hour (another run may read it);
+    # removed with their finalists hints: the entries not used for hours
+    assert sorted(removed) == digests[3:]
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == digests[:3]
+    assert not any((root / f"{d}{variant_cache.FINALISTS_SUFFIX}").exists() for d in removed)

@@ -24,6 +24,7 @@ NUMBERS = {"fp32": (1000.0, 1.0), "slow": (500.0, 2.0), "big": (9000.0, 0.8), "q
            "mid": (2000.0, 0.9), "other": (1500.0, 0.95)}
 AFTER_GAP_MS = {"nospin": 0.05}  # batch-1 p50 after an idle gap, where it differs from back to back
 NUMBERS["nospin"] = (2500.0, 0.2)  # less capacity and a later answer back to back than "quick"
+NUMBERS["slow2"] = (600.0, 1.8)  # another dominated one
 
 
 class Worker:
@@ -121,6 +122,15 @@ def test_a_dropped_variant_says_why_and_is_never_selected():
 
     table = "\n".join(plan.screen_markdown([SpeedRound.model_validate(r) for r in timing.rounds]))
     assert "| mid | 2,000 | 0.900 |  | no |" in table and "| big | 9,000 | 0.800 |  | yes |" in table
+
+
+def test_when_the_screen_drops_every_variant_the_reason_says_so():
+    cfg = _run_config()  # one finalist per criterion: two candidates are screened
+    _, variants, timing = _timed(cfg, names=("slow", "slow2"))
+    fill_all(variants, timing)
+    reason = choose(variants, 1.05, cfg.target_rate, cfg.latency_budget_ms, timing.noise_floor)["reason"]
+    assert "the screening round found no variant passing the fidelity gates faster than fp32 (slow, slow2" in reason
+    assert "meets the budget" not in reason
 
 
 def test_known_finalists_are_timed_without_screening():

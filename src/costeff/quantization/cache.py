@@ -8,6 +8,9 @@ every file's sha256 and a checksum of the manifest itself; it is verified before
 use, so an interrupted or corrupted entry is never trusted (it is rebuilt).
 Speed is never cached: it is measured on every run. Beside each entry, the names of
 the finalists its last screening kept tell the next run which variants to time.
+The cache keeps the ``KEEP_ENTRIES`` most recently used entries (one is about
+100 MB for the default policy); older ones are removed when a new one is stored,
+never one used within the last hour (another run may be reading it).
 
 The entry's ``variants.pickle`` holds the judged :class:`VariantResult` objects.
 It is only read after its checksum matches the manifest written with it.
@@ -32,6 +35,8 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 PAYLOAD = "variants.pickle"
 FINALISTS_SUFFIX = ".finalists.json"  # beside the entry: who the last screening kept (a timing hint)
+KEEP_ENTRIES = 4
+KEEP_RECENT_S = 3600.0
 LIBRARIES = ("costeff", "numpy", "onnx", "onnxruntime", "onnxconverter-common", "openvino", "nncf")
 # Settings that change only how variants are timed or chosen, never what is built or its fidelity.
 SPEED_ONLY = ("window_s", "speed_rounds", "finalists", "latency_budget_ms", "target_rate", "gaps_s", "open_loop_s",
@@ -95,6 +100,10 @@ def load(root: Path, k: dict[str, Any]) -> tuple[Any, str]:
     for v in stored["variants"]:
         if v.path is not None and not v.baseline:
             v.path = str(entry / v.path)
+    try:
+        os.utime(entry)  # used now: the last entry pruning would remove
+    except OSError:
+        pass  # a read-only cache is still read
     return stored, f"reused from {entry}"
 
 
@@ -121,7 +130,26 @@ def store(root: Path, k: dict[str, Any], variants: list[Any], extra: dict[str, A
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    prune(root)
     return entry
+
+
+def prune(root: Path, keep: int = KEEP_ENTRIES, now: float | None = None) -> list[str]:
+    """Remove the least recently used entries beyond ``keep`` (and their finalists hints); an entry used
+    within ``KEEP_RECENT_S`` stays. Returns the digests removed."""
+    import time
+
+    now = time.time() if now is None else now
+    entries = sorted((p for p in root.iterdir() if p.is_dir() and len(p.name) == 64 and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = []
+    for old in entries[keep:]:
+        if now - old.stat().st_mtime < KEEP_RECENT_S:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        (root / f"{old.name}{FINALISTS_SUFFIX}").unlink(missing_ok=True)
+        removed.append(old.name)
+    return removed
 
 
 def finalists(root: Path, digest: str) -> list[str] | None:

@@ -134,6 +134,11 @@ def choose(variants: list[VariantResult], min_speedup: float = 1.05, target_rate
     every round where both ran undisturbed (by capacity or by answer time); the rest stay listed."""
     base = next(v for v in variants if v.baseline)
     passing = [v for v in variants if not v.baseline and v.built and v.passed and v.speedup is not None]
+    screened_out = [v.name for v in variants if not v.baseline and v.built and v.passed and v.speedup is None]
+    if screened_out and not passing:  # not timed fully: the screen found none faster than fp32
+        return {"name": base.name, "passed_any": True,
+                "reason": f"the screening round found no variant passing the fidelity gates faster than fp32 "
+                          f"({', '.join(screened_out)}: each variant's note says why); fp32 stays"}
     if noise_floor is not None:
         within = []
         for v in passing:
