@@ -37,11 +37,11 @@ def test_every_point_is_the_median_of_the_rounds_and_matches_the_selection_speed
         assert p.throughput_per_s == speed.throughput_per_s[p.batch_size]  # one figure, not two
         assert p.latency_ms.p99 == statistics.median(g["latency_ms"]["p99"] for g in got)
         assert len(p.windows) == sum(len(g["windows"]) for g in got) and p.requests == sum(g["requests"] for g in got)
-        assert p.stable == all(g["stable"] for g in got)
+        assert p.stable == (sum(g["stable"] for g in got) >= 1)  # at least half of the two settled
         assert p.gpu is None and p.gpu_null_reason  # on the CPU: the reason the GPU field is empty, not a zero
     assert [g["p50_ms"] for g in report.latency_by_gap] == [g["p50_ms"] for g in speed.latency_by_gap]
     assert report.config["stable_windows"] == 2 and report.config["max_trials"] == 3  # the rounds' own rules
-    assert report.inputs["rounds"] == 2 and "not measured again" in report.inputs["source"]
+    assert report.inputs["measurements"] == 2 and "not measured again" in report.inputs["source"]
     report.write(tmp_path)
     record = PROFILE.read(PROFILE.path_in(tmp_path))
     assert (record.optimal.batch_size, record.optimal.throughput_per_s) == \

@@ -8,8 +8,9 @@ measurement that could disagree with the speedup the selection was made on:
 
 * each number of a point (throughput, every latency percentile, CPU) is its
   median over the rounds, as the selection's speeds are;
-* windows, requests and trials are pooled; a point is stable when it was stable
-  in every round; the GPU block, which has no median, is the median round's;
+* windows, requests and trials are pooled; a point is stable when at least half
+  of its measurements settled (its median is then a settled number); the GPU
+  block, which has no median, is the median measurement's;
 * latency after idle gaps is the median over rounds per gap.
 """
 
@@ -29,7 +30,7 @@ from costeff.profiling.resources import GpuStats
 
 def from_rounds(model_path: Path | str, results: list[dict[str, Any]], config: ProfileConfig,
                 source: str) -> ProfileReport:
-    """The profile of ``model_path`` from worker ``results`` (one per round, see
+    """The profile of ``model_path`` from worker ``results`` (one per measurement, see
     :mod:`costeff.runtimes.worker`), described by ``config`` (the rounds' own rules); ``source``: where the
     rows came from, in words."""
     from costeff.modelio import read_signature
@@ -44,10 +45,10 @@ def from_rounds(model_path: Path | str, results: list[dict[str, Any]], config: P
     points = [_median([_point(r[b]["point"], reason) for r in by_batch if b in r])
               for b in sorted({b for r in by_batch for b in r})]
     sig = read_signature(model_path)
-    inputs = {"source": f"{source}; the median of {len(results)} interleaved round(s), each in a process of its "
-                        "own (the rounds the variant was selected on, not measured again)",
+    inputs = {"source": f"{source}; the median of {len(results)} measurement(s) in interleaved rounds, each in a "
+                        "process of its own (the rounds the variant was selected on, not measured again)",
               "tensors": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in sig.inputs],
-              "runtime": results[0]["runtime"], "rounds": len(results)}
+              "runtime": results[0]["runtime"], "measurements": len(results)}
     report = assemble_report(points, config, model_path=model_path, provider=provider, inputs=inputs,
                              duration_s=sum(r.get("seconds", 0.0) for r in results))
     report.latency_by_gap = median_gaps(results)
@@ -86,8 +87,9 @@ def _median(points: list[Point]) -> Point:
     peaks = [p.rss_peak_mb for p in points if p.rss_peak_mb is not None]
     return dataclasses.replace(
         middle, throughput_per_s=med(lambda p: p.throughput_per_s), requests_per_s=med(lambda p: p.requests_per_s),
-        latency_ms=latency, stable=all(p.stable for p in points), trials=sum(p.trials for p in points),
-        requests=sum(p.requests for p in points), windows=[w for p in points for w in p.windows],
+        latency_ms=latency, stable=2 * sum(p.stable for p in points) >= len(points),
+        trials=sum(p.trials for p in points), requests=sum(p.requests for p in points),
+        windows=[w for p in points for w in p.windows],
         late_requests=sum(p.late_requests for p in points), cpu_util_pct=med(lambda p: p.cpu_util_pct),
         cpu_cores_busy=med(lambda p: p.cpu_cores_busy), rss_peak_mb=max(peaks) if peaks else None,
         extra={**middle.extra, "rounds": len(points)})
