@@ -99,7 +99,7 @@ def stage_profile(ctx: RunContext) -> tuple[str, list[str]]:
 
 
 def _from_where(rounds: list[dict[str, Any]] | None) -> str:
-    return f" (the quantize stage's {len(rounds)} full round(s), not measured again)" if rounds else ""
+    return f" (the median of the quantize stage's {len(rounds)} measurement(s), not measured again)" if rounds else ""
 
 
 def _quantize_config(ctx: RunContext) -> Any:
