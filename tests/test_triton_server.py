@@ -229,6 +229,45 @@ def test_a_port_in_use_is_refused_before_starting(env, repo):
     assert server.process is None
 
 
+def _stubs_serving(repository: Path) -> list[str]:
+    """The python backend stubs (one per model instance) serving models of ``repository``."""
+    found = subprocess.run(["pgrep", "-af", f"triton_python_backend_stub {repository}/"], capture_output=True,
+                           text=True)
+    return found.stdout.splitlines()
+
+
+def test_stop_unloads_every_model_before_sigterm_keeps_the_log_and_leaves_no_stub(env, repo, tmp_path,
+                                                                                tiny_observations):
+    from costeff.serving.tritonserver import Ports, TritonServer
+
+    own = tmp_path / "repository"  # a copy: the module's server serves repo.path, with stubs of its own
+    shutil.copytree(repo.path, own)
+    log = tmp_path / "logs" / "tritonserver.log"
+    server = TritonServer(env, own, Ports.from_http(free_ports()), log_path=log).start()
+    assert len(_stubs_serving(own)) >= 4  # pol, pol_ov, and pol_x2's two instances
+    _infer(server.http_url, "pol_x2", tiny_observations[:2])
+    assert server.stop() == 0
+    assert _stubs_serving(own) == []
+    text = log.read_text()
+    signalled = text.index("Signal (15) received")
+    for name in ("pol", "pol_ov", "pol_x2"):
+        assert -1 < text.rfind(f"successfully unloaded '{name}'") < signalled, name
+    assert "Exit timeout expired" not in text
+
+
+def test_a_client_holding_a_connection_open_does_not_get_triton_killed_on_stop(env, repo):
+    import socket
+
+    from costeff.serving.tritonserver import Ports, TritonServer
+
+    server = TritonServer(env, repo.path, Ports.from_http(free_ports()), models=["pol"]).start()
+    with socket.create_connection(("127.0.0.1", server.ports.http)):
+        # Triton waits for open HTTP connections on SIGTERM: for 30 s by default, longer than stop() waits
+        # before SIGKILL (status -9); costeff's bound lets it give up on the connection and exit cleanly
+        assert server.stop() == 0
+    assert not server.alive()
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "costeff", *args], stdout=subprocess.PIPE,

@@ -8,10 +8,17 @@ backends (``backends/<name>/model.py``, shipped with costeff) serve the same con
 A server is started on 127.0.0.1 in explicit model-control mode, loads every model of the
 repository (or the ones named), and is ready only when Triton says every one of them is. When
 it cannot start, the error quotes Triton's own reason from its log; nothing is left running.
+
+Stopping unloads the models through the repository API before SIGTERM. Triton 2.51 would unload
+them itself on SIGTERM, but it checks whether they are gone only once a second, after waiting
+(also once a second) for every open HTTP connection to close; the python backend takes just over
+a second to stop each instance stub. Unloaded first, with the last connection closed by Triton,
+SIGTERM finds nothing to wait for. An unload still lets in-flight requests finish.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 from costeff.errors import DependencyError, InputError
 from costeff.serving.tritonserver.env import TRITON_VERSION, TritonEnv
@@ -29,6 +37,15 @@ from costeff.serving.tritonserver.env import TRITON_VERSION, TritonEnv
 BACKENDS = ("onnxruntime", "openvino")
 SHARED = "costeff_batched.py"  # beside each backend's model.py: Triton's python backend puts that folder on sys.path
 HOST = "127.0.0.1"
+# Triton's own budget after SIGTERM (open HTTP connections, then in-flight requests and unloading; 30 s by
+# default): below stop()'s timeout, so a client holding a connection open delays the stop by this much and
+# Triton still exits on its own, with its own status, instead of being killed.
+EXIT_TIMEOUT_S = 5
+# Triton's metrics thread polls at half this interval and is joined at exit (2000 ms by default: up to 1 s
+# more per stop); CPU and pinned-memory gauges are all it polls.
+METRICS_INTERVAL_MS = 200
+POLL_S = 0.05  # readiness while starting, unloading while stopping
+LIVE_STATES = ("READY", "UNLOADING")  # an unloaded model's version that Triton has not finalized yet
 
 
 @dataclass(frozen=True)
@@ -105,7 +122,10 @@ class TritonServer:
                 f"--grpc-address={HOST}", f"--grpc-port={self.ports.grpc}",
                 f"--metrics-address={HOST}", f"--metrics-port={self.ports.metrics}",
                 "--allow-gpu-metrics=false", "--strict-readiness=true", "--exit-on-error=true",
-                "--log-verbose=0"]
+                f"--exit-timeout-secs={EXIT_TIMEOUT_S}", f"--metrics-interval-ms={METRICS_INTERVAL_MS}",
+                # costeff's configs are complete: auto-completing one only starts a python backend stub that
+                # returns it unchanged, and stopping that stub costs the backend a one-second health check
+                "--disable-auto-complete-config", "--log-verbose=0"]
         return args + [f"--load-model={name}" for name in self.models or []] + self.extra_args
 
     def _wait_ready(self) -> None:
@@ -124,7 +144,7 @@ class TritonServer:
                     return
             except requests.RequestException:
                 pass
-            time.sleep(0.2)
+            time.sleep(POLL_S)
         raise DependencyError(f"Triton was not ready within {self.ready_timeout_s:g} s on {self.repository}: "
                               f"{self.failure()}")
 
@@ -136,10 +156,12 @@ class TritonServer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout_s``; the exit status (None when never started)."""
+        """Unload the models (for at most half of ``timeout_s``), SIGTERM, then SIGKILL when Triton has not
+        exited ``timeout_s`` after it; the exit status (None when never started)."""
         code = None
         if self.process is not None:
             if self.process.poll() is None:
+                self.unload_models(time.monotonic() + timeout_s / 2)
                 _signal_group(self.process, signal.SIGTERM)
                 try:
                     self.process.wait(timeout_s)
@@ -152,6 +174,43 @@ class TritonServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return code
+
+    def unload_models(self, deadline: float) -> None:
+        """Unload every ready model and wait (until ``deadline``) for Triton to have unloaded them.
+
+        Best effort: what a server that does not answer still holds is unloaded on SIGTERM."""
+        try:
+            ready = sorted({entry["name"] for entry in self.repository_index() if entry.get("state") == "READY"})
+            for name in ready:
+                _http_post(self.ports.http, f"/v2/repository/models/{quote(name, safe='')}/unload")
+            while time.monotonic() < deadline and any(entry["name"] in ready and entry.get("state") in LIVE_STATES
+                                                      for entry in self.repository_index()):
+                time.sleep(POLL_S)
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def repository_index(self) -> list[dict]:
+        """Triton's repository index: one entry per model version, with its state once loaded."""
+        return json.loads(_http_post(self.ports.http, "/v2/repository/index") or b"[]")
+
+
+def _http_post(port: int, path: str, timeout_s: float = 10.0) -> bytes:
+    """POST ``{}`` to Triton's HTTP endpoint; the reply's body. ValueError when it is not 200.
+
+    One connection per request, read until Triton closes it: Triton 2.51 counts open HTTP connections
+    when it stops and waits a whole second for any it still counts, so none is left for it to count."""
+    request = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n"
+               "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").encode()
+    with socket.create_connection((HOST, port), timeout=timeout_s) as conn:
+        conn.sendall(request)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if status != [b"200"]:
+        raise ValueError(f"{path}: HTTP {head[:80]!r}")
+    return body
 
 
 def _die_with_parent() -> None:
