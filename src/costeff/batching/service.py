@@ -96,9 +96,10 @@ class ServiceTimes:
 
     def cold_penalty(self) -> Any:
         """``f(idle_s) -> extra seconds`` for a batch started after ``idle_s`` of idleness (0 when unmeasured)."""
-        if not self.cold_idle_s:
+        points = self.cold_points()
+        if points is None:
             return None
-        xs, ys = [0.0, *self.cold_idle_s], [0.0, *self.cold_extra_s]
+        xs, ys = points
 
         def extra(idle: float) -> float:
             if idle <= 0:
@@ -108,6 +109,13 @@ class ServiceTimes:
             i = bisect.bisect_right(xs, idle)
             return ys[i - 1] + (ys[i] - ys[i - 1]) * (idle - xs[i - 1]) / (xs[i] - xs[i - 1])
         return extra
+
+    def cold_points(self) -> tuple[list[float], list[float]] | None:
+        """The penalty's knots (idle s, extra s), starting at (0, 0); None when unmeasured.
+        ``cold_penalty`` interpolates linearly between them and holds the last one."""
+        if not self.cold_idle_s:
+            return None
+        return [0.0, *self.cold_idle_s], [0.0, *self.cold_extra_s]
 
     @property
     def extrapolated_above(self) -> int:

@@ -24,7 +24,8 @@ batches wait FIFO for the next free worker (``instances``).
 
 The loop walks batches, not requests: arrival counts come from ``bisect`` on the
 sorted arrival times, instances sit in a small heap, and per-request latencies are
-rebuilt afterwards with numpy.
+rebuilt afterwards with numpy. One-row requests without a queue policy (what the
+optimizer searches) run the same loop written out in ``triton_unit``.
 
 A batch of ``k`` requests carrying ``rows`` rows takes ``table[rows]`` (one request of
 that many rows, as profiled) plus ``per_request_ms`` for each of the other ``k - 1``
@@ -43,6 +44,7 @@ import numpy as np
 
 from costeff.batching.config import BatcherConfig
 from costeff.batching.service import ServiceTimes
+from costeff.batching.triton_unit import QueueSeen, triton_unit_loop
 from costeff.errors import InputError
 
 _INF = math.inf
@@ -70,10 +72,32 @@ class SimResult:
     utilisation: tuple[float, ...]
     extrapolated: bool
     notes: tuple[str, ...] = field(default=())
+    # What the batcher saw, for ``triton_unit.same_schedule``: tracked for one-row requests
+    # without a queue policy, else None.
+    seen: QueueSeen | None = None
 
     @property
     def utilisation_mean(self) -> float:
         return float(np.mean(self.utilisation)) if self.utilisation else 0.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Sorted arrival times (seconds), checked, with the jitter drawn for one seed and spread:
+    what every simulation of those arrivals shares (the optimizer runs a hundred on one)."""
+
+    times: np.ndarray
+    times_list: list[float]
+    jitter: list[float] | None  # each batch's mean-one lognormal factor; None: deterministic
+
+    @classmethod
+    def of(cls, arrivals_s, sigma: float, seed: int) -> "Stream":
+        arr = np.asarray(arrivals_s, dtype=float)
+        if arr.ndim != 1 or arr.size == 0:
+            raise InputError("arrivals: expected a non-empty 1-D sequence of times in seconds")
+        if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) < 0):
+            raise InputError("arrivals: times must be finite and sorted")
+        return cls(arr, arr.tolist(), _jitter(sigma, arr.size, seed))
 
 
 def simulate(arrivals_s, service: ServiceTimes, config: BatcherConfig, *, rows=1,
@@ -84,17 +108,21 @@ def simulate(arrivals_s, service: ServiceTimes, config: BatcherConfig, *, rows=1
     ``jitter``: draw each batch's time from a lognormal with the profile's p99/p50
     spread (mean kept); off gives deterministic service times.
     """
-    arr = np.asarray(arrivals_s, dtype=float)
-    if arr.ndim != 1 or arr.size == 0:
-        raise InputError("arrivals: expected a non-empty 1-D sequence of times in seconds")
-    if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) < 0):
-        raise InputError("arrivals: times must be finite and sorted")
+    return simulate_stream(Stream.of(arrivals_s, service.sigma if jitter else 0.0, seed), service, config, rows=rows)
+
+
+def simulate_stream(stream: Stream, service: ServiceTimes, config: BatcherConfig, *, rows=1) -> SimResult:
+    """``simulate`` on a prepared stream (its jitter drawn for ``service.sigma``, or none)."""
+    arr, jit = stream.times, stream.jitter
     row_counts, prefix = _rows(rows, arr.size, config)
     max_rows = config.max_batch_size * (int(row_counts.max()) if config.policy == "mlserver" else 1)
     table = service.table_s(max_rows).tolist()
-    jit = _jitter(service.sigma if jitter else 0.0, arr.size, seed)
-    loop = _triton_loop if config.policy == "triton" else _mlserver_loop
-    trace = loop(arr.tolist(), prefix, config, table, jit, service.cold_penalty(), service.per_request_ms * 1e-3)
+    per = service.per_request_ms * 1e-3
+    if config.policy == "triton" and prefix is None and not config.default_timeout_us and not config.max_queue_size:
+        trace = triton_unit_loop(stream.times_list, config, table, jit, service.cold_points(), per)
+    else:
+        loop = _triton_loop if config.policy == "triton" else _mlserver_loop
+        trace = loop(stream.times_list, prefix, config, table, jit, service.cold_penalty(), per)
     return _summarise(arr, row_counts, trace, config, service)
 
 
@@ -322,4 +350,5 @@ def _summarise(arr, row_counts, tr: dict, cfg: BatcherConfig, service: ServiceTi
         batch_histogram={int(s): int(c) for s, c in enumerate(hist) if c},
         utilisation=tuple(float(x) for x in busy / span) if span > 0 else (0.0,) * cfg.instances,
         extrapolated=bool(k.size and tr["rows"].max() > service.extrapolated_above),
+        seen=tr.get("seen"),
     )
