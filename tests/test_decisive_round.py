@@ -49,7 +49,7 @@ def test_a_lopsided_undisturbed_first_round_decides_alone_and_says_so():
 
 
 @pytest.mark.parametrize("worker, known, why", [
-    (Shaky(aa=0.8), ["quick"], "fp32 and its A/A twin disagree by 20 %"),
+    (Shaky(aa=0.8), ["quick"], "fp32 and its A/A twin disagree by 25 %"),
     (Shaky(load={**CLEAN, "disturbed": True, "other_share": 0.9}), ["quick"], "the machine was busy"),
     (Shaky(), ["mid"], "2x fp32's capacity but within 1.5x of its answer time"),
     (Shaky(), ["big", "quick"], "big answers within 1.5x of fp32"),
