@@ -28,7 +28,25 @@ REFUSING = "refusing to act on"
 
 
 def verified_records(log: Any) -> list[dict[str, Any]]:
-    data = log.path.read_bytes() if log.path.exists() else b""
+    """See the module docstring. A trail that grew while it was checked is checked again (at most twice):
+    another writer appended, and its checkpoint in the anchor may vouch for a record past the bytes read,
+    which alone reads like a cut trail. A trail that did not grow fails as it is."""
+    for attempt in range(3):
+        data = _read(log.path)
+        try:
+            return _verified(log, data)
+        except InputError:
+            grew = log.path.exists() and log.path.stat().st_size > len(data)
+            if attempt == 2 or not grew:
+                raise
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _read(path: Any) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def _verified(log: Any, data: bytes) -> list[dict[str, Any]]:
     if not data:
         _refuse_if_anchored(log)
         return []
