@@ -42,6 +42,8 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     tries = [_candidate(variant, i, knobs) for i, knobs in enumerate(ALTERNATIVES[variant.backend])]
     if not tries or variant.at_target is None:
         return []
+    if (noise_floor or {}).get("only_disturbed"):  # nothing could be adopted: timing the settings would only cost
+        return _not_tried(variant, tries)
     # screened beside the default first (with a short replay of the target traffic): a setting goes on to full
     # rounds only when it beats the default there by more than the A/A floor, as it must to be adopted
     margin = max((noise_floor or {}).get("capacity", 0.0), (noise_floor or {}).get("answer_time", 0.0))
@@ -71,6 +73,13 @@ def tune(variant: Any, variants: list[Any], config: Any, obs: np.ndarray, instan
     else:
         rows[0]["adopted"] = True
     return rows
+
+
+def _not_tried(variant: Any, tries: list[Any]) -> list[dict[str, Any]]:
+    why = " (not tried: every round the selection used was disturbed, so no setting could be adopted)"
+    return [_row(variant, "default (as timed above)", adopted=True)] + [
+        _row(t, ", ".join(f"{k}={v}" for k, v in knobs.items()) + why, adopted=False, beats_default=False,
+             timed=False) for t, knobs in zip(tries, ALTERNATIVES[variant.backend], strict=True)]
 
 
 def _fill_tries(tries: list[Any], speeds: dict[str, Any], base: Any) -> None:
@@ -138,9 +147,12 @@ def _adopt(v: Any, t: Any) -> None:
                                if k in v.runtime))
 
 
-def _row(v: Any, setting: str, adopted: bool, beats_default: bool | None = None) -> dict[str, Any]:
-    t = v.at_target or {}
-    return {"setting": setting, "optimal_batch": v.optimal_batch, "throughput_per_s": v.optimal_throughput_per_s,
+def _row(v: Any, setting: str, adopted: bool, beats_default: bool | None = None,
+         timed: bool = True) -> dict[str, Any]:
+    """One setting's numbers (none for a setting not timed: ``timed`` False)."""
+    t = (v.at_target or {}) if timed else {}
+    return {"setting": setting, "optimal_batch": v.optimal_batch if timed else None,
+            "throughput_per_s": v.optimal_throughput_per_s if timed else None,
             "p50_ms_at_target": t.get("p50_ms"), "p99_ms_at_target": t.get("p99_ms"),
             "instances": t.get("instances"), "meets_budget": t.get("meets_budget"),
             "beats_default": beats_default, "adopted": adopted}
