@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -30,6 +31,8 @@ from typing import Any
 
 from costeff.artifacts import sha256_file
 from costeff.quantization.records import VariantResult
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -101,9 +104,9 @@ def load(root: Path, k: dict[str, Any]) -> tuple[Any, str]:
         if v.path is not None and not v.baseline:
             v.path = str(entry / v.path)
     try:
-        os.utime(entry)  # used now: the last entry pruning would remove
-    except OSError:
-        pass  # a read-only cache is still read
+        os.utime(entry)  # used now: pruning removes it last
+    except OSError as exc:  # a read-only cache is still read; only its pruning order is older than the truth
+        log.debug("variant cache %s: not marked as used (%s)", entry, exc.strerror or exc)
     return stored, f"reused from {entry}"
 
 
