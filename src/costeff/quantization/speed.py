@@ -159,6 +159,7 @@ def _screen(variants: list[Any], config: Any, obs_path: Path, run: Callable, tic
 
 
 def _first(runs: dict[str, list[dict[str, Any]]], name: str, config: Any) -> Speed:
+    """``name``'s speed from its first (undisturbed, where there is one) measurement: what a screen compares."""
     return summarise(_clean(runs[name])[:1], config.latency_budget_ms)
 
 
@@ -177,7 +178,7 @@ def decisive(got: dict[str, dict[str, Any]], budget_ms: float | None) -> bool:
 
 def _drop_reason(v: Any, runs: dict[str, list[dict[str, Any]]], ref: Any, floor: float, config: Any,
                  margin: float | None = None) -> str:
-    s, b = (summarise(_clean(runs[x])[:1], config.latency_budget_ms) for x in (v.name, ref.name))
+    s, b = _first(runs, v.name, config), _first(runs, ref.name, config)
     numbers = (f"{s.optimal_throughput_per_s:,.0f}/s at its best batch vs {b.optimal_throughput_per_s:,.0f}/s, "
                f"answer {_answer_ms(s):.3f} ms vs {_answer_ms(b):.3f} ms")
     replay = "a short replay at the target rate" if b.open_loop else "no open-loop replay"
@@ -265,7 +266,7 @@ def _finalists(variants: list[Any], runs: dict[str, list[dict[str, Any]]], confi
     A variant slower than fp32 beyond the noise floor both in capacity and in answer time
     cannot win; of the rest, at most ``config.finalists`` by capacity and by answer time
     stay (everyone undominated when ``config.finalists`` is None)."""
-    first = {v.name: summarise(_clean(runs[v.name])[:1], config.latency_budget_ms) for v in variants}
+    first = {v.name: _first(runs, v.name, config) for v in variants}
     base = next((v for v in variants if v.baseline), None)
     alive = [v for v in variants if base is None or v.baseline or not _dominated(first[v.name], first[base.name],
                                                                                  floor)]
